@@ -1,0 +1,5 @@
+import sys
+
+from vtcore.cli import main
+
+sys.exit(main())

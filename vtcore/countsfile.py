@@ -1,0 +1,102 @@
+"""The counts file (DESIGN.md §4): `counts` int64[V] + `manifest` JSON, in one .npz.
+
+Extra arrays beside the contract's two (readers that only know the contract ignore them):
+- counts_fit, counts_heldout  int64[V]: the deterministic row split used for held-out coverage
+- domain_names                JSON list; counts_by_domain int64[D, V] (rows of each domain)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vtcore.coverage import Coverage, analyse, out_of_domain
+from vtcore.errors import VTError
+
+FORMAT = "vtcore-counts/1"
+
+
+@dataclass
+class CountsFile:
+    counts: np.ndarray                    # int64[V], all counted rows
+    manifest: dict
+    counts_fit: np.ndarray                # int64[V], rows used for ranking
+    counts_heldout: np.ndarray            # int64[V], held-out rows
+    domain_names: list[str] = field(default_factory=list)
+    counts_by_domain: np.ndarray | None = None   # int64[D, V]
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.counts.shape[0])
+
+    @property
+    def always_keep(self) -> list[int]:
+        return [int(i) for i in self.manifest.get("always_keep", [])]
+
+    def coverage(self, extra_keep: list[int] | None = None) -> Coverage:
+        """Ranking and curves; `extra_keep` adds user ids to the always-keep set."""
+        return analyse(self.counts_fit, self.counts_heldout, self.always_keep + list(extra_keep or []))
+
+    def domain_counts(self, name: str) -> np.ndarray:
+        if name not in self.domain_names:
+            raise VTError(f"domain {name!r} not in this counts file (has: {', '.join(self.domain_names) or 'none'})")
+        return self.counts_by_domain[self.domain_names.index(name)]
+
+    def ood_curve(self, rank_on: str, measure_on: str) -> np.ndarray:
+        """C(k) ranked on domain `rank_on`, measured on domain `measure_on`."""
+        return out_of_domain(self.domain_counts(rank_on), self.domain_counts(measure_on), self.always_keep)
+
+
+def save_counts(path: str | os.PathLike, cf: CountsFile) -> Path:
+    """Write atomically (temp file + rename), so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "counts": cf.counts.astype(np.int64),
+        "manifest": np.array(json.dumps(cf.manifest, sort_keys=True)),
+        "counts_fit": cf.counts_fit.astype(np.int64),
+        "counts_heldout": cf.counts_heldout.astype(np.int64),
+        "domain_names": np.array(json.dumps(cf.domain_names)),
+    }
+    if cf.counts_by_domain is not None:
+        arrays["counts_by_domain"] = cf.counts_by_domain.astype(np.int64)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_counts(path: str | os.PathLike) -> CountsFile:
+    """Read a counts file; only plain arrays (allow_pickle=False), so loading runs no code."""
+    path = Path(path)
+    if not path.is_file():
+        raise VTError(f"{path}: counts file not found")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "counts" not in z or "manifest" not in z:
+                raise VTError(f"{path}: not a counts file (needs 'counts' and 'manifest', has {sorted(z.files)})")
+            counts = z["counts"]
+            manifest = json.loads(str(z["manifest"]))
+            fit = z["counts_fit"] if "counts_fit" in z else counts
+            heldout = z["counts_heldout"] if "counts_heldout" in z else np.zeros_like(counts)
+            names = json.loads(str(z["domain_names"])) if "domain_names" in z else []
+            by_domain = z["counts_by_domain"] if "counts_by_domain" in z else None
+    except VTError:
+        raise
+    except Exception as e:  # zip/format errors: say which file
+        raise VTError(f"{path}: cannot read counts file ({e})") from e
+    if counts.ndim != 1 or counts.dtype.kind not in "iu":
+        raise VTError(f"{path}: 'counts' must be a 1-D integer array, got {counts.dtype}{list(counts.shape)}")
+    return CountsFile(counts=counts.astype(np.int64), manifest=manifest, counts_fit=fit.astype(np.int64),
+                      counts_heldout=heldout.astype(np.int64), domain_names=list(names),
+                      counts_by_domain=None if by_domain is None else by_domain.astype(np.int64))
