@@ -6,11 +6,13 @@
 samples/code.jsonl    HumanEval (OpenAI, MIT): 164 rows. The user asks for the function
                       whose signature and docstring are the HumanEval prompt; the assistant
                       answers with the canonical solution (the function body).
-samples/chat.jsonl.gz Chit-Chat Challenge (BYU PCC lab, MIT): all 7,168 human-human
-                      conversations. Each turn joins one speaker's consecutive utterances
-                      with newlines. The FIRST speaker is the "user" and the SECOND speaker
-                      is the "assistant": both are people, so the "assistant" side is a
-                      stand-in for chat-style responses, not a model's.
+samples/chat.jsonl.gz Chit-Chat Challenge (BYU PCC lab, MIT): the 4,018 of its 7,168
+                      human-human conversations in which the second speaker answered (the
+                      other 3,150 hold one speaker only: no assistant turn, nothing to
+                      count). Each turn joins one speaker's consecutive utterances with
+                      newlines. The FIRST speaker is the "user" and the SECOND speaker is
+                      the "assistant": both are people, so the "assistant" side stands in
+                      for chat-style responses, not a model's.
 
 Output is deterministic (same bytes every run), so the dataset sha256 in counts manifests
 stays stable.
@@ -49,6 +51,8 @@ def chat_rows() -> list[dict]:
     rows = []
     for key in sorted(data):  # sorted: stable order whatever the dict order of the file
         turns = data[key]["messages"]
+        if len(turns) < 2:  # nobody answered: no assistant turn
+            continue
         messages = [
             {"role": "user" if i % 2 == 0 else "assistant",
              "content": "\n".join(u["text"] for u in turn)}

@@ -1,0 +1,429 @@
+"""Read chat datasets and normalise them to conversations of {role, content}.
+
+Files: JSONL (.jsonl/.ndjson, optionally .gz), JSON arrays (.json, streamed), Parquet, CSV,
+and directories written by `datasets.Dataset.save_to_disk`. Every reader streams: rows come
+one at a time, the file is never read whole into memory.
+
+Schemas (detected from the first row, or chosen): OpenAI-style `messages`/`conversations`
+of {role, content} (content may be a list of {type: "text", text} parts), ShareGPT
+`conversations` of {from, value}, Alpaca {instruction, input, output}, {prompt, response},
+{prompt, completion}, and preformatted {text} (counted whole: no assistant mask possible).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import gzip
+import io
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from vtcore.errors import DataError
+
+SCHEMAS = ["auto", "messages", "sharegpt", "alpaca", "prompt_response", "prompt_completion", "text"]
+
+# role aliases seen in public chat datasets -> the roles chat templates know
+ROLE_ALIASES = {
+    "system": "system", "developer": "system",
+    "user": "user", "human": "user",
+    "assistant": "assistant", "gpt": "assistant", "model": "assistant", "chatgpt": "assistant",
+    "bard": "assistant", "bing": "assistant",
+    "tool": "tool", "function": "tool", "ipython": "tool", "observation": "tool",
+    "function_response": "tool",
+    "function_call": "assistant",
+}
+
+
+@dataclass
+class Conversation:
+    messages: list[dict]          # [{"role": system|user|assistant|tool, "content": str}]
+    domain: str
+    source: str                   # "file:line" for messages that name where a row came from
+    index: int                    # 0-based record index in its file (bad rows included)
+    text: str | None = None       # preformatted text (schema "text"): counted whole
+
+
+@dataclass
+class ReadStats:
+    rows: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)   # reason -> count
+    warnings: list[str] = field(default_factory=list)
+    schema: str | None = None
+    position: "_Position | None" = None   # progress through the file being read
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+
+# ---------------------------------------------------------------- raw records
+
+
+class _Position:
+    """How far through its file a reader is (bytes of the file on disk), for progress."""
+
+    def __init__(self, path: Path):
+        self.size = path.stat().st_size if path.is_file() else 0
+        self.raw = None
+
+    @property
+    def fraction(self) -> float:
+        if not self.size or self.raw is None or self.raw.closed:
+            return 0.0
+        return min(self.raw.tell() / self.size, 1.0)
+
+
+def _open_binary(path: Path, pos: _Position | None = None):
+    raw = open(path, "rb")
+    if pos is not None:
+        pos.raw = raw
+    if path.suffix == ".gz":
+        return gzip.GzipFile(fileobj=raw)
+    return raw
+
+
+def _kind(path: Path) -> str:
+    if path.is_dir():
+        return "hf-disk"
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    ext = suffixes[-1] if suffixes else ""
+    return {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet",
+            ".pq": "parquet", ".csv": "csv"}.get(ext, "unknown")
+
+
+def _decode_line(raw: bytes, path: Path, line: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})", str(path), line)
+
+
+def _iter_jsonl(path: Path, pos: "_Position") -> Iterator[tuple[int, dict | DataError]]:
+    # a bad line is yielded as its DataError: the caller raises it, or skips it (--skip-bad)
+    with _open_binary(path, pos) as f:
+        for line_no, raw in enumerate(f, start=1):
+            try:
+                text = _decode_line(raw, path, line_no)
+            except DataError as e:
+                yield line_no, e
+                continue
+            if not text.strip():
+                continue
+            try:
+                rec = json.loads(text)
+            except json.JSONDecodeError as e:
+                yield line_no, DataError(f"malformed JSON ({e.msg} at column {e.colno})", str(path), line_no)
+                continue
+            yield line_no, rec
+
+
+def _iter_json_array(path: Path, pos: _Position, chunk_size: int = 1 << 20) -> Iterator[tuple[int, dict]]:
+    """Stream the elements of a top-level JSON array without loading the file."""
+    decoder = json.JSONDecoder()
+    utf8 = codecs.getincrementaldecoder("utf-8")()
+    buf, pos, line_base, eof = "", 0, 1, False
+    bytes_read = 0
+
+    with _open_binary(path, pos) as f:
+        def fill() -> bool:
+            nonlocal buf, pos, line_base, eof, bytes_read
+            if eof:
+                return False
+            chunk = f.read(chunk_size)
+            try:
+                text = utf8.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as e:
+                line = line_base + buf.count("\n", 0, pos) + chunk[:e.start].count(b"\n")
+                raise DataError(f"not valid UTF-8 (byte 0x{chunk[e.start]:02x})", str(path), line)
+            bytes_read += len(chunk)
+            line_base += buf.count("\n", 0, pos)
+            buf, pos = buf[pos:] + text, 0
+            if not chunk:
+                eof = True
+            return bool(chunk)
+
+        def skip_ws() -> None:
+            nonlocal pos
+            while True:
+                while pos < len(buf) and buf[pos] in " \t\r\n":
+                    pos += 1
+                if pos < len(buf) or not fill():
+                    return
+
+        def line_at(p: int) -> int:
+            return line_base + buf.count("\n", 0, p)
+
+        fill()
+        skip_ws()
+        if pos >= len(buf):
+            raise DataError("file is empty (no rows)", str(path))
+        if buf[pos] != "[":
+            # a .json file holding JSON Lines is common enough to accept
+            if buf[pos] == "{":
+                yield from _iter_jsonl(path, pos)
+                return
+            raise DataError("expected a JSON array of rows (or JSON Lines)", str(path), line_at(pos))
+        pos += 1
+        first = True
+        while True:
+            skip_ws()
+            if pos >= len(buf):
+                raise DataError("unexpected end of file inside the JSON array", str(path), line_at(pos))
+            if buf[pos] == "]":
+                return
+            if not first:
+                if buf[pos] != ",":
+                    raise DataError(f"malformed JSON (expected ',' or ']', found {buf[pos]!r})", str(path), line_at(pos))
+                pos += 1
+                skip_ws()
+            first = False
+            while True:
+                try:
+                    rec, end = decoder.raw_decode(buf, pos)
+                    # a number or literal cut at the buffer edge decodes "successfully": read more
+                    if end >= len(buf) and not eof:
+                        raise ValueError
+                    break
+                except (json.JSONDecodeError, ValueError) as e:
+                    if not fill():
+                        msg = e.msg if isinstance(e, json.JSONDecodeError) else "truncated value"
+                        raise DataError(f"malformed JSON ({msg})", str(path), line_at(pos))
+            line = line_at(pos)
+            pos = end
+            yield line, rec
+
+
+def _maybe_json(value):
+    """CSV/Parquet cells may hold a JSON list of messages as text."""
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _iter_csv(path: Path, pos: _Position) -> Iterator[tuple[int, dict]]:
+    csv.field_size_limit(sys.maxsize)
+    with _open_binary(path, pos) as fb:
+        f = io.TextIOWrapper(fb, encoding="utf-8", newline="")
+        reader = csv.DictReader(f)
+        try:
+            for row in reader:
+                yield reader.line_num, {k: _maybe_json(v) for k, v in row.items() if k is not None}
+        except UnicodeDecodeError as e:
+            raise DataError(f"not valid UTF-8 (byte 0x{e.object[e.start]:02x})", str(path), reader.line_num + 1)
+        except csv.Error as e:
+            raise DataError(f"malformed CSV ({e})", str(path), reader.line_num)
+
+
+def _iter_parquet(path: Path, pos: _Position) -> Iterator[tuple[int, dict]]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:
+        raise DataError(f"cannot read Parquet ({e})", str(path))
+    row = 0
+    for batch in pf.iter_batches(batch_size=1024):
+        for rec in batch.to_pylist():
+            row += 1
+            yield row, {k: _maybe_json(v) for k, v in rec.items()}
+
+
+def _iter_hf_disk(path: Path, pos: _Position) -> Iterator[tuple[int, dict]]:
+    try:
+        import datasets
+
+        ds = datasets.load_from_disk(str(path))
+    except Exception as e:
+        raise DataError(f"not a dataset saved with datasets.save_to_disk ({e})", str(path))
+    if isinstance(ds, datasets.DatasetDict):
+        ds = ds["train"] if "train" in ds else datasets.concatenate_datasets([ds[s] for s in sorted(ds)])
+    for i, rec in enumerate(ds, start=1):  # arrow-backed and memory-mapped: streams
+        yield i, {k: _maybe_json(v) for k, v in rec.items()}
+
+
+def iter_records(path: str | Path, pos: _Position | None = None) -> Iterator[tuple[int, dict | DataError]]:
+    """(line or row number, record) for every row of a dataset file or saved directory.
+    In JSONL a bad line comes as (line, DataError) so a caller may skip it; other formats
+    raise, since a reader cannot resync after a broken row there."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError("dataset not found", str(path))
+    kind = _kind(path)
+    if kind == "unknown":
+        raise DataError("unknown dataset format (use .jsonl, .json, .parquet, .csv, optionally .gz, "
+                        "or a directory saved by datasets.save_to_disk)", str(path))
+    if path.is_file() and path.stat().st_size == 0:
+        raise DataError("file is empty (no rows)", str(path))
+    reader = {"jsonl": _iter_jsonl, "json": _iter_json_array, "csv": _iter_csv,
+              "parquet": _iter_parquet, "hf-disk": _iter_hf_disk}[kind]
+    pos = pos or _Position(path)
+    empty = True
+    for line, rec in reader(path, pos):
+        empty = False
+        yield line, rec
+    if empty:
+        raise DataError("file is empty (no rows)", str(path))
+
+
+# ---------------------------------------------------------------- schemas
+
+
+def detect_schema(rec: dict, path: str = "", line: int | None = None) -> str:
+    if not isinstance(rec, dict):
+        raise DataError(f"a row must be a JSON object, got {type(rec).__name__}", path, line)
+    for key in ("messages", "conversations", "conversation"):
+        msgs = rec.get(key)
+        if isinstance(msgs, list) and msgs and isinstance(msgs[0], dict):
+            if "from" in msgs[0] and "value" in msgs[0]:
+                return "sharegpt"
+            if "role" in msgs[0]:
+                return "messages"
+    if "instruction" in rec and "output" in rec:
+        return "alpaca"
+    if "prompt" in rec and "response" in rec:
+        return "prompt_response"
+    if "prompt" in rec and "completion" in rec:
+        return "prompt_completion"
+    if isinstance(rec.get("text"), str):
+        return "text"
+    raise DataError(
+        f"cannot detect the schema: fields found {sorted(rec)}; expected one of messages/conversations "
+        "(list of {role, content} or {from, value}), instruction+output, prompt+response, prompt+completion, "
+        "or text", path, line)
+
+
+def _content_text(content, path: str, line: int, where: str) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # OpenAI content parts: keep the text parts
+        parts = []
+        for j, part in enumerate(content):
+            if isinstance(part, str):
+                parts.append(part)
+            elif isinstance(part, dict) and part.get("type", "text") == "text":
+                if not isinstance(part.get("text"), str):
+                    raise DataError("text part has no string 'text'", path, line, f"{where}[{j}].text")
+                parts.append(part["text"])
+        return "".join(parts)
+    raise DataError(f"content must be a string or a list of parts, got {type(content).__name__}", path, line, where)
+
+
+def _messages_from_list(msgs, role_key: str, content_key: str, path: str, line: int, key: str) -> list[dict]:
+    if not isinstance(msgs, list):
+        raise DataError(f"must be a list, got {type(msgs).__name__}", path, line, key)
+    out, unknown = [], []
+    for j, m in enumerate(msgs):
+        if not isinstance(m, dict):
+            raise DataError(f"each message must be an object, got {type(m).__name__}", path, line, f"{key}[{j}]")
+        if role_key not in m:
+            raise DataError(f"message has no '{role_key}' (fields: {sorted(m)})", path, line, f"{key}[{j}]")
+        raw_role = str(m[role_key]).strip().lower()
+        role = ROLE_ALIASES.get(raw_role)
+        if role is None:
+            unknown.append(str(m[role_key]))
+            continue
+        out.append({"role": role, "content": _content_text(m.get(content_key), path, line, f"{key}[{j}].{content_key}")})
+    if unknown:
+        raise DataError(f"unknown role(s) {sorted(set(unknown))}; known: {sorted(ROLE_ALIASES)}", path, line,
+                        f"{key}[].{role_key}")
+    return out
+
+
+def _field(rec: dict, name: str, path: str, line: int) -> str:
+    if name not in rec:
+        raise DataError(f"missing field (fields: {sorted(rec)})", path, line, name)
+    return _content_text(rec[name], path, line, name)
+
+
+def normalize(rec: dict, schema: str, path: str, line: int) -> tuple[list[dict], str | None]:
+    """Messages of one record (and its preformatted text for schema 'text')."""
+    if not isinstance(rec, dict):
+        raise DataError(f"a row must be a JSON object, got {type(rec).__name__}", path, line)
+    if schema == "messages":
+        key = next((k for k in ("messages", "conversations", "conversation") if k in rec), None)
+        if key is None:
+            raise DataError(f"no messages field (fields: {sorted(rec)})", path, line, "messages")
+        return _messages_from_list(rec[key], "role", "content", path, line, key), None
+    if schema == "sharegpt":
+        key = next((k for k in ("conversations", "conversation", "messages") if k in rec), None)
+        if key is None:
+            raise DataError(f"no conversations field (fields: {sorted(rec)})", path, line, "conversations")
+        msgs = _messages_from_list(rec[key], "from", "value", path, line, key)
+        if isinstance(rec.get("system"), str) and rec["system"]:
+            msgs.insert(0, {"role": "system", "content": rec["system"]})
+        return msgs, None
+    if schema == "alpaca":
+        instruction = _field(rec, "instruction", path, line)
+        extra = _content_text(rec.get("input"), path, line, "input")
+        user = instruction + ("\n\n" + extra if extra else "")
+        return [{"role": "user", "content": user},
+                {"role": "assistant", "content": _field(rec, "output", path, line)}], None
+    if schema in ("prompt_response", "prompt_completion"):
+        answer = "response" if schema == "prompt_response" else "completion"
+        return [{"role": "user", "content": _field(rec, "prompt", path, line)},
+                {"role": "assistant", "content": _field(rec, answer, path, line)}], None
+    if schema == "text":
+        return [], _field(rec, "text", path, line)
+    raise DataError(f"unknown schema {schema!r}; known: {', '.join(SCHEMAS)}", path, line)
+
+
+def read_dataset(path: str | Path, schema: str = "auto", domain: str | None = None, skip_bad: bool = False,
+                 stats: ReadStats | None = None) -> Iterator[Conversation]:
+    """Normalised conversations of one file. Bad rows raise DataError, or with skip_bad are
+    counted in `stats.skipped` by reason. The row's `domain` field wins over `domain`;
+    without either the file's stem names the domain."""
+    if schema not in SCHEMAS:
+        raise DataError(f"unknown schema {schema!r}; known: {', '.join(SCHEMAS)}", str(path))
+    stats = stats if stats is not None else ReadStats()
+    path = Path(path)
+    if path.exists():
+        stats.position = _Position(path)
+    default_domain = domain or path.name.split(".")[0]
+    resolved = None if schema == "auto" else schema
+    for index, (line, rec) in enumerate(iter_records(path, stats.position)):
+        try:
+            if isinstance(rec, DataError):
+                raise rec
+            if resolved is None:
+                resolved = detect_schema(rec, str(path), line)
+                stats.schema = resolved
+                if resolved == "text":
+                    stats.warnings.append(f"{path}: preformatted 'text' rows are counted whole: no assistant "
+                                          "mask is possible")
+            messages, text = normalize(rec, resolved, str(path), line)
+            if text is None and not any(m["role"] == "assistant" for m in messages):
+                raise DataError("row has no assistant turn", str(path), line)
+        except DataError as e:
+            if skip_bad:
+                stats.skip(_reason_key(e.reason))
+                continue
+            raise
+        stats.rows += 1
+        row_domain = rec.get("domain") if isinstance(rec.get("domain"), str) else None
+        yield Conversation(messages=messages, domain=row_domain or default_domain, source=f"{path}:{line}",
+                           index=index, text=text)
+
+
+def _reason_key(reason: str) -> str:
+    """'malformed JSON (Expecting value at column 3)' -> 'malformed JSON': groups skip counts."""
+    return reason.split(" (")[0].split(";")[0].split(":")[0]
+
+
+def parse_data_arg(arg: str) -> tuple[str, str | None]:
+    """`PATH` or `DOMAIN=PATH` (the CLI's --data)."""
+    if "=" in arg and not Path(arg).exists():
+        name, _, p = arg.partition("=")
+        if name and "/" not in name and "\\" not in name:
+            return p, name
+    return arg, None
+
