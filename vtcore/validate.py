@@ -1,0 +1,527 @@
+"""Validators for exported token maps (docs/formats.md): the checks an engine would trip on.
+
+Every file is read without running code: `.pt`/`.bin` with torch.load(weights_only=True)
+only (a pickle that carries code is refused, never executed), `.safetensors` with
+safetensors, JSON with json. The same checks run on bytes in memory (the export validates
+what it is about to write) and on files on disk (`python -m vtcore validate FILE`).
+
+A `Report` lists `problems` (the file is wrong: an engine would fail or mis-map tokens)
+and `warnings` (the file works but is probably not what the user wants, e.g. no
+end-of-turn token: a draft that cannot emit it never ends a turn).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from vtcore.errors import VTError
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+_K_IN_NAME = re.compile(r"_k(\d+)(?:\.|$)")
+_SHOW = 5  # ids quoted in one message
+
+
+@dataclass
+class Report:
+    """The outcome of validating one export (a file, or a draft directory)."""
+
+    path: str
+    format: str = "unknown"       # sglang | eagle3 | json | summary | hf-draft | eagle3-draft | unknown
+    n: int | None = None          # kept tokens
+    vocab_size: int | None = None
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict:
+        return {"path": self.path, "format": self.format, "valid": self.ok, "n": self.n,
+                "vocab_size": self.vocab_size, "problems": list(self.problems),
+                "warnings": list(self.warnings)}
+
+
+@dataclass
+class Expect:
+    """What the caller knows and wants checked; every field optional."""
+
+    vocab_size: int | None = None           # the target model's V
+    n: int | None = None                    # the declared number of kept tokens
+    keep_ids: dict[int, str] | None = None  # id -> why it must be kept (EOS / end-of-turn)
+    tokenizer_sha256: str | None = None     # must match the manifest's tokenizer
+    tokenizer_name: str | None = None
+
+
+class UnsafeFile(VTError):
+    """A pickle that wants to build objects other than plain tensors: refused, not run."""
+
+
+# ---------------------------------------------------------------- safe readers
+
+def safe_torch_load(source: str | os.PathLike | bytes) -> Any:
+    """torch.load with weights_only=True: tensors, dicts, lists, numbers only."""
+    import torch
+
+    where = "data" if isinstance(source, (bytes, bytearray)) else str(source)
+    f = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+    try:
+        return torch.load(f, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "weights only" in str(e).lower() or "weights_only" in str(e).lower():
+            raise UnsafeFile(f"{where}: refused: the file holds pickled objects other than plain tensors "
+                             f"(code could run on load); it was not loaded ({_unsafe_detail(str(e))})") from e
+        raise VTError(f"{where}: not a readable torch file ({first})") from e
+    except FileNotFoundError:
+        raise VTError(f"{where}: file not found") from None
+    except Exception as e:  # zip errors, truncated files, wrong magic
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise VTError(f"{where}: not a readable torch file ({first[:200]})") from e
+
+
+def _unsafe_detail(msg: str) -> str:
+    """The global the unpickler refused, e.g. 'posix.system', from torch's long message."""
+    m = re.search(r"(?:Unsupported global|unsupported GLOBAL|global)\s*:?\s*(?:GLOBAL\s+)?([\w.]+)", msg)
+    return f"it asks for {m.group(1)}" if m else "non-tensor global"
+
+
+# ---------------------------------------------------------------- the checks
+
+def _as_int_array(values: Any, what: str, problems: list[str]) -> np.ndarray | None:
+    """1-D integer ids from a tensor, array or list; records why not."""
+    import torch
+
+    if isinstance(values, torch.Tensor):
+        if values.dtype.is_floating_point or values.dtype.is_complex or values.dtype == torch.bool:
+            problems.append(f"{what} must hold integer token ids, got dtype {str(values.dtype).replace('torch.', '')}")
+            return None
+        arr = values.detach().cpu().numpy()
+    elif isinstance(values, np.ndarray):
+        if values.dtype.kind not in "iu":
+            problems.append(f"{what} must hold integer token ids, got dtype {values.dtype}")
+            return None
+        arr = values
+    elif isinstance(values, (list, tuple)):
+        bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, np.integer))]
+        if bad:
+            problems.append(f"{what} must hold integer token ids, found {type(bad[0]).__name__} {bad[0]!r}")
+            return None
+        arr = np.asarray(values, dtype=np.int64)
+    else:
+        problems.append(f"{what} must be a list or 1-D tensor of token ids, got {type(values).__name__}")
+        return None
+    if arr.ndim != 1:
+        problems.append(f"{what} must be 1-D, got shape {list(arr.shape)}")
+        return None
+    return arr.astype(np.int64, copy=False)
+
+
+def _quote(ids: np.ndarray | list[int]) -> str:
+    ids = [int(i) for i in ids]
+    more = f" and {len(ids) - _SHOW} more" if len(ids) > _SHOW else ""
+    return ", ".join(str(i) for i in ids[:_SHOW]) + more
+
+
+def check_ids(ids: np.ndarray, vocab_size: int | None, declared_n: int | None,
+              keep_ids: dict[int, str] | None, what: str = "token ids") -> tuple[list[str], list[str]]:
+    """Integer ids already parsed: range, duplicates, size, must-keep tokens."""
+    problems, warnings = [], []
+    if ids.size == 0:
+        problems.append(f"{what}: empty (a draft needs at least one token)")
+        return problems, warnings
+    neg = ids[ids < 0]
+    if neg.size:
+        problems.append(f"{what}: negative ids {_quote(np.unique(neg))}")
+    if vocab_size is not None:
+        big = ids[ids >= vocab_size]
+        if big.size:
+            problems.append(f"{what}: ids {_quote(np.unique(big))} are >= the vocabulary size {vocab_size}")
+    uniq, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        problems.append(f"{what}: duplicate ids {_quote(uniq[counts > 1])} (each id may appear once)")
+    if declared_n is not None and ids.size != declared_n:
+        problems.append(f"{what}: {ids.size} ids but the declared size is {declared_n}")
+    for tid, why in (keep_ids or {}).items():
+        if not np.isin(tid, ids):
+            warnings.append(f"{why} (id {tid}) is not in the set: a draft that cannot emit it never ends a turn")
+    return problems, warnings
+
+
+def check_mapping(d2t: Any, t2d: Any, vocab_size: int | None, declared_n: int | None = None
+                  ) -> tuple[np.ndarray | None, list[str]]:
+    """EAGLE-3 d2t/t2d: target id = i + d2t[i] sorted ascending, t2d marks exactly those.
+    Returns the kept ids (ascending) when d2t is readable, and the problems found."""
+    import torch
+
+    problems: list[str] = []
+    d = _as_int_array(d2t, "d2t", problems)
+    if not isinstance(t2d, torch.Tensor) or t2d.dtype != torch.bool or t2d.ndim != 1:
+        desc = (f"dtype {str(t2d.dtype).replace('torch.', '')}, shape {list(t2d.shape)}"
+                if isinstance(t2d, torch.Tensor) else type(t2d).__name__)
+        problems.append(f"t2d must be a 1-D bool tensor over the target vocabulary, got {desc}")
+        t2d = None
+    if d is None:
+        return None, problems
+    ids = d + np.arange(d.size, dtype=np.int64)
+    if declared_n is not None and d.size != declared_n:
+        problems.append(f"d2t has {d.size} entries but the declared draft vocabulary is {declared_n}")
+    if d.size and (np.diff(ids) <= 0).any():
+        bad = int(np.argmax(np.diff(ids) <= 0))
+        problems.append(f"d2t + arange is not strictly increasing (draft rows {bad} and {bad + 1} map to "
+                        f"{int(ids[bad])} and {int(ids[bad + 1])}): kept ids must be sorted ascending, no duplicates")
+    if d.size and ids.min() < 0:
+        problems.append(f"d2t + arange gives negative target ids ({_quote(np.unique(ids[ids < 0]))})")
+    if t2d is not None:
+        V = int(t2d.shape[0])
+        if vocab_size is not None and V != vocab_size:
+            problems.append(f"t2d has length {V} but the target vocabulary size is {vocab_size}")
+        over = ids[ids >= V]
+        if over.size:
+            problems.append(f"d2t + arange gives ids {_quote(np.unique(over))} >= len(t2d) = {V}")
+        marked = int(t2d.sum())
+        if marked != d.size:
+            problems.append(f"t2d marks {marked} ids but d2t has {d.size} entries (t2d.sum() must equal N)")
+        inside = ids[(ids >= 0) & (ids < V)]
+        mask = t2d.numpy()
+        if inside.size and not mask[inside].all():
+            problems.append(f"t2d does not mark ids {_quote(inside[~mask[inside]])} that d2t maps to")
+        elif marked == d.size and inside.size == d.size:
+            extra = np.setdiff1d(np.flatnonzero(mask), ids)
+            if extra.size:
+                problems.append(f"t2d marks ids {_quote(extra)} that d2t does not map to")
+    elif vocab_size is not None and ids.size and ids.max() >= vocab_size:
+        problems.append(f"d2t + arange gives ids >= the vocabulary size {vocab_size}")
+    return ids, problems
+
+
+def check_manifest(manifest: dict | None, expect: Expect) -> list[str]:
+    """The manifest's tokenizer must be the one the user says the target uses."""
+    if not expect.tokenizer_sha256 or not isinstance(manifest, dict):
+        return []
+    sha = manifest_tokenizer_sha(manifest)
+    if sha is None:
+        return []
+    if sha != expect.tokenizer_sha256:
+        name = manifest_tokenizer_name(manifest) or "another tokenizer"
+        return [f"made with {name} (tokenizer sha256 {sha[:12]}…) but the given tokenizer "
+                f"{expect.tokenizer_name or ''} has sha256 {expect.tokenizer_sha256[:12]}…: ids would mean other tokens"
+                .replace("  ", " ")]
+    return []
+
+
+def manifest_tokenizer_sha(manifest: dict) -> str | None:
+    tok = manifest.get("tokenizer")
+    if isinstance(tok, dict) and tok.get("sha256"):
+        return str(tok["sha256"])
+    for key in ("tokenizer_sha256", "tokenizer_json_sha256"):
+        if manifest.get(key):
+            return str(manifest[key])
+    return None
+
+
+def manifest_tokenizer_name(manifest: dict) -> str | None:
+    tok = manifest.get("tokenizer")
+    if isinstance(tok, dict):
+        return tok.get("name")
+    return manifest.get("tokenizer_name") or (tok if isinstance(tok, str) else None)
+
+
+# ---------------------------------------------------------------- per format
+
+def _declared_from_name(path: str) -> int | None:
+    m = _K_IN_NAME.search(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def validate_sglang(obj: Any, path: str, expect: Expect) -> Report:
+    r = Report(path=path, format="sglang", vocab_size=expect.vocab_size)
+    ids = _as_int_array(obj, "token map", r.problems)
+    if ids is None:
+        return r
+    r.n = int(ids.size)
+    declared = expect.n if expect.n is not None else _declared_from_name(path)
+    p, w = check_ids(ids, expect.vocab_size, declared, expect.keep_ids, "token map")
+    r.problems += p
+    r.warnings += w
+    if expect.vocab_size is None:
+        r.warnings.append("vocabulary size not given: ids were not checked against V (pass --vocab-size)")
+    return r
+
+
+def validate_eagle3(obj: dict, path: str, expect: Expect) -> Report:
+    r = Report(path=path, format="eagle3", vocab_size=expect.vocab_size)
+    missing = [k for k in ("d2t", "t2d") if k not in obj]
+    if missing:
+        r.problems.append(f"missing {' and '.join(missing)} (an EAGLE-3 vocab mapping holds d2t and t2d)")
+        return r
+    declared = expect.n if expect.n is not None else _declared_from_name(path)
+    ids, problems = check_mapping(obj["d2t"], obj["t2d"], expect.vocab_size, declared)
+    r.problems += problems
+    if ids is not None:
+        r.n = int(ids.size)
+        r.vocab_size = expect.vocab_size or (int(obj["t2d"].shape[0]) if hasattr(obj["t2d"], "shape") else None)
+        _, w = check_ids(ids, None, None, expect.keep_ids, "kept ids")
+        r.warnings += w
+    return r
+
+
+def validate_json(obj: Any, path: str, expect: Expect) -> Report:
+    r = Report(path=path, format="json")
+    if not isinstance(obj, dict) or "token_ids" not in obj:
+        r.problems.append("not a token-map JSON: needs an object with 'token_ids', 'vocab_size', 'manifest'")
+        return r
+    V = obj.get("vocab_size")
+    if not isinstance(V, int) or isinstance(V, bool) or V <= 0:
+        r.problems.append(f"'vocab_size' must be a positive integer, got {V!r}")
+        V = None
+    if expect.vocab_size is not None and V is not None and V != expect.vocab_size:
+        r.problems.append(f"'vocab_size' is {V} but the target vocabulary size is {expect.vocab_size}")
+    r.vocab_size = expect.vocab_size or V
+    if "manifest" not in obj or not isinstance(obj["manifest"], dict):
+        r.problems.append("'manifest' is missing or not an object")
+    ids = _as_int_array(obj["token_ids"], "'token_ids'", r.problems)
+    if ids is None:
+        return r
+    r.n = int(ids.size)
+    declared = expect.n if expect.n is not None else _declared_from_name(path)
+    keep = expect.keep_ids
+    if keep is None and isinstance(obj.get("manifest"), dict) and obj["manifest"].get("always_keep") is not None:
+        keep = {int(i): "always-keep token" for i in obj["manifest"]["always_keep"]}
+    p, w = check_ids(ids, r.vocab_size, declared, keep, "'token_ids'")
+    r.problems += p + check_manifest(obj.get("manifest"), expect)
+    r.warnings += w
+    return r
+
+
+def validate_summary(obj: Any, path: str, expect: Expect) -> Report:
+    r = Report(path=path, format="summary")
+    if not isinstance(obj, dict):
+        r.problems.append("summary must be a JSON object")
+        return r
+    for key in ("k", "coverage", "vtcore_version", "created"):
+        if key not in obj:
+            r.problems.append(f"summary lacks '{key}'")
+    if isinstance(obj.get("k"), int):
+        r.n = obj["k"]
+        if expect.n is not None and obj["k"] != expect.n:
+            r.problems.append(f"summary says k = {obj['k']} but {expect.n} was expected")
+    r.problems += check_manifest(obj.get("manifest"), expect)
+    return r
+
+
+# ---------------------------------------------------------------- draft checkpoints
+
+@dataclass
+class TensorSource:
+    """Names, shapes and lazy access to a checkpoint's tensors (file, shards or bytes)."""
+
+    shapes: dict[str, tuple[int, ...]]
+    get: Callable[[str], Any]
+
+
+def tensor_source(weights: dict[str, Any] | None = None, directory: str | os.PathLike | None = None
+                  ) -> TensorSource:
+    """From a dict of tensors already in memory, or from a checkpoint directory."""
+    if weights is not None:
+        return TensorSource({k: tuple(v.shape) for k, v in weights.items()}, weights.__getitem__)
+    d = Path(directory)
+    files: dict[str, Path] = {}
+    if (d / "model.safetensors").is_file():
+        files = {"*": d / "model.safetensors"}
+    elif (d / "model.safetensors.index.json").is_file():
+        index = json.loads((d / "model.safetensors.index.json").read_text())
+        files = {k: d / v for k, v in index.get("weight_map", {}).items()}
+    if files:
+        from safetensors import safe_open
+
+        shapes, where = {}, {}
+        for f in sorted(set(files.values())):
+            try:
+                with safe_open(str(f), framework="pt") as h:
+                    for k in h.keys():
+                        shapes[k] = tuple(h.get_slice(k).get_shape())
+                        where[k] = f
+            except Exception as e:
+                raise VTError(f"{f}: not a readable safetensors file ({str(e).splitlines()[0][:200]})") from e
+
+        def get(name: str):
+            with safe_open(str(where[name]), framework="pt") as h:
+                return h.get_tensor(name)
+        return TensorSource(shapes, get)
+    bins = [d / "pytorch_model.bin"] if (d / "pytorch_model.bin").is_file() else []
+    if not bins and (d / "pytorch_model.bin.index.json").is_file():
+        index = json.loads((d / "pytorch_model.bin.index.json").read_text())
+        bins = sorted({d / v for v in index.get("weight_map", {}).values()})
+    if bins:
+        state: dict[str, Any] = {}
+        for b in bins:
+            part = safe_torch_load(b)
+            if not isinstance(part, dict):
+                raise VTError(f"{b}: expected a state dict of tensors, got {type(part).__name__}")
+            state.update(part)
+        return tensor_source(weights=state)
+    raise VTError(f"{d}: no weights found (looked for {', '.join(WEIGHT_FILES)})")
+
+
+def head_key(shapes: dict[str, tuple], config: dict) -> str | None:
+    """Which tensor scores the vocabulary: lm_head.weight, else the tied input embedding."""
+    if "lm_head.weight" in shapes:
+        return "lm_head.weight"
+    return embed_key(shapes)
+
+
+def embed_key(shapes: dict[str, tuple]) -> str | None:
+    keys = [k for k in shapes if k.endswith("embed_tokens.weight")]
+    return keys[0] if keys else None
+
+
+def is_eagle3(config: dict, shapes: dict[str, tuple]) -> bool:
+    arch = " ".join(config.get("architectures") or [])
+    return "eagle3" in arch.lower() or "fc.weight" in shapes or any(k.startswith("midlayer.") for k in shapes)
+
+
+def validate_draft(config: dict, src: TensorSource, path: str, expect: Expect,
+                   tokenizer_files: list[str] | None = None) -> Report:
+    """A trimmed draft directory (ours: hf-draft; or an EAGLE-3 checkpoint)."""
+    eagle = is_eagle3(config, src.shapes)
+    r = Report(path=path, format="eagle3-draft" if eagle else "hf-draft")
+    V = config.get("vocab_size")
+    if not isinstance(V, int):
+        r.problems.append("config.json lacks an integer 'vocab_size'")
+        return r
+    r.vocab_size = V
+    if expect.vocab_size is not None and expect.vocab_size != V:
+        r.problems.append(f"config vocab_size is {V} but the target vocabulary size is {expect.vocab_size}")
+    N = config.get("draft_vocab_size")
+    has_map = "d2t" in src.shapes
+    if N is None and not has_map:
+        r.problems.append("not a trimmed draft: config.json has no draft_vocab_size and the weights no d2t/t2d")
+        return r
+    hk = head_key(src.shapes, config)
+    if hk is None:
+        r.problems.append("no lm_head.weight (and no embed_tokens.weight) in the weights")
+        return r
+    rows = src.shapes[hk][0]
+    if N is not None and rows != N:
+        r.problems.append(f"{hk} has {rows} rows but config draft_vocab_size is {N}")
+    if N is not None and N < V and config.get("tie_word_embeddings", not eagle) and not eagle:
+        r.problems.append("config says tie_word_embeddings: true with a trimmed head: loaders would tie the "
+                          "full-size input embedding back in; set it to false")
+    ek = embed_key(src.shapes)
+    if not eagle and ek is not None and ek != hk and src.shapes[ek][0] != V:
+        r.problems.append(f"{ek} has {src.shapes[ek][0]} rows but vocab_size is {V}: the input embedding "
+                          "must stay full size")
+    if not has_map:
+        r.problems.append("weights lack d2t/t2d: nothing says which target id each head row scores")
+        return r
+    if "t2d" not in src.shapes:
+        r.problems.append("weights have d2t but no t2d")
+        return r
+    ids, problems = check_mapping(src.get("d2t"), src.get("t2d"), V, N if N is not None else rows)
+    r.problems += problems
+    if ids is not None:
+        r.n = int(ids.size)
+        if ids.size != rows and not any("entries but" in p for p in problems):
+            r.problems.append(f"d2t has {ids.size} entries but {hk} has {rows} rows")
+        if expect.n is not None and ids.size != expect.n:
+            r.problems.append(f"{ids.size} kept tokens but {expect.n} were expected")
+        _, w = check_ids(ids, None, None, expect.keep_ids, "kept ids")
+        r.warnings += w
+    if tokenizer_files is not None and not eagle and not tokenizer_files:
+        r.warnings.append("no tokenizer files in the directory (tokenizer.json / tokenizer_config.json)")
+    return r
+
+
+# ---------------------------------------------------------------- entry points
+
+def validate_object(obj: Any, path: str, expect: Expect) -> Report:
+    """Route a loaded .pt object to its format's checks."""
+    import torch
+
+    if isinstance(obj, (torch.Tensor, list, tuple)):
+        return validate_sglang(obj, path, expect)
+    if isinstance(obj, dict) and ("d2t" in obj or "t2d" in obj) and not any(k.endswith(".weight") for k in obj):
+        return validate_eagle3(obj, path, expect)
+    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        r = Report(path=path, format="checkpoint")
+        r.problems.append("a bare state dict: validate the draft directory (with its config.json) instead")
+        return r
+    r = Report(path=path)
+    r.problems.append(f"not a token map: expected a 1-D tensor of ids or a dict with d2t/t2d, got {type(obj).__name__}")
+    return r
+
+
+def validate_bytes(data: bytes, name: str, expect: Expect | None = None) -> Report:
+    """Validate an export held in memory; `name` decides the format as a file name would."""
+    expect = expect or Expect()
+    if name.endswith(".json"):
+        try:
+            obj = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            return Report(path=name, format="json", problems=[f"not valid JSON ({e})"])
+        if Path(name).name.startswith("summary"):
+            return validate_summary(obj, name, expect)
+        return validate_json(obj, name, expect)
+    try:
+        obj = safe_torch_load(data)
+    except UnsafeFile as e:
+        return Report(path=name, format="refused", problems=[str(e).replace("data: ", "", 1)])
+    except VTError as e:
+        return Report(path=name, problems=[str(e).replace("data: ", "", 1)])
+    return validate_object(obj, name, expect)
+
+
+def validate_path(path: str | os.PathLike, expect: Expect | None = None) -> Report:
+    """Validate a file or a draft directory on disk."""
+    expect = expect or Expect()
+    p = Path(path)
+    if not p.exists():
+        raise VTError(f"{p}: no such file or directory")
+    if p.is_dir():
+        cfg = p / "config.json"
+        if not cfg.is_file():
+            return Report(path=str(p), problems=["a directory to validate must be a draft with config.json"])
+        try:
+            config = json.loads(cfg.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            return Report(path=str(p), problems=[f"config.json is not valid JSON ({e})"])
+        try:
+            src = tensor_source(directory=p)
+        except UnsafeFile as e:
+            return Report(path=str(p), format="refused", problems=[str(e)])
+        except VTError as e:
+            return Report(path=str(p), problems=[str(e)])
+        tok_files = [f.name for f in p.iterdir() if f.name in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")]
+        return validate_draft(config, src, str(p), expect, tok_files)
+    if p.suffix == ".safetensors":
+        return validate_path(p.parent, expect) if (p.parent / "config.json").is_file() else Report(
+            path=str(p), problems=["a .safetensors file is validated with its draft directory (config.json)"])
+    r = validate_bytes(p.read_bytes(), p.name, expect)
+    r.path = str(p)
+    return r
+
+
+def tokenizer_expectations(name_or_dir: str | None) -> dict:
+    """What a tokenizer says an export must satisfy: its must-keep ids, identity and size."""
+    from vtcore.tokens import load_tokenizer, tokenizer_info
+
+    tok = load_tokenizer(name_or_dir)
+    info = tokenizer_info(tok)
+    keep: dict[int, str] = {}
+    if info.end_of_turn_id is not None:
+        keep[int(info.end_of_turn_id)] = f"end-of-turn token {tok.convert_ids_to_tokens(int(info.end_of_turn_id))}"
+    if info.eos_token_id is not None and int(info.eos_token_id) not in keep:
+        keep[int(info.eos_token_id)] = f"EOS token {tok.convert_ids_to_tokens(int(info.eos_token_id))}"
+    return {"keep_ids": keep, "tokenizer_sha256": info.sha256, "tokenizer_name": info.name,
+            "tokenizer_vocab": info.vocab_size}
