@@ -1,0 +1,428 @@
+"""Export: every format round-trips and loads the way the engines load it (docs/formats.md).
+
+Real data: counts of samples/code.jsonl with the bundled Qwen3 tokenizer; tiny random-weight
+LlamaForCausalLM drafts saved with save_pretrained stand in for real draft directories.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from vtcore import export as ex  # noqa: E402
+from vtcore.countsfile import load_counts, save_counts  # noqa: E402
+from vtcore.errors import VTError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+CODE = ROOT / "samples" / "code.jsonl"
+IM_END = 151645          # Qwen3 <|im_end|>: the end-of-turn token
+QWEN3_LEN = 151669       # len(tokenizer)
+QWEN3_MODEL_V = 151936   # Qwen3 models' padded embedding
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    ws = tmp_path_factory.mktemp("ws")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VTCORE_WORKSPACE", str(ws))
+        yield ws
+
+
+@pytest.fixture(scope="module")
+def counts_path(workspace) -> Path:
+    from vtcore.counts import count_dataset
+
+    cf, _ = count_dataset([str(CODE)], cache=False, workspace=str(workspace))
+    path = workspace / "code.npz"
+    save_counts(path, cf)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cf(counts_path):
+    return load_counts(counts_path)
+
+
+def run_cli(*args: str, subprocess_: bool = False, env: dict | None = None) -> tuple[int, dict | None, str]:
+    """The CLI as a user runs it: exit status, the last stdout line as JSON, stderr. In-process by
+    default (fast); `subprocess_=True` runs `python -m vtcore` for real."""
+    if subprocess_:
+        e = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), **(env or {}))
+        p = subprocess.run([sys.executable, "-m", "vtcore", *args], capture_output=True, text=True, env=e, cwd=ROOT)
+        rc, stdout, stderr = p.returncode, p.stdout, p.stderr
+    else:
+        from vtcore.cli import main
+
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.MonkeyPatch.context() as mp:
+            for k, v in (env or {}).items():
+                mp.setenv(k, v)
+            try:
+                rc = main(list(args))
+            except SystemExit as e:   # argparse usage errors
+                rc = e.code
+        stdout, stderr = out.getvalue(), err.getvalue()
+    lines = stdout.strip().splitlines()
+    return rc, (json.loads(lines[-1]) if lines and lines[-1].startswith("{") else None), stderr
+
+
+def tiny_llama(path: Path, tie: bool, vocab: int = QWEN3_LEN, seed: int = 0) -> Path:
+    """A real-architecture draft with random weights, saved like any HF checkpoint, plus the
+    bundled tokenizer files beside it."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from vtcore.tokens import bundled_tokenizer_dir
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, head_dim=8, tie_word_embeddings=tie)
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(bundled_tokenizer_dir() / f, path / f)
+    return path
+
+
+# ---------------------------------------------------------------- the choice
+
+def test_k_keeps_the_most_frequent_ids_with_end_of_turn_first(cf):
+    choice = ex.choose_k(cf, 300)
+    assert choice.k == 300 and choice.ids.dtype == np.int64
+    assert choice.ids[0] == IM_END and IM_END in cf.always_keep
+    counts = cf.counts[choice.ids[1:]]
+    assert (np.diff(counts) <= 0).all()                        # frequency order
+    assert counts.min() >= cf.counts[np.setdiff1d(np.arange(cf.vocab_size), choice.ids)].max()
+    assert choice.coverage_insample == pytest.approx(cf.counts[choice.ids].sum() / cf.counts.sum())
+    assert 0 < choice.coverage_heldout < 1
+
+
+def test_coverage_target_picks_the_smallest_k(cf):
+    choice = ex.choose_coverage(cf, 0.95)
+    cov = cf.coverage()
+    assert cov.insample_all[choice.k] >= 0.95 > cov.insample_all[choice.k - 1]
+    assert choice.coverage_insample >= 0.95
+
+
+def test_explicit_ids_are_checked(cf):
+    with pytest.raises(VTError, match="duplicate"):
+        ex.choose_ids(cf, [1, 2, 2])
+    with pytest.raises(VTError, match="vocabulary size"):
+        ex.choose_ids(cf, [1, QWEN3_LEN])
+    c = ex.choose_ids(cf, [IM_END, 220, 198])
+    assert c.k == 3 and c.coverage_heldout is None
+
+
+# ---------------------------------------------------------------- sglang
+
+@pytest.mark.filterwarnings("ignore:To copy construct from a tensor")   # SGLang's own call warns the same
+def test_sglang_map_loads_and_slices_the_head_as_sglang_does(cf, tmp_path):
+    choice = ex.choose_k(cf, 512)
+    paths = ex.write_bundle(ex.export(choice, ["sglang"], vocab_size=QWEN3_MODEL_V), tmp_path)
+    path = paths["sglang"]
+    assert path.name == "token_map_sglang_k512.pt"
+    # SGLang (srt/speculative/spec_utils.py load_token_map): torch.load(weights_only=True), then an
+    # int64 tensor of "hot token ids". eagle_worker.py gathers those rows of the target's LM head
+    # for the draft, and maps the draft's top-k positions back with hot_token_id[topk_index].
+    loaded = torch.load(path, weights_only=True)
+    hot = torch.tensor(loaded, dtype=torch.int64)
+    assert hot.tolist() == choice.ids.tolist()
+    torch.manual_seed(1)
+    target_head = torch.randn(QWEN3_MODEL_V, 8)
+    draft_head = target_head.clone()[hot]
+    h = torch.randn(3, 8)
+    draft_logits = h @ draft_head.T
+    full_logits = h @ target_head.T
+    assert torch.equal(draft_logits, full_logits[:, hot])
+    topk = draft_logits.topk(4, dim=-1).indices
+    target_ids = hot[topk]
+    # the best kept token by the full head is what the trimmed draft proposes
+    masked = torch.full_like(full_logits, float("-inf"))
+    masked[:, hot] = full_logits[:, hot]
+    assert torch.equal(target_ids[:, 0], masked.argmax(-1))
+
+
+# ---------------------------------------------------------------- eagle3
+
+def test_eagle3_mapping_rebuilds_ids_as_the_engines_do(cf, tmp_path):
+    choice = ex.choose_k(cf, 700)
+    paths = ex.write_bundle(ex.export(choice, ["eagle3"], vocab_size=QWEN3_MODEL_V), tmp_path)
+    m = torch.load(paths["eagle3"], weights_only=True)
+    d2t, t2d = m["d2t"], m["t2d"]
+    assert d2t.dtype == torch.int64 and t2d.dtype == torch.bool
+    assert d2t.shape == (700,) and t2d.shape == (QWEN3_MODEL_V,)       # V = the model's, not the tokenizer's
+    kept = torch.from_numpy(np.sort(choice.ids))
+    # SGLang (models/llama_eagle3.py load_weights) and EAGLE (model/cnets.py): target = d2t + arange
+    hot = d2t + torch.arange(d2t.shape[0])
+    assert torch.equal(hot, kept)
+    # SpecForge (modeling/draft/base.py load_vocab_mapping): copy_ into buffers sized by the config
+    t2d_buf = torch.ones(QWEN3_MODEL_V, dtype=torch.bool)
+    d2t_buf = torch.zeros(700, dtype=torch.int64)
+    t2d_buf.copy_(t2d)
+    d2t_buf.copy_(d2t)
+    assert int(t2d_buf.sum()) == 700
+    # ...and restricts target logits with t2d: column order = ascending ids = the draft head's row order
+    torch.manual_seed(2)
+    target_head = torch.randn(QWEN3_MODEL_V, 8)
+    assert torch.equal(target_head[t2d], target_head[kept])
+    # vLLM (models/llama_eagle3.py compute_logits): draft logits scattered into a -inf row at arange + d2t
+    h = torch.randn(2, 8)
+    draft_logits = h @ target_head[kept].T
+    full = torch.full((2, QWEN3_MODEL_V), float("-inf"))
+    full[:, torch.arange(700) + d2t_buf] = draft_logits
+    assert torch.equal(full[:, kept], (h @ target_head.T)[:, kept])
+    assert torch.isinf(full[:, ~t2d]).all()
+
+
+def test_eagle3_vocab_size_smaller_than_an_id_is_refused(counts_path, tmp_path):
+    rc, out, err = run_cli("export", "--counts", str(counts_path), "--k", "500", "--format", "eagle3",
+                           "--vocab-size", "1000", "--out", str(tmp_path), "--json", subprocess_=True)
+    assert rc == 2 and out is None
+    assert "smaller than the largest kept id" in err and len(err.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())
+
+
+def test_vocab_size_from_a_model_config(cf, tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"vocab_size": QWEN3_MODEL_V}))
+    b = ex.export(ex.choose_k(cf, 50), ["eagle3"], model_config=tmp_path)
+    assert b.vocab_size == QWEN3_MODEL_V
+    with pytest.raises(VTError, match="disagree"):
+        ex.export(ex.choose_k(cf, 50), ["eagle3"], vocab_size=QWEN3_LEN, model_config=tmp_path / "config.json")
+
+
+# ---------------------------------------------------------------- json + summary
+
+def test_json_and_summary_round_trip(cf, counts_path, tmp_path):
+    rc, out, err = run_cli("export", "--counts", str(counts_path), "--coverage", "0.9", "--format", "json",
+                           "--out", str(tmp_path), "--json")
+    assert rc == 0, err
+    assert out["validated"] is True and out["problems"] == []
+    choice = ex.choose_coverage(cf, 0.9)
+    assert out["k"] == choice.k and out["coverage"]["insample"] == pytest.approx(choice.coverage_insample)
+    doc = json.loads(Path(out["files"]["json"]).read_text())
+    assert doc["token_ids"] == choice.ids.tolist()
+    assert doc["vocab_size"] == QWEN3_LEN
+    assert doc["manifest"]["tokenizer_sha256"] == cf.manifest["tokenizer_sha256"]
+    summary = json.loads(Path(out["files"]["summary"]).read_text())
+    assert summary["k"] == choice.k
+    assert summary["coverage"]["heldout"] == pytest.approx(choice.coverage_heldout)
+    assert summary["dataset_sha256"] == cf.manifest["dataset_sha256"]
+    assert summary["tokenizer"]["sha256"] == cf.manifest["tokenizer_sha256"]
+    assert summary["chat_template_sha256"] == cf.manifest["chat_template_sha256"]
+    assert summary["files"] == {"json": f"token_ids_k{choice.k}.json"}
+    assert summary["vtcore_version"] and summary["created"]
+
+
+def test_all_formats_from_the_cli_each_validate(counts_path, tmp_path):
+    rc, out, err = run_cli("export", "--counts", str(counts_path), "--k", "256", "--format", "sglang",
+                           "--format", "eagle3", "--out", str(tmp_path / "o"), "--json", subprocess_=True)
+    assert rc == 0, err
+    assert set(out["files"]) == {"sglang", "eagle3", "summary"}
+    for fmt in ("sglang", "eagle3"):
+        rc, rep, err = run_cli("validate", out["files"][fmt], "--json")
+        assert rc == 0 and rep["valid"] and rep["n"] == 256, err
+        assert rep["vocab_size"] == QWEN3_LEN      # read from the summary written beside it
+
+
+# ---------------------------------------------------------------- study
+
+def test_export_from_a_study_trial(cf, counts_path, workspace):
+    from vtcore.search import Problem, StudyRunner
+
+    cov = cf.coverage()
+    V = cf.vocab_size
+    reduction = 1.0 - (20_000 + np.arange(V + 1)) / (20_000 + V)     # a linear head-cost model
+    runner = StudyRunner(Problem(coverage=cov.heldout, reduction=reduction, alpha=0.7, min_coverage=0.5),
+                         study_name="export-test", n_trials=6, seed=3, workspace=str(workspace)).run()
+    row = runner.best()
+    rc, out, err = run_cli("export", "--counts", str(counts_path), "--from-study", "export-test", "--trial",
+                           str(row["number"]), "--format", "sglang", "--out", str(workspace / "exp"), "--json",
+                           env={"VTCORE_WORKSPACE": str(workspace)})
+    assert rc == 0, err
+    assert out["k"] == row["k"]
+    assert out["latency_reduction"] == pytest.approx(row["latency_reduction"])
+    summary = json.loads(Path(out["files"]["summary"]).read_text())
+    assert summary["alpha"] == 0.7 and summary["c_min"] == 0.5 and summary["objective"] == "utility"
+    assert summary["study"]["trial"] == row["number"]
+    rc, _, err = run_cli("export", "--counts", str(counts_path), "--from-study", "no-such-study", "--trial", "0",
+                         "--out", str(workspace / "exp2"), env={"VTCORE_WORKSPACE": str(workspace)})
+    assert rc == 2 and "not found" in err
+    with pytest.raises(VTError):
+        ex.choose_from_study(cf, "../../etc/passwd", 0, workspace=str(workspace))
+
+
+# ---------------------------------------------------------------- hf-draft
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_trimmed_hf_draft_logits_equal_the_full_drafts_at_kept_ids(cf, tmp_path, tie):
+    from transformers import AutoModelForCausalLM
+
+    full_dir = tiny_llama(tmp_path / "full", tie=tie)
+    choice = ex.choose_k(cf, 400)
+    bundle = ex.export(choice, ["hf-draft"], draft=full_dir)
+    assert bundle.validated, bundle.problems
+    out = ex.write_bundle(bundle, tmp_path / "out")["hf-draft"]
+    assert out.name == "hf_draft_k400"
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["draft_vocab_size"] == 400 and cfg["tie_word_embeddings"] is False and cfg["vocab_size"] == QWEN3_LEN
+    assert (out / "tokenizer.json").read_bytes() == (full_dir / "tokenizer.json").read_bytes()
+
+    full = AutoModelForCausalLM.from_pretrained(full_dir).eval()
+    trimmed, kept = ex.load_trimmed_draft(out)
+    assert torch.equal(kept, torch.from_numpy(np.sort(choice.ids)))
+    assert trimmed.lm_head.weight.shape == (400, 16)
+    assert trimmed.model.embed_tokens.weight.shape == (QWEN3_LEN, 16)     # input embedding stays full size
+    ids = torch.tensor([[IM_END, 220, 198, 262, 1479, 16]])
+    with torch.no_grad():
+        hidden = trimmed.model(ids).last_hidden_state
+        trimmed_logits = hidden @ trimmed.lm_head.weight.T
+        full_logits = full(ids).logits
+        assert torch.allclose(trimmed_logits, full_logits[..., kept], atol=1e-6, rtol=0)
+        assert torch.allclose(trimmed(ids).logits, full_logits[..., kept], atol=1e-6, rtol=0)
+
+
+def eagle3_checkpoint(path: Path, vocab: int, kept_sorted: np.ndarray, hidden: int = 16, seed: int = 0) -> dict:
+    """An EAGLE-3 draft checkpoint in SpecForge's serving layout (to_sglang.py): fc, midlayer.*,
+    norm, lm_head [N, H] and the d2t/t2d buffers; random weights."""
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(seed)
+    n = kept_sorted.size
+    w = {"fc.weight": torch.randn(hidden, 3 * hidden, generator=g),
+         "midlayer.self_attn.q_proj.weight": torch.randn(hidden, 2 * hidden, generator=g),
+         "midlayer.input_layernorm.weight": torch.ones(hidden),
+         "norm.weight": torch.ones(hidden),
+         "lm_head.weight": torch.randn(n, hidden, generator=g)}
+    w.update(ex.eagle3_mapping(kept_sorted, vocab))
+    path.mkdir(parents=True)
+    save_file(w, str(path / "model.safetensors"), metadata={"format": "pt"})
+    (path / "config.json").write_text(json.dumps({
+        "architectures": ["LlamaForCausalLMEagle3"], "model_type": "llama", "hidden_size": hidden,
+        "num_hidden_layers": 1, "vocab_size": vocab, "draft_vocab_size": int(n), "tie_word_embeddings": False}))
+    return w
+
+
+def test_eagle3_checkpoint_is_sub_trimmed_without_retraining(cf, tmp_path):
+    old_kept = np.sort(ex.choose_k(cf, 2000).ids)
+    old = eagle3_checkpoint(tmp_path / "eagle3", QWEN3_MODEL_V, old_kept)
+    choice = ex.choose_k(cf, 300)
+    bundle = ex.export(choice, ["hf-draft"], draft=tmp_path / "eagle3")
+    assert bundle.validated and not bundle.retrain_needed, bundle.problems
+    out = ex.write_bundle(bundle, tmp_path / "out")["hf-draft"]
+    assert out.name == "eagle3_draft_k300"
+    from safetensors.torch import load_file
+
+    new = load_file(str(out / "model.safetensors"))
+    new_kept = new["d2t"] + torch.arange(300)
+    assert torch.equal(new_kept, torch.from_numpy(np.sort(choice.ids)))
+    assert new["t2d"].shape == (QWEN3_MODEL_V,) and int(new["t2d"].sum()) == 300
+    # draft logits over the new set equal the old draft's logits at those ids: rows moved, not retrained
+    h = torch.randn(4, 16)
+    old_logits = h @ old["lm_head.weight"].T
+    pos = torch.from_numpy(np.searchsorted(old_kept, new_kept.numpy()))
+    assert torch.equal(h @ new["lm_head.weight"].T, old_logits[:, pos])
+    for k in ("fc.weight", "midlayer.self_attn.q_proj.weight", "norm.weight"):
+        assert torch.equal(new[k], old[k])
+    assert json.loads((out / "config.json").read_text())["draft_vocab_size"] == 300
+
+
+def test_eagle3_checkpoint_missing_ids_says_retrain_and_exports_the_mapping(cf, tmp_path):
+    choice = ex.choose_k(cf, 300)
+    old_kept = np.setdiff1d(np.sort(ex.choose_k(cf, 2000).ids), choice.ids[5:10])   # drop 5 chosen ids
+    eagle3_checkpoint(tmp_path / "eagle3", QWEN3_MODEL_V, old_kept)
+    bundle = ex.export(choice, ["hf-draft"], draft=tmp_path / "eagle3")
+    assert bundle.retrain_needed and "hf-draft" not in bundle.artifacts
+    assert set(bundle.artifacts) == {"eagle3", "summary"}
+    assert any("retrain" in n and "5 chosen ids" in n for n in bundle.notes)
+    paths = ex.write_bundle(bundle, tmp_path / "out")
+    assert not (tmp_path / "out" / "eagle3_draft_k300").exists()
+    m = torch.load(paths["eagle3"], weights_only=True)
+    assert m["t2d"].shape == (QWEN3_MODEL_V,)        # V from the draft's config
+
+
+def test_download_bytes_match_the_written_files(cf, tmp_path):
+    full_dir = tiny_llama(tmp_path / "full", tie=True)
+    bundle = ex.export(ex.choose_k(cf, 64), "all", draft=full_dir)
+    assert set(bundle.artifacts) == {"sglang", "eagle3", "json", "hf-draft", "summary"}
+    paths = ex.write_bundle(bundle, tmp_path / "out")
+    for fmt in ("sglang", "eagle3", "json", "summary"):
+        assert bundle.artifacts[fmt].data() == paths[fmt].read_bytes()
+    art = bundle.artifacts["hf-draft"]
+    assert art.download_name == "hf_draft_k64.zip"
+    with zipfile.ZipFile(io.BytesIO(art.data())) as z:
+        names = set(z.namelist())
+        assert {"hf_draft_k64/config.json", "hf_draft_k64/model.safetensors", "hf_draft_k64/tokenizer.json"} <= names
+        assert z.read("hf_draft_k64/model.safetensors") == (paths["hf-draft"] / "model.safetensors").read_bytes()
+
+
+# ---------------------------------------------------------------- safety
+
+def test_existing_files_are_kept_without_force(cf, counts_path, tmp_path):
+    target = tmp_path / "token_map_sglang_k128.pt"
+    target.write_bytes(b"the user's own file")
+    rc, out, err = run_cli("export", "--counts", str(counts_path), "--k", "128", "--format", "sglang",
+                           "--out", str(tmp_path), "--json")
+    assert rc == 2 and "--force" in err
+    assert target.read_bytes() == b"the user's own file"
+    assert not (tmp_path / "summary_k128.json").exists()       # nothing half-exported either
+    rc, out, err = run_cli("export", "--counts", str(counts_path), "--k", "128", "--format", "sglang",
+                           "--out", str(tmp_path), "--force", "--json")
+    assert rc == 0, err
+    assert torch.load(target, weights_only=True).shape == (128,)
+
+
+def test_an_interrupted_write_leaves_no_half_file(cf, tmp_path, monkeypatch):
+    bundle = ex.export(ex.choose_k(cf, 100), ["sglang", "eagle3"])
+    calls = {"n": 0}
+    real_replace = os.replace
+
+    def dying_replace(src, dst):   # the process "dies" at the second rename
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(ex.os, "replace", dying_replace)
+    with pytest.raises(KeyboardInterrupt):
+        ex.write_bundle(bundle, tmp_path)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["token_map_sglang_k100.pt"]                 # one complete file, no temp, no partial
+    assert torch.load(tmp_path / names[0], weights_only=True).shape == (100,)
+
+
+def test_an_interrupted_draft_overwrite_keeps_the_previous_export(cf, tmp_path, monkeypatch):
+    full_dir = tiny_llama(tmp_path / "full", tie=True)
+    out = tmp_path / "out"
+    ex.write_bundle(ex.export(ex.choose_k(cf, 64), ["hf-draft"], draft=full_dir), out)
+    before = (out / "hf_draft_k64" / "model.safetensors").read_bytes()
+    bundle = ex.export(ex.choose_k(cf, 64, extra_keep=[5]), ["hf-draft"], draft=full_dir)
+    real_replace = os.replace
+
+    def dying_replace(src, dst):
+        if Path(src).name.startswith(".tmp-hf_draft"):
+            raise OSError("disk full")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(ex.os, "replace", dying_replace)
+    with pytest.raises(OSError):
+        ex.write_bundle(bundle, out, force=True)
+    assert (out / "hf_draft_k64" / "model.safetensors").read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == ["hf_draft_k64", "summary_k64.json"]
+
+
+def test_output_names_come_from_the_tool():
+    assert ex.file_name("sglang", 7) == "token_map_sglang_k7.pt"
+    for bad in ("../x", "a/b", ".hidden", ""):
+        with pytest.raises(VTError):
+            ex._check_name(bad)

@@ -1,0 +1,93 @@
+"""python -m vtcore export: write the chosen token set in the formats engines read."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "export", help="export a trimmed vocabulary (SGLang token map, EAGLE-3 d2t/t2d, JSON, trimmed HF draft)",
+        description="Choose the kept tokens from a counts file (--k, --coverage or a study trial) and write them "
+                    "in each requested format under --out, validated. Names are built by the tool "
+                    "(token_map_sglang_k{K}.pt, vocab_mapping_eagle3_k{K}.pt, token_ids_k{K}.json, hf_draft_k{K}/, "
+                    "summary_k{K}.json); existing files are kept unless --force.")
+    p.add_argument("--counts", required=True, metavar="FILE.npz", help="counts file from `python -m vtcore count`")
+    pick = p.add_mutually_exclusive_group(required=True)
+    pick.add_argument("--k", type=int, help="keep the k most frequent tokens (always-keep tokens first)")
+    pick.add_argument("--coverage", type=float, metavar="C", help="smallest k whose coverage (in-sample) is >= C")
+    pick.add_argument("--from-study", metavar="NAME", help="take k from a trial of a saved study (with --trial)")
+    p.add_argument("--trial", type=int, metavar="T", help="trial number in --from-study")
+    p.add_argument("--format", action="append", metavar="FMT",
+                   help="sglang | eagle3 | json | hf-draft | all (repeatable; default all, hf-draft only with --draft)")
+    p.add_argument("--vocab-size", type=int, metavar="V",
+                   help="the target model's vocabulary size (config vocab_size; default: a given config, else len(tokenizer))")
+    p.add_argument("--model-config", metavar="PATH", help="the target model's config.json (or its directory) for V")
+    p.add_argument("--draft", metavar="DIR", help="draft model directory to trim (hf-draft); an EAGLE-3 checkpoint is sub-trimmed")
+    p.add_argument("--tokenizer", metavar="NAME|DIR",
+                   help="check the set keeps this tokenizer's EOS / end-of-turn and that the counts were made with it")
+    p.add_argument("--keep", type=int, action="append", metavar="ID", help="extra token id to always keep (repeatable)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: <workspace>/exports)")
+    p.add_argument("--force", action="store_true", help="overwrite existing files of the same names")
+    p.set_defaults(func=run, human=human)
+    return p
+
+
+def run(args) -> dict:
+    from vtcore import export as ex
+    from vtcore.countsfile import load_counts
+    from vtcore.errors import VTError
+    from vtcore.workspace import subdir
+
+    if args.from_study is not None and args.trial is None:
+        raise VTError("--from-study needs --trial T (the trial number to export)")
+    if args.trial is not None and args.from_study is None:
+        raise VTError("--trial only goes with --from-study NAME")
+    cf = load_counts(args.counts)
+    if args.k is not None:
+        choice = ex.choose_k(cf, args.k, args.keep)
+    elif args.coverage is not None:
+        choice = ex.choose_coverage(cf, args.coverage, args.keep)
+    else:
+        choice = ex.choose_from_study(cf, args.from_study, args.trial, extra_keep=args.keep)
+    tok = {}
+    if args.tokenizer is not None:
+        from vtcore.validate import tokenizer_expectations
+
+        tok = tokenizer_expectations(args.tokenizer)
+        if tok["tokenizer_vocab"] != cf.vocab_size:
+            raise VTError(f"tokenizer {args.tokenizer} has {tok['tokenizer_vocab']} tokens but the counts file "
+                          f"{args.counts} was made with a {cf.vocab_size}-token tokenizer")
+        tok.pop("tokenizer_vocab")
+    bundle = ex.export(choice, args.format, vocab_size=args.vocab_size, model_config=args.model_config,
+                       draft=args.draft, **tok)
+    out = args.out if args.out is not None else subdir("exports")
+    paths = ex.write_bundle(bundle, out, force=args.force)
+    return {
+        "files": {fmt: str(p) for fmt, p in paths.items()},
+        "k": choice.k,
+        "coverage": {"insample": choice.coverage_insample, "heldout": choice.coverage_heldout},
+        "vocab_size": bundle.vocab_size,
+        "vocab_size_from": bundle.vocab_source,
+        "chosen_by": choice.how,
+        "latency_reduction": choice.extra.get("latency_reduction"),
+        "validated": bundle.validated,
+        "problems": bundle.problems,
+        "warnings": bundle.warnings,
+        "notes": bundle.notes,
+        "retrain_needed": bundle.retrain_needed,
+        "reports": [a.report.as_dict() for a in bundle.artifacts.values()],
+    }
+
+
+def human(r: dict) -> str:
+    cov = r["coverage"]
+    held = "n/a" if cov["heldout"] is None else f"{cov['heldout']:.4f}"
+    lines = [f"k = {r['k']} ({r['chosen_by']}), coverage in-sample {cov['insample']:.4f}, held-out {held}, "
+             f"V = {r['vocab_size']} ({r['vocab_size_from']})"]
+    lines += [f"  {fmt:8s} {path}" for fmt, path in r["files"].items()]
+    lines.append("validated: " + ("yes" if r["validated"] else "NO"))
+    lines += [f"  problem: {p}" for p in r["problems"]]
+    lines += [f"  warning: {w}" for w in r["warnings"]]
+    lines += [f"  note: {n}" for n in r["notes"]]
+    return "\n".join(lines)

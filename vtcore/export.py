@@ -1,0 +1,578 @@
+"""Export a chosen token set in the formats engines read (docs/formats.md).
+
+Flow: a counts file -> a `TokenChoice` (k, a coverage target, a study trial, or explicit
+ids) -> `export(...)` renders every requested format to bytes in memory and validates
+them (the dashboard offers those bytes as downloads) -> `write_bundle(...)` writes them
+atomically under an output folder, never overwriting without force.
+
+Formats: `sglang` (1-D int64 tensor, frequency order), `eagle3` ({"d2t", "t2d"}), `json`
+(token_ids + vocab_size + manifest), `hf-draft` (a trimmed copy of a draft directory), and
+always a `summary` JSON of the choice.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import secrets
+import shutil
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vtcore.countsfile import CountsFile
+from vtcore.coverage import k_for_coverage, kept_ids
+from vtcore.errors import VTError
+from vtcore.validate import (Expect, Report, check_ids, head_key, is_eagle3, manifest_tokenizer_name,
+                             manifest_tokenizer_sha, tensor_source, validate_bytes, validate_draft)
+
+FORMATS = ["sglang", "eagle3", "json", "hf-draft"]
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt", ".h5", ".msgpack")
+
+
+# ---------------------------------------------------------------- the choice
+
+@dataclass
+class TokenChoice:
+    """The token set to export and where it came from."""
+
+    ids: np.ndarray                 # int64[k] target ids, frequency order (always-keep first)
+    tokenizer_vocab: int            # V of the counts = len(tokenizer)
+    coverage_insample: float        # share of all counted assistant tokens these ids cover
+    coverage_heldout: float | None  # C(k) ranked on fit rows, measured on held-out rows
+    manifest: dict                  # the counts file's provenance
+    always_keep: list[int]
+    how: str                        # human description: "k = 4096", "coverage >= 0.95", ...
+    extra: dict = field(default_factory=dict)   # study trial facts: latency_reduction, alpha, ...
+
+    @property
+    def k(self) -> int:
+        return int(self.ids.size)
+
+    @property
+    def sorted_ids(self) -> np.ndarray:
+        return np.sort(self.ids)
+
+
+def choose_k(cf: CountsFile, k: int, extra_keep: list[int] | None = None, how: str | None = None) -> TokenChoice:
+    """The k most frequent ids over all counted rows (always-keep first)."""
+    cov = cf.coverage(extra_keep)
+    if not 1 <= k <= cov.vocab_size:
+        raise VTError(f"k must be between 1 and {cov.vocab_size} (the tokenizer's size), got {k}")
+    ids = kept_ids(cov.order_all, k)
+    heldout = None if cov.heldout is None else float(cov.heldout[k])
+    return TokenChoice(ids=ids, tokenizer_vocab=cf.vocab_size, coverage_insample=float(cov.insample_all[k]),
+                       coverage_heldout=heldout, manifest=dict(cf.manifest), always_keep=list(cov.always_keep),
+                       how=how or f"k = {k}")
+
+
+def choose_coverage(cf: CountsFile, target: float, extra_keep: list[int] | None = None) -> TokenChoice:
+    """The smallest k whose in-sample coverage over all rows reaches `target`."""
+    cov = cf.coverage(extra_keep)
+    k = max(k_for_coverage(cov.insample_all, target), len(cov.always_keep), 1)
+    return choose_k(cf, k, extra_keep, how=f"smallest k with coverage >= {target} (in-sample, all rows)")
+
+
+def choose_ids(cf: CountsFile, ids: list[int] | np.ndarray, how: str = "explicit token ids") -> TokenChoice:
+    """An explicit set (e.g. picked by hand in the dashboard), kept in the given order."""
+    problems: list[str] = []
+    arr = np.asarray(ids)
+    if arr.dtype.kind not in "iu" or arr.ndim != 1:
+        raise VTError(f"token ids must be a 1-D list of integers, got {arr.dtype}{list(arr.shape)}")
+    p, _ = check_ids(arr.astype(np.int64), cf.vocab_size, None, None, "token ids")
+    problems += p
+    if problems:
+        raise VTError("; ".join(problems))
+    arr = arr.astype(np.int64)
+    total = int(cf.counts.sum())
+    insample = float(cf.counts[arr].sum() / total) if total else 0.0
+    return TokenChoice(ids=arr, tokenizer_vocab=cf.vocab_size, coverage_insample=insample, coverage_heldout=None,
+                       manifest=dict(cf.manifest), always_keep=cf.always_keep, how=how)
+
+
+def read_trial(name: str, number: int, workspace: str | os.PathLike | None = None) -> tuple[dict, dict]:
+    """(study settings, trial row) of a study saved by vtcore.search under <workspace>/studies."""
+    from vtcore.search import load_study_rows, study_path
+
+    path = study_path(name, workspace)   # refuses names with slashes or a leading dot
+    if not path.is_file():
+        have = sorted(p.stem for p in path.parent.glob(f"*{path.suffix}"))
+        raise VTError(f"study {name!r} not found at {path} (studies: {', '.join(have) or 'none'})")
+    settings, rows = load_study_rows(path)
+    row = next((r for r in rows if r["number"] == number), None)
+    if row is None:
+        raise VTError(f"study {name!r} has no trial {number} ({len(rows)} trials, numbered 0..{len(rows) - 1})")
+    if row["state"] != "COMPLETE":
+        raise VTError(f"study {name!r} trial {number} is {row['state']}, not COMPLETE: pick a finished trial")
+    if row.get("k") is None:
+        raise VTError(f"study {name!r} trial {number} has no parameter 'k'")
+    return settings, row
+
+
+_LATENCY_SOURCES = {"flops": "FLOPs per draft token (vtcore.cost)",
+                    "paper-flops": "the seed paper's FLOPs proxy (vtcore.cost, no attention scores)"}
+
+
+def choose_from_study(cf: CountsFile, name: str, trial: int, workspace: str | os.PathLike | None = None,
+                      extra_keep: list[int] | None = None) -> TokenChoice:
+    """The k of a study trial; the study's objective facts go into the summary."""
+    settings, row = read_trial(name, trial, workspace)
+    choice = choose_k(cf, int(row["k"]), extra_keep, how=f"study {name} trial {trial}")
+    src = settings.get("latency_source")
+    choice.extra = {
+        "study": name, "trial": trial, "gamma": row.get("gamma"), "feasible": row.get("feasible"),
+        "values": row.get("values"),
+        "latency_reduction": row.get("latency_reduction"),
+        "latency_estimate": _LATENCY_SOURCES.get(src, f"measured latency profile {src}" if src else None),
+        "alpha": settings.get("alpha"), "c_min": settings.get("min_coverage"),
+        "objective": settings.get("objective"), "coverage_source": settings.get("coverage_source"),
+        "study_coverage": row.get("coverage"), "utility": row.get("utility"),
+        "predicted_speedup": row.get("speedup"),
+    }
+    return choice
+
+
+# ---------------------------------------------------------------- vocabulary size
+
+def config_vocab_size(config: dict | str | os.PathLike) -> int:
+    """vocab_size of an HF config (dict, config.json, or a model directory)."""
+    if not isinstance(config, dict):
+        p = Path(config)
+        p = p / "config.json" if p.is_dir() else p
+        if not p.is_file():
+            raise VTError(f"{p}: model config not found")
+        try:
+            config = json.loads(p.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise VTError(f"{p}: not valid JSON ({e})") from e
+    V = config.get("vocab_size", (config.get("text_config") or {}).get("vocab_size"))
+    if not isinstance(V, int) or V <= 0:
+        raise VTError("model config has no positive integer 'vocab_size'")
+    return V
+
+
+def resolve_vocab_size(choice: TokenChoice, vocab_size: int | None = None,
+                       model_config: dict | str | os.PathLike | None = None,
+                       draft: str | os.PathLike | None = None) -> tuple[int, str]:
+    """The target model's V: --vocab-size, a model config, the draft's config, else len(tokenizer)."""
+    found: list[tuple[int, str]] = []
+    if vocab_size is not None:
+        found.append((int(vocab_size), "--vocab-size"))
+    if model_config is not None:
+        found.append((config_vocab_size(model_config), f"model config {model_config}"))
+    if draft is not None:
+        found.append((config_vocab_size(draft), f"draft config {draft}"))
+    for V, src in found[1:]:
+        if V != found[0][0]:
+            raise VTError(f"vocabulary sizes disagree: {found[0][1]} says {found[0][0]}, {src} says {V}")
+    V, src = found[0] if found else (choice.tokenizer_vocab, "len(tokenizer) of the counts")
+    if V <= 0:
+        raise VTError(f"vocabulary size must be positive, got {V}")
+    top = int(choice.ids.max())
+    if top >= V:
+        raise VTError(f"vocabulary size {V} ({src}) is smaller than the largest kept id {top}: "
+                      "this tokenizer does not belong to that model")
+    return V, src
+
+
+# ---------------------------------------------------------------- renderers
+
+def _torch_bytes(obj: Any) -> bytes:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def sglang_tensor(choice: TokenChoice):
+    import torch
+
+    return torch.tensor(choice.ids, dtype=torch.int64)
+
+
+def eagle3_mapping(sorted_ids: np.ndarray, vocab_size: int) -> dict:
+    """d2t[i] = s[i] - i for the ascending kept ids s; t2d marks them in a length-V mask."""
+    import torch
+
+    s = torch.as_tensor(np.asarray(sorted_ids, dtype=np.int64))
+    d2t = s - torch.arange(s.numel(), dtype=torch.int64)
+    t2d = torch.zeros(vocab_size, dtype=torch.bool)
+    t2d[s] = True
+    return {"d2t": d2t, "t2d": t2d}
+
+
+def json_doc(choice: TokenChoice, vocab_size: int) -> dict:
+    return {"token_ids": [int(i) for i in choice.ids], "vocab_size": int(vocab_size), "manifest": choice.manifest}
+
+
+def summary_doc(choice: TokenChoice, vocab_size: int, vocab_source: str, files: dict[str, str],
+                notes: list[str]) -> dict:
+    from vtcore import __version__
+
+    m, x = choice.manifest, choice.extra
+    lat = x.get("latency_reduction")
+    return {
+        "k": choice.k,
+        "vocab_size": vocab_size, "vocab_size_from": vocab_source,
+        "tokenizer_vocab_size": choice.tokenizer_vocab,
+        "chosen_by": choice.how,
+        "coverage": {
+            "insample": choice.coverage_insample,
+            "heldout": choice.coverage_heldout,
+            "insample_is": "share of all counted assistant tokens covered by the exported ids",
+            "heldout_is": ("C(k) of the ranking made on the fit rows, measured on the held-out rows "
+                           "(every 5th row): what k tokens chosen this way cover on unseen data"
+                           if choice.coverage_heldout is not None else "not measured for an explicit set"),
+        },
+        "latency_reduction": lat,
+        "latency_estimate": (x.get("latency_estimate") or "as recorded by the study") if lat is not None else
+        "not estimated (export from a study with --from-study, or run `python -m vtcore flops`)",
+        "alpha": x.get("alpha"), "c_min": x.get("c_min"), "objective": x.get("objective"),
+        "gamma": x.get("gamma"), "predicted_speedup": x.get("predicted_speedup"),
+        "study": {"name": x["study"], "trial": x["trial"], "feasible": x.get("feasible"),
+                  "values": x.get("values"), "coverage": x.get("study_coverage"),
+                  "coverage_source": x.get("coverage_source"), "utility": x.get("utility")}
+        if x.get("study") else None,
+        "dataset_sha256": m.get("dataset_sha256"),
+        "tokenizer": {"name": manifest_tokenizer_name(m), "sha256": manifest_tokenizer_sha(m)},
+        "chat_template_sha256": m.get("chat_template_sha256"),
+        "mask": m.get("mask_mode"),
+        "always_keep": [int(i) for i in choice.always_keep],
+        "files": files,
+        "notes": notes,
+        "manifest": m,
+        "vtcore_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _json_bytes(obj: Any) -> bytes:
+    from vtcore.cli import _jsonable
+
+    return (json.dumps(_jsonable(obj), indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def file_name(fmt: str, k: int) -> str:
+    """Output names are built here from the format and k only (never from user text)."""
+    return {"sglang": f"token_map_sglang_k{k}.pt", "eagle3": f"vocab_mapping_eagle3_k{k}.pt",
+            "json": f"token_ids_k{k}.json", "summary": f"summary_k{k}.json",
+            "hf-draft": f"hf_draft_k{k}", "eagle3-draft": f"eagle3_draft_k{k}"}[fmt]
+
+
+# ---------------------------------------------------------------- draft trimming
+
+class NotInDraft(VTError):
+    """The chosen ids are not all in the draft's current vocabulary (its head has no row)."""
+
+    def __init__(self, missing: np.ndarray, draft_n: int):
+        self.missing, self.draft_n = missing, draft_n
+        shown = ", ".join(str(int(i)) for i in missing[:5]) + (f" and {missing.size - 5} more" if missing.size > 5 else "")
+        super().__init__(f"{missing.size} chosen ids ({shown}) are outside the draft's current {draft_n}-token "
+                         "vocabulary: its head was never trained to score them")
+
+
+def load_weights(directory: str | os.PathLike) -> dict:
+    """Every tensor of a checkpoint directory (safetensors, shards, or weights-only .bin)."""
+    src = tensor_source(directory=directory)
+    return {k: src.get(k) for k in src.shapes}
+
+
+def read_config(directory: str | os.PathLike) -> dict:
+    p = Path(directory) / "config.json"
+    if not p.is_file():
+        raise VTError(f"{directory}: not a model directory (no config.json)")
+    try:
+        return json.loads(p.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise VTError(f"{p}: not valid JSON ({e})") from e
+
+
+def trim_draft(config: dict, weights: dict, keep_sorted: np.ndarray) -> tuple[dict, dict, str]:
+    """Cut the draft's output head to the kept ids (ascending) and store d2t/t2d beside it.
+
+    Works on a standalone causal LM (head = lm_head, or the tied input embedding), on an
+    EAGLE-3 checkpoint (head rows follow its d2t) and on an already trimmed draft. Raises
+    NotInDraft when a kept id has no row in the current head. Returns (config, weights, kind).
+    """
+    import torch
+
+    shapes = {k: tuple(v.shape) for k, v in weights.items()}
+    kind = "eagle3-draft" if is_eagle3(config, shapes) else "hf-draft"
+    hk = head_key(shapes, config)
+    if hk is None:
+        raise VTError("the draft has neither lm_head.weight nor an embed_tokens.weight to cut")
+    head = weights[hk]
+    rows = head.shape[0]
+    if "d2t" in weights:
+        current = weights["d2t"].to(torch.int64).numpy() + np.arange(weights["d2t"].numel(), dtype=np.int64)
+    else:
+        current = np.arange(rows, dtype=np.int64)
+    if current.size != rows:
+        raise VTError(f"the draft's d2t has {current.size} entries but {hk} has {rows} rows")
+    pos = np.searchsorted(current, keep_sorted)
+    inside = (pos < current.size) & (current[np.minimum(pos, current.size - 1)] == keep_sorted)
+    if not inside.all():
+        raise NotInDraft(keep_sorted[~inside], int(current.size))
+    V = config_vocab_size(config)
+    index = torch.from_numpy(pos)
+    out = {k: v for k, v in weights.items() if k not in ("d2t", "t2d")}
+    out["lm_head.weight"] = head.index_select(0, index).contiguous()
+    if "lm_head.bias" in weights:
+        out["lm_head.bias"] = weights["lm_head.bias"].index_select(0, index).contiguous()
+    if "t2d" in weights and weights["t2d"].numel() != V:
+        raise VTError(f"the draft's t2d has length {weights['t2d'].numel()} but its config vocab_size is {V}")
+    out.update(eagle3_mapping(keep_sorted, V))
+    cfg = dict(config)
+    cfg["draft_vocab_size"] = int(keep_sorted.size)
+    cfg["tie_word_embeddings"] = False   # the head is now its own [N, H] tensor; the embedding stays [V, H]
+    return cfg, out, kind
+
+
+def _safetensors_bytes(weights: dict) -> bytes:
+    from safetensors.torch import save
+
+    # each tensor its own contiguous storage: safetensors refuses shared or strided memory
+    return save({k: v.detach().contiguous().clone() for k, v in weights.items()}, metadata={"format": "pt"})
+
+
+def _draft_side_files(directory: Path) -> dict[str, bytes]:
+    """Tokenizer and other small top-level files copied unchanged (weights and config excluded)."""
+    out = {}
+    for f in sorted(directory.iterdir()):
+        if (not f.is_file() or f.name.startswith(".") or f.name == "config.json" or f.suffix in _WEIGHT_SUFFIXES
+                or f.name.endswith(".index.json")):
+            continue
+        out[f.name] = f.read_bytes()
+    return out
+
+
+def load_trimmed_draft(directory: str | os.PathLike):
+    """(model, kept_ids) from an hf-draft directory: a transformers causal LM whose lm_head is
+    the [N, H] trimmed head (logits column i = target id kept_ids[i]); embedding full size."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    directory = Path(directory)
+    config = AutoConfig.from_pretrained(str(directory))
+    state = load_weights(directory)
+    if "d2t" not in state or "lm_head.weight" not in state:
+        raise VTError(f"{directory}: not a trimmed draft (needs lm_head.weight and d2t in its weights)")
+    d2t = state.pop("d2t")
+    state.pop("t2d", None)
+    head = state["lm_head.weight"]
+    model = AutoModelForCausalLM.from_config(config)
+    model.lm_head = torch.nn.Linear(head.shape[1], head.shape[0], bias="lm_head.bias" in state)
+    model.to(head.dtype)
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    return model, d2t.to(torch.int64) + torch.arange(d2t.numel(), dtype=torch.int64)
+
+
+# ---------------------------------------------------------------- bundle
+
+@dataclass
+class Artifact:
+    """One export: a file, or a directory of files, with its validation report."""
+
+    fmt: str
+    name: str                      # file or directory name under --out
+    files: dict[str, bytes]        # {name: bytes} for a file; {relative path: bytes} for a directory
+    report: Report
+    is_dir: bool = False
+
+    def data(self) -> bytes:
+        """Bytes for a download button: the file itself, or a zip of the directory."""
+        if not self.is_dir:
+            return self.files[self.name]
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for rel, blob in self.files.items():
+                z.writestr(f"{self.name}/{rel}", blob)
+        return buf.getvalue()
+
+    @property
+    def download_name(self) -> str:
+        return self.name + (".zip" if self.is_dir else "")
+
+
+@dataclass
+class Bundle:
+    choice: TokenChoice
+    vocab_size: int
+    vocab_source: str
+    artifacts: dict[str, Artifact]          # format (and "summary") -> artifact
+    notes: list[str] = field(default_factory=list)
+    retrain_needed: bool = False
+
+    @property
+    def validated(self) -> bool:
+        return all(a.report.ok for a in self.artifacts.values())
+
+    @property
+    def problems(self) -> list[str]:
+        return [f"{a.name}: {p}" for a in self.artifacts.values() for p in a.report.problems]
+
+    @property
+    def warnings(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for a in self.artifacts.values():
+            for w in a.report.warnings:
+                seen.setdefault(w, None)
+        return list(seen)
+
+
+def normalise_formats(formats: list[str] | str | None, draft: Any) -> list[str]:
+    formats = [formats] if isinstance(formats, str) else list(formats or ["all"])
+    out: list[str] = []
+    for f in formats:
+        f = f.strip().lower()
+        if f == "all":
+            out += FORMATS if draft is not None else [x for x in FORMATS if x != "hf-draft"]
+        elif f in FORMATS:
+            out.append(f)
+        else:
+            raise VTError(f"unknown format {f!r} (choose from {', '.join(FORMATS)} or all)")
+    out = list(dict.fromkeys(out))
+    if "hf-draft" in out and draft is None:
+        raise VTError("--format hf-draft needs --draft DIR (the draft model directory to trim)")
+    return out
+
+
+def export(choice: TokenChoice, formats: list[str] | str | None = None, vocab_size: int | None = None,
+           model_config: dict | str | os.PathLike | None = None, draft: str | os.PathLike | None = None,
+           keep_ids: dict[int, str] | None = None, tokenizer_sha256: str | None = None,
+           tokenizer_name: str | None = None) -> Bundle:
+    """Render and validate every requested format in memory; nothing is written here."""
+    fmts = normalise_formats(formats, draft)
+    V, vsrc = resolve_vocab_size(choice, vocab_size, model_config, draft)
+    if keep_ids is None:
+        keep_ids = {int(i): "always-keep token (EOS / end-of-turn)" for i in choice.always_keep}
+    expect = Expect(vocab_size=V, n=choice.k, keep_ids=keep_ids, tokenizer_sha256=tokenizer_sha256,
+                    tokenizer_name=tokenizer_name)
+    notes: list[str] = []
+    if V < choice.tokenizer_vocab:
+        notes.append(f"the model's vocabulary ({V}) is smaller than the tokenizer's ({choice.tokenizer_vocab})")
+    arts: dict[str, Artifact] = {}
+    retrain = False
+
+    def single(fmt: str, blob: bytes) -> None:
+        name = file_name(fmt, choice.k)
+        arts[fmt] = Artifact(fmt, name, {name: blob}, validate_bytes(blob, name, expect))
+
+    if "hf-draft" in fmts:
+        d = Path(draft)
+        config, weights = read_config(d), load_weights(d)
+        try:
+            cfg, trimmed, kind = trim_draft(config, weights, choice.sorted_ids)
+        except NotInDraft as e:
+            retrain = True
+            notes.append(f"the draft must be retrained for this set: {e}; exported the eagle3 mapping only "
+                         "(train with it, e.g. SpecForge --vocab-mapping)")
+            if "eagle3" not in fmts:
+                fmts.append("eagle3")
+        else:
+            name = file_name(kind, choice.k)
+            files = _draft_side_files(d)
+            files["config.json"] = (json.dumps(cfg, indent=2) + "\n").encode()
+            files["model.safetensors"] = _safetensors_bytes(trimmed)
+            report = validate_draft(cfg, tensor_source(weights=trimmed), name, expect,
+                                    [f for f in files if f.startswith("tokenizer")])
+            arts["hf-draft"] = Artifact("hf-draft", name, files, report, is_dir=True)
+            if kind == "eagle3-draft":
+                notes.append("sub-trimmed an EAGLE-3 checkpoint: head rows selected and d2t/t2d rebuilt "
+                             "(no retraining needed: every kept id was in its vocabulary)")
+        del weights
+    if "sglang" in fmts:
+        single("sglang", _torch_bytes(sglang_tensor(choice)))
+    if "eagle3" in fmts:
+        single("eagle3", _torch_bytes(eagle3_mapping(choice.sorted_ids, V)))
+    if "json" in fmts:
+        single("json", _json_bytes(json_doc(choice, V)))
+    names = {fmt: a.name for fmt, a in arts.items()}
+    summary = summary_doc(choice, V, vsrc, names, notes)
+    single("summary", _json_bytes(summary))
+    return Bundle(choice=choice, vocab_size=V, vocab_source=vsrc, artifacts=arts, notes=notes,
+                  retrain_needed=retrain)
+
+
+# ---------------------------------------------------------------- writing
+
+def _check_name(name: str) -> str:
+    if not name or name != Path(name).name or name.startswith(".") or "/" in name or "\\" in name:
+        raise VTError(f"refusing unsafe output name {name!r}")
+    return name
+
+
+def _tmp_sibling(target: Path) -> Path:
+    return target.parent / f".tmp-{target.name}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _write_file_atomic(target: Path, blob: bytes) -> None:
+    tmp = _tmp_sibling(target)
+    # os.open with 0o666 lets the umask decide the mode, as a plain open() would (mkstemp forces 0600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_dir_atomic(target: Path, files: dict[str, bytes]) -> None:
+    tmp = _tmp_sibling(target)
+    tmp.mkdir(mode=0o777)
+    old = None
+    try:
+        for rel, blob in files.items():
+            _check_name(rel)
+            (tmp / rel).write_bytes(blob)
+        if target.exists() or target.is_symlink():
+            # move the previous export aside first: a directory cannot be replaced in one rename
+            old = target.parent / f".old-{target.name}-{os.getpid()}"
+            os.replace(target, old)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and (old.exists() or old.is_symlink()) and not target.exists():
+            os.replace(old, target)  # put the user's previous export back
+        raise
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+
+
+def write_bundle(bundle: Bundle, out_dir: str | os.PathLike, force: bool = False) -> dict[str, Path]:
+    """Write every artifact under out_dir (temp file + rename each); refuse to overwrite without
+    force; refuse to write anything that failed validation."""
+    if not bundle.validated:
+        raise VTError("export failed validation, nothing written: " + "; ".join(bundle.problems))
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise VTError(f"--out {out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    targets = {fmt: out / _check_name(a.name) for fmt, a in bundle.artifacts.items()}
+    existing = [p.name for p in targets.values() if p.exists() or p.is_symlink()]
+    if existing and not force:
+        raise VTError(f"{out}: {', '.join(existing)} already exist; pass --force to overwrite")
+    order = [f for f in bundle.artifacts if f != "summary"] + ["summary"]   # summary last: it lists the rest
+    for fmt in order:
+        a = bundle.artifacts[fmt]
+        if a.is_dir:
+            _write_dir_atomic(targets[fmt], a.files)
+        else:
+            _write_file_atomic(targets[fmt], a.files[a.name])
+    return targets
