@@ -379,3 +379,31 @@ def test_cli_optimize_foreign_tokenizer_and_custom_draft(counts_path, tmp_path):
     r = _json(_cli("optimize", "--counts", str(counts_path), "--draft", str(cfg.parent), "--objective", "speedup",
                    "--cost-ratio", "0.1", "--trials", "10", "--json", ws=tmp_path))
     assert r["cost_ratio_full"] == 0.1 and r["cost_ratio_source"] == "--cost-ratio"
+
+
+def test_cli_optimize_with_a_measured_profile(counts_path, tmp_path):
+    from vtcore import profile
+
+    # a Qwen3-shaped draft small enough to profile in a test, with Qwen3's padded vocabulary
+    cfg = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": 64, "intermediate_size": 128,
+           "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "num_hidden_layers": 2,
+           "vocab_size": 151936}
+    path = tmp_path / "draft" / "config.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(cfg))
+    arch = cost.arch_from_config(path)
+    prof = profile.measure_profile(arch, ks=[4096, 32768], context=64, repeats=3, warmup=1, threads=1)
+    prof_path = profile.save_profile(tmp_path / "prof.json", prof)
+    o = _json(_cli("optimize", "--counts", str(counts_path), "--draft", str(path), "--latency", str(prof_path),
+                   "--objective", "speedup", "--t-target-ms", "50", "--trials", "20", "--json", ws=tmp_path))
+    assert o["latency_source"] == f"profile:{prof_path}"
+    assert o["cost_ratio_full"] == pytest.approx(prof.step_ms[-1] / 50)
+    assert o["cost_ratio_source"] == "profile step(V) / --t-target-ms"
+    assert o["exact_latency_reduction"] == pytest.approx(float(prof.latency_reduction(o["exact_best_k"])))
+    # the profile cannot stand in for another draft, and milliseconds need a profile
+    p = _cli("optimize", "--counts", str(counts_path), "--draft", "qwen3-0.6b", "--latency", str(prof_path),
+             "--json", ws=tmp_path)
+    assert p.returncode == 2 and "was measured for" in p.stderr
+    p = _cli("optimize", "--counts", str(counts_path), "--draft", "qwen3-0.6b", "--objective", "speedup",
+             "--t-target-ms", "50", "--json", ws=tmp_path)
+    assert p.returncode == 2 and "needs measured draft times" in p.stderr

@@ -139,10 +139,12 @@ def _decoder_body(arch: DraftArch, dtype, device):
     for key in ("architectures", "bos_token_id", "eos_token_id", "pad_token_id", "torch_dtype", "dtype",
                 "transformers_version", "_name_or_path", "auto_map", "quantization_config"):
         cfg.pop(key, None)
-    cfg.update(vocab_size=256, tie_word_embeddings=False, use_cache=True)
+    cfg.update(vocab_size=256, tie_word_embeddings=False, use_cache=True, pad_token_id=None, head_dim=arch.head_dim)
     config = AutoConfig.for_model(model_type, **cfg)
-    config._attn_implementation = "sdpa"
-    model = AutoModel.from_config(config)
+    try:
+        model = AutoModel.from_config(config, attn_implementation="sdpa")
+    except ValueError:   # Gemma 2 soft-caps attention logits: no SDPA kernel, transformers runs it eagerly
+        model = AutoModel.from_config(config, attn_implementation="eager")
     return model.to(device=device, dtype=dtype).eval(), config
 
 
@@ -219,6 +221,7 @@ def _make_body(arch: DraftArch, context: int, dtype, device) -> Callable:
                 layer.crop(-1)
         return out
 
+    body.cache = cache   # for inspection (tests): stays at `context` tokens between steps
     return body
 
 
