@@ -17,6 +17,7 @@ import json
 import os
 import pickle
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -76,12 +77,19 @@ def safe_torch_load(source: str | os.PathLike | bytes) -> Any:
     where = "data" if isinstance(source, (bytes, bytearray)) else str(source)
     f = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
     try:
-        return torch.load(f, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # e.g. "pickle protocol 4": noise next to our own message
+            return torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "weights only" in str(e).lower() or "weights_only" in str(e).lower():
-            raise UnsafeFile(f"{where}: refused: the file holds pickled objects other than plain tensors "
-                             f"(code could run on load); it was not loaded ({_unsafe_detail(str(e))})") from e
+            data = bytes(source) if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
+            refs, parsed = pickle_globals(data)
+            if not refs and not parsed:
+                raise VTError(f"{where}: not a readable torch file (neither a torch zip nor a pickle)") from e
+            what = f"it references {', '.join(refs[:3])}" if refs else "it uses pickle features tensors never need"
+            raise UnsafeFile(f"{where}: refused: the file holds pickled objects other than plain tensors, which "
+                             f"could run code on load ({what}); it was not loaded") from e
         raise VTError(f"{where}: not a readable torch file ({first})") from e
     except FileNotFoundError:
         raise VTError(f"{where}: file not found") from None
@@ -90,10 +98,38 @@ def safe_torch_load(source: str | os.PathLike | bytes) -> Any:
         raise VTError(f"{where}: not a readable torch file ({first[:200]})") from e
 
 
-def _unsafe_detail(msg: str) -> str:
-    """The global the unpickler refused, e.g. 'posix.system', from torch's long message."""
-    m = re.search(r"(?:Unsupported global|unsupported GLOBAL|global)\s*:?\s*(?:GLOBAL\s+)?([\w.]+)", msg)
-    return f"it asks for {m.group(1)}" if m else "non-tensor global"
+_SAFE_GLOBALS = ("torch.", "collections.OrderedDict", "builtins.set", "builtins.frozenset", "numpy.")
+
+
+def pickle_globals(data: bytes) -> tuple[list[str], bool]:
+    """The callables a pickle (raw, or a torch zip's data.pkl) names, read statically with
+    pickletools: nothing is executed. Torch's own rebuild helpers are left out. Also says
+    whether every stream parsed as a pickle."""
+    import pickletools
+    import zipfile
+
+    blobs = [data]
+    if data[:4] == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                blobs = [z.read(n) for n in z.namelist() if n.endswith(".pkl")]
+        except zipfile.BadZipFile:
+            return [], False
+    found: list[str] = []
+    parsed = bool(blobs)
+    for blob in blobs:
+        strings: list[str] = []
+        try:
+            for op, arg, _ in pickletools.genops(blob):
+                if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+                    strings.append(str(arg))
+                elif op.name == "GLOBAL":
+                    found.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+        except Exception:   # a malformed stream: report what was seen before it
+            parsed = False
+    return [g for g in dict.fromkeys(found) if not g.startswith(_SAFE_GLOBALS)], parsed
 
 
 # ---------------------------------------------------------------- the checks
