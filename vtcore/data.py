@@ -122,14 +122,14 @@ def _iter_jsonl(path: Path, pos: "_Position") -> Iterator[tuple[int, dict | Data
             yield line_no, rec
 
 
-def _iter_json_array(path: Path, pos: _Position, chunk_size: int = 1 << 20) -> Iterator[tuple[int, dict]]:
+def _iter_json_array(path: Path, where: _Position, chunk_size: int = 1 << 20) -> Iterator[tuple[int, dict]]:
     """Stream the elements of a top-level JSON array without loading the file."""
     decoder = json.JSONDecoder()
     utf8 = codecs.getincrementaldecoder("utf-8")()
     buf, pos, line_base, eof = "", 0, 1, False
     bytes_read = 0
 
-    with _open_binary(path, pos) as f:
+    with _open_binary(path, where) as f:
         def fill() -> bool:
             nonlocal buf, pos, line_base, eof, bytes_read
             if eof:
@@ -165,7 +165,7 @@ def _iter_json_array(path: Path, pos: _Position, chunk_size: int = 1 << 20) -> I
         if buf[pos] != "[":
             # a .json file holding JSON Lines is common enough to accept
             if buf[pos] == "{":
-                yield from _iter_jsonl(path, pos)
+                yield from _iter_jsonl(path, where)
                 return
             raise DataError("expected a JSON array of rows (or JSON Lines)", str(path), line_at(pos))
         pos += 1

@@ -1,0 +1,41 @@
+"""Shared test set-up: offline hub, a throwaway workspace, the bundled tokenizer."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# Anything that reaches for the model hub fails fast; nothing lands in the user's workspace.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+_WS = Path(os.environ.get("VTCORE_TEST_WORKSPACE", "/tmp/vtcore-test-workspace"))
+os.environ["VTCORE_WORKSPACE"] = str(_WS)
+
+SAMPLES = ROOT / "samples"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "integration: slower tests on real models (up to a minute)")
+    config.addinivalue_line("markers", "e2e: end-to-end tests in a real browser")
+
+
+@pytest.fixture(scope="session")
+def qwen_tok():
+    from vtcore.tokens import load_tokenizer
+
+    return load_tokenizer()
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    """A fresh workspace for tests that look at caching or on-disk results."""
+    ws = tmp_path / "ws"
+    monkeypatch.setenv("VTCORE_WORKSPACE", str(ws))
+    return ws

@@ -1,0 +1,53 @@
+"""python -m vtcore count: assistant-only token counts of a dataset, with coverage figures."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub) -> argparse.ArgumentParser:
+    from vtcore.data import SCHEMAS
+
+    p = sub.add_parser("count", help="count assistant-only tokens of a dataset",
+                       description="Count the tokens a draft must predict (assistant turns + end-of-turn) "
+                                   "over one or more datasets, cache the counts, print coverage figures.")
+    p.add_argument("--data", action="append", required=True, metavar="[DOMAIN=]PATH",
+                   help="dataset file (.jsonl/.json/.parquet/.csv, .gz ok) or saved-dataset folder; repeat "
+                        "for several; DOMAIN= names its domain when rows have no 'domain' field")
+    p.add_argument("--tokenizer", default=None, metavar="NAME|DIR",
+                   help="hub id or local directory (default: the bundled Qwen3 tokenizer)")
+    p.add_argument("--schema", default="auto", choices=SCHEMAS)
+    p.add_argument("--mask", default="template", choices=["template", "content"],
+                   help="template: exactly as the chat template renders the assistant turns (default); "
+                        "content: assistant contents encoded alone + one end-of-turn (faster)")
+    p.add_argument("--out", default=None, metavar="FILE.npz", help="also write the counts file here")
+    p.add_argument("--skip-bad", action="store_true", help="skip bad rows (and count them) instead of failing")
+    p.add_argument("--no-cache", action="store_true", help="count again even when a cached result matches")
+    p.add_argument("--workspace", default=None, help="workspace folder (default $VTCORE_WORKSPACE or "
+                                                     "~/.cache/vocab-trim-studio)")
+    p.set_defaults(func=run, human=human)
+    return p
+
+
+def run(args) -> dict:
+    from vtcore.cli import progress_printer
+    from vtcore.counts import count_dataset
+
+    _, info = count_dataset(args.data, tokenizer=args.tokenizer, mask=args.mask, schema=args.schema,
+                            skip_bad=args.skip_bad, progress=progress_printer("counting"),
+                            cache=not args.no_cache, workspace=args.workspace, out=args.out)
+    return info
+
+
+def human(r: dict) -> str:
+    lines = [f"rows {r['rows']:,} (skipped {r['rows_skipped']:,}), assistant tokens {r['assistant_tokens']:,}, "
+             f"unique {r['unique_tokens']:,} of V = {r['vocab_size']:,}",
+             "counts: {} ({})".format(r["counts_path"], "cache hit" if r["cache_hit"] else
+                                      f"{r['seconds']:.2f} s, {r['tokens_per_second']:,.0f} tokens/s")]
+    lines.append("k       coverage  held-out")
+    for k, c in r["coverage_at"].items():
+        h = r["heldout_coverage_at"][k] if r["heldout_coverage_at"] else float("nan")
+        lines.append(f"{int(k):<7} {c:8.4f}  {h:8.4f}")
+    lines.append("k for coverage: " + ", ".join(f"{t}: {k:,}" for t, k in r["k_for"].items()))
+    lines += [f"warning: {w}" for w in r["warnings"]]
+    return "\n".join(lines)

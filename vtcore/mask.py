@@ -1,0 +1,291 @@
+"""Assistant-only token ids: exactly the tokens a draft must learn to predict.
+
+Template-exact mode (the default) renders each conversation with the tokenizer's own chat
+template, finds every assistant message's text in the rendering, and keeps the tokens of
+the rendered conversation that overlap it, plus the end-of-turn token that closes the turn.
+System/user/tool turns and template headers (`<|im_start|>assistant\\n`, and text a template
+puts before the content such as Qwen3's empty `<think>\\n\\n</think>\\n\\n`, which the
+non-thinking prompt hands the model) are not counted. A rendered reasoning block
+(`<think>...</think>` from a message's reasoning) is counted: the model generates it.
+
+Speed: a tokenizer splits its input at added (special) tokens before anything else, so
+the text between two of them is tokenized on its own. The fast path encodes only the
+segment around each assistant message, not the whole conversation. It is checked against
+full-conversation encoding on the first rows of every run and dropped if they ever differ
+(tokenizers whose pre-tokenizer looks at the position in the whole input).
+
+Content-only mode encodes each assistant content on its own plus one end-of-turn token:
+faster, and off by the few tokens that merge across the header/content boundary.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vtcore.data import Conversation
+from vtcore.errors import VTError
+from vtcore.template import make_renderer, slow_renderer
+from vtcore.tokens import chat_template, end_of_turn_id, special_token_pattern
+
+MODES = ("template", "content")
+SELF_CHECK_ROWS = 32
+
+
+@dataclass
+class MaskStats:
+    turns: int = 0                 # assistant turns counted
+    turns_unlocated: int = 0       # turns the template altered beyond recognition: counted content-only
+    rows_full_path: int = 0        # rows encoded whole (special tokens inside an assistant span)
+    path: str = "segment"          # "segment" (fast) or "full" after a failed self-check
+    warnings: list[str] = field(default_factory=list)
+
+
+def _think_parts(content: str) -> tuple[str, str] | None:
+    """(reasoning, final answer) of a content that carries an inline <think> block."""
+    if "</think>" not in content:
+        return None
+    head, _, tail = content.rpartition("</think>")
+    return head.rstrip("\n").split("<think>")[-1].lstrip("\n"), tail.lstrip("\n")
+
+
+class AssistantTokens:
+    """Turns conversations into the assistant-only token ids of each one."""
+
+    def __init__(self, tok, mode: str = "template"):
+        if mode not in MODES:
+            raise VTError(f"mask mode must be one of {', '.join(MODES)}, got {mode!r}")
+        self.tok = tok
+        self.bt = tok.backend_tokenizer
+        self.stats = MaskStats()
+        self.eot = end_of_turn_id(tok)
+        if mode == "template" and chat_template(tok) is None:
+            self.stats.warnings.append(f"tokenizer {getattr(tok, 'vtcore_name', tok.name_or_path)} has no chat "
+                                       "template: counting content-only (assistant contents + one end-of-turn)")
+            mode = "content"
+        self.mode = mode
+        if self.eot is None:
+            self.stats.warnings.append("tokenizer has no EOS / end-of-turn token: none counted per turn")
+        self.special_re = special_token_pattern(tok)
+        self.special_ids = {t.content: i for i, t in self.bt.get_added_tokens_decoder().items()}
+        self.render = make_renderer(tok, chat_template(tok)) if mode == "template" else None
+        self._checked = mode != "template"
+
+    # ------------------------------------------------------------ public
+
+    def encode(self, convs: list[Conversation]) -> list[list[int]]:
+        """Assistant-only ids of each conversation (preformatted text rows: all their ids)."""
+        return self.run(self.plan(convs))
+
+    def plan(self, convs: list[Conversation]) -> "_Plan":
+        """The pure-Python half (render, locate): what to encode. Split from run() so a
+        caller can plan the next batch while the tokenizer (which releases the GIL) encodes."""
+        if not self._checked:
+            self._self_check(convs[:SELF_CHECK_ROWS])
+        plan = _Plan(n=len(convs))
+        for i, c in enumerate(convs):
+            if c.text is not None:
+                plan.add(i, c.text, "all")
+            elif self.mode == "content":
+                for m in c.messages:
+                    if m["role"] == "assistant":
+                        plan.add(i, m["content"], "turn")
+            elif self.stats.path == "segment":
+                self._plan_segments(i, c, plan)
+            else:
+                text = self.render(c.messages)
+                plan.whole.append((i, text, self._locate(text, c.messages)))
+        return plan
+
+    def run(self, plan: "_Plan") -> list[list[int]]:
+        """Encode what plan() chose and keep the assistant tokens of each conversation."""
+        out: list[list[int]] = [[] for _ in range(plan.n)]
+        eot = [] if self.eot is None else [self.eot]
+        encs = self.bt.encode_batch(plan.texts, add_special_tokens=False) if plan.texts else []
+        for (i, kind, cs, ce, mt), enc in zip(plan.meta, encs):
+            if kind == "all":
+                out[i].extend(enc.ids)
+                continue
+            self.stats.turns += 1
+            if kind == "turn":  # content-only, or a turn the template changed beyond recognition
+                self.stats.turns_unlocated += self.mode == "template"
+                out[i].extend(enc.ids)
+                out[i].extend(eot)
+            else:
+                out[i].extend(_overlapping(enc, cs, ce))
+                if mt is not None:
+                    out[i].append(mt)
+        for i, text, spans in plan.whole:
+            self.stats.rows_full_path += self.stats.path == "segment"
+            out[i].extend(self._full_one(text, spans))
+        return out
+
+    # ------------------------------------------------------------ template-exact
+
+    def _locate(self, text: str, messages: list[dict]) -> list[tuple[int, int, re.Match | None] | str]:
+        """For each assistant message, (start, end, end-of-turn match) of its text in the
+        rendering, or its raw content when the template changed it beyond recognition."""
+        spans, cursor = [], 0
+        for mi, m in enumerate(messages):
+            content = m["content"]
+            if m["role"] != "assistant":
+                j = text.find(content, cursor) if content else -1
+                if j >= 0:
+                    cursor = j + len(content)
+                continue
+            think = _think_parts(content)
+            body = think[1] if think else content
+            found = self._find_closed(text, body, cursor)
+            if found is None:  # the template trimmed it
+                for cand in dict.fromkeys((body.strip(), body.lstrip("\n"), body.lstrip(), body.rstrip())):
+                    found = self._find_closed(text, cand, cursor)
+                    if found:
+                        break
+            elif body[:1].isspace() and not think:
+                # Leading whitespace may be the template's own: Qwen3 renders the last answer
+                # as "</think>\n\n" + content.lstrip("\n"), so a content "\nfoo" matches one
+                # character early. The template, rendered with this content empty, says
+                # where its header ends.
+                head_end = self._header_end(text, messages, mi, cursor, found[0])
+                lead = len(body) - len(body.lstrip())
+                if head_end is not None and found[0] < head_end <= found[0] + lead:
+                    found = (head_end, found[1], found[2])
+            if found is None:
+                spans.append(content)
+                continue
+            start, end, eot = found
+            if think and think[0]:
+                # a rendered reasoning block is generated text: start the span at its <think>
+                r = text.rfind(think[0], cursor, start)
+                if r >= 0:
+                    t = text.rfind("<think>", cursor, r)
+                    start = t if t >= 0 else r
+            spans.append((start, end, eot))
+            cursor = end
+        return spans
+
+    def _header_end(self, text: str, messages: list[dict], index: int, cursor: int, before: int) -> int | None:
+        """Where the content of messages[index] starts: the template rendered with that
+        content empty puts the turn's end-of-turn right there. `before` bounds the header:
+        the end-of-turn tokens between cursor and it (closing earlier turns) are skipped."""
+        emptied = list(messages)
+        emptied[index] = {**messages[index], "content": ""}
+        try:
+            t0 = self.render(emptied)
+        except Exception:
+            return None
+        eots = [mt for mt in self.special_re.finditer(text, cursor, before) if self._is_eot(mt)]
+        for mt in self.special_re.finditer(t0, cursor):
+            if self._is_eot(mt):
+                if not eots:
+                    return mt.start()
+                eots.pop()
+        return None
+
+    def _is_eot(self, mt) -> bool:
+        return self.eot is None or self.special_ids.get(mt.group(0)) == self.eot
+
+    def _find_closed(self, text: str, cand: str, cursor: int):
+        """First occurrence of `cand` at/after cursor that only whitespace separates from
+        the next added token (the end-of-turn)."""
+        j = text.find(cand, cursor)
+        while j >= 0:
+            end = j + len(cand)
+            mt = self.special_re.search(text, end)
+            # the turn must close right after: whitespace, then the end-of-turn token (not,
+            # say, the <think> that follows the word "assistant" in a header)
+            if mt is not None and not text[end:mt.start()].strip() and self._is_eot(mt):
+                return j, end, mt
+            if mt is None and not text[end:].strip():
+                return j, end, None
+            j = text.find(cand, j + 1)
+        return None
+
+    def _plan_segments(self, i: int, c: Conversation, plan: "_Plan") -> None:
+        text = self.render(c.messages)
+        spans = self._locate(text, c.messages)
+        marks = [(m.start(), m.end()) for m in self.special_re.finditer(text)]
+        starts = [a for a, _ in marks]
+        if any(not isinstance(s, str) and bisect.bisect_left(starts, s[0]) < bisect.bisect_left(starts, s[1])
+               for s in spans):
+            plan.whole.append((i, text, spans))  # added tokens inside a span: encode the row whole
+            return
+        for s in spans:
+            if isinstance(s, str):
+                plan.add(i, s, "turn")
+                continue
+            start, end, mt = s
+            # the segment runs from the last added token before the span to the end-of-turn
+            j = bisect.bisect_right(starts, start) - 1
+            seg_start = marks[j][1] if j >= 0 else 0
+            seg_end = mt.start() if mt is not None else len(text)
+            plan.add(i, text[seg_start:seg_end], "span", start - seg_start, end - seg_start,
+                     None if mt is None else self.special_ids[mt.group(0)])
+
+    def _full_one(self, text: str, spans) -> list[int]:
+        """Encode the whole rendering and keep the tokens overlapping each span + its end-of-turn."""
+        enc = self.bt.encode(text, add_special_tokens=False)
+        ids = np.asarray(enc.ids, dtype=np.int64)
+        offs = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
+        keep = np.zeros(len(ids), dtype=bool)
+        extra: list[int] = []
+        for s in spans:
+            self.stats.turns += 1
+            if isinstance(s, str):
+                self.stats.turns_unlocated += 1
+                extra.extend(self.bt.encode(s, add_special_tokens=False).ids)
+                extra.extend([] if self.eot is None else [self.eot])
+                continue
+            start, end, mt = s
+            keep |= (offs[:, 1] > start) & (offs[:, 0] < end)
+            if mt is not None:
+                keep |= (offs[:, 0] == mt.start()) & (offs[:, 1] == mt.end())
+        return ids[keep].tolist() + extra
+
+    def _self_check(self, convs: list[Conversation]) -> None:
+        """Compare the segment path with whole-conversation encoding on the first rows."""
+        self._checked = True
+        saved = dict(self.stats.__dict__)
+        slow = slow_renderer(self.tok)
+        for c in convs:
+            if c.text is not None:
+                continue
+            if getattr(self.render, "is_fast", False) and self.render(c.messages) != slow(c.messages):
+                self.render = slow
+            plan = _Plan(n=1)
+            self._plan_segments(0, c, plan)
+            fast = self.run(plan)[0]
+            text = self.render(c.messages)
+            if sorted(self._full_one(text, self._locate(text, c.messages))) != sorted(fast):
+                saved["path"] = "full"
+                saved["warnings"].append("segment-wise encoding differs from whole-conversation encoding for "
+                                         "this tokenizer: encoding whole conversations (exact, slower)")
+                break
+        self.stats.__dict__.update(saved)  # the check's own counting is discarded
+
+
+@dataclass
+class _Plan:
+    n: int
+    texts: list[str] = field(default_factory=list)
+    meta: list[tuple] = field(default_factory=list)    # (row, kind, span start, span end, eot id)
+    whole: list[tuple] = field(default_factory=list)   # (row, rendered text, spans): encode whole
+
+    def add(self, row: int, text: str, kind: str, cs: int = 0, ce: int = 0, eot: int | None = None) -> None:
+        self.texts.append(text)
+        self.meta.append((row, kind, cs, ce, eot))
+
+
+def _overlapping(enc, cs: int, ce: int) -> list[int]:
+    """Ids of the tokens whose character span overlaps [cs, ce)."""
+    if ce <= cs:
+        return []
+    a, b = enc.char_to_token(cs), enc.char_to_token(ce - 1)
+    if a is not None and b is not None:
+        return enc.ids[a:b + 1]
+    offs = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
+    keep = (offs[:, 1] > cs) & (offs[:, 0] < ce)
+    return np.asarray(enc.ids, dtype=np.int64)[keep].tolist()
