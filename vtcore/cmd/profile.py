@@ -47,6 +47,13 @@ def run(args) -> dict:
     out = args.out or subdir("profiles") / f"{safe}-{prof.device.replace(':', '')}-{prof.dtype}-L{prof.context}.json"
     path = profile.save_profile(out, prof)
     effect = profile.cache_effect(prof, arch)
+    # p90 / median per k: near 1 on a quiet machine; other load on the cores shows up here
+    noise = max(p / m for p, m in zip(prof.step_ms_p90, prof.step_ms))
+    warnings = []
+    if noise > 1.5:
+        warnings.append(f"noisy timings: a step's p90 is up to {noise:.1f}x its median (other load on this "
+                        "machine?); rerun on a quiet machine, with --threads 1 on a shared CPU, or more --repeats")
+        print(f"warning: {warnings[-1]}", file=sys.stderr)
     return {"profile_path": str(path), "draft": arch.name, "vocab_size": prof.vocab_size, "device": prof.device,
             "device_name": prof.device_name, "dtype": prof.dtype, "threads": prof.threads,
             "torch_version": prof.torch_version, "context": prof.context, "repeats": prof.repeats,
@@ -54,7 +61,7 @@ def run(args) -> dict:
             "cache_effect": effect["present"], "cache_effect_note": effect["note"],
             "per_row_speedup": effect["per_row_speedup"], "head_ns_per_row": effect["head_ns_per_row"],
             "latency_reduction_measured": effect["latency_reduction_measured"],
-            "latency_reduction_flops": effect["latency_reduction_flops"]}
+            "latency_reduction_flops": effect["latency_reduction_flops"], "noise": noise, "warnings": warnings}
 
 
 def human(r: dict) -> str:
@@ -65,4 +72,5 @@ def human(r: dict) -> str:
         lines.append(f"{k:>8,} {r['step_ms'][i]:>9.3f} {r['head_ms'][i]:>9.3f} {r['head_ns_per_row'][k]:>8.3f} "
                      f"{r['latency_reduction_measured'][k]:>7.3f} {r['latency_reduction_flops'][k]:>7.3f}")
     lines.append(r["cache_effect_note"])
+    lines += [f"warning: {w}" for w in r["warnings"]]
     return "\n".join(lines)
