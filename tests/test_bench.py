@@ -1,0 +1,200 @@
+"""The benchmark harness and `python -m vtcore bench` on tiny random-weight Qwen3 models that
+use the real bundled Qwen3 tokenizer, with prompts from samples/code.jsonl."""
+
+import json
+import os
+import subprocess
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+
+from vtcore import bench
+from vtcore.errors import VTError
+from vtcore.tokens import load_tokenizer
+from vtcore.workspace import repo_root
+
+torch.set_num_threads(1)
+V = 151936  # Qwen3's padded embedding size; the tokenizer has 151,669 ids
+REPO = repo_root()
+
+
+def _save_pair(root, extra_token=False):
+    """A 2-layer tiny Qwen3 target and a 1-layer draft made of its first layer (so the draft is
+    right often), each saved with the bundled Qwen3 tokenizer."""
+    torch.manual_seed(0)
+    cfg = Qwen3Config(vocab_size=V, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=2048,
+                      tie_word_embeddings=True)
+    target = Qwen3ForCausalLM(cfg).eval()
+    with torch.no_grad():
+        target.model.embed_tokens.weight.mul_(20)  # sharper logits: some agreement with the draft
+    dcfg = Qwen3Config(**{**cfg.to_dict(), "num_hidden_layers": 1, "layer_types": cfg.layer_types[:1]})
+    draft = Qwen3ForCausalLM(dcfg).eval()
+    draft.load_state_dict({k: v for k, v in target.state_dict().items() if "layers.1." not in k}, strict=False)
+    tok = load_tokenizer()
+    tdir, ddir = root / "target", root / "draft"
+    target.save_pretrained(tdir)
+    tok.save_pretrained(tdir)
+    draft.save_pretrained(ddir)
+    if extra_token:
+        tok = AutoTokenizer.from_pretrained(str(tdir))  # a copy: load_tokenizer() is cached, leave it alone
+        tok.add_tokens(["<my_new_token>"])
+    tok.save_pretrained(ddir)
+    return tdir, ddir, draft
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    return _save_pair(tmp_path_factory.mktemp("pair"))
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    """One workspace for the module: the code sample is counted once (vtcore.counts caches it)."""
+    return tmp_path_factory.mktemp("ws")
+
+
+def _cfg(pair, ws, **kw):
+    tdir, ddir, _ = pair
+    base = dict(target=str(tdir), draft=str(ddir), prompts=2, max_new_tokens=8, repeats=2, warmup=1,
+                device="cpu", workspace=str(ws), threads=1)
+    base.update(kw)
+    return bench.BenchConfig(**base)
+
+
+def test_held_out_prompts_use_the_targets_chat_template():
+    tok = load_tokenizer()
+    prompts = bench.load_prompts(REPO / "samples" / "code.jsonl", tok, heldout=True, limit=3)
+    assert [p.row for p in prompts] == [4, 9, 14]   # every fifth row is held out
+    text = tok.decode(prompts[0].ids)
+    assert text.startswith("<|im_start|>user\n") and text.endswith("<|im_start|>assistant\n")
+    assert "Reply with the function body only" in text
+    train = bench.load_prompts(REPO / "samples" / "code.jsonl", tok, heldout=False, limit=5)
+    assert [p.row for p in train] == [0, 1, 2, 3, 5]
+
+
+def test_bench_default_token_map_and_results_store(pair, ws):
+    before = len(bench.load_results(ws))
+    frac = []
+    r = bench.run_bench(_cfg(pair, ws), progress=lambda f, t="": frac.append(f))
+    for key in ("device", "target", "draft", "k", "target_only", "full", "trimmed", "speedup_trimmed_vs_full",
+                "speedup_trimmed_vs_target", "predicted_speedup", "identical_outputs"):
+        assert key in r, key
+    assert r["device"] == "cpu" and r["identical_outputs"] is True
+    for m in ("full", "trimmed"):
+        for key in ("tokens_per_s", "accepted_per_step", "draft_ms_per_step", "lm_head_share", "target_ms_per_step"):
+            assert r[m][key] is not None and r[m][key] >= 0, (m, key)
+    assert r["target_only"]["tokens_per_s"] > 0
+    # the default token map: smallest k with held-out coverage >= 0.99 of the code sample
+    assert 1000 < r["k"] < 151669 and r["coverage_k"] >= 0.99
+    assert r["full"]["accepted_per_step"] > 0     # the draft shares the target's first layer
+    assert frac == sorted(frac) and frac[-1] == 1.0
+    lines = (ws / "bench" / "results.jsonl").read_text().splitlines()
+    assert len(lines) == before + 1 and json.loads(lines[-1])["k"] == r["k"]
+    r2 = bench.run_bench(_cfg(pair, ws, k=512, repeats=1, warmup=0))
+    assert r2["k"] == 512
+    stored = bench.load_results(ws)
+    assert [x["k"] for x in stored[before:]] == [r["k"], 512]
+    assert stored[-1]["config"]["k"] == 512 and stored[-1]["identical_outputs"] is True
+
+
+def test_bench_stops_when_asked(pair, ws):
+    before = len(bench.load_results(ws))
+    calls = []
+
+    def stop():
+        calls.append(1)
+        return len(calls) > 3
+
+    r = bench.run_bench(_cfg(pair, ws, prompts=3), should_stop=stop)
+    assert r["stopped"] is True
+    assert len(bench.load_results(ws)) == before   # a stopped run is not stored
+
+
+def test_sample_mode_runs_and_does_not_claim_identity(pair, ws):
+    r = bench.run_bench(_cfg(pair, ws, mode="sample", prompts=1, repeats=1, save=False))
+    assert r["identical_outputs"] is None and r["trimmed"]["tokens_per_s"] > 0
+
+
+def test_hf_draft_directory_is_benchmarked_as_the_trimmed_draft(pair, ws, tmp_path):
+    tdir, ddir, draft = pair
+    kept = torch.tensor(sorted(set(range(0, 4000)) | {151643, 151645}))
+    out = tmp_path / "hf-draft"
+    out.mkdir()
+    cfg = draft.config.to_dict()
+    cfg.update(draft_vocab_size=len(kept), tie_word_embeddings=False)
+    (out / "config.json").write_text(json.dumps(cfg))
+    state = {k: v.contiguous() for k, v in draft.state_dict().items() if k != "lm_head.weight"}
+    state["lm_head.weight"] = draft.lm_head.weight[kept].contiguous()
+    state["d2t"] = kept - torch.arange(len(kept))
+    t2d = torch.zeros(V, dtype=torch.bool)
+    t2d[kept] = True
+    state["t2d"] = t2d
+    save_file(state, str(out / "model.safetensors"))
+    load_tokenizer().save_pretrained(out)
+    r = bench.run_bench(_cfg(pair, ws, draft=str(out), prompts=1, repeats=1, save=False))
+    assert r["k"] == len(kept) and r["full"] is None and r["speedup_trimmed_vs_full"] is None
+    assert r["identical_outputs"] is True and any("hf-draft" in n for n in r["notes"])
+
+
+def _cli(*args, ws):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VTCORE_WORKSPACE": str(ws), "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "vtcore", "bench", *args], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=300)
+
+
+def test_cli_with_a_token_map_prints_one_json_line(pair, ws, tmp_path):
+    before = len(bench.load_results(ws))
+    tdir, ddir, _ = pair
+    ids = torch.tensor([151645, 151643] + list(range(100, 2100)), dtype=torch.long)
+    torch.save(ids, tmp_path / "map.pt")
+    p = _cli("--target", str(tdir), "--draft", str(ddir), "--token-map", str(tmp_path / "map.pt"), "--prompts", "1",
+             "--max-new-tokens", "6", "--repeats", "1", "--warmup", "0", "--device", "cpu", "--threads", "1",
+             "--json", ws=ws)
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert r["k"] == 2002 and r["identical_outputs"] is True and r["token_map"].endswith("map.pt")
+    assert len(bench.load_results(ws)) == before + 1
+
+
+def test_cli_bad_inputs_exit_2_with_one_line(pair, ws, tmp_path):
+    tdir, ddir, _ = pair
+    torch.save(torch.tensor([1, 2, 200000]), tmp_path / "big.pt")
+    # several bad inputs in one process (each a fresh main() call): startup is the slow part
+    code = f"""
+import sys, json
+from vtcore.cli import main
+common = ["bench", "--target", {str(tdir)!r}, "--draft", {str(ddir)!r}, "--prompts", "1", "--max-new-tokens", "2",
+          "--repeats", "1", "--warmup", "0", "--workspace", {str(ws)!r}]
+print(json.dumps([main(common + ["--token-map", {str(tmp_path / 'big.pt')!r}]),
+                  main(common + ["--device", "cuda"]) if not __import__("torch").cuda.is_available() else 2,
+                  main(["bench", "--target", {str(tdir)!r}, "--prompts", "1"]),
+                  main(["bench", "--target", "some-org/some-model", "--draft", {str(ddir)!r}])]))
+"""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert json.loads(p.stdout.strip().splitlines()[-1]) == [2, 2, 2, 2], p.stderr
+    errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
+    assert any("token id 200000 is outside the draft's vocabulary (151936 rows" in e for e in errors), p.stderr
+    if not torch.cuda.is_available():
+        assert any("no CUDA device is available" in e for e in errors), p.stderr
+    assert any("needs --draft" in e for e in errors), p.stderr
+    assert any("some-org/some-model" in e and "local directory" in e for e in errors), p.stderr
+
+
+def test_draft_with_a_different_tokenizer_is_refused(ws, tmp_path):
+    tdir, ddir, _ = _save_pair(tmp_path, extra_token=True)
+    with pytest.raises(VTError, match=r"different tokenizers \(151670 vs 151669 tokens; first difference at id 151669"):
+        bench.run_bench(_cfg((tdir, ddir, None), ws))
+
+
+def test_auto_device_falls_back_to_cpu_and_says_so(pair, ws):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: auto picks it")
+    r = bench.run_bench(_cfg(pair, ws, device="auto", prompts=1, repeats=1, warmup=0, save=False))
+    assert r["device"] == "cpu" and any("no CUDA device found" in n for n in r["notes"])

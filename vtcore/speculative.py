@@ -1,0 +1,570 @@
+"""Speculative decoding with a standalone draft, lossless, with an optionally trimmed draft head.
+
+One step: the draft proposes g <= gamma tokens one at a time (its own KV cache), the target
+scores all of them in one forward pass, the longest acceptable prefix is kept plus one token
+from the target (the correction, or a bonus token when everything was accepted), and both
+caches are cropped back to the committed tokens.
+
+- greedy: a draft token is accepted while it equals the target's argmax, so the output is the
+  target's greedy output token for token.
+- sample (Leviathan et al. 2023, Chen et al. 2023): accept d with probability min(1, p(d)/q(d));
+  on rejection sample from norm(max(0, p - q)); after g acceptances sample from p. The output
+  distribution is exactly the target's.
+
+A trimmed draft keeps k target ids (sorted ascending). Its head is a contiguous [k, H] copy of
+the kept rows, so the draft computes h @ W[kept].T: a genuinely smaller matmul, not full
+logits masked afterwards. Draft probabilities live on the kept ids and are 0 elsewhere, which
+the acceptance rule handles exactly (a token the draft cannot propose is still reachable
+through the residual distribution).
+
+Cache invariant: each model's KV cache holds a prefix of the committed sequence; the tokens
+after it are fed on that model's next forward. Rolling back is a crop to the committed length.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import median
+from typing import Any, Callable
+
+import torch
+
+from vtcore.errors import VTError
+
+
+@dataclass
+class SpecConfig:
+    gamma: int = 4                 # draft tokens proposed per target step
+    max_new_tokens: int = 128
+    mode: str = "greedy"           # "greedy" | "sample"
+    temperature: float = 1.0       # sample mode only
+    seed: int = 0                  # sample mode: torch.Generator seed
+    eos_ids: tuple[int, ...] = ()  # generation stops after the first of these
+
+    def __post_init__(self):
+        if self.mode not in ("greedy", "sample"):
+            raise VTError(f"mode must be 'greedy' or 'sample', got {self.mode!r}")
+        if self.gamma < 1:
+            raise VTError(f"gamma must be >= 1, got {self.gamma}")
+        if self.max_new_tokens < 1:
+            raise VTError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.mode == "sample" and not self.temperature > 0:
+            raise VTError(f"temperature must be > 0 in sample mode, got {self.temperature}")
+
+
+# ---------------------------------------------------------------- the draft and its head
+
+
+@dataclass
+class Draft:
+    model: Any                     # a HF causal LM; only its decoder runs, the head is ours
+    head: torch.Tensor             # [n, H], contiguous: row i scores target id ids[i]
+    kept: torch.Tensor | None      # int64[n] target ids ascending; None: row i is id i
+    bias: torch.Tensor | None = None
+    name: str = ""
+
+    @property
+    def k(self) -> int:
+        return int(self.head.shape[0])
+
+    @property
+    def trimmed(self) -> bool:
+        return self.kept is not None
+
+
+def make_draft(model, kept_ids=None, vocab_size: int | None = None, name: str = "") -> Draft:
+    """A Draft over `model`. With `kept_ids` (target ids, any order) the head is a contiguous
+    copy of those rows of the model's output embedding, sorted by id. `vocab_size` is the
+    target's logit width: full-vocabulary rows beyond it (padding) are dropped."""
+    lm_head = model.get_output_embeddings()
+    W = lm_head.weight
+    b = getattr(lm_head, "bias", None)
+    V = int(W.shape[0])
+    if kept_ids is None:
+        if vocab_size is not None and V > vocab_size:
+            kept_ids = torch.arange(vocab_size)
+        else:
+            return Draft(model, W.detach(), None, None if b is None else b.detach(), name)
+    kept = torch.as_tensor(kept_ids, dtype=torch.long).flatten().unique(sorted=True)
+    if kept.numel() == 0:
+        raise VTError("the token map keeps no ids")
+    if int(kept.min()) < 0 or int(kept.max()) >= V:
+        raise VTError(f"token id {int(kept.max())} is outside the draft's vocabulary ({V} rows, ids 0..{V - 1}): "
+                      "the token map belongs to another tokenizer")
+    idx = kept.to(W.device)
+    head = W.detach().index_select(0, idx).contiguous()
+    bias = None if b is None else b.detach().index_select(0, idx).contiguous()
+    return Draft(model, head, idx, bias, name)
+
+
+def load_token_map(path: str | os.PathLike) -> torch.Tensor:
+    """Target ids a trimmed draft keeps, from a token-map file:
+    - SGLang --speculative-token-map: torch.save of a 1-D int64 tensor (frequency order);
+    - EAGLE-3 / SpecForge: torch.save({"d2t": int64[N], "t2d": bool[V]}), kept = i + d2t[i];
+    - JSON {"token_ids": [...]} (or a plain list).
+    .pt files are read with weights_only=True: loading runs no code."""
+    path = Path(path)
+    if not path.is_file():
+        raise VTError(f"{path}: token map not found")
+    if path.suffix == ".json":
+        try:
+            obj = json.loads(path.read_text())
+        except ValueError as e:
+            raise VTError(f"{path}: not valid JSON ({e})") from None
+        ids = obj.get("token_ids") if isinstance(obj, dict) else obj
+        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+            raise VTError(f"{path}: field 'token_ids' must be a list of integers")
+        t = torch.tensor(ids, dtype=torch.long)
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise VTError(f"{path}: cannot read as a torch token map ({type(e).__name__}: {e})".split("\n")[0]) from None
+        if isinstance(obj, dict) and "d2t" in obj:
+            d2t = torch.as_tensor(obj["d2t"])
+            t = torch.arange(d2t.numel(), dtype=torch.long) + d2t.long()
+        elif isinstance(obj, torch.Tensor):
+            t = obj
+        else:
+            raise VTError(f"{path}: expected a 1-D tensor of token ids or a dict with 'd2t', got {type(obj).__name__}")
+    if t.dim() != 1 or t.dtype.is_floating_point or t.dtype == torch.bool:
+        raise VTError(f"{path}: a token map must be a 1-D integer tensor, got {t.dtype} {list(t.shape)}")
+    if t.numel() == 0:
+        raise VTError(f"{path}: the token map is empty")
+    if int(t.min()) < 0:
+        raise VTError(f"{path}: negative token id {int(t.min())}")
+    if t.unique().numel() != t.numel():
+        raise VTError(f"{path}: the token map repeats ids")
+    return t.long()
+
+
+def load_draft(path_or_id: str | os.PathLike, device="cpu", dtype=None, token_map=None,
+               vocab_size: int | None = None, workspace=None) -> Draft:
+    """A Draft from a plain HF causal LM (dir or cached hub id), optionally trimmed by a token
+    map, or from an "hf-draft" directory: config.json with `draft_vocab_size` N, an
+    `lm_head.weight` [N, H] (row i = i-th smallest kept id), a full input embedding, and
+    `d2t` int64[N] (target id = i + d2t[i]) / `t2d` bool[V] tensors in model.safetensors."""
+    from vtcore import models
+
+    path = Path(models.resolve_model(path_or_id, workspace))
+    cfg = json.loads((path / "config.json").read_text())
+    if "draft_vocab_size" not in cfg:
+        model = models.load_model(path, device, dtype)
+        kept = load_token_map(token_map) if token_map is not None else None
+        try:
+            return make_draft(model, kept, vocab_size, name=str(path_or_id))
+        except VTError as e:
+            raise VTError(f"{token_map}: {e}") from None
+    if token_map is not None:
+        raise VTError(f"{path}: already a trimmed draft (draft_vocab_size={cfg['draft_vocab_size']}); "
+                      "do not pass a token map too")
+    return _load_hf_draft(path, cfg, device, dtype or models.model_dtype(device), str(path_or_id))
+
+
+def _load_hf_draft(path: Path, cfg: dict, device, dtype, name: str) -> Draft:
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise VTError(f"{path}: no .safetensors weights")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(load_file(str(f)))
+    n = int(cfg["draft_vocab_size"])
+    for key in ("lm_head.weight", "d2t"):
+        if key not in state:
+            raise VTError(f"{path}: hf-draft weights lack '{key}'")
+    head, d2t = state.pop("lm_head.weight"), state.pop("d2t").long()
+    t2d = state.pop("t2d", None)
+    if head.shape[0] != n or d2t.numel() != n:
+        raise VTError(f"{path}: draft_vocab_size is {n} but lm_head has {head.shape[0]} rows and d2t {d2t.numel()}")
+    kept = torch.arange(n) + d2t
+    V = int(cfg.get("vocab_size", 0))
+    if n > 1 and not bool((kept[1:] > kept[:-1]).all()):
+        raise VTError(f"{path}: d2t does not give ascending kept ids (row i must be the i-th smallest kept id)")
+    if int(kept.min()) < 0 or int(kept.max()) >= V:
+        raise VTError(f"{path}: d2t maps to ids outside the vocabulary (0..{V - 1})")
+    if t2d is not None and (t2d.numel() != V or not torch.equal(t2d.bool().nonzero().flatten(), kept)):
+        raise VTError(f"{path}: t2d does not mark exactly the ids d2t maps to")
+    config = AutoConfig.from_pretrained(str(path))
+    config.tie_word_embeddings = False
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k != "lm_head.weight"]
+    if missing or unexpected:
+        raise VTError(f"{path}: weights do not fit the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    # the full-size lm_head the config implies is never used: drop it, the Draft holds the [N, H] head
+    model.lm_head.weight = torch.nn.Parameter(head.to(dtype), requires_grad=False)
+    model = model.to(device).eval()
+    return Draft(model, model.lm_head.weight.detach(), kept.to(device), None, name)
+
+
+# ---------------------------------------------------------------- timing and stats
+
+
+class _Clock:
+    """Interval timing: perf_counter on CPU, CUDA events on GPU (read once, at the end)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def now(self):
+        if self.cuda:
+            e = torch.cuda.Event(enable_timing=True)
+            e.record()
+            return e
+        return time.perf_counter()
+
+    def seconds(self, a, b) -> float:
+        return a.elapsed_time(b) / 1000.0 if self.cuda else b - a
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+
+@dataclass
+class RunStats:
+    prompt_tokens: int
+    new_tokens: int = 0
+    gamma: int = 0
+    accepted: list[int] = field(default_factory=list)    # accepted draft tokens, per target step
+    drafted: list[int] = field(default_factory=list)     # draft tokens proposed, per target step
+    draft_s: list[float] = field(default_factory=list)   # draft time per step (all its forwards)
+    head_s: list[float] = field(default_factory=list)    # of which the LM-head matmuls
+    target_s: list[float] = field(default_factory=list)  # target time per verify / decode forward
+    prefill_s: float = 0.0
+    wall_s: float = 0.0
+
+    @property
+    def steps(self) -> int:
+        return len(self.target_s)
+
+    @property
+    def acceptance_rate(self) -> float:
+        return sum(self.accepted) / max(sum(self.drafted), 1)
+
+    @property
+    def accepted_per_step(self) -> float:
+        """Mean draft tokens accepted per target step (0..gamma; the target's own token excluded)."""
+        return sum(self.accepted) / max(self.steps, 1)
+
+    @property
+    def tokens_per_step(self) -> float:
+        return self.new_tokens / max(self.steps, 1)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.wall_s if self.wall_s > 0 else 0.0
+
+    def summary(self) -> dict:
+        ms = lambda xs: 1000.0 * median(xs) if xs else None  # noqa: E731
+        draft_total = sum(self.draft_s)
+        return {
+            "new_tokens": self.new_tokens, "prompt_tokens": self.prompt_tokens, "steps": self.steps,
+            "gamma": self.gamma, "tokens_per_s": self.tokens_per_s, "wall_s": self.wall_s,
+            "prefill_ms": 1000.0 * self.prefill_s,
+            "accepted_per_step": self.accepted_per_step, "tokens_per_step": self.tokens_per_step,
+            "acceptance_rate": self.acceptance_rate if self.drafted else None,
+            "draft_ms_per_step": ms(self.draft_s),
+            "draft_ms_per_token": 1000.0 * draft_total / max(sum(self.drafted), 1) if self.drafted else None,
+            "lm_head_share": sum(self.head_s) / draft_total if draft_total > 0 else None,
+            "target_ms_per_step": ms(self.target_s),
+        }
+
+
+@dataclass
+class GenResult:
+    tokens: list[int]              # generated ids (prompt excluded), EOS included if hit
+    stats: RunStats
+    target_cache: Any = None       # the caches as left at the end (tests check rollback)
+    draft_cache: Any = None
+
+
+# ---------------------------------------------------------------- model plumbing
+
+
+def _cache_kwarg(model) -> str:
+    """transformers 5.2x calls the KV cache argument `cache`; older releases `past_key_values`."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _new_cache(model):
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.config)
+
+
+def _crop(cache, length: int) -> None:
+    """Drop cached positions beyond `length` (a rejected draft's keys and values)."""
+    extra = cache.get_seq_length() - length
+    if extra <= 0:
+        return
+    name = next(iter(inspect.signature(cache.crop).parameters))
+    cache.crop(length if name == "max_length" else -extra)  # older API: absolute length
+
+
+def _decoder(model):
+    return model.get_decoder() if hasattr(model, "get_decoder") else model.model
+
+
+def _postprocess_logits(model, logits: torch.Tensor) -> torch.Tensor:
+    """Elementwise logit transforms some architectures apply after the head (Cohere, Gemma 2)."""
+    cfg = model.config
+    scale = getattr(cfg, "logit_scale", None)
+    if isinstance(scale, (int, float)) and scale != 1:
+        logits = logits * scale
+    cap = getattr(cfg, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+class _Runner:
+    """Forward passes of one model with its cache, the committed sequence fed lazily."""
+
+    def __init__(self, model):
+        self.model = model
+        self.decoder = _decoder(model)
+        self.kw = _cache_kwarg(self.decoder)
+        self.cache = _new_cache(model)
+
+    @property
+    def cached(self) -> int:
+        return self.cache.get_seq_length()
+
+    def hidden(self, ids: torch.Tensor) -> torch.Tensor:
+        """Final hidden states [L, H] of `ids` (shape [1, L]) appended to the cache."""
+        out = self.decoder(input_ids=ids, use_cache=True, **{self.kw: self.cache})
+        return out.last_hidden_state[0]
+
+    def logits(self, ids: torch.Tensor, last: int) -> torch.Tensor:
+        """Full-vocabulary logits [last, V] of the last `last` positions (the target's head)."""
+        h = self.hidden(ids)[-last:]
+        return _postprocess_logits(self.model, self.model.get_output_embeddings()(h)).float()
+
+
+def _sample(probs: torch.Tensor, gen: torch.Generator) -> int:
+    return int(torch.multinomial(probs, 1, generator=gen))
+
+
+def _first_eos(tokens: list[int], eos: tuple[int, ...]) -> int | None:
+    for i, t in enumerate(tokens):
+        if t in eos:
+            return i
+    return None
+
+
+def _prompt_tensor(prompt_ids, device) -> torch.Tensor:
+    ids = torch.as_tensor(prompt_ids, dtype=torch.long).flatten()
+    if ids.numel() == 0:
+        raise VTError("empty prompt")
+    return ids.to(device)
+
+
+# ---------------------------------------------------------------- generation
+
+
+@torch.inference_mode()
+def target_generate(target, prompt_ids, cfg: SpecConfig) -> GenResult:
+    """The baseline: the target alone, one token per forward, with its KV cache."""
+    device = target.get_output_embeddings().weight.device
+    clock = _Clock(device)
+    seq = _prompt_tensor(prompt_ids, device)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    stats = RunStats(prompt_tokens=int(seq.numel()), gamma=0)
+    tgt = _Runner(target)
+    clock.sync()
+    t_start = time.perf_counter()
+    if seq.numel() > 1:
+        a = clock.now()
+        tgt.hidden(seq[None, :-1])
+        b = clock.now()
+        prefill = (a, b)
+    out: list[int] = []
+    pending = seq[-1:]
+    steps = []
+    while len(out) < cfg.max_new_tokens:
+        a = clock.now()
+        logits = tgt.logits(pending[None], 1)[0]
+        b = clock.now()
+        steps.append((a, b))
+        if cfg.mode == "greedy":
+            tok = int(logits.argmax())
+        else:
+            tok = _sample(torch.softmax(logits / cfg.temperature, -1), gen)
+        out.append(tok)
+        if tok in cfg.eos_ids:
+            break
+        pending = torch.tensor([tok], device=device)
+    clock.sync()
+    stats.wall_s = time.perf_counter() - t_start
+    if seq.numel() > 1:
+        stats.prefill_s = clock.seconds(*prefill)
+    stats.target_s = [clock.seconds(a, b) for a, b in steps]
+    stats.new_tokens = len(out)
+    return GenResult(out, stats, tgt.cache, None)
+
+
+@torch.inference_mode()
+def speculative_generate(target, draft: Draft, prompt_ids, cfg: SpecConfig,
+                         should_stop: Callable[[], bool] | None = None) -> GenResult:
+    """Generate with the draft proposing and the target verifying; lossless (see module doc)."""
+    device = target.get_output_embeddings().weight.device
+    clock = _Clock(device)
+    prompt = _prompt_tensor(prompt_ids, device)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    V = int(target.get_output_embeddings().weight.shape[0])
+    if draft.kept is not None and int(draft.kept.max()) >= V:
+        raise VTError(f"the draft keeps token id {int(draft.kept.max())}, beyond the target's vocabulary ({V})")
+    if draft.kept is None and draft.k > V:
+        raise VTError(f"the draft's head has {draft.k} rows but the target's vocabulary has {V}; "
+                      "build the Draft with make_draft(model, vocab_size=V)")
+    greedy = cfg.mode == "greedy"
+    tgt, drf = _Runner(target), _Runner(draft.model)
+    head_t = draft.head.t()
+    stats = RunStats(prompt_tokens=int(prompt.numel()), gamma=cfg.gamma)
+
+    # committed sequence: the prompt, then the accepted/corrected tokens (a growing device buffer)
+    seq = torch.empty(prompt.numel() + cfg.max_new_tokens + cfg.gamma + 1, dtype=torch.long, device=device)
+    seq[: prompt.numel()] = prompt
+    n_seq = int(prompt.numel())
+
+    clock.sync()
+    t_start = time.perf_counter()
+    marks: list[tuple] = []   # per step: (draft intervals, head intervals, target interval)
+    prefill = None
+    if n_seq > 1:  # prefill both caches with all but the last prompt token
+        a = clock.now()
+        tgt.hidden(seq[None, : n_seq - 1])
+        drf.hidden(seq[None, : n_seq - 1])
+        prefill = (a, clock.now())
+
+    out: list[int] = []
+    while len(out) < cfg.max_new_tokens:
+        if should_stop is not None and should_stop():
+            break
+        g = min(cfg.gamma, cfg.max_new_tokens - len(out) - 1)   # a step always yields >= 1 token
+        draft_iv, head_iv = [], []
+        d_tokens = torch.empty(g, dtype=torch.long, device=device)
+        d_rows = torch.empty(g, dtype=torch.long, device=device)   # row in the draft head
+        q_list: list[torch.Tensor] = []
+        inp = seq[drf.cached: n_seq]
+        for j in range(g):
+            a = clock.now()
+            h = drf.hidden(inp[None])[-1]
+            ha = clock.now()
+            z = h @ head_t                      # [k]: only the kept rows are computed
+            if draft.bias is not None:
+                z = z + draft.bias
+            hb = clock.now()
+            z = _postprocess_logits(draft.model, z).float()
+            if greedy:
+                row = z.argmax()
+            else:
+                q = torch.softmax(z / cfg.temperature, -1)
+                row = torch.multinomial(q, 1, generator=gen)[0]
+                q_list.append(q)
+            tok = draft.kept[row] if draft.kept is not None else row
+            d_rows[j], d_tokens[j] = row, tok
+            inp = d_tokens[j: j + 1]
+            draft_iv.append((a, clock.now()))
+            head_iv.append((ha, hb))
+
+        # verify: the target scores the uncommitted tail and every draft token in one forward
+        a = clock.now()
+        t_in = torch.cat([seq[tgt.cached: n_seq], d_tokens])
+        logits = tgt.logits(t_in[None], g + 1)          # [g+1, V]; row i predicts after draft i-1
+        b = clock.now()
+        marks.append((draft_iv, head_iv, (a, b)))
+
+        if greedy:
+            t_best = logits.argmax(-1)
+            match = (t_best[:g] == d_tokens).int()
+            n = int(match.cumprod(0).sum()) if g else 0
+            new = d_tokens[:n].tolist() + [int(t_best[n])]
+        else:
+            p = torch.softmax(logits / cfg.temperature, -1)
+            u = torch.rand(g, generator=gen, device=device)
+            n, new = 0, []
+            for i in range(g):
+                d, row = int(d_tokens[i]), int(d_rows[i])
+                q_d = float(q_list[i][row])
+                if float(u[i]) * q_d < float(p[i, d]):    # u < p/q without dividing
+                    new.append(d)
+                    n += 1
+                    continue
+                q_full = torch.zeros(V, device=device)
+                if draft.kept is not None:
+                    q_full[draft.kept] = q_list[i]
+                else:
+                    q_full[: draft.k] = q_list[i]
+                resid = (p[i] - q_full).clamp_min(0)
+                total = float(resid.sum())
+                new.append(_sample(resid / total if total > 0 else p[i], gen))
+                break
+            else:
+                new.append(_sample(p[g], gen))
+
+        stats.accepted.append(n)
+        stats.drafted.append(g)
+        room = cfg.max_new_tokens - len(out)
+        new = new[:room]
+        stop = _first_eos(new, cfg.eos_ids)
+        if stop is not None:
+            new = new[: stop + 1]
+        seq[n_seq: n_seq + len(new)] = torch.tensor(new, dtype=torch.long, device=device)
+        n_seq += len(new)
+        out.extend(new)
+        # roll back: the caches may hold every committed token but the last one, nothing rejected
+        _crop(tgt.cache, n_seq - 1)
+        _crop(drf.cache, n_seq - 1)
+        if stop is not None:
+            break
+
+    clock.sync()
+    stats.wall_s = time.perf_counter() - t_start
+    if prefill is not None:
+        stats.prefill_s = clock.seconds(*prefill)
+    for draft_iv, head_iv, t_iv in marks:
+        stats.draft_s.append(sum(clock.seconds(a, b) for a, b in draft_iv))
+        stats.head_s.append(sum(clock.seconds(a, b) for a, b in head_iv))
+        stats.target_s.append(clock.seconds(*t_iv))
+    stats.new_tokens = len(out)
+    return GenResult(out, stats, tgt.cache, drf.cache)
+
+
+# ---------------------------------------------------------------- speed-up model
+
+
+def predicted_speedup(a: float, gamma: int, cost_ratio: float) -> float:
+    """Leviathan et al.: expected speed-up over the target alone with per-token acceptance a,
+    draft length gamma and draft/target cost ratio c: (1 - a^(g+1)) / ((1 - a)(g c + 1)).
+    The search module owns this formula; this is the same one, used when it is absent."""
+    try:
+        from vtcore.search import predicted_speedup as owned  # type: ignore
+        return float(owned(a, gamma, cost_ratio))
+    except ImportError:
+        pass
+    a = min(max(a, 0.0), 1.0)
+    tokens = gamma + 1 if a >= 1.0 else (1 - a ** (gamma + 1)) / (1 - a)
+    return tokens / (gamma * cost_ratio + 1)
+
+
+def alpha_from_tokens_per_step(tokens_per_step: float, gamma: int) -> float:
+    """Invert E[tokens per step] = (1 - a^(g+1)) / (1 - a) for a, by bisection: the per-token
+    acceptance a run with this mean acceptance length implies."""
+    lo, hi = 0.0, 1.0
+    target = min(max(tokens_per_step, 1.0), gamma + 1.0)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        val = gamma + 1 if mid >= 1 else (1 - mid ** (gamma + 1)) / (1 - mid)
+        lo, hi = (mid, hi) if val < target else (lo, mid)
+    return (lo + hi) / 2
