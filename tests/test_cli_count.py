@@ -92,3 +92,18 @@ def test_module_entry_point_in_a_real_process(tmp_path):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().count("\n") == 0 and "missing.jsonl: dataset not found" in proc.stderr
+
+
+def test_coverage_command_reports_k_and_ood(capsys, tmp_path, workspace):
+    counts = tmp_path / "both.npz"
+    assert main(["count", "--data", str(SAMPLES / "code.jsonl"), "--data", str(SAMPLES / "chat.jsonl.gz"),
+                 "--out", str(counts), "--json"]) == 0
+    capsys.readouterr()
+    code, out, _ = run_cli(capsys, "coverage", "--counts", str(counts), "--coverage", "0.95", "--k", "4096",
+                           "--ood", "code:chat", "--json")
+    r = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and r["domains"] == ["code", "chat"]
+    assert r["ood"]["coverage_at"]["4096"] < r["coverage_at"]["4096"]
+    assert r["ood"]["k_for"]["0.95"] > r["k_for"]["0.95"]
+    code, _, err = run_cli(capsys, "coverage", "--counts", str(counts), "--ood", "code:legal", "--json")
+    assert code == 2 and "domain 'legal' not in this counts file" in err
