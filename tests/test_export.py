@@ -34,7 +34,7 @@ QWEN3_MODEL_V = 151936   # Qwen3 models' padded embedding
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
+def export_ws(tmp_path_factory) -> Path:
     ws = tmp_path_factory.mktemp("ws")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VTCORE_WORKSPACE", str(ws))
@@ -42,11 +42,11 @@ def workspace(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def counts_path(workspace) -> Path:
+def counts_path(export_ws) -> Path:
     from vtcore.counts import count_dataset
 
-    cf, _ = count_dataset([str(CODE)], cache=False, workspace=str(workspace))
-    path = workspace / "code.npz"
+    cf, _ = count_dataset([str(CODE)], cache=False, workspace=str(export_ws))
+    path = export_ws / "code.npz"
     save_counts(path, cf)
     return path
 
@@ -237,18 +237,18 @@ def test_all_formats_from_the_cli_each_validate(counts_path, tmp_path):
 
 # ---------------------------------------------------------------- study
 
-def test_export_from_a_study_trial(cf, counts_path, workspace):
+def test_export_from_a_study_trial(cf, counts_path, export_ws):
     from vtcore.search import Problem, StudyRunner
 
     cov = cf.coverage()
     V = cf.vocab_size
     reduction = 1.0 - (20_000 + np.arange(V + 1)) / (20_000 + V)     # a linear head-cost model
     runner = StudyRunner(Problem(coverage=cov.heldout, reduction=reduction, alpha=0.7, min_coverage=0.5),
-                         study_name="export-test", n_trials=6, seed=3, workspace=str(workspace)).run()
+                         study_name="export-test", n_trials=6, seed=3, workspace=str(export_ws)).run()
     row = runner.best()
     rc, out, err = run_cli("export", "--counts", str(counts_path), "--from-study", "export-test", "--trial",
-                           str(row["number"]), "--format", "sglang", "--out", str(workspace / "exp"), "--json",
-                           env={"VTCORE_WORKSPACE": str(workspace)})
+                           str(row["number"]), "--format", "sglang", "--out", str(export_ws / "exp"), "--json",
+                           env={"VTCORE_WORKSPACE": str(export_ws)})
     assert rc == 0, err
     assert out["k"] == row["k"]
     assert out["latency_reduction"] == pytest.approx(row["latency_reduction"])
@@ -256,10 +256,10 @@ def test_export_from_a_study_trial(cf, counts_path, workspace):
     assert summary["alpha"] == 0.7 and summary["c_min"] == 0.5 and summary["objective"] == "utility"
     assert summary["study"]["trial"] == row["number"]
     rc, _, err = run_cli("export", "--counts", str(counts_path), "--from-study", "no-such-study", "--trial", "0",
-                         "--out", str(workspace / "exp2"), env={"VTCORE_WORKSPACE": str(workspace)})
+                         "--out", str(export_ws / "exp2"), env={"VTCORE_WORKSPACE": str(export_ws)})
     assert rc == 2 and "not found" in err
     with pytest.raises(VTError):
-        ex.choose_from_study(cf, "../../etc/passwd", 0, workspace=str(workspace))
+        ex.choose_from_study(cf, "../../etc/passwd", 0, workspace=str(export_ws))
 
 
 # ---------------------------------------------------------------- hf-draft
@@ -426,3 +426,57 @@ def test_output_names_come_from_the_tool():
     for bad in ("../x", "a/b", ".hidden", ""):
         with pytest.raises(VTError):
             ex._check_name(bad)
+
+
+# ---------------------------------------------------------------- latency estimate
+
+def test_summary_estimates_latency_from_the_drafts_flops(cf, tmp_path):
+    from vtcore.cost import arch_from_config, latency_reduction, resolve_draft
+
+    b = ex.export(ex.choose_k(cf, 2048), ["sglang"], draft="qwen3-0.6b")
+    assert b.vocab_size == 151936                      # the preset's vocabulary is the model's V
+    summary = json.loads(b.artifacts["summary"].data())
+    assert summary["latency_reduction"] == pytest.approx(float(latency_reduction(resolve_draft("qwen3-0.6b"), 2048)))
+    assert "FLOPs" in summary["latency_estimate"]
+    full_dir = tiny_llama(tmp_path / "full", tie=True)
+    b = ex.export(ex.choose_k(cf, 64), ["sglang"], draft=full_dir)
+    arch = arch_from_config(full_dir / "config.json")
+    assert b.choice.extra["latency_reduction"] == pytest.approx(float(latency_reduction(arch, 64)))
+    assert 0 < b.choice.extra["latency_reduction"] < 1
+    with pytest.raises(VTError, match="needs --draft DIR"):
+        ex.export(ex.choose_k(cf, 64), ["hf-draft"], draft="qwen3-0.6b")
+
+
+@pytest.mark.integration
+def test_the_default_draft_exports_as_an_hf_draft(tmp_path, monkeypatch):
+    from safetensors.torch import load_file, save_file
+
+    from vtcore import models
+    from vtcore.counts import count_dataset
+
+    try:
+        models.smollm2_gguf()
+    except VTError as e:
+        pytest.skip(str(e))
+    # the shared test workspace keeps the one-off GGUF conversion for every test that needs it
+    monkeypatch.setenv("VTCORE_WORKSPACE", os.environ.get("VTCORE_TEST_WORKSPACE", "/tmp/vtcore-test-workspace"))
+    target_dir = models.default_target_dir()
+    if not (models.default_draft_dir() / "layers.safetensors").is_file():
+        # until the trained layers are committed: the draft's starting point, the target's
+        # first two decoder layers + final norm, in the same file layout
+        full = load_file(str(target_dir / "model.safetensors"))
+        layers = {k: v for k, v in full.items() if k.startswith(("model.layers.0.", "model.layers.1.", "model.norm."))}
+        (tmp_path / "layers").mkdir()
+        save_file(layers, str(tmp_path / "layers" / "layers.safetensors"))
+        monkeypatch.setattr(models, "default_draft_dir", lambda: tmp_path / "layers")
+    smol, _ = count_dataset([str(CODE)], tokenizer=str(target_dir), cache=False)
+    bundle = ex.export(ex.choose_k(smol, 300), ["hf-draft"], draft="default")
+    assert bundle.validated, bundle.problems
+    assert bundle.vocab_size == 49152
+    out = ex.write_bundle(bundle, tmp_path / "out")["hf-draft"]
+    assert (out / "tokenizer.json").is_file() and not (out / models.CONVERSION_MARKER).exists()
+    trimmed, kept = ex.load_trimmed_draft(out)
+    full_draft = models.build_default_draft(models.load_model(target_dir, "cpu"))
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        assert torch.allclose(trimmed(ids).logits, full_draft(ids).logits[..., kept], atol=1e-5, rtol=0)

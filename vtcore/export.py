@@ -19,7 +19,7 @@ import secrets
 import shutil
 import time
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +166,12 @@ def resolve_vocab_size(choice: TokenChoice, vocab_size: int | None = None,
     if model_config is not None:
         found.append((config_vocab_size(model_config), f"model config {model_config}"))
     if draft is not None:
-        found.append((config_vocab_size(draft), f"draft config {draft}"))
+        if draft_dir(draft) is not None or Path(draft).is_file():
+            found.append((config_vocab_size(draft_dir(draft) or draft), f"draft config {draft}"))
+        else:
+            from vtcore.cost import resolve_draft
+
+            found.append((resolve_draft(str(draft)).vocab, f"draft preset {draft}"))
     for V, src in found[1:]:
         if V != found[0][0]:
             raise VTError(f"vocabulary sizes disagree: {found[0][1]} says {found[0][0]}, {src} says {V}")
@@ -178,6 +183,64 @@ def resolve_vocab_size(choice: TokenChoice, vocab_size: int | None = None,
         raise VTError(f"vocabulary size {V} ({src}) is smaller than the largest kept id {top}: "
                       "this tokenizer does not belong to that model")
     return V, src
+
+
+DEFAULT_DRAFT_NAMES = ("default", "smollm2-135m-2l-draft")
+
+
+def draft_dir(draft: str | os.PathLike | None) -> Path | None:
+    """The draft as a model directory (config.json + weights), or None for a preset / config file.
+    'default' is the embedded SmolLM2 2-layer draft, saved once as a standalone HF directory."""
+    if draft is None:
+        return None
+    if str(draft).lower() in DEFAULT_DRAFT_NAMES:
+        return default_draft_as_dir()
+    p = Path(draft).expanduser()
+    return p if p.is_dir() and (p / "config.json").is_file() else None
+
+
+def default_draft_as_dir(workspace: str | os.PathLike | None = None) -> Path:
+    """The default draft (committed layers + the target's embedding, vtcore.models) written once
+    as a plain HF causal-LM directory with the target's tokenizer files, keyed by the layers' hash."""
+    from vtcore import models
+    from vtcore.tokens import sha256_file
+    from vtcore.workspace import subdir
+
+    layers = models.default_draft_dir() / "layers.safetensors"
+    if not layers.is_file():
+        raise VTError(f"{layers}: the default draft's trained layers are missing (scripts/train_draft.py makes them)")
+    dest = subdir("models", workspace) / f"{models.DEFAULT_DRAFT}-hf-{sha256_file(layers)[:12]}"
+    if (dest / "model.safetensors").is_file():
+        return dest
+    target_dir = Path(models.default_target_dir(workspace))
+    draft = models.build_default_draft(models.load_model(target_dir, "cpu"))
+    tmp = _tmp_sibling(dest)
+    try:
+        draft.save_pretrained(tmp)
+        for name, blob in _draft_side_files(target_dir).items():
+            if not (tmp / name).exists() and name != models.CONVERSION_MARKER:
+                (tmp / name).write_bytes(blob)
+        os.replace(tmp, dest)
+    except OSError:
+        if not (dest / "model.safetensors").is_file():   # not a concurrent writer that won
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def estimate_latency(choice: TokenChoice, draft: str | os.PathLike) -> tuple[float | None, str]:
+    """R(k) of the draft from its FLOPs (vtcore.cost), and how it was estimated."""
+    from vtcore.cost import DEFAULT_CONTEXT, arch_from_config, latency_reduction, resolve_draft
+
+    d = draft_dir(draft)
+    try:
+        arch = arch_from_config(d / "config.json") if d is not None else resolve_draft(str(draft))
+    except VTError as e:
+        return None, f"not estimated: {e}"
+    R = float(latency_reduction(arch, min(choice.k, arch.vocab)))
+    return R, (f"FLOPs per draft token of {arch.name} (vtcore.cost, context {DEFAULT_CONTEXT}; "
+               "a proxy that ignores memory bandwidth)")
 
 
 # ---------------------------------------------------------------- renderers
@@ -231,8 +294,8 @@ def summary_doc(choice: TokenChoice, vocab_size: int, vocab_source: str, files: 
                            if choice.coverage_heldout is not None else "not measured for an explicit set"),
         },
         "latency_reduction": lat,
-        "latency_estimate": (x.get("latency_estimate") or "as recorded by the study") if lat is not None else
-        "not estimated (export from a study with --from-study, or run `python -m vtcore flops`)",
+        "latency_estimate": x.get("latency_estimate") or ("as recorded by the study" if lat is not None else
+                                                          "not estimated (give --draft, or export from a study)"),
         "alpha": x.get("alpha"), "c_min": x.get("c_min"), "objective": x.get("objective"),
         "gamma": x.get("gamma"), "predicted_speedup": x.get("predicted_speedup"),
         "study": {"name": x["study"], "trial": x["trial"], "feasible": x.get("feasible"),
@@ -427,20 +490,32 @@ class Bundle:
         return list(seen)
 
 
+def default_keep_ids(choice: TokenChoice) -> dict[int, str]:
+    """The always-keep ids of the counts, named from its manifest where it says which is which."""
+    m = choice.manifest
+    keep = {int(i): "always-keep token" for i in choice.always_keep}
+    if m.get("eos_token_id") is not None:
+        keep[int(m["eos_token_id"])] = "EOS token"
+    if m.get("end_of_turn_id") is not None:
+        keep[int(m["end_of_turn_id"])] = "end-of-turn token"
+    return keep
+
+
 def normalise_formats(formats: list[str] | str | None, draft: Any) -> list[str]:
     formats = [formats] if isinstance(formats, str) else list(formats or ["all"])
     out: list[str] = []
     for f in formats:
         f = f.strip().lower()
         if f == "all":
-            out += FORMATS if draft is not None else [x for x in FORMATS if x != "hf-draft"]
+            out += FORMATS if draft_dir(draft) is not None else [x for x in FORMATS if x != "hf-draft"]
         elif f in FORMATS:
             out.append(f)
         else:
             raise VTError(f"unknown format {f!r} (choose from {', '.join(FORMATS)} or all)")
     out = list(dict.fromkeys(out))
-    if "hf-draft" in out and draft is None:
-        raise VTError("--format hf-draft needs --draft DIR (the draft model directory to trim)")
+    if "hf-draft" in out and draft_dir(draft) is None:
+        raise VTError("--format hf-draft needs --draft DIR, the draft model directory to trim (config.json + weights)"
+                      + (f"; {draft} is not one" if draft is not None else ""))
     return out
 
 
@@ -451,8 +526,11 @@ def export(choice: TokenChoice, formats: list[str] | str | None = None, vocab_si
     """Render and validate every requested format in memory; nothing is written here."""
     fmts = normalise_formats(formats, draft)
     V, vsrc = resolve_vocab_size(choice, vocab_size, model_config, draft)
+    if choice.extra.get("latency_reduction") is None and draft is not None:
+        R, how = estimate_latency(choice, draft)
+        choice = replace(choice, extra=dict(choice.extra, latency_reduction=R, latency_estimate=how))
     if keep_ids is None:
-        keep_ids = {int(i): "always-keep token (EOS / end-of-turn)" for i in choice.always_keep}
+        keep_ids = default_keep_ids(choice)
     expect = Expect(vocab_size=V, n=choice.k, keep_ids=keep_ids, tokenizer_sha256=tokenizer_sha256,
                     tokenizer_name=tokenizer_name)
     notes: list[str] = []
@@ -466,7 +544,7 @@ def export(choice: TokenChoice, formats: list[str] | str | None = None, vocab_si
         arts[fmt] = Artifact(fmt, name, {name: blob}, validate_bytes(blob, name, expect))
 
     if "hf-draft" in fmts:
-        d = Path(draft)
+        d = draft_dir(draft)
         config, weights = read_config(d), load_weights(d)
         try:
             cfg, trimmed, kind = trim_draft(config, weights, choice.sorted_ids)

@@ -23,7 +23,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--vocab-size", type=int, metavar="V",
                    help="the target model's vocabulary size (config vocab_size; default: a given config, else len(tokenizer))")
     p.add_argument("--model-config", metavar="PATH", help="the target model's config.json (or its directory) for V")
-    p.add_argument("--draft", metavar="DIR", help="draft model directory to trim (hf-draft); an EAGLE-3 checkpoint is sub-trimmed")
+    p.add_argument("--draft", metavar="DIR|PRESET|default",
+                   help="the draft: a model directory to trim (hf-draft; an EAGLE-3 checkpoint is sub-trimmed), "
+                        "'default' (the embedded SmolLM2 draft), or a cost preset / config.json (for V and the "
+                        "FLOPs latency estimate only)")
     p.add_argument("--tokenizer", metavar="NAME|DIR",
                    help="check the set keeps this tokenizer's EOS / end-of-turn and that the counts were made with it")
     p.add_argument("--keep", type=int, action="append", metavar="ID", help="extra token id to always keep (repeatable)")
@@ -70,7 +73,8 @@ def run(args) -> dict:
         "vocab_size": bundle.vocab_size,
         "vocab_size_from": bundle.vocab_source,
         "chosen_by": choice.how,
-        "latency_reduction": choice.extra.get("latency_reduction"),
+        "latency_reduction": bundle.choice.extra.get("latency_reduction"),
+        "latency_estimate": bundle.choice.extra.get("latency_estimate"),
         "validated": bundle.validated,
         "problems": bundle.problems,
         "warnings": bundle.warnings,
@@ -83,7 +87,9 @@ def run(args) -> dict:
 def human(r: dict) -> str:
     cov = r["coverage"]
     held = "n/a" if cov["heldout"] is None else f"{cov['heldout']:.4f}"
-    lines = [f"k = {r['k']} ({r['chosen_by']}), coverage in-sample {cov['insample']:.4f}, held-out {held}, "
+    how = "" if r["chosen_by"] == f"k = {r['k']}" else f" ({r['chosen_by']})"
+    lat = "" if r["latency_reduction"] is None else f", latency reduction {r['latency_reduction']:.3f}"
+    lines = [f"k = {r['k']}{how}, coverage in-sample {cov['insample']:.4f}, held-out {held}{lat}, "
              f"V = {r['vocab_size']} ({r['vocab_size_from']})"]
     lines += [f"  {fmt:8s} {path}" for fmt, path in r["files"].items()]
     lines.append("validated: " + ("yes" if r["validated"] else "NO"))
