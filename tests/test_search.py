@@ -203,9 +203,7 @@ def test_tpe_regret_small_and_constraint_holds(qwen_problem_parts, ws):
     p = search.Problem(C, R, alpha=0.5, min_coverage=0.9)
     ex = search.solve_exact(p)
     runner = search.StudyRunner(p, "regret", n_trials=100, seed=42)
-    t0 = time.perf_counter()
     runner.run()
-    took = time.perf_counter() - t0
     s = search.summarize(runner, ex)
     assert s["state"] == "finished" and s["n_trials"] == 100
     assert s["coverage"] >= 0.9 and ex.coverage >= 0.9
@@ -214,7 +212,6 @@ def test_tpe_regret_small_and_constraint_holds(qwen_problem_parts, ws):
     assert s["coverage_source"] == "heldout"
     for row in runner.snapshot():   # a trial is feasible exactly when its coverage meets the constraint
         assert row["feasible"] == (row["coverage"] >= 0.9)
-    assert took < 30, took
 
 
 def test_speedup_search_close_to_exact(qwen_problem_parts, ws):
