@@ -480,3 +480,20 @@ def test_the_default_draft_exports_as_an_hf_draft(tmp_path, monkeypatch):
     ids = torch.tensor([[1, 2, 3, 4, 5]])
     with torch.no_grad():
         assert torch.allclose(trimmed(ids).logits, full_draft(ids).logits[..., kept], atol=1e-5, rtol=0)
+
+
+def test_export_refuses_counts_made_with_another_tokenizer(counts_path, tmp_path):
+    from vtcore.tokens import bundled_tokenizer_dir
+
+    # same tokens, different tokenizer.json bytes: a different tokenizer identity to the manifest
+    other = tmp_path / "other-tok"
+    shutil.copytree(bundled_tokenizer_dir(), other)
+    doc = json.loads((other / "tokenizer.json").read_text())
+    (other / "tokenizer.json").write_text(json.dumps(doc, indent=1))
+    rc, out, err = run_cli("export", "--counts", str(counts_path), "--k", "100", "--tokenizer", str(other),
+                           "--out", str(tmp_path / "out"), "--json")
+    assert rc == 2 and "made with bundled:qwen3" in err and "nothing written" in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    rc, out, err = run_cli("export", "--counts", str(counts_path), "--k", "100", "--tokenizer", "qwen3",
+                           "--out", str(tmp_path / "out"), "--json")
+    assert rc == 0 and out["validated"] and out["warnings"] == [], err

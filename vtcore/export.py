@@ -400,8 +400,16 @@ def trim_draft(config: dict, weights: dict, keep_sorted: np.ndarray) -> tuple[di
 def _safetensors_bytes(weights: dict) -> bytes:
     from safetensors.torch import save
 
-    # each tensor its own contiguous storage: safetensors refuses shared or strided memory
-    return save({k: v.detach().contiguous().clone() for k, v in weights.items()}, metadata={"format": "pt"})
+    # safetensors refuses shared or strided memory: copy only tensors that need it (a draft can be GBs)
+    seen: set[int] = set()
+    out = {}
+    for k, v in weights.items():
+        v = v.detach().contiguous()
+        if v.untyped_storage().data_ptr() in seen or v.untyped_storage().nbytes() != v.numel() * v.element_size():
+            v = v.clone()
+        seen.add(v.untyped_storage().data_ptr())
+        out[k] = v
+    return save(out, metadata={"format": "pt"})
 
 
 def _draft_side_files(directory: Path) -> dict[str, bytes]:
