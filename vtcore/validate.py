@@ -348,6 +348,10 @@ def validate_summary(obj: Any, path: str, expect: Expect) -> Report:
     for key in ("k", "coverage", "vtcore_version", "created"):
         if key not in obj:
             r.problems.append(f"summary lacks '{key}'")
+    if isinstance(obj.get("vocab_size"), int):
+        r.vocab_size = obj["vocab_size"]
+        if expect.vocab_size is not None and obj["vocab_size"] != expect.vocab_size:
+            r.problems.append(f"summary says vocab_size {obj['vocab_size']} but the target's is {expect.vocab_size}")
     if isinstance(obj.get("k"), int):
         r.n = obj["k"]
         if expect.n is not None and obj["k"] != expect.n:
