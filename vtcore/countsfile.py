@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,7 +65,9 @@ def save_counts(path: str | os.PathLike, cf: CountsFile) -> Path:
     }
     if cf.counts_by_domain is not None:
         arrays["counts_by_domain"] = cf.counts_by_domain.astype(np.int64)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+    tmp = path.parent / f".tmp-{uuid.uuid4().hex}.npz"
+    # os.open with 0o666: the user's umask decides the mode (mkstemp would force 0600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez_compressed(f, **arrays)
