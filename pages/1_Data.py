@@ -1,0 +1,124 @@
+"""Data: pick or upload a dataset, pick the tokenizer and mask, count in the background, see what was counted."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from vtapp import common as ui
+from vtcore import state as vstate
+from vtcore.data import SCHEMAS
+from vtcore.errors import VTError
+from vtcore.jobs import counting_job
+
+s = ui.page("Data")
+st.title("Data")
+
+# ---- dataset
+st.subheader("1. Dataset")
+source = st.radio("Source", ["Bundled sample", "Upload"], horizontal=True, key="data_source",
+                  index=1 if s.datasets and not any(str(ui.REPO / "samples") in p for p in s.datasets) else 0)
+paths: list[str] = []
+if source == "Bundled sample":
+    picked = st.multiselect("Samples (pick two to see out-of-domain coverage)", list(ui.SAMPLES),
+                            default=["code"], format_func=lambda n: ui.SAMPLES[n][1], key="samples")
+    paths = [str(ui.SAMPLES[n][0]) for n in picked]
+else:
+    limit = st.get_option("server.maxUploadSize")
+
+    def keep_uploads() -> None:   # save new uploads into the workspace and select them
+        saved = [str(vstate.save_upload(f.name, f.getvalue())) for f in st.session_state.get("uploader") or []]
+        if saved:
+            st.session_state["uploads_chosen"] = saved
+
+    st.file_uploader(f"JSONL, JSON, Parquet or CSV (optionally .gz); up to {limit:,} MB per file",
+                     type=["jsonl", "ndjson", "json", "parquet", "pq", "csv", "gz"], accept_multiple_files=True,
+                     key="uploader", on_change=keep_uploads,
+                     help="Chat rows: OpenAI `messages` / ShareGPT `conversations` / Alpaca / prompt+response / "
+                          "text. Uploads are kept in the workspace, so a refresh loses nothing.")
+    uploads = [str(p) for p in vstate.list_uploads()]
+    st.session_state["uploads_chosen"] = [p for p in st.session_state.get("uploads_chosen", []) if p in uploads]
+    paths = st.multiselect("Uploaded files in the workspace", uploads, key="uploads_chosen",
+                           format_func=vstate.upload_label)
+    st.caption(f"Stored under `{vstate.subdir('uploads')}`; each file's name (or a `domain` field per row) "
+               "names its domain.")
+
+# ---- tokenizer and mask
+st.subheader("2. Tokenizer and mask")
+c1, c2 = st.columns(2)
+with c1:
+    kinds = ["Bundled Qwen3", "Hub id", "Local directory"]
+    tk = s.tokenizer
+    kind = st.radio("Tokenizer", kinds, horizontal=True, key="tok_kind",
+                    index=0 if not tk or tk.startswith("bundled") else (2 if Path(tk).is_dir() else 1))
+    tok_name = None
+    if kind != "Bundled Qwen3":
+        tok_name = st.text_input("Hub id" if kind == "Hub id" else "Directory with tokenizer.json",
+                                 value="" if not tk or tk.startswith("bundled") else tk, key="tok_name",
+                                 placeholder="Qwen/Qwen3-8B" if kind == "Hub id" else "/models/my-target").strip() or None
+        if kind == "Hub id":
+            st.caption("Hub ids load only if already in the local Hugging Face cache (no downloads here).")
+with c2:
+    mask = st.radio("Count", ["template", "content"], horizontal=True, key="mask",
+                    index=0 if s.mask == "template" else 1,
+                    format_func={"template": "assistant tokens via the chat template",
+                                 "content": "assistant message text only"}.get)
+    schema = st.selectbox("Schema", SCHEMAS, key="schema")
+    skip_bad = st.checkbox("Skip malformed rows (count them instead of stopping)", value=s.skip_bad, key="skip_bad")
+
+# ---- count
+job = ui.registry().get("count")
+busy = job is not None and job.running
+if st.button("Count tokens", type="primary", disabled=busy or not paths or (kind != "Bundled Qwen3" and not tok_name),
+             key="count_btn"):
+    try:
+        ui.registry().start("count", counting_job(paths, tokenizer=tok_name, mask=mask, schema=schema,
+                                                  skip_bad=skip_bad))
+    except VTError as e:
+        st.error(str(e))
+    st.rerun()
+ui.job_panel("count", "Counting")
+
+# ---- what was counted
+s = vstate.load_state()
+if not s.counts_path or not Path(s.counts_path).is_file():
+    st.info("Nothing counted yet.")
+    st.stop()
+cf, cov = ui.counts(s.counts_path), ui.coverage(s.counts_path)
+m = cf.manifest
+st.subheader("3. Counted")
+st.caption(f"{ui.dataset_label(s)} · counts file `{s.counts_path}`")
+c = st.columns(5)
+c[0].metric("Rows", f"{m.get('rows', 0):,}")
+c[1].metric("Assistant tokens", f"{int(cf.counts.sum()):,}")
+c[2].metric("Unique tokens", f"{int(np.count_nonzero(cf.counts)):,}", help=f"of {cf.vocab_size:,} in the tokenizer")
+c[3].metric("Skipped rows", f"{m.get('rows_skipped', 0):,}")
+c[4].metric("Held-out tokens", f"{int(cf.counts_heldout.sum()):,}", help="every 5th row, for honest coverage")
+if m.get("skipped"):
+    st.warning("Skipped rows by reason: " + ", ".join(f"{r}: {n:,}" for r, n in m["skipped"].items()))
+for w in m.get("warnings", [])[:5]:
+    st.caption(f"warning: {w}")
+if len(cf.domain_names) > 1:
+    st.caption("Domains: " + ", ".join(f"{d} ({int(cf.counts_by_domain[i].sum()):,} tokens)"
+                                       for i, d in enumerate(cf.domain_names)))
+
+st.markdown("**Top tokens**")
+top_n = 30
+order = cov.order_all
+total = max(int(cf.counts.sum()), 1)
+ids = [int(i) for i in order[:top_n] if cf.counts[i] > 0]
+tok = ui.tokenizer_or_none(m)
+if tok is None:
+    st.caption(f"Tokenizer {m.get('tokenizer')} cannot be loaded here: ids only.")
+cum = np.cumsum(cf.counts[order[:top_n]]) / total
+st.dataframe(pd.DataFrame({
+    "rank": range(1, len(ids) + 1), "id": ids,
+    "token": [ui.show_token(tok, i) for i in ids],
+    "count": [int(cf.counts[i]) for i in ids],
+    "share": [cf.counts[i] / total for i in ids],
+    "cumulative": cum[:len(ids)]}),
+    hide_index=True, width="stretch", height=300,
+    column_config={"share": st.column_config.NumberColumn(format="percent"),
+                   "cumulative": st.column_config.NumberColumn(format="percent")})
+st.page_link(ui.PAGES["coverage"], label="Next: coverage curve", icon=ui.ICONS["coverage"])

@@ -1,0 +1,99 @@
+"""Coverage: C(k) in-sample, held-out and out-of-domain; the k a coverage constraint needs; what a k drops."""
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from vtapp import common as ui
+from vtapp import plots
+from vtcore.coverage import k_for_coverage
+
+s = ui.page("Coverage")
+st.title("Coverage")
+cf, cov = ui.counts_or_stop(s)
+V = cf.vocab_size
+st.caption(f"{ui.dataset_label(s)} · {int(cf.counts.sum()):,} assistant tokens · tokenizer vocabulary {V:,}")
+
+has_heldout = cov.heldout is not None
+c1, c2 = st.columns([3, 2])
+with c1:
+    target = st.slider("Coverage constraint: C(k) ≥", 0.50, 1.0, step=0.001, format="%.3f",
+                       **ui.persisted("coverage_target", cast=float))
+with c2:
+    which = st.radio("k from", ["heldout", "insample"] if has_heldout else ["insample"], horizontal=True,
+                     format_func={"heldout": "held-out rows (honest)", "insample": "in-sample"}.get, key="cov_which")
+
+curve = cov.curve(which)
+k_need = k_for_coverage(curve, target)
+curves = {"in-sample": cov.insample}
+if has_heldout:
+    curves["held-out"] = cov.heldout
+
+ood_k = None
+if len(cf.domain_names) > 1:
+    with st.expander("Out-of-domain coverage", expanded=True):
+        a, b = st.columns(2)
+        rank_on = a.selectbox("Rank on domain", cf.domain_names, key="ood_a")
+        measure_on = b.selectbox("Measure on domain", [d for d in cf.domain_names if d != rank_on], key="ood_b")
+        ood = ui.ood_curve(s.counts_path, rank_on, measure_on)
+        curves[f"ood {rank_on}→{measure_on}"] = ood
+        ood_k = k_for_coverage(ood, target)
+
+m = st.columns(4)
+m[0].metric("k needed", f"{k_need:,}", help=f"smallest k with {which} C(k) ≥ {target:.3f}")
+m[1].metric("share of the vocabulary", ui.fmt_pct(k_need / V))
+m[2].metric("held-out C(k)" if has_heldout else "in-sample C(k)", f"{curve[k_need]:.4f}")
+if ood_k is not None:
+    m[3].metric("k needed out of domain", f"{ood_k:,}")
+else:
+    m[3].metric("in-sample C(k)", f"{cov.insample[k_need]:.4f}")
+
+ks = plots.log_ks(V, must=(k_need,))
+st.plotly_chart(plots.coverage_figure(curves, k_need, target, ks=ks), key="coverage_plot",
+                config={"displaylogo": False})
+
+
+def use_k(k: int, c: float) -> None:
+    ui.save(selected={"source": "coverage", "k": int(k), "coverage": float(c), "counts_path": s.counts_path,
+                      "coverage_source": which})
+
+
+st.button(f"Select k = {k_need:,} for export", key="use_k", on_click=use_k, args=(k_need, float(curve[k_need])))
+
+# ---- token inspector
+st.subheader("Token inspector")
+k_in = st.number_input("k", 1, V, value=int(min(k_need, V)), step=1, key=f"inspect_k_{k_need}",
+                       help="what a draft head of this many rows keeps and drops (ranking over all rows)")
+k_in = int(k_in)
+order, counts = cov.order_all, cf.counts
+total = max(int(counts.sum()), 1)
+dropped_mass = 1.0 - float(cov.insample_all[k_in])
+i1, i2, i3 = st.columns(3)
+i1.metric("kept tokens", f"{k_in:,}")
+i2.metric("dropped mass (in-sample)", ui.fmt_pct(dropped_mass, 3))
+i3.metric("dropped tokens seen in the data", f"{int(np.count_nonzero(counts[order[k_in:]])):,}")
+tok = ui.tokenizer_or_none(cf.manifest)
+
+
+def table(ids) -> pd.DataFrame:
+    ids = [int(i) for i in ids]
+    return pd.DataFrame({"id": ids, "token": [ui.show_token(tok, i) for i in ids],
+                         "count": [int(counts[i]) for i in ids], "share": [counts[i] / total for i in ids]})
+
+
+t1, t2 = st.columns(2)
+with t1:
+    st.markdown("**Most frequent dropped tokens** (ranks k+1 …)")
+    drop = [i for i in order[k_in:k_in + 200] if counts[i] > 0][:25]
+    if drop:
+        st.dataframe(table(drop), hide_index=True, width="stretch", height=320,
+                     column_config={"share": st.column_config.NumberColumn(format="percent")})
+    else:
+        st.success("Nothing the data uses is dropped at this k.")
+with t2:
+    st.markdown("**Always kept** (end-of-turn / EOS: a draft must be able to end a turn)")
+    st.dataframe(table(cov.always_keep), hide_index=True, width="stretch",
+                 column_config={"share": st.column_config.NumberColumn(format="percent")})
+    st.markdown("**Last kept tokens** (ranks just below k)")
+    st.dataframe(table(order[max(k_in - 5, 0):k_in]), hide_index=True, width="stretch",
+                 column_config={"share": st.column_config.NumberColumn(format="percent")})

@@ -1,0 +1,251 @@
+"""Frontier: the draft's cost, the exact coverage/latency frontier, and a live Optuna TPE study over it."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from vtapp import common as ui
+from vtapp import plots
+from vtcore import cost, search
+from vtcore import state as vstate
+from vtcore.errors import VTError
+
+s = ui.page("Frontier")
+st.title("Frontier")
+cf, cov = ui.counts_or_stop(s)
+V_tok = cf.vocab_size
+
+# ---- 1. the draft
+st.subheader("1. Draft")
+fits = [p for p in cost.DRAFT_PRESETS if cost.PRESETS[p]["config"]["vocab_size"] >= V_tok]
+configs = [str(p) for p in vstate.list_uploads(folder="configs")]
+c1, c2 = st.columns([2, 3])
+with c1:
+    kinds = ["Preset", "config.json"]
+    kind = st.radio("Draft from", kinds, horizontal=True, key="draft_kind",
+                    index=1 if s.draft and s.draft not in cost.PRESETS else 0)
+    if kind == "Preset":
+        default = s.draft if s.draft in fits else ("eagle3-qwen3-8b" if "eagle3-qwen3-8b" in fits else (fits or [None])[0])
+        if not fits:
+            st.error(f"No preset has a vocabulary as large as this tokenizer's ({V_tok:,}); upload the draft's config.json.")
+            st.stop()
+        spec = st.selectbox("Preset", fits, index=fits.index(default) if default in fits else 0, key="draft_preset",
+                            help="presets whose vocabulary fits this tokenizer; sources in vtcore/cost.py")
+    else:
+        def keep_config() -> None:
+            f = st.session_state.get("config_upload")
+            if f is not None:
+                st.session_state["draft_config"] = str(vstate.save_upload(f.name, f.getvalue(), folder="configs"))
+
+        st.file_uploader("The draft's config.json (Hugging Face format)", type=["json"], key="config_upload",
+                         on_change=keep_config)
+        configs = [str(p) for p in vstate.list_uploads(folder="configs")]
+        if not configs:
+            st.info("Upload a config.json to continue.")
+            st.stop()
+        if st.session_state.get("draft_config") not in configs:
+            st.session_state["draft_config"] = s.draft if s.draft in configs else configs[0]
+        spec = st.selectbox("Uploaded configs", configs, key="draft_config", format_func=vstate.upload_label)
+try:
+    arch = ui.arch(spec)
+    cost.check_counts_vocab(V_tok, arch, "the counts")
+except VTError as e:
+    st.error(str(e))
+    st.stop()
+if spec != s.draft:
+    s = ui.save(draft=spec)
+with c2:
+    st.markdown(f"**{arch.name}**: {arch.kind}, {arch.layers} layer(s), hidden {arch.hidden:,}, "
+                f"vocabulary {arch.vocab:,} rows  \n<small>{arch.source}</small>", unsafe_allow_html=True)
+    profiles = [str(p) for p in sorted(vstate.subdir("profiles").glob("*.json"))]
+    latency = st.selectbox("Latency model", ["flops", "paper-flops"] + profiles, key="latency",
+                           index=(["flops", "paper-flops"] + profiles).index(s.latency)
+                           if s.latency in ["flops", "paper-flops"] + profiles else 0,
+                           format_func=lambda x: {"flops": "FLOPs (every component)",
+                                                  "paper-flops": "FLOPs, the seed paper's proxy"}.get(x, f"measured: {Path(x).name}"),
+                           help="measured profiles come from `python -m vtcore profile` (saved in the workspace)")
+    context = int(st.number_input("KV-cache context (tokens)", 0, 1 << 20, 1024, step=256, key="context"))
+if latency != s.latency:
+    s = ui.save(latency=latency)
+try:
+    R = ui.reduction(spec, latency, context)
+except VTError as e:
+    st.error(str(e))
+    st.stop()
+
+# ---- 2. objective
+st.subheader("2. Objective")
+o1, o2, o3 = st.columns(3)
+with o1:
+    objective = st.selectbox("Objective", list(search.OBJECTIVES), **ui.persisted("objective"),
+                             format_func={"utility": "utility α·C + (1−α)·R", "speedup": "predicted speed-up (k, γ)",
+                                          "pareto": "Pareto: C and R together"}.get)
+with o2:
+    alpha = st.slider("α (weight of coverage)", 0.0, 1.0, step=0.01, **ui.persisted("alpha", cast=float))
+with o3:
+    c_min = st.slider("c_min (coverage constraint)", 0.0, 1.0, step=0.005, format="%.3f",
+                      **ui.persisted("min_coverage", cast=float))
+source = "heldout" if cov.heldout is not None else "insample"
+C = ui.padded_curve(s.counts_path, source, arch.vocab)
+a0, ratio = 0.7, None
+if objective == "speedup":
+    mode = latency if latency in cost.MODES else "flops"
+    tf = cost.target_flops(arch, context, mode)
+    p1, p2 = st.columns(2)
+    a0 = p1.slider("a0: acceptance of the full-vocabulary draft", 0.05, 1.0, 0.7, 0.01, key="a0")
+    if tf:
+        ratio = float(cost.total_flops(arch, arch.vocab, context, mode)) / tf
+        p2.metric("draft/target cost ratio (FLOPs)", f"{ratio:.4f}", help=f"vs target {arch.target}")
+    else:
+        ratio = p2.number_input("draft/target cost ratio t_draft/t_target", 0.0001, 10.0, 0.05, key="ratio",
+                                help="this draft names no target model")
+try:
+    problem = search.Problem(C, R, objective=objective, alpha=alpha, min_coverage=c_min, a0=a0,
+                             cost_ratio_full=ratio, coverage_source=source,
+                             latency_source=latency if latency in cost.MODES else f"profile:{latency}")
+    exact = search.solve_exact(problem)
+except VTError as e:
+    st.error(str(e))
+    st.stop()
+
+sel = s.selected if s.selected and s.selected.get("counts_path") == s.counts_path else None
+e = st.columns(5)
+e[0].metric("exact best k", f"{exact.best_k:,}", help=f"{exact.n_evaluated:,} points in {exact.seconds * 1e3:.0f} ms")
+e[1].metric("coverage C", f"{exact.coverage:.4f}", help=f"{source} rows")
+e[2].metric("latency reduction R", f"{exact.latency_reduction:.4f}")
+e[3].metric("utility U", f"{exact.utility:.4f}")
+if exact.speedup is not None:
+    e[4].metric("predicted speed-up", f"{exact.speedup:.3f}× (γ={exact.best_gamma})")
+else:
+    e[4].metric("LM head share of the draft", ui.fmt_pct(cost.lm_head_share(arch, context,
+                                                                             latency if latency in cost.MODES else "flops"), 1))
+
+k_show = int(sel["k"]) if sel else exact.best_k
+with st.expander(f"Where the draft's cost goes (full vocabulary vs k = {k_show:,})", expanded=True):
+    mode = latency if latency in cost.MODES else "flops"
+    st.plotly_chart(plots.breakdown_figure(cost.flops_breakdown(arch, None, context, mode),
+                                           cost.flops_breakdown(arch, min(k_show, arch.vocab), context, mode),
+                                           k_show, arch.vocab), key="breakdown", config={"displaylogo": False})
+    if latency not in cost.MODES:
+        st.caption("Bars are FLOPs; the frontier uses the measured profile's step times.")
+
+# ---- 3. TPE
+st.subheader("3. Search (Optuna TPE)")
+reg = ui.registry()
+studies = sorted((p.stem for p in search.studies_dir().glob("*.journal")),
+                 key=lambda n: search.study_path(n).stat().st_mtime, reverse=True)
+# the study to show: the URL's (a refresh keeps it), else the saved one
+known = lambda n: bool(n) and (n in studies or reg.get(f"study:{n}") is not None)  # noqa: E731
+name = next((n for n in (st.query_params.get("study"), s.study) if known(n)), None)
+if name and name != s.study:
+    s = ui.save(study=name)
+if name and st.query_params.get("study") != name:
+    st.query_params["study"] = name
+runner = reg.get(f"study:{name}") if name else None
+
+t = st.columns([1, 1, 2, 2])
+n_trials = int(t[0].number_input("Trials", 1, 5000, **ui.persisted("trials", cast=int)))
+seed = int(t[1].number_input("Seed", 0, 2**31 - 1, **ui.persisted("seed", cast=int)))
+if t[2].button("Run TPE", type="primary", key="run_tpe", disabled=runner is not None and runner.running):
+    try:
+        new = search.StudyRunner(problem, None, n_trials=n_trials, seed=seed)
+        reg.put(f"study:{new.study_name}", new)
+        new.start()
+        ui.save(study=new.study_name)
+        st.query_params["study"] = new.study_name
+        st.rerun()
+    except VTError as err:
+        st.error(str(err))
+if studies:
+    pick = t[3].selectbox("Show study", ["(none)"] + studies, index=studies.index(name) + 1 if name in studies else 0,
+                          key=f"study_pick_{name}")
+    if pick != (name or "(none)"):
+        ui.save(study=None if pick == "(none)" else pick)
+        if pick == "(none)":
+            st.query_params.pop("study", None)
+        else:
+            st.query_params["study"] = pick
+        st.rerun()
+
+
+def study_rows() -> tuple[dict, list[dict], str, str | None]:
+    """(settings, rows, state, error) of the shown study, live from its runner or from disk."""
+    if runner is not None:
+        return runner.problem.fingerprint(), runner.snapshot(), runner.state, runner.error
+    if not name:
+        return {}, [], "none", None
+    try:
+        settings, rows = search.load_study_rows(search.study_path(name))
+    except VTError as err:
+        return {}, [], "error", str(err)
+    return settings, rows, "stored", None
+
+
+def best_of(rows: list[dict], objective: str) -> dict | None:
+    ok = [r for r in rows if r["state"] == "COMPLETE" and r["feasible"] and r.get("k") is not None]
+    key = "speedup" if objective == "speedup" else "utility"
+    return max(ok, key=lambda r: (r.get(key) or 0.0, -r["number"])) if ok else None
+
+
+def on_pick(front_C: np.ndarray, front_R: np.ndarray) -> None:
+    """A click on the frontier plot: remember the point (session + saved state)."""
+    ev = st.session_state.get("frontier_plot")
+    pts = (ev or {}).get("selection", {}).get("points", [])
+    if not pts or not pts[0].get("customdata"):
+        return
+    src, k, number = pts[0]["customdata"][:3]
+    k = int(k)
+    pick = {"source": src, "k": k, "coverage": float(front_C[k]), "latency_reduction": float(front_R[k]),
+            "counts_path": s.counts_path, "draft": spec, "coverage_source": source}
+    if src == "trial":
+        pick.update(study=name, trial=int(number))
+    st.session_state["picked"] = pick
+    ui.save(selected=pick)
+
+
+front_k = search.thin_frontier(exact.frontier_k, 300, must=(exact.best_k,))
+front = {"k": front_k, "coverage": C[front_k], "latency_reduction": R[front_k]}
+exact_best = {"k": exact.best_k, "coverage": exact.coverage, "latency_reduction": exact.latency_reduction}
+polling = runner is not None and runner.running
+
+
+@st.fragment(run_every=ui.POLL_S if polling else None)
+def live() -> None:
+    settings, rows, state_, error = study_rows()
+    if runner is not None:
+        pr = runner.progress()
+        if runner.running:
+            st.progress(pr["fraction"], text=f"TPE {name}: {pr['done']}/{pr['n_trials']} trials")
+            st.button("Stop", key="stop_tpe", on_click=runner.stop)
+        elif polling:
+            st.rerun()
+    if state_ == "error" and error:
+        st.error(f"Study {name} stopped on an error: {error}. The {len(rows)} trial(s) before it are kept in "
+                 f"{search.study_path(name) if name else 'the study file'}.")
+    study_obj = settings.get("objective", objective)
+    best = best_of(rows, study_obj)
+    if name:
+        same = settings.get("coverage_sha") == problem.fingerprint()["coverage_sha"] and \
+            settings.get("reduction_sha") == problem.fingerprint()["reduction_sha"]
+        st.caption(f"Study **{name}** ({state_}): objective {study_obj}, α = {settings.get('alpha')}, "
+                   f"c_min = {settings.get('min_coverage')}, {len(rows)} trials"
+                   + ("" if same else " · made for another dataset or draft: its points are not on this frontier"))
+    picked = st.session_state.get("picked") or sel
+    fig = plots.frontier_figure(front, rows, c_min, exact_best=exact_best, best_trial=best, selected=picked)
+    st.plotly_chart(fig, key="frontier_plot", on_select=lambda: on_pick(C, R), selection_mode="points",
+                    config={"displaylogo": False})
+    if picked:
+        st.success(f"Selected: {ui.selected_label(picked)}, R = {picked['latency_reduction']:.4f}. "
+                   "Export it on the Export page.")
+    else:
+        st.caption("Click a point (exact frontier or trial) to select it for export.")
+    if rows:
+        df = pd.DataFrame(rows)
+        cols = [c for c in ["number", "k", "gamma", "coverage", "latency_reduction", "utility", "speedup", "feasible",
+                            "state"] if c in df and (c not in ("gamma", "speedup") or df[c].notna().any())]
+        st.dataframe(df[cols].sort_values("number", ascending=False), hide_index=True, width="stretch", height=260)
+
+
+live()

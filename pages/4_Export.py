@@ -1,0 +1,95 @@
+"""Export: the selected point as token maps (SGLang, EAGLE-3, JSON, trimmed draft), each validated."""
+
+from pathlib import Path
+
+import streamlit as st
+
+from vtapp import common as ui
+from vtcore import export as ex
+from vtcore.errors import VTError
+from vtcore.workspace import subdir
+
+s = ui.page("Export")
+st.title("Export")
+cf, cov = ui.counts_or_stop(s)
+sel = s.selected if s.selected and s.selected.get("counts_path") == s.counts_path else None
+if s.selected and sel is None:
+    st.warning("The saved selection was made for other counts; pick a point again.")
+if sel is None:
+    st.info("No point selected: click one on the Frontier page, or press “Select k” on the Coverage page. "
+            "Meanwhile you can export any k here.")
+    c = st.columns([1, 3])
+    k = int(c[0].number_input("k", 1, cf.vocab_size, value=min(4096, cf.vocab_size), step=256, key="export_k"))
+    sel = {"source": "manual", "k": k}
+    c[1].page_link(ui.PAGES["frontier"], label="Pick on the Frontier", icon=ui.ICONS["frontier"])
+
+
+@st.cache_resource(max_entries=8, show_spinner="Rendering and validating the exports ...")
+def make_bundle(counts_path: str, mtime: float, sel_key: tuple, draft: str | None, hf_dir: str | None):
+    sel = dict(sel_key)
+    cf = ui.counts(counts_path)
+    if sel.get("source") == "trial" and sel.get("study"):
+        choice = ex.choose_from_study(cf, sel["study"], int(sel["trial"]))
+    else:
+        choice = ex.choose_k(cf, int(sel["k"]), how=f"k = {int(sel['k'])} ({sel.get('source', 'manual')})")
+    formats = ["sglang", "eagle3", "json"] + (["hf-draft"] if hf_dir else [])
+    return ex.export(choice, formats, draft=hf_dir or draft)
+
+
+draft = s.draft if s.draft else None
+with st.expander("Target vocabulary and trimmed draft", expanded=False):
+    st.caption("The maps are sized to the target model's vocabulary: taken from the draft chosen on the Frontier "
+               f"page ({draft or 'none: the tokenizer size is used'}).")
+    hf_dir = st.text_input("Draft model directory to trim (hf-draft; config.json + weights, same tokenizer)",
+                           key="hf_dir", placeholder="/models/my-draft").strip() or None
+    if hf_dir and not Path(hf_dir).is_dir() and hf_dir.lower() not in ex.DEFAULT_DRAFT_NAMES:
+        st.error(f"{hf_dir}: no such directory")
+        hf_dir = None
+
+try:
+    bundle = make_bundle(s.counts_path, ui._mtime(s.counts_path), tuple(sorted(
+        (k, v) for k, v in sel.items() if isinstance(v, (str, int, float, type(None))))), draft, hf_dir)
+except VTError as e:
+    st.error(str(e))
+    st.stop()
+
+ch = bundle.choice
+st.subheader(f"Selected: k = {ch.k:,} of {bundle.vocab_size:,}")
+m = st.columns(4)
+m[0].metric("kept tokens k", f"{ch.k:,}", help=ch.how)
+m[1].metric("coverage (all rows)", f"{ch.coverage_insample:.4f}")
+m[2].metric("held-out coverage", "–" if ch.coverage_heldout is None else f"{ch.coverage_heldout:.4f}")
+lat = ch.extra.get("latency_reduction")
+m[3].metric("latency reduction", "–" if lat is None else f"{lat:.4f}", help=ch.extra.get("latency_estimate") or "")
+st.caption(f"Chosen by {ch.how}; model vocabulary from {bundle.vocab_source}.")
+for n in bundle.notes:
+    st.info(n)
+
+DESCRIBE = {"sglang": "SGLang `--speculative-token-map`: int64 tensor of target ids, frequency order",
+            "eagle3": "EAGLE-3 / SpecForge vocab mapping: {d2t, t2d}",
+            "json": "JSON: token_ids + vocab_size + manifest",
+            "hf-draft": "trimmed draft directory (zip): lm_head cut to k rows + d2t/t2d",
+            "summary": "summary of the choice (coverage, latency, provenance)"}
+MIME = {"json": "application/json", "summary": "application/json", "hf-draft": "application/zip"}
+for fmt, art in bundle.artifacts.items():
+    c1, c2, c3 = st.columns([3, 2, 3])
+    c1.markdown(f"**{fmt}**  \n<small>{DESCRIBE.get(fmt, '')}</small>", unsafe_allow_html=True)
+    c2.download_button(art.download_name, data=art.data(), file_name=art.download_name, icon=":material/download:",
+                       mime=MIME.get(fmt, "application/octet-stream"), key=f"dl_{fmt}")
+    r = art.report
+    if r.ok:
+        c3.success(f"valid {r.format}" + (f": {r.n:,} ids" if r.n else "")
+                   + (f" · {len(r.warnings)} warning(s)" if r.warnings else ""), icon=":material/check_circle:")
+    else:
+        c3.error("invalid: " + "; ".join(r.problems), icon=":material/error:")
+    for w in r.warnings:
+        c3.caption(f"warning: {w}")
+
+st.divider()
+out = subdir("exports") / f"{Path(s.counts_path).stem}-k{ch.k}"
+if st.button(f"Save all to the workspace ({out})", key="save_exports"):
+    try:
+        written = ex.write_bundle(bundle, out, force=False)
+        st.success(f"Wrote {len(written)} files to {out}")
+    except VTError as e:
+        st.error(str(e))

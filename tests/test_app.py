@@ -1,0 +1,249 @@
+"""Every dashboard page through streamlit.testing.v1.AppTest, on the real samples and the bundled
+tokenizer: the one-click sample flow, the coverage slider, an upload, a malformed upload, a TPE
+study's results (and finding them again after a refresh), the exports, a benchmark."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from apphelpers import CODE, ROOT, code_rows, malformed_rows, tiny_pair
+from vtcore import search, state
+from vtcore.countsfile import load_counts
+from vtcore.coverage import k_for_coverage
+from vtcore.jobs import counting_job
+
+APP = str(ROOT / "app.py")
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def open_app(page: str | None = None, query: dict | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    for k, v in (query or {}).items():
+        at.query_params[k] = v
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    ok(at)
+    return at
+
+
+def ok(at: AppTest) -> AppTest:
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def settle(at: AppTest, timeout: float = 60.0) -> AppTest:
+    """Rerun until no background job shows progress (what the page's polling fragment does)."""
+    t0 = time.time()
+    while True:
+        at.run()
+        ok(at)
+        if not at.get("progress"):
+            return at
+        assert time.time() - t0 < timeout, "the background job did not finish"
+        time.sleep(0.3)
+
+
+def metric(at: AppTest, label: str) -> str:
+    found = [m.value for m in at.metric if m.label == label]
+    assert found, f"no metric {label!r}: {[m.label for m in at.metric]}"
+    return found[0]
+
+
+def as_int(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+def count_sample() -> str:
+    job = counting_job([str(CODE)]).start()
+    job.join(60)
+    assert job.state == "finished", job.error
+    return job.result["counts_path"]
+
+
+def test_start_with_the_sample_then_the_slider_moves_k(workspace):
+    at = open_app()
+    assert any(b.label == "Start with the sample data" for b in at.button)
+    at.button(key="start_sample").click().run()
+    ok(at)
+    # one click: counted and on the Coverage page
+    s = state.load_state()
+    cov = load_counts(s.counts_path).coverage()
+    curve = cov.curve("heldout")
+    assert as_int(metric(at, "k needed")) == k_for_coverage(curve, 0.95)
+    ks = {}
+    for c in (0.8, 0.9, 0.99):
+        at.slider(key="coverage_target").set_value(c).run()
+        ok(at)
+        ks[c] = as_int(metric(at, "k needed"))
+        assert ks[c] == k_for_coverage(curve, c)
+    assert ks[0.8] < ks[0.9] < ks[0.99]
+    assert state.load_state().coverage_target == 0.99          # the slider's value survives a refresh
+    again = open_app("pages/2_Coverage.py")
+    assert again.slider(key="coverage_target").value == 0.99
+    # "Select k" makes it the selected point for export
+    at.button(key="use_k").click().run()
+    sel = state.load_state().selected
+    assert sel["source"] == "coverage" and sel["k"] == ks[0.99] and sel["counts_path"] == s.counts_path
+
+
+def test_coverage_page_shows_out_of_domain_with_two_domains(workspace):
+    job = counting_job([str(CODE), str(ROOT / "samples" / "chat.jsonl.gz")]).start()
+    job.join(120)
+    assert job.state == "finished", job.error
+    at = open_app("pages/2_Coverage.py")
+    cf = load_counts(state.load_state().counts_path)
+    assert at.selectbox(key="ood_a").value == "code" and at.selectbox(key="ood_b").value == "chat"
+    expect = k_for_coverage(cf.ood_curve("code", "chat"), 0.95)
+    assert as_int(metric(at, "k needed out of domain")) == expect
+    at.selectbox(key="ood_a").set_value("chat").run()
+    ok(at)
+    assert as_int(metric(at, "k needed out of domain")) == k_for_coverage(cf.ood_curve("chat", "code"), 0.95)
+
+
+def test_data_page_counts_an_uploaded_jsonl(workspace):
+    at = open_app("pages/1_Data.py")
+    at.radio(key="data_source").set_value("Upload").run()
+    ok(at)
+    at.file_uploader(key="uploader").set_value(("mine.jsonl", code_rows(12), "application/jsonl")).run()
+    ok(at)
+    chosen = at.multiselect(key="uploads_chosen").value
+    assert len(chosen) == 1 and chosen[0].endswith("-mine.jsonl")
+    assert state.list_uploads()[0].read_bytes() == code_rows(12)   # kept in the workspace
+    at.button(key="count_btn").click().run()
+    settle(at)
+    assert metric(at, "Rows") == "12"
+    s = state.load_state()
+    cf = load_counts(s.counts_path)
+    assert as_int(metric(at, "Assistant tokens")) == int(cf.counts.sum())
+    assert as_int(metric(at, "Unique tokens")) == int(np.count_nonzero(cf.counts))
+    top = at.dataframe[0].value            # the ranking vtcore exports from: always-keep first, then by count
+    order = [int(i) for i in cf.coverage().order_all[:30] if cf.counts[i] > 0]
+    assert list(top["id"]) == order and list(top["count"]) == [int(cf.counts[i]) for i in order]
+    assert s.datasets == chosen
+
+
+def test_a_malformed_upload_shows_the_error_and_the_app_keeps_working(workspace):
+    before = count_sample()
+    at = open_app("pages/1_Data.py")
+    at.radio(key="data_source").set_value("Upload").run()
+    at.file_uploader(key="uploader").set_value(("broken.jsonl", malformed_rows(), "application/jsonl")).run()
+    at.button(key="count_btn").click().run()
+    settle(at)
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "broken.jsonl:2: malformed JSON" in errors[0], errors
+    assert any(i.value.startswith("Kept:") for i in at.info)
+    assert metric(at, "Rows") == "164"                       # the previous counts are still shown
+    assert state.load_state().counts_path == before
+    ok(open_app("pages/2_Coverage.py"))                      # and every page still works
+    ok(open_app("pages/3_Frontier.py"))
+
+
+def test_a_tpe_study_fills_the_frontier_and_survives_a_refresh(workspace):
+    count_sample()
+    at = open_app("pages/3_Frontier.py")
+    exact_k = as_int(metric(at, "exact best k"))
+    at.number_input(key="trials").set_value(15).run()
+    at.button(key="run_tpe").click().run()
+    settle(at)
+    name = state.load_state().study
+    assert name and at.query_params["study"] in (name, [name])
+    trials = at.dataframe[0].value
+    assert len(trials) == 15 and set(trials["state"]) == {"COMPLETE"}
+    assert any(f"Study **{name}** (finished)" in c.value for c in at.caption)
+    # the exact optimum on the page is vtcore's, for the same settings
+    _, rows = search.load_study_rows(search.study_path(name))
+    assert len(rows) == 15
+    assert exact_k == as_int(metric(at, "exact best k"))
+    # a new browser session with the study in the URL finds it; so does one without (saved state)
+    for query in ({"study": name}, {}):
+        again = open_app("pages/3_Frontier.py", query=query)
+        assert len(again.dataframe[0].value) == 15
+    # moving alpha changes the exact optimum at once, without touching the study
+    at.slider(key="alpha").set_value(0.9).run()
+    ok(at)
+    assert as_int(metric(at, "exact best k")) > exact_k
+    assert len(at.dataframe[0].value) == 15
+
+
+def test_export_page_offers_each_format_validated(workspace):
+    counts_path = count_sample()
+    cf = load_counts(counts_path)
+    cov = cf.coverage()
+    from vtcore import cost
+
+    arch = cost.preset("eagle3-qwen3-8b")
+    problem = search.Problem(search.pad_curve(cov.curve("heldout"), arch.vocab),
+                             cost.latency_reduction(arch, np.arange(arch.vocab + 1)), min_coverage=0.9)
+    runner = search.StudyRunner(problem, "export-test", n_trials=6, seed=1).run()
+    row = runner.best()
+    state.update_state(draft="eagle3-qwen3-8b", study="export-test",
+                       selected={"source": "trial", "k": row["k"], "study": "export-test", "trial": row["number"],
+                                 "counts_path": counts_path, "coverage": row["coverage"],
+                                 "latency_reduction": row["latency_reduction"]})
+    at = open_app("pages/4_Export.py")
+    assert as_int(metric(at, "kept tokens k")) == row["k"]
+    assert any(f"study export-test trial {row['number']}" in c.value for c in at.caption)
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels == [f"token_map_sglang_k{row['k']}.pt", f"vocab_mapping_eagle3_k{row['k']}.pt",
+                      f"token_ids_k{row['k']}.json", f"summary_k{row['k']}.json"]
+    assert len(at.success) == 4 and all(s.value.startswith("valid") for s in at.success)
+    assert float(metric(at, "latency reduction")) == pytest.approx(row["latency_reduction"], abs=1e-4)
+    at.button(key="save_exports").click().run()
+    ok(at)
+    out = state.subdir("exports") / f"{load_counts(counts_path).manifest['cache_key']}-k{row['k']}"
+    assert sorted(p.name for p in out.iterdir()) == sorted(labels)
+
+
+def test_export_page_without_a_selection_exports_any_k(workspace):
+    count_sample()
+    at = open_app("pages/4_Export.py")
+    assert any("No point selected" in i.value for i in at.info)
+    at.number_input(key="export_k").set_value(512).run()
+    ok(at)
+    assert metric(at, "kept tokens k") == "512"
+    assert len(at.success) == 4
+
+
+def test_benchmark_page_runs_a_tiny_pair_in_the_background(workspace, tmp_path):
+    tdir, ddir = tiny_pair(tmp_path)
+    at = open_app("pages/5_Benchmark.py")
+    assert any("CPU" in c.value or "CUDA" in c.value for c in at.caption)
+    at.text_input(key="bench_target").set_value(str(tdir))
+    at.text_input(key="bench_draft").set_value(str(ddir))
+    at.number_input(key="bench_prompts").set_value(1)
+    at.number_input(key="bench_new").set_value(8)
+    at.selectbox(key="bench_device").set_value("cpu")
+    at.run()
+    at.button(key="bench_run").click().run()
+    settle(at, timeout=120)
+    assert not at.error, [e.value for e in at.error]
+    assert any(h.value == "Result" for h in at.subheader)
+    table = at.dataframe[0].value
+    assert list(table["method"]) == ["target only", "target + full draft", "target + trimmed draft"]
+    assert (table["tokens/s"] > 0).all()
+    assert metric(at, "measured speed-up vs target").endswith("×")
+    from vtcore.bench import load_results
+
+    runs = load_results()
+    assert len(runs) == 1 and runs[0]["target"] == str(tdir) and runs[0]["identical_outputs"] is True
+    assert state.load_state().bench["target"] == str(tdir)      # the settings survive a refresh
+    again = open_app("pages/5_Benchmark.py")
+    assert any(h.value == "History" for h in again.subheader)
+    assert again.text_input(key="bench_target").value == str(tdir)
+
+
+def test_benchmark_failure_is_a_clear_error(workspace, tmp_path):
+    at = open_app("pages/5_Benchmark.py")
+    at.text_input(key="bench_target").set_value(str(tmp_path / "no-such-model"))
+    at.text_input(key="bench_draft").set_value(str(tmp_path / "no-such-draft"))
+    at.run()
+    at.button(key="bench_run").click().run()
+    settle(at)
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and errors[0].startswith("Benchmark failed:") and "no-such-model" in errors[0]
+    assert any(i.value.startswith("Kept:") for i in at.info)

@@ -1,0 +1,253 @@
+"""What every page shares: cached loads keyed by file path + mtime, the worker registry, the
+persisted selection, widgets whose values survive a refresh, and the job progress panel.
+
+Caching: arrays go in st.cache_resource (one shared object, no copy per rerun; callers never
+mutate them), keyed by (path, mtime) so a recount invalidates them.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import streamlit as st
+
+from vtcore import state as vstate
+from vtcore.errors import VTError
+from vtcore.jobs import Registry
+from vtcore.workspace import repo_root, workspace_dir
+
+REPO = repo_root()
+SAMPLES = {
+    "code": (REPO / "samples" / "code.jsonl", "code: HumanEval, 164 prompts with solutions"),
+    "chat": (REPO / "samples" / "chat.jsonl.gz", "chat: chitchat, 4,018 conversations (second speaker = assistant)"),
+}
+PAGES = {"home": "app.py", "data": "pages/1_Data.py", "coverage": "pages/2_Coverage.py",
+         "frontier": "pages/3_Frontier.py", "export": "pages/4_Export.py", "bench": "pages/5_Benchmark.py"}
+ICONS = {"home": ":material/home:", "data": ":material/description:", "coverage": ":material/show_chart:",
+         "frontier": ":material/scatter_plot:", "export": ":material/download:", "bench": ":material/speed:"}
+NAV = [("home", "Home"), ("data", "Data"), ("coverage", "Coverage"), ("frontier", "Frontier"), ("export", "Export"),
+       ("bench", "Benchmark")]
+POLL_S = 0.7
+
+
+# ---------------------------------------------------------------- page frame
+
+def page(title: str) -> vstate.AppState:
+    """Page config + sidebar summary; returns the saved state."""
+    st.set_page_config(page_title=f"{title} · Vocab Trim Studio", page_icon=":material/content_cut:", layout="wide")
+    s = vstate.load_state()
+    with st.sidebar:
+        # our own navigation (client.showSidebarNavigation = false): the home page is "Home", not "app"
+        for key, label in NAV:
+            st.page_link(PAGES[key], label=label, icon=ICONS[key])
+        st.divider()
+        st.caption(f"Workspace: `{workspace_dir()}`")
+        if s.counts_path:
+            st.caption(f"Counts: {dataset_label(s)}")
+        if s.selected:
+            st.caption(f"Selected: {selected_label(s.selected)}")
+        busy = registry().running()
+        if busy:
+            st.caption("Running: " + ", ".join(busy))
+    return s
+
+
+def dataset_label(s: vstate.AppState) -> str:
+    names = [vstate.upload_label(p) for p in s.datasets] or ["?"]
+    tok = "bundled Qwen3" if not s.tokenizer or s.tokenizer.startswith("bundled") else s.tokenizer
+    return f"{', '.join(names)} · {tok} · {s.mask}"
+
+
+def selected_label(sel: dict) -> str:
+    if not sel:
+        return "nothing selected"
+    where = {"trial": f"trial {sel.get('trial')} of {sel.get('study')}", "exact": "exact frontier",
+             "coverage": "coverage target"}.get(sel.get("source"), sel.get("source", "?"))
+    c = sel.get("coverage")
+    return f"k = {int(sel['k']):,} ({where}" + (f", C = {c:.4f})" if c is not None else ")")
+
+
+def save(**changes: Any) -> vstate.AppState:
+    return vstate.update_state(**changes)
+
+
+def persisted(key: str, field: str | None = None, cast: Callable | None = None) -> dict:
+    """kwargs for a widget whose value lives in the saved state: seeded from it on first render
+    (and whenever the page is entered again), written back on every change."""
+    field = field or key
+    if key not in st.session_state:
+        v = getattr(vstate.load_state(), field)
+        st.session_state[key] = cast(v) if cast and v is not None else v
+    return {"key": key, "on_change": _persist, "args": (key, field)}
+
+
+def _persist(key: str, field: str) -> None:
+    save(**{field: st.session_state[key]})
+
+
+# ---------------------------------------------------------------- registry and cached loads
+
+@st.cache_resource
+def registry() -> Registry:
+    """Workers (count / bench jobs, study runners) shared by every session of this server."""
+    return Registry()
+
+
+def _mtime(path: str) -> float:
+    try:
+        return Path(path).stat().st_mtime
+    except OSError:
+        return -1.0
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _counts(path: str, mtime: float):
+    from vtcore.countsfile import load_counts
+
+    return load_counts(path)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _coverage(path: str, mtime: float):
+    return _counts(path, mtime).coverage()
+
+
+def counts(path: str):
+    return _counts(path, _mtime(path))
+
+
+def coverage(path: str):
+    return _coverage(path, _mtime(path))
+
+
+def counts_or_stop(s: vstate.AppState):
+    """(counts file, coverage) of the current selection, or a pointer to the Data page."""
+    if not s.counts_path or not Path(s.counts_path).is_file():
+        st.info("No counted dataset yet. Count one on the Data page, or start with the sample data on the home page.")
+        st.page_link(PAGES["data"], label="Go to Data", icon=ICONS["data"])
+        st.stop()
+    try:
+        return counts(s.counts_path), coverage(s.counts_path)
+    except VTError as e:
+        st.error(str(e))
+        st.page_link(PAGES["data"], label="Count the data again", icon=ICONS["data"])
+        st.stop()
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the tokenizer ...")
+def tokenizer(name: str | None):
+    from vtcore.tokens import load_tokenizer
+
+    return load_tokenizer(name)
+
+
+def tokenizer_or_none(manifest: dict):
+    """The tokenizer the counts were made with, or None when it cannot be loaded here."""
+    try:
+        return tokenizer(manifest.get("tokenizer"))
+    except VTError:
+        return None
+
+
+def show_token(tok, token_id: int) -> str:
+    """A token's text for tables, spaces made visible (a space-only token is otherwise blank)."""
+    if tok is None:
+        return ""
+    from vtcore.tokens import describe_token
+
+    return describe_token(tok, token_id).replace(" ", "␣")
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _ood(path: str, mtime: float, a: str, b: str) -> np.ndarray:
+    return _counts(path, mtime).ood_curve(a, b)
+
+
+def ood_curve(path: str, a: str, b: str) -> np.ndarray:
+    return _ood(path, _mtime(path), a, b)
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _padded(path: str, mtime: float, which: str, vocab: int) -> np.ndarray:
+    from vtcore.search import pad_curve
+
+    return pad_curve(_coverage(path, mtime).curve(which), vocab)
+
+
+def padded_curve(path: str, which: str, vocab: int) -> np.ndarray:
+    return _padded(path, _mtime(path), which, vocab)
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _reduction(draft: str, mtime: float, latency: str, context: int) -> np.ndarray:
+    from vtcore import cost
+    from vtcore.profile import load_profile
+
+    arch = cost.resolve_draft(draft)
+    ks = np.arange(arch.vocab + 1)
+    if latency in cost.MODES:
+        return cost.latency_reduction(arch, ks, context, latency)
+    prof = load_profile(latency)
+    prof.check_for(arch, latency)
+    return prof.latency_reduction(ks)
+
+
+def reduction(draft: str, latency: str, context: int) -> np.ndarray:
+    """R(k) for k = 0..V of a draft (preset or config path) under a latency model."""
+    return _reduction(draft, _mtime(draft), latency, context)
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _arch(draft: str, mtime: float):
+    from vtcore import cost
+
+    return cost.resolve_draft(draft)
+
+
+def arch(draft: str):
+    return _arch(draft, _mtime(draft))
+
+
+# ---------------------------------------------------------------- jobs
+
+def job_panel(name: str, label: str) -> Any:
+    """Progress, Stop and the outcome of the job registered under `name`; polls (fragment
+    run_every) only while it runs and reruns the whole page once when it ends. Returns the job."""
+    job = registry().get(name)
+    if job is None:
+        return None
+    polling = job.running
+
+    @st.fragment(run_every=POLL_S if polling else None)
+    def panel() -> None:
+        s = job.status()
+        if s["running"]:
+            st.progress(s["fraction"], text=f"{label}: {s['text'] or s['state']} · {s['elapsed']:.0f} s")
+            st.button("Stop", key=f"stop-{name}", on_click=job.stop, disabled=s["state"] == "stopping")
+            return
+        if polling:            # it ended while we watched: redraw the page with the result
+            st.rerun()
+        if s["state"] == "error":
+            st.error(f"{label} failed: {s['error']}")
+            if s["kept"]:
+                st.info(f"Kept: {s['kept']}")
+        elif s["state"] == "stopped":
+            st.warning(f"{label} stopped after {s['elapsed']:.1f} s" + (f"; kept: {s['kept']}" if s["kept"] else ""))
+
+    panel()
+    return job
+
+
+def wait_hint() -> None:
+    st.caption("Work runs in the background: you can leave this page and come back; a refresh keeps it.")
+
+
+def fmt_pct(x: float | None, digits: int = 2) -> str:
+    return "–" if x is None else f"{100 * x:.{digits}f}%"
+
+
+def now() -> float:
+    return time.perf_counter()

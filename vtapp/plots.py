@@ -1,0 +1,177 @@
+"""Plotly figures of the dashboard, built from plain arrays and dicts (no Streamlit here, so
+they are testable and reusable). Curves of length V + 1 are drawn at a few hundred log-spaced
+k: the figure stays small (fast reruns) and the log axis looks the same."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from vtcore.cost import COMPONENTS
+
+COLORS = {"insample": "#1f77b4", "heldout": "#ff7f0e", "ood": "#2ca02c", "exact": "#444444",
+          "trial": "#1f77b4", "infeasible": "#c7c7c7", "best": "#d62728", "selected": "#9467bd"}
+COMPONENT_COLORS = {"embedding": "#aec7e8", "fc": "#ffbb78", "attn_proj": "#98df8a", "attn_scores": "#c5b0d5",
+                    "mlp": "#c49c94", "norms": "#f7b6d2", "other": "#dbdb8d", "lm_head": "#d62728"}
+_MARGIN = dict(l=10, r=10, t=40, b=10)
+
+
+def log_ks(V: int, n: int = 400, must: Sequence[int] = ()) -> np.ndarray:
+    """About n distinct k in [1, V], log-spaced, always with 1, V and `must`."""
+    ks = np.unique(np.round(np.geomspace(1, max(V, 1), n)).astype(np.int64))
+    extra = [int(k) for k in must if 1 <= int(k) <= V]
+    return np.unique(np.concatenate([ks, [1, V], extra]).astype(np.int64))
+
+
+def coverage_figure(curves: dict[str, np.ndarray], k_mark: int | None, c_target: float | None,
+                    ks: np.ndarray | None = None, title: str = "Coverage C(k)") -> go.Figure:
+    """C(k) curves on a log k axis; a vertical line at k_mark and a horizontal one at c_target."""
+    first = next(iter(curves.values()))
+    V = first.shape[0] - 1
+    ks = log_ks(V) if ks is None else ks
+    fig = go.Figure()
+    for name, curve in curves.items():
+        color = COLORS.get(name.split(" ")[0].replace("-", ""), None)
+        fig.add_trace(go.Scatter(x=ks, y=curve[ks], mode="lines", name=name, line=dict(width=2, color=color),
+                                 hovertemplate="k=%{x:,}<br>C=%{y:.4f}<extra>" + name + "</extra>"))
+    if c_target is not None:
+        fig.add_hline(y=c_target, line=dict(color="#888", dash="dot"),
+                      annotation_text=f"C ≥ {c_target:.3f}", annotation_position="bottom right")
+    if k_mark is not None:
+        fig.add_vline(x=max(k_mark, 1), line=dict(color=COLORS["best"], dash="dash"),
+                      annotation_text=f"k = {k_mark:,}", annotation_position="top left")
+    fig.update_layout(title=title, xaxis=dict(type="log", title="draft vocabulary k (log)"),
+                      yaxis=dict(title="coverage", range=[0, 1.02]), margin=_MARGIN, height=420,
+                      legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def breakdown_figure(full: dict[str, float], at_k: dict[str, float], k: int, V: int,
+                     unit: str = "MFLOPs", scale: float = 1e-6) -> go.Figure:
+    """Stacked bars: draft cost per token by component at the full vocabulary and at k."""
+    labels = [f"full V = {V:,}", f"k = {k:,}"]
+    fig = go.Figure()
+    for comp in COMPONENTS:
+        vals = [full.get(comp, 0.0) * scale, at_k.get(comp, 0.0) * scale]
+        if not any(vals):
+            continue
+        fig.add_trace(go.Bar(name=comp, x=labels, y=vals, marker_color=COMPONENT_COLORS.get(comp),
+                             hovertemplate="%{x}<br>" + comp + ": %{y:,.1f} " + unit + "<extra></extra>"))
+    total_full, total_k = sum(full.values()) * scale, sum(at_k.values()) * scale
+    fig.update_layout(barmode="stack", title=f"Draft cost per token ({unit}): {total_full:,.0f} → {total_k:,.0f}",
+                      yaxis=dict(title=unit), margin=_MARGIN, height=380, legend=dict(orientation="h", y=-0.15))
+    return fig
+
+
+def frontier_figure(front: dict[str, np.ndarray], trials: list[dict], c_min: float,
+                    exact_best: dict | None = None, best_trial: dict | None = None,
+                    selected: dict | None = None, title: str = "Coverage vs latency reduction") -> go.Figure:
+    """The exact Pareto frontier (line), TPE trials over it (feasible coloured, infeasible grey),
+    the best trial and the exact optimum highlighted, the selected point ringed.
+    customdata of every clickable point is a plain list [source, k, trial number or -1]."""
+    fig = go.Figure()
+    fk = np.asarray(front["k"])
+    fig.add_trace(go.Scatter(
+        x=np.asarray(front["latency_reduction"]), y=np.asarray(front["coverage"]), mode="lines+markers",
+        name="exact frontier", line=dict(color=COLORS["exact"], width=1.5), marker=dict(size=4),
+        customdata=[["exact", int(k), -1] for k in fk],
+        hovertemplate="exact k=%{customdata[1]:,}<br>R=%{x:.4f}<br>C=%{y:.4f}<extra></extra>"))
+    done = [r for r in trials if r.get("state") == "COMPLETE" and r.get("k") is not None]
+    # the y axis starts just below the frontier; trials under it sit on its floor as down-triangles
+    front_c = np.asarray(front["coverage"], dtype=np.float64)
+    lo = max(0.0, min(c_min, float(front_c.min()) if front_c.size else c_min) - 0.02)
+    for feasible in (False, True):
+        rows = [r for r in done if bool(r.get("feasible")) == feasible]
+        if not rows:
+            continue
+        ys = [max(r["coverage"], lo) for r in rows]
+        fig.add_trace(go.Scatter(
+            x=[r["latency_reduction"] for r in rows], y=ys, mode="markers",
+            name="trials" if feasible else "infeasible trials",
+            marker=dict(size=9, color=COLORS["trial"] if feasible else COLORS["infeasible"],
+                        symbol=["circle" if r["coverage"] >= lo else "triangle-down" for r in rows],
+                        line=dict(width=1, color="white")),
+            customdata=[["trial", int(r["k"]), int(r["number"]), float(r["coverage"])] for r in rows],
+            hovertemplate="trial %{customdata[2]}: k=%{customdata[1]:,}<br>R=%{x:.4f}<br>C=%{customdata[3]:.4f}"
+                          "<extra></extra>"))
+    if exact_best is not None:
+        fig.add_trace(go.Scatter(
+            x=[exact_best["latency_reduction"]], y=[exact_best["coverage"]], mode="markers", name="exact optimum",
+            marker=dict(size=14, symbol="diamond-open", color=COLORS["exact"], line=dict(width=2)),
+            customdata=[["exact", int(exact_best["k"]), -1]],
+            hovertemplate="exact optimum k=%{customdata[1]:,}<extra></extra>"))
+    if best_trial is not None:
+        fig.add_trace(go.Scatter(
+            x=[best_trial["latency_reduction"]], y=[best_trial["coverage"]], mode="markers", name="best trial",
+            marker=dict(size=16, symbol="star", color=COLORS["best"], line=dict(width=1, color="white")),
+            customdata=[["trial", int(best_trial["k"]), int(best_trial["number"])]],
+            hovertemplate="best trial %{customdata[2]}: k=%{customdata[1]:,}<extra></extra>"))
+    if selected is not None and selected.get("coverage") is not None and selected.get("latency_reduction") is not None:
+        fig.add_trace(go.Scatter(
+            x=[selected["latency_reduction"]], y=[selected["coverage"]], mode="markers", name="selected",
+            marker=dict(size=22, symbol="circle-open", color=COLORS["selected"], line=dict(width=3)),
+            hoverinfo="skip"))
+    fig.add_hline(y=c_min, line=dict(color="#888", dash="dot"), annotation_text=f"c_min = {c_min:.3f}",
+                  annotation_position="bottom left")
+    fig.update_layout(title=title, xaxis=dict(title="latency reduction R(k)"),
+                      yaxis=dict(title="coverage C(k)", range=[lo, 1.0 + 0.03 * (1.0 - lo)]),
+                      margin=_MARGIN, height=460, legend=dict(orientation="h", y=-0.18), clickmode="event+select")
+    return fig
+
+
+METHOD_LABELS = {"target_only": "target only", "full": "target + full draft", "trimmed": "target + trimmed draft"}
+
+
+def _methods(result: dict) -> list[str]:
+    return [m for m in ("target_only", "full", "trimmed") if result.get(m)]
+
+
+def bench_throughput_figure(result: dict) -> go.Figure:
+    ms = _methods(result)
+    fig = go.Figure(go.Bar(x=[METHOD_LABELS[m] for m in ms], y=[result[m]["tokens_per_s"] for m in ms],
+                           marker_color=["#7f7f7f", "#1f77b4", "#d62728"][:len(ms)] if len(ms) == 3 else None,
+                           text=[f"{result[m]['tokens_per_s']:.1f}" for m in ms], textposition="auto"))
+    fig.update_layout(title="Tokens per second", yaxis=dict(title="tokens/s"), margin=_MARGIN, height=320)
+    return fig
+
+
+def bench_acceptance_figure(result: dict) -> go.Figure:
+    ms = [m for m in _methods(result) if m != "target_only"]
+    fig = go.Figure(go.Bar(x=[METHOD_LABELS[m] for m in ms], y=[result[m]["accepted_per_step"] for m in ms],
+                           text=[f"{result[m]['accepted_per_step']:.2f}" for m in ms], textposition="auto",
+                           marker_color=["#1f77b4", "#d62728"][:len(ms)]))
+    fig.update_layout(title=f"Accepted draft tokens per step (γ = {result.get('gamma')})",
+                      yaxis=dict(title="tokens"), margin=_MARGIN, height=320)
+    return fig
+
+
+def bench_draft_split_figure(result: dict) -> go.Figure:
+    """Draft time per drafted token: LM head vs the rest of the draft."""
+    ms = [m for m in _methods(result) if m != "target_only"]
+    head = [result[m]["lm_head_ms_per_token"] for m in ms]
+    rest = [max(result[m]["draft_ms_per_token"] - result[m]["lm_head_ms_per_token"], 0.0) for m in ms]
+    x = [METHOD_LABELS[m] for m in ms]
+    fig = go.Figure([go.Bar(name="LM head", x=x, y=head, marker_color=COMPONENT_COLORS["lm_head"]),
+                     go.Bar(name="rest of the draft", x=x, y=rest, marker_color="#c49c94")])
+    fig.update_layout(barmode="stack", title="Draft time per drafted token (ms)", yaxis=dict(title="ms"),
+                      margin=_MARGIN, height=320, legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def bench_speedup_figure(result: dict) -> go.Figure:
+    """Measured vs predicted speed-up of the trimmed draft over the target alone."""
+    pred = result.get("prediction") or {}
+    bars: list[tuple[str, Any]] = [
+        ("measured", result.get("speedup_trimmed_vs_target")),
+        ("predicted", pred.get("trimmed_vs_target")),
+        ("predicted with verify cost", pred.get("trimmed_vs_target_with_verify_cost")),
+    ]
+    bars = [(n, v) for n, v in bars if v is not None]
+    fig = go.Figure(go.Bar(x=[n for n, _ in bars], y=[v for _, v in bars], text=[f"{v:.2f}×" for _, v in bars],
+                           textposition="auto", marker_color=["#d62728", "#7f7f7f", "#bcbd22"][:len(bars)]))
+    fig.add_hline(y=1.0, line=dict(color="#444", dash="dot"))
+    fig.update_layout(title="Trimmed draft: speed-up over the target alone", yaxis=dict(title="×"),
+                      margin=_MARGIN, height=320)
+    return fig
