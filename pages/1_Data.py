@@ -21,8 +21,9 @@ source = st.radio("Source", ["Bundled sample", "Upload"], horizontal=True, key="
                   index=1 if s.datasets and not any(str(ui.REPO / "samples") in p for p in s.datasets) else 0)
 paths: list[str] = []
 if source == "Bundled sample":
+    counted = [n for n, (p, _) in ui.SAMPLES.items() if str(p) in s.datasets]
     picked = st.multiselect("Samples (pick two to see out-of-domain coverage)", list(ui.SAMPLES),
-                            default=["code"], format_func=lambda n: ui.SAMPLES[n][1], key="samples")
+                            default=counted or ["code"], format_func=lambda n: ui.SAMPLES[n][1], key="samples")
     paths = [str(ui.SAMPLES[n][0]) for n in picked]
 else:
     limit = st.get_option("server.maxUploadSize")

@@ -94,6 +94,7 @@ with t2:
     st.markdown("**Always kept** (end-of-turn / EOS: a draft must be able to end a turn)")
     st.dataframe(table(cov.always_keep), hide_index=True, width="stretch",
                  column_config={"share": st.column_config.NumberColumn(format="percent")})
-    st.markdown("**Last kept tokens** (ranks just below k)")
-    st.dataframe(table(order[max(k_in - 5, 0):k_in]), hide_index=True, width="stretch",
+    st.markdown("**Last kept tokens the data uses** (just inside k)")
+    head = order[:k_in]
+    st.dataframe(table(head[counts[head] > 0][-5:]), hide_index=True, width="stretch",
                  column_config={"share": st.column_config.NumberColumn(format="percent")})

@@ -197,6 +197,11 @@ def on_pick(front_C: np.ndarray, front_R: np.ndarray) -> None:
         return
     src, k, number = pts[0]["customdata"][:3]
     k = int(k)
+    if src == "exact" and name:   # an exact point a trial also tried: keep the study's provenance
+        _, rows, _, _ = study_rows()
+        same = [r for r in rows if r["state"] == "COMPLETE" and r.get("k") == k]
+        if same:
+            src, number = "trial", same[0]["number"]
     pick = {"source": src, "k": k, "coverage": float(front_C[k]), "latency_reduction": float(front_R[k]),
             "counts_path": s.counts_path, "draft": spec, "coverage_source": source}
     if src == "trial":

@@ -77,7 +77,10 @@ def show(r: dict) -> None:
                          "accepted/step": x.get("accepted_per_step"), "draft ms/step": x.get("draft_ms_per_step"),
                          "LM head ms/token": x.get("lm_head_ms_per_token"), "LM head share": x.get("lm_head_share"),
                          "target ms/step": x["target_ms_per_step"]})
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
+    table = pd.DataFrame(rows)
+    num = [c for c in table.columns if c != "method"]
+    table[num] = table[num].astype(float)       # a missing figure shows as an empty cell, not "None"
+    st.dataframe(table, hide_index=True, width="stretch",
                  column_config={"LM head share": st.column_config.NumberColumn(format="percent")})
     m = st.columns(3)
     m[0].metric("measured speed-up vs target", f"{r['speedup_trimmed_vs_target']:.2f}×")
