@@ -124,12 +124,21 @@ else:
 
 k_show = int(sel["k"]) if sel else exact.best_k
 with st.expander(f"Where the draft's cost goes (full vocabulary vs k = {k_show:,})", expanded=True):
-    mode = latency if latency in cost.MODES else "flops"
-    st.plotly_chart(plots.breakdown_figure(cost.flops_breakdown(arch, None, context, mode),
-                                           cost.flops_breakdown(arch, min(k_show, arch.vocab), context, mode),
-                                           k_show, arch.vocab), key="breakdown", config={"displaylogo": False})
-    if latency not in cost.MODES:
-        st.caption("Bars are FLOPs; the frontier uses the measured profile's step times.")
+    k_bar = min(k_show, arch.vocab)
+    if latency in cost.MODES:
+        fig = plots.breakdown_figure(cost.flops_breakdown(arch, None, context, latency),
+                                     cost.flops_breakdown(arch, k_bar, context, latency), k_show, arch.vocab)
+    else:   # measured: the step split into the head and everything else
+        prof = ui.profile(latency)
+
+        def split(k: int) -> dict:
+            head, step = float(prof.head_at(k)), float(prof.step_at(k))
+            return {"other": max(step - head, 0.0), "lm_head": head}
+
+        fig = plots.breakdown_figure(split(arch.vocab), split(k_bar), k_show, arch.vocab, unit="ms", scale=1.0)
+        st.caption(f"Measured on {prof.device_name} ({prof.dtype}, context {prof.context}); "
+                   "'other' is the rest of the draft step.")
+    st.plotly_chart(fig, key="breakdown", config={"displaylogo": False})
 
 # ---- 3. TPE
 st.subheader("3. Search (Optuna TPE)")

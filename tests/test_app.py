@@ -247,3 +247,63 @@ def test_benchmark_failure_is_a_clear_error(workspace, tmp_path):
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and errors[0].startswith("Benchmark failed:") and "no-such-model" in errors[0]
     assert any(i.value.startswith("Kept:") for i in at.info)
+
+
+def test_a_running_study_survives_a_refresh_and_stops(workspace):
+    count_sample()
+    at = open_app("pages/3_Frontier.py")
+    at.number_input(key="trials").set_value(5000).run()
+    at.button(key="run_tpe").click().run()
+    ok(at)
+    name = state.load_state().study
+    # a new browser session (a refresh) finds the running study through the URL
+    again = open_app("pages/3_Frontier.py", query={"study": name})
+    assert any(p.proto.text.startswith(f"TPE {name}:") for p in again.get("progress"))
+    again.button(key="stop_tpe").click().run()
+    settle(again)
+    _, rows = search.load_study_rows(search.study_path(name))
+    assert 0 < len(rows) < 5000                                   # stopped early, trials kept on disk
+    assert any(f"Study **{name}** (stopped)" in c.value for c in again.caption)
+    assert len(again.dataframe[0].value) == len(rows)
+
+
+def test_counting_can_be_stopped_from_the_page(workspace):
+    at = open_app("pages/1_Data.py")
+    at.multiselect(key="samples").set_value(["code", "chat"]).run()
+    at.button(key="count_btn").click().run()
+    ok(at)
+    at.button(key="stop-count").click().run()
+    settle(at)
+    assert any(w.value.startswith("Counting stopped") for w in at.warning)
+    assert state.load_state().counts_path is None and not at.error
+
+
+def test_frontier_with_an_uploaded_config_and_a_measured_profile(workspace):
+    import json
+
+    from vtcore import cost
+    from vtcore.profile import measure_profile, save_profile
+
+    counts_path = count_sample()
+    config = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": 64,
+              "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+              "num_hidden_layers": 1, "vocab_size": 151936, "tie_word_embeddings": True}
+    at = open_app("pages/3_Frontier.py")
+    at.radio(key="draft_kind").set_value("config.json").run()
+    at.file_uploader(key="config_upload").set_value(("tiny-draft.json", json.dumps(config).encode(),
+                                                     "application/json")).run()
+    ok(at)
+    spec = state.load_state().draft
+    assert spec.endswith("-tiny-draft.json")
+    arch = cost.resolve_draft(spec)
+    assert any("vocabulary 151,936 rows" in m.value for m in at.markdown)
+    prof = measure_profile(arch, ks=[1024, 16384, 151936], context=32, repeats=2, warmup=1, rounds=1, threads=1)
+    path = save_profile(state.subdir("profiles") / "tiny.json", prof)
+    at.run()
+    at.selectbox(key="latency").set_value(str(path)).run()
+    ok(at)
+    C = search.pad_curve(load_counts(counts_path).coverage().curve("heldout"), arch.vocab)
+    exact = search.solve_exact(search.Problem(C, prof.latency_reduction(np.arange(arch.vocab + 1)),
+                                              alpha=0.5, min_coverage=0.9))
+    assert as_int(metric(at, "exact best k")) == exact.best_k
+    assert state.load_state().latency == str(path)

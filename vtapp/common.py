@@ -201,6 +201,18 @@ def reduction(draft: str, latency: str, context: int) -> np.ndarray:
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
+def _profile(path: str, mtime: float):
+    from vtcore.profile import load_profile
+
+    return load_profile(path)
+
+
+def profile(path: str):
+    """A measured latency profile (python -m vtcore profile)."""
+    return _profile(path, _mtime(path))
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
 def _arch(draft: str, mtime: float):
     from vtcore import cost
 

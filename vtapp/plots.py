@@ -58,9 +58,9 @@ def breakdown_figure(full: dict[str, float], at_k: dict[str, float], k: int, V: 
         if not any(vals):
             continue
         fig.add_trace(go.Bar(name=comp, x=labels, y=vals, marker_color=COMPONENT_COLORS.get(comp),
-                             hovertemplate="%{x}<br>" + comp + ": %{y:,.1f} " + unit + "<extra></extra>"))
+                             hovertemplate="%{x}<br>" + comp + ": %{y:,.4g} " + unit + "<extra></extra>"))
     total_full, total_k = sum(full.values()) * scale, sum(at_k.values()) * scale
-    fig.update_layout(barmode="stack", title=f"Draft cost per token ({unit}): {total_full:,.0f} → {total_k:,.0f}",
+    fig.update_layout(barmode="stack", title=f"Draft cost per token ({unit}): {total_full:,.4g} → {total_k:,.4g}",
                       yaxis=dict(title=unit), margin=_MARGIN, height=380, legend=dict(orientation="h", y=-0.15))
     return fig
 
