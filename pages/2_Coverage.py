@@ -75,10 +75,14 @@ i3.metric("dropped tokens seen in the data", f"{int(np.count_nonzero(counts[orde
 tok = ui.tokenizer_or_none(cf.manifest)
 
 
+SHARE = {"share %": st.column_config.NumberColumn(format="%.4f", help="share of all assistant tokens, in %")}
+
+
 def table(ids) -> pd.DataFrame:
     ids = [int(i) for i in ids]
     return pd.DataFrame({"id": ids, "token": [ui.show_token(tok, i) for i in ids],
-                         "count": [int(counts[i]) for i in ids], "share": [counts[i] / total for i in ids]})
+                         "count": [int(counts[i]) for i in ids],
+                         "share %": [100.0 * counts[i] / total for i in ids]})
 
 
 t1, t2 = st.columns(2)
@@ -87,14 +91,14 @@ with t1:
     drop = [i for i in order[k_in:k_in + 200] if counts[i] > 0][:25]
     if drop:
         st.dataframe(table(drop), hide_index=True, width="stretch", height=320,
-                     column_config={"share": st.column_config.NumberColumn(format="percent")})
+                     column_config=SHARE)
     else:
         st.success("Nothing the data uses is dropped at this k.")
 with t2:
     st.markdown("**Always kept** (end-of-turn / EOS: a draft must be able to end a turn)")
     st.dataframe(table(cov.always_keep), hide_index=True, width="stretch",
-                 column_config={"share": st.column_config.NumberColumn(format="percent")})
+                 column_config=SHARE)
     st.markdown("**Last kept tokens the data uses** (just inside k)")
     head = order[:k_in]
     st.dataframe(table(head[counts[head] > 0][-5:]), hide_index=True, width="stretch",
-                 column_config={"share": st.column_config.NumberColumn(format="percent")})
+                 column_config=SHARE)

@@ -72,7 +72,7 @@ DESCRIBE = {"sglang": "SGLang `--speculative-token-map`: int64 tensor of target 
             "summary": "summary of the choice (coverage, latency, provenance)"}
 MIME = {"json": "application/json", "summary": "application/json", "hf-draft": "application/zip"}
 for fmt, art in bundle.artifacts.items():
-    c1, c2, c3 = st.columns([3, 2, 3])
+    c1, c2, c3 = st.columns([2, 3, 3])
     c1.markdown(f"**{fmt}**  \n<small>{DESCRIBE.get(fmt, '')}</small>", unsafe_allow_html=True)
     c2.download_button(art.download_name, data=art.data(), file_name=art.download_name, icon=":material/download:",
                        mime=MIME.get(fmt, "application/octet-stream"), key=f"dl_{fmt}")

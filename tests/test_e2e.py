@@ -168,8 +168,8 @@ def plot_traces(pg, key: str = "frontier_plot") -> list[dict]:
 
 
 PICK_LONELY_TRIAL = """() => {
-    // pixel position of every marker (SVG translate), per trace; the feasible-trial marker
-    // farthest from every marker of the other traces
+    // pixel position of every marker (SVG translate), per trace; of the feasible-trial markers
+    // at least 8 px from every other marker (an unambiguous click), the one of highest C + R
     const gd = document.querySelector('.st-key-frontier_plot .js-plotly-plot');
     const layers = Array.from(gd.querySelectorAll('.scatterlayer .trace'));
     const pos = layers.map(l => Array.from(l.querySelectorAll('.points path')).map(p => {
@@ -182,8 +182,9 @@ PICK_LONELY_TRIAL = """() => {
         let gap = Infinity;
         pos.forEach((q, j) => { if (j !== t) q.forEach(r => { if (r) gap = Math.min(gap, Math.hypot(p[0] - r[0], p[1] - r[1])); }); });
         pos[t].forEach((r, j) => { if (r && j !== i) gap = Math.min(gap, Math.hypot(p[0] - r[0], p[1] - r[1])); });
-        if (!best || gap > best.gap_px) best = {trace: t, index: i, gap_px: gap,
-                                                number: gd.data[t].customdata[i][2], k: gd.data[t].customdata[i][1]};
+        const score = (gap > 8 ? 10 : 0) + gd.data[t].x[i] + gd.data[t].y[i];
+        if (!best || score > best.score) best = {trace: t, index: i, gap_px: gap, score: score,
+                                                 number: gd.data[t].customdata[i][2], k: gd.data[t].customdata[i][1]};
     });
     return best;
 }"""
@@ -294,7 +295,7 @@ def test_tpe_fills_the_frontier_and_a_click_selects_a_point(page, server):
     # click a trial point (the one farthest from any other marker, so the click is unambiguous)
     name = saved_state(server)["study"]
     target = page.evaluate(PICK_LONELY_TRIAL)
-    assert target["gap_px"] > 6, target
+    assert target["gap_px"] > 8, target
     layer = page.locator(".st-key-frontier_plot .js-plotly-plot .scatterlayer .trace").nth(target["trace"])
     layer.locator(".points path").nth(target["index"]).click(force=True)
     expect(page.get_by_test_id("stAlertContentSuccess").filter(has_text="Selected: k =")).to_be_visible()
