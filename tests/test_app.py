@@ -307,3 +307,19 @@ def test_frontier_with_an_uploaded_config_and_a_measured_profile(workspace):
                                               alpha=0.5, min_coverage=0.9))
     assert as_int(metric(at, "exact best k")) == exact.best_k
     assert state.load_state().latency == str(path)
+
+
+def test_export_page_trims_a_draft_directory_into_a_zip(workspace, tmp_path):
+    count_sample()
+    _, ddir = tiny_pair(tmp_path)          # a Qwen3-architecture draft with the counts' tokenizer
+    at = open_app("pages/4_Export.py")
+    at.number_input(key="export_k").set_value(512).run()
+    assert "hf_draft_k512.zip" not in [b.proto.label for b in at.get("download_button")]
+    at.text_input(key="hf_dir").set_value(str(ddir)).run()
+    ok(at)
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels[0] == "hf_draft_k512.zip" and len(labels) == 5, labels
+    assert [s.value.split(":")[0] for s in at.success] == ["valid hf-draft", "valid sglang", "valid eagle3",
+                                                           "valid json", "valid summary"]
+    at.text_input(key="hf_dir").set_value(str(tmp_path / "missing")).run()
+    assert any("no such directory" in e.value for e in at.error) and len(at.success) == 4
