@@ -262,6 +262,34 @@ def test_export_from_a_study_trial(cf, counts_path, export_ws):
         ex.choose_from_study(cf, "../../etc/passwd", 0, workspace=str(export_ws))
 
 
+def test_best_trial_and_a_warning_for_an_infeasible_one(cf, export_ws):
+    from vtcore.search import Problem, StudyRunner
+
+    cov = cf.coverage()
+    V = cf.vocab_size
+    reduction = 1.0 - (20_000 + np.arange(V + 1)) / (20_000 + V)
+    runner = StudyRunner(Problem(coverage=cov.heldout, reduction=reduction, alpha=0.5, min_coverage=0.9),
+                         study_name="best-test", n_trials=12, seed=0, workspace=str(export_ws)).run()
+    rows = runner.snapshot()
+    feasible = [r for r in rows if r["feasible"]]
+    best = max(feasible, key=lambda r: r["utility"])
+    choice = ex.choose_from_study(cf, "best-test", "best", workspace=str(export_ws))
+    assert choice.k == best["k"] and choice.extra["trial"] == best["number"]
+    bad = [r for r in rows if r["feasible"] is False]
+    assert bad, "seed 0 samples some k below c_min"
+    rc, out, err = run_cli("export", "--counts", str(choice_counts(cf, export_ws)), "--from-study", "best-test",
+                           "--trial", str(bad[0]["number"]), "--format", "json", "--out", str(export_ws / "e"),
+                           "--json", env={"VTCORE_WORKSPACE": str(export_ws)})
+    assert rc == 0, err
+    assert any("violates the study's constraint" in w for w in out["warnings"])
+
+
+def choice_counts(cf, where):
+    from vtcore.countsfile import save_counts
+
+    return save_counts(where / "c.npz", cf)
+
+
 # ---------------------------------------------------------------- hf-draft
 
 @pytest.mark.parametrize("tie", [True, False])

@@ -95,8 +95,10 @@ def choose_ids(cf: CountsFile, ids: list[int] | np.ndarray, how: str = "explicit
                        manifest=dict(cf.manifest), always_keep=cf.always_keep, how=how)
 
 
-def read_trial(name: str, number: int, workspace: str | os.PathLike | None = None) -> tuple[dict, dict]:
-    """(study settings, trial row) of a study saved by vtcore.search under <workspace>/studies."""
+def read_trial(name: str, number: int | str, workspace: str | os.PathLike | None = None) -> tuple[dict, dict]:
+    """(study settings, trial row) of a study saved by vtcore.search under <workspace>/studies.
+    `number` may be "best": the feasible finished trial with the highest objective value
+    (single-objective studies; a Pareto study has no single best)."""
     from vtcore.search import load_study_rows, study_path
 
     path = study_path(name, workspace)   # refuses names with slashes or a leading dot
@@ -104,6 +106,13 @@ def read_trial(name: str, number: int, workspace: str | os.PathLike | None = Non
         have = sorted(p.stem for p in path.parent.glob(f"*{path.suffix}"))
         raise VTError(f"study {name!r} not found at {path} (studies: {', '.join(have) or 'none'})")
     settings, rows = load_study_rows(path)
+    if number == "best":
+        done = [r for r in rows if r["state"] == "COMPLETE" and r.get("values") and r.get("feasible") is not False]
+        if done and len(done[0]["values"]) != 1:
+            raise VTError(f"study {name!r} has several objectives (a Pareto front): pass a trial number")
+        if not done:
+            raise VTError(f"study {name!r} has no feasible finished trial")
+        return settings, max(done, key=lambda r: (r["values"][0], -r["number"]))
     row = next((r for r in rows if r["number"] == number), None)
     if row is None:
         raise VTError(f"study {name!r} has no trial {number} ({len(rows)} trials, numbered 0..{len(rows) - 1})")
@@ -118,10 +127,12 @@ _LATENCY_SOURCES = {"flops": "FLOPs per draft token (vtcore.cost)",
                     "paper-flops": "the seed paper's FLOPs proxy (vtcore.cost, no attention scores)"}
 
 
-def choose_from_study(cf: CountsFile, name: str, trial: int, workspace: str | os.PathLike | None = None,
+def choose_from_study(cf: CountsFile, name: str, trial: int | str, workspace: str | os.PathLike | None = None,
                       extra_keep: list[int] | None = None) -> TokenChoice:
-    """The k of a study trial; the study's objective facts go into the summary."""
+    """The k of a study trial ("best" for the best feasible one); the study's objective facts
+    go into the summary."""
     settings, row = read_trial(name, trial, workspace)
+    trial = row["number"]
     choice = choose_k(cf, int(row["k"]), extra_keep, how=f"study {name} trial {trial}")
     src = settings.get("latency_source")
     choice.extra = {

@@ -17,7 +17,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     pick.add_argument("--k", type=int, help="keep the k most frequent tokens (always-keep tokens first)")
     pick.add_argument("--coverage", type=float, metavar="C", help="smallest k whose coverage (in-sample) is >= C")
     pick.add_argument("--from-study", metavar="NAME", help="take k from a trial of a saved study (with --trial)")
-    p.add_argument("--trial", type=int, metavar="T", help="trial number in --from-study")
+    p.add_argument("--trial", type=_trial, metavar="T|best",
+                   help="trial number in --from-study, or 'best' (the best feasible trial)")
     p.add_argument("--format", action="append", metavar="FMT",
                    help="sglang | eagle3 | json | hf-draft | all (repeatable; default all, hf-draft only with --draft)")
     p.add_argument("--vocab-size", type=int, metavar="V",
@@ -34,6 +35,15 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite existing files of the same names")
     p.set_defaults(func=run, human=human)
     return p
+
+
+def _trial(text: str) -> int | str:
+    if text == "best":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a trial number or 'best', not {text!r}") from None
 
 
 def run(args) -> dict:
@@ -66,6 +76,10 @@ def run(args) -> dict:
                        draft=args.draft, **tok)
     out = args.out if args.out is not None else subdir("exports")
     paths = ex.write_bundle(bundle, out, force=args.force)
+    warnings = list(bundle.warnings)
+    if choice.extra.get("feasible") is False:
+        warnings.append(f"{choice.how} violates the study's constraint (coverage >= {choice.extra.get('c_min')}); "
+                        "'--trial best' picks the best feasible trial")
     return {
         "files": {fmt: str(p) for fmt, p in paths.items()},
         "k": choice.k,
@@ -77,7 +91,7 @@ def run(args) -> dict:
         "latency_estimate": bundle.choice.extra.get("latency_estimate"),
         "validated": bundle.validated,
         "problems": bundle.problems,
-        "warnings": bundle.warnings,
+        "warnings": warnings,
         "notes": bundle.notes,
         "retrain_needed": bundle.retrain_needed,
         "reports": [a.report.as_dict() for a in bundle.artifacts.values()],
