@@ -52,35 +52,53 @@ def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
 
 
+def cont_path(cache_dir: Path, tag, max_new: int, topk: int, prompt, sample: int = -1, temperature: float = 1.0,
+              seed: int = 0) -> Path:
+    extra = () if sample < 0 else ("sample", sample, temperature, seed)
+    return cache_dir / f"{_key(tag, max_new, topk, prompt.ids, *extra)}.pt"
+
+
 @torch.inference_mode()
 def target_continuations(target, tok, prompts, max_new: int, topk: int, batch: int, cache_dir: Path,
-                         tag: str) -> list[dict]:
-    """Greedy continuations of every prompt (EOS included if reached) with the target's top-k
-    logits at each position, generated in left-padded batches, cached one file per prompt."""
+                         tag, sample: int = -1, temperature: float = 1.0, seed: int = 0) -> list[dict]:
+    """Continuations of every prompt (EOS included if reached) with the target's top-k logits
+    at each position, generated in left-padded batches, cached one file per prompt.
+    sample < 0: greedy; sample = j >= 0: the j-th sampled continuation at `temperature`.
+    Each batch's generation time goes to cache_dir/timing.jsonl, so a rerun that finds the
+    continuations cached still knows what they cost."""
     cache_dir.mkdir(parents=True, exist_ok=True)
+
+    def path(p):
+        return cont_path(cache_dir, tag, max_new, topk, p, sample, temperature, seed)
+
     out: dict[int, dict] = {}
     todo = []
     for i, p in enumerate(prompts):
-        f = cache_dir / f"{_key(tag, max_new, topk, p.ids)}.pt"
+        f = path(p)
         if f.is_file():
             out[i] = torch.load(f, weights_only=True)
         else:
             todo.append(i)
-    log(f"continuations: {len(prompts) - len(todo)} cached, {len(todo)} to generate")
+    kind = "greedy" if sample < 0 else f"sampled #{sample}"
+    log(f"{kind} continuations: {len(prompts) - len(todo)} cached, {len(todo)} to generate")
     todo.sort(key=lambda i: len(prompts[i].ids))  # similar lengths per batch: less padding
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     t0 = time.perf_counter()
     for b in range(0, len(todo), batch):
+        tb = time.perf_counter()
         idx = todo[b: b + batch]
         L = max(len(prompts[i].ids) for i in idx)
         ids = torch.tensor([[pad] * (L - len(prompts[i].ids)) + prompts[i].ids for i in idx])
         mask = torch.tensor([[0] * (L - len(prompts[i].ids)) + [1] * len(prompts[i].ids) for i in idx])
-        gen = target.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, do_sample=False,
-                              output_logits=True, return_dict_in_generate=True, pad_token_id=pad,
-                              eos_token_id=tok.eos_token_id)
+        kw = dict(do_sample=False) if sample < 0 else dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
+        if sample >= 0:
+            torch.manual_seed(seed * 1000003 + sample * 1009 + b)   # reproducible per batch
+        gen = target.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, output_logits=True,
+                              return_dict_in_generate=True, pad_token_id=pad, eos_token_id=tok.eos_token_id, **kw)
         new = gen.sequences[:, L:]
-        logits = torch.stack(gen.logits, 1).float()          # [B, T, V]
+        logits = torch.stack(gen.logits, 1).float()          # [B, T, V], before temperature
         top_v, top_i = logits.topk(topk, -1)
+        keys = []
         for r, i in enumerate(idx):
             cont = new[r].tolist()
             if tok.eos_token_id in cont:
@@ -88,14 +106,30 @@ def target_continuations(target, tok, prompts, max_new: int, topk: int, batch: i
             n = len(cont)
             item = {"cont": torch.tensor(cont, dtype=torch.long), "top_i": top_i[r, :n].to(torch.int32).clone(),
                     "top_v": top_v[r, :n].clone()}
-            f = cache_dir / f"{_key(tag, max_new, topk, prompts[i].ids)}.pt"
+            f = path(prompts[i])
             torch.save(item, f.with_suffix(".tmp"))
             os.replace(f.with_suffix(".tmp"), f)
             out[i] = item
+            keys.append(f.stem)
+        with open(cache_dir / "timing.jsonl", "a") as fh:
+            fh.write(json.dumps({"seconds": round(time.perf_counter() - tb, 2), "keys": keys}) + "\n")
         done = min(b + batch, len(todo))
         rate = done / (time.perf_counter() - t0)
         log(f"generated {done}/{len(todo)} ({rate * 60:.1f} prompts/min, ~{(len(todo) - done) / rate / 60:.1f} min left)")
     return [out[i] for i in range(len(prompts))]
+
+
+def generation_seconds(cache_dir: Path, keys: set[str]) -> float:
+    """What generating these cached continuations cost, from the timing ledger (a batch counts
+    in proportion to how many of its continuations are used)."""
+    total = 0.0
+    ledger = cache_dir / "timing.jsonl"
+    if ledger.is_file():
+        for line in ledger.read_text().splitlines():
+            rec = json.loads(line)
+            used = sum(1 for k in rec["keys"] if k in keys)
+            total += rec["seconds"] * used / max(len(rec["keys"]), 1)
+    return total
 
 
 # ---------------------------------------------------------------- the draft
@@ -136,7 +170,7 @@ def _batch(prompts, conts, idx):
         P, n = len(prompts[i].ids), len(conts[i]["cont"])
         rows += [r] * n
         cols += list(range(P - 1, P - 1 + n))
-    labels = torch.cat([conts[i]["cont"] for i in idx])
+    labels = torch.cat([conts[i]["top_i"][:, 0] for i in idx]).long()   # the target's argmax at each position
     top_i = torch.cat([conts[i]["top_i"] for i in idx]).long()
     top_v = torch.cat([conts[i]["top_v"] for i in idx])
     return ids, mask, torch.tensor(rows), torch.tensor(cols), labels, top_i, top_v
@@ -195,13 +229,19 @@ def train(draft, prompts, conts, args, eval_sets) -> dict:
     per_epoch = math.ceil(len(prompts) / args.batch)
     planned = args.steps or args.epochs * per_epoch
     history, t0, step, order = [], time.perf_counter(), 0, []
-    budget = args.budget_min * 60 - (time.perf_counter() - args.t_start)
+    budget = args.train_budget_s
     draft.train()
     while step < planned:
         if not order:
             order = torch.randperm(len(prompts), generator=g).tolist()
         idx, order = order[: args.batch], order[args.batch:]
-        lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / planned)))
+        # linear warm-up, then cosine to 0.1 x lr; steps inside the warm-up do not depend on
+        # `planned`, so cutting the plan to the budget at step 3 leaves a run reproducible by --steps
+        if step < args.warmup:
+            lr = args.lr * (step + 1) / args.warmup
+        else:
+            t = (step - args.warmup) / max(planned - args.warmup, 1)
+            lr = args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
         for group in opt.param_groups:
             group["lr"] = lr
         ids, mask, rows, cols, labels, top_i, top_v = _batch(prompts, conts, idx)
@@ -216,7 +256,8 @@ def train(draft, prompts, conts, args, eval_sets) -> dict:
         step += 1
         if step == 3 and not args.steps:  # fit the schedule to the time budget once, early
             per_step = (time.perf_counter() - t0) / 3
-            afford = int((budget - 120) / per_step)  # keep ~2 min for evaluation and saving
+            # an evaluation per epoch, and ~2 min for the final evaluation and saving
+            afford = int((budget - 120) / (per_step + args.eval_s / per_epoch))
             if afford < planned:
                 log(f"{per_step:.1f} s/step: {planned} steps do not fit the budget, training {afford}")
                 planned = max(afford, 3)
@@ -243,6 +284,9 @@ def main() -> None:
     ap.add_argument("--code-prompts", type=int, default=None, help="non-held-out code rows used (default: all)")
     ap.add_argument("--chat-prompts", type=int, default=400, help="non-held-out chat rows used for training")
     ap.add_argument("--eval-chat", type=int, default=100, help="held-out chat rows used for evaluation")
+    ap.add_argument("--code-samples", type=int, default=2,
+                    help="extra sampled continuations per code training prompt (more code to learn from)")
+    ap.add_argument("--sample-temperature", type=float, default=0.7)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--topk", type=int, default=32)
     ap.add_argument("--gen-batch", type=int, default=16)
@@ -278,14 +322,30 @@ def main() -> None:
     t_gen = time.perf_counter()
     all_p = train_p + eval_code + eval_chat
     conts = target_continuations(target, tok, all_p, args.max_new_tokens, args.topk, args.gen_batch, cache, tag)
-    t_gen = time.perf_counter() - t_gen
     n_tr, n_ec = len(train_p), len(eval_code)
     train_c, ec_c, ch_c = conts[:n_tr], conts[n_tr: n_tr + n_ec], conts[n_tr + n_ec:]
+    code_train = [p for p in train_p if p.domain == "code"]
+    n_greedy = len(train_p)
+    for j in range(args.code_samples):
+        train_c += target_continuations(target, tok, code_train, args.max_new_tokens, args.topk, args.gen_batch,
+                                        cache, tag, sample=j, temperature=args.sample_temperature, seed=args.seed)
+        train_p = train_p + code_train
+    t_gen = time.perf_counter() - t_gen
+    used = {cont_path(cache, tag, args.max_new_tokens, args.topk, p).stem for p in all_p}
+    used |= {cont_path(cache, tag, args.max_new_tokens, args.topk, p, j, args.sample_temperature, args.seed).stem
+             for j in range(args.code_samples) for p in code_train}
+    gen_cost = generation_seconds(cache, used)
     eval_sets = {"code": (eval_code, ec_c), "chat": (eval_chat, ch_c)}
 
     draft = init_draft(target)
+    t_eval = time.perf_counter()
     before = evaluate(draft, eval_sets)
+    args.eval_s = time.perf_counter() - t_eval
     log(f"untrained held-out agreement: {before['all']['top1_agreement']:.3f}")
+    # the budget covers generation too, cached or not: train for what is left of it
+    args.train_budget_s = args.budget_min * 60 - gen_cost - (time.perf_counter() - args.t_start - t_gen)
+    log(f"generation cost {gen_cost / 60:.1f} min (this run {t_gen / 60:.1f}); "
+        f"{args.train_budget_s / 60:.1f} min left for training")
     run = train(draft, train_p, train_c, args, eval_sets)
 
     out = Path(args.out)
@@ -308,22 +368,29 @@ def main() -> None:
         "committed": {"file": "layers.safetensors", "dtype": "bfloat16", "sha256": sha(out / "layers.safetensors"),
                       "tensors": len(trained_state(draft))},
         "data": {
-            "train": {"code.jsonl": {"rows": sum(1 for p in train_p if p.domain == "code"), "sha256": sha(code)},
-                      "chat.jsonl.gz": {"rows": sum(1 for p in train_p if p.domain != "code"), "sha256": sha(chat),
-                                        "first_user_turn_only": True}},
+            "train": {"code.jsonl": {"rows": len(code_train), "sha256": sha(code),
+                                     "continuations_per_row": f"1 greedy + {args.code_samples} sampled at "
+                                                              f"temperature {args.sample_temperature}"},
+                      "chat.jsonl.gz": {"rows": n_greedy - len(code_train), "sha256": sha(chat),
+                                        "first_user_turn_only": True, "continuations_per_row": "1 greedy"}},
             "split": "rows with vtcore.split.is_heldout(i) False (i = row index in file order); held-out rows unseen",
-            "targets": f"the target's greedy continuations (max {args.max_new_tokens} new tokens, EOS kept) "
-                       f"and its top-{args.topk} logits, batched generation (left padding)",
+            "targets": f"the target's continuations (max {args.max_new_tokens} new tokens, EOS kept) and its "
+                       f"top-{args.topk} logits at every position, batched generation (left padding); labels are "
+                       "the target's argmax at each position",
             "train_positions": sum(len(c["cont"]) for c in train_c),
         },
         "loss": f"{args.hard_weight} * CE(greedy token) + {1 - args.hard_weight} * CE(target top-{args.topk} softmax)",
         "optimizer": {"name": "AdamW", "lr": args.lr, "betas": [0.9, 0.95], "weight_decay": 0.0, "grad_clip": 1.0,
-                      "warmup_steps": args.warmup, "schedule": "cosine to 0.1 x lr", "batch_sequences": args.batch},
+                      "warmup_steps": args.warmup, "schedule": "linear warm-up, then cosine to 0.1 x lr", "batch_sequences": args.batch},
         "seed": args.seed, "steps": run["steps"], "epochs": round(run["epochs"], 2),
         "reproduce": f"python scripts/train_draft.py --seed {args.seed} --steps {run['steps']} --chat-prompts "
-                     f"{args.chat_prompts} --lr {args.lr} --batch {args.batch} --threads {args.threads}",
-        "time_s": {"generation": round(t_gen, 1), "training": round(run["seconds"], 1),
-                   "total": round(time.perf_counter() - args.t_start, 1)},
+                     f"{args.chat_prompts} --code-samples {args.code_samples} --sample-temperature "
+                     f"{args.sample_temperature} --lr {args.lr} --batch {args.batch} --hard-weight {args.hard_weight} "
+                     f"--threads {args.threads}",
+        "time_s": {"generation": round(gen_cost, 1), "generation_this_run": round(t_gen, 1),
+                   "training": round(run["seconds"], 1),
+                   "total_this_run": round(time.perf_counter() - args.t_start, 1),
+                   "total_with_generation": round(time.perf_counter() - args.t_start - t_gen + gen_cost, 1)},
         "threads": args.threads,
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "torch": torch.__version__},

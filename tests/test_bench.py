@@ -103,6 +103,12 @@ def test_bench_default_token_map_and_results_store(pair, ws):
     assert stored[-1]["config"]["k"] == 512 and stored[-1]["identical_outputs"] is True
 
 
+def test_k_from_the_search_modules_speedup_optimum(pair, ws):
+    r = bench.run_bench(_cfg(pair, ws, k_from="search", min_coverage=0.995, prompts=1, repeats=1, save=False))
+    assert "vtcore.search speed-up optimum" in r["token_map"]
+    assert r["coverage_k"] >= 0.995 and r["identical_outputs"] is True
+
+
 def test_bench_stops_when_asked(pair, ws):
     before = len(bench.load_results(ws))
     calls = []

@@ -95,7 +95,9 @@ class BenchConfig:
     temperature: float = 1.0
     device: str = "auto"
     k: int | None = None             # default token map: keep exactly k ids ...
-    coverage: float = 0.99           # ... or the smallest k reaching this held-out coverage
+    coverage: float = 0.99           # ... or the smallest k reaching this held-out coverage ...
+    k_from: str = "coverage"         # ... or "search": the k vtcore.search's speed-up model picks
+    min_coverage: float = 0.0        # k_from="search": the coverage constraint
     repeats: int = 3
     warmup: int = 1
     seed: int = 0
@@ -219,7 +221,13 @@ def prepare(cfg: BenchConfig, log=None) -> Setup:
         kept = speculative.load_token_map(cfg.token_map)
         full, trimmed, source = draft, speculative.make_draft(draft.model, kept, name=f"{dname} @ token map"), str(cfg.token_map)
     else:
-        kept, k, how = default_kept_ids(cf, cfg.k, cfg.coverage, keep_always)
+        k_pick, how = cfg.k, None
+        if cfg.k is None and cfg.k_from == "search":
+            k_pick, how = search_k(cfg, target, tok, draft, cf, keep_always)
+        elif cfg.k_from not in ("coverage", "search"):
+            raise VTError(f"--k-from must be 'coverage' or 'search', got {cfg.k_from!r}")
+        kept, k, how0 = default_kept_ids(cf, k_pick, cfg.coverage, keep_always)
+        how = how or how0
         full = draft
         trimmed = speculative.make_draft(draft.model, kept, name=f"{dname} @ k={k}")
         source = f"{Path(data).name}: {how}"
@@ -227,6 +235,42 @@ def prepare(cfg: BenchConfig, log=None) -> Setup:
     if missing:
         notes.append(f"the token map does not keep EOS id(s) {missing}: the trimmed draft can never propose them")
     return Setup(target, tok, full, trimmed, tname, dname, source, cf, notes)
+
+
+def search_k(cfg: BenchConfig, target, tok, draft, cf, keep_always) -> tuple[int, str]:
+    """k from vtcore.search's exact speed-up optimum, fed with a measured calibration: the full
+    draft's acceptance a0, its cost ratio c = draft ms per token / target ms per token, and its
+    LM-head share s, on two non-held-out prompts (the held-out ones stay for measuring). The
+    latency model is linear in k: t_draft(k) = t_draft(V) (1 - s (1 - k/V))."""
+    import numpy as np
+
+    from vtcore import speculative as sp
+    from vtcore.search import Problem, solve_exact
+
+    prompts = load_prompts(cfg.data or default_data(), tok, heldout=False, limit=2)
+    c = sp.SpecConfig(gamma=cfg.gamma, max_new_tokens=cfg.max_new_tokens, eos_ids=keep_always)
+    short = sp.SpecConfig(gamma=cfg.gamma, max_new_tokens=8, eos_ids=keep_always)
+    sp.target_generate(target, prompts[0].ids, short)          # warm-up
+    sp.speculative_generate(target, draft, prompts[0].ids, short)
+    t_runs = [sp.target_generate(target, p.ids, c).stats for p in prompts]
+    f_runs = [sp.speculative_generate(target, draft, p.ids, c).stats for p in prompts]
+    a0 = _alpha(f_runs)
+    if not a0:
+        raise VTError("--k-from search: the full draft accepted no token in calibration (a0 = 0); "
+                      "pass --k or use --k-from coverage")
+    t_target = sum(sum(s.target_s) for s in t_runs) / sum(s.steps for s in t_runs)
+    draft_s = sum(sum(s.draft_s) for s in f_runs)
+    c_full = draft_s / sum(sum(s.drafted) for s in f_runs) / t_target
+    share = sum(sum(s.head_s) for s in f_runs) / draft_s
+    cov = cf.coverage(extra_keep=list(keep_always))
+    C = cov.curve("heldout")
+    V = C.shape[0] - 1
+    R = share * (1.0 - np.arange(V + 1) / V)
+    best = solve_exact(Problem(coverage=C, reduction=R, objective="speedup", a0=a0, cost_ratio_full=c_full,
+                               gamma_min=cfg.gamma, gamma_max=cfg.gamma, min_coverage=cfg.min_coverage,
+                               k_min=max(len(cov.always_keep), 1), latency_source="measured"))
+    return best.best_k, (f"vtcore.search speed-up optimum (calibrated a0 {a0:.3f}, c {c_full:.3f}, "
+                         f"head share {share:.2f}; predicted {best.speedup:.2f}x)")
 
 
 # ---------------------------------------------------------------- measuring

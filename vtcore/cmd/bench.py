@@ -24,6 +24,10 @@ def register(subparsers):
     p.add_argument("--k", type=int, help="default token map: keep exactly k ids")
     p.add_argument("--coverage", type=float, default=0.99,
                    help="default token map: smallest k with this held-out coverage (default 0.99)")
+    p.add_argument("--k-from", choices=["coverage", "search"], default="coverage",
+                   help="default token map: k from --coverage, or the k vtcore.search's speed-up model picks "
+                        "after a short calibration of the full draft (a0, cost ratio, head share)")
+    p.add_argument("--min-coverage", type=float, default=0.0, help="--k-from search: coverage constraint")
     p.add_argument("--repeats", type=int, default=3, help="runs per prompt and method; medians are reported")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
@@ -45,7 +49,8 @@ def run(args) -> dict:
     cfg = BenchConfig(target=args.target, draft=args.draft, token_map=args.token_map, data=args.data,
                       ood_data=args.ood_data, prompts=args.prompts, max_new_tokens=args.max_new_tokens,
                       gamma=args.gamma, mode=args.mode, temperature=args.temperature, device=args.device,
-                      k=args.k, coverage=args.coverage, repeats=args.repeats, warmup=args.warmup, seed=args.seed,
+                      k=args.k, coverage=args.coverage, k_from=args.k_from, min_coverage=args.min_coverage,
+                      repeats=args.repeats, warmup=args.warmup, seed=args.seed,
                       threads=args.threads, workspace=args.workspace, save=not args.no_save)
     shown = []
     bar = progress_printer("bench")
