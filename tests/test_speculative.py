@@ -320,3 +320,23 @@ def test_speedup_model_and_its_inverse():
     for a in (0.2, 0.5, 0.8):
         tps = (1 - a ** 5) / (1 - a)
         assert sp.alpha_from_tokens_per_step(tps, 4) == pytest.approx(a, abs=1e-6)
+
+
+def test_hf_draft_written_by_the_export_module_loads(tmp_path, target, draft_model):
+    """The export module's trimming (vtcore.export.trim_draft) and this loader agree on the format."""
+    import numpy as np
+
+    from vtcore.export import trim_draft
+
+    kept = np.array(sorted({0, 2, 5, 11, 40, 41, 95}), dtype=np.int64)
+    cfg, weights, kind = trim_draft(draft_model.config.to_dict(), dict(draft_model.state_dict()), kept)
+    assert kind == "hf-draft"
+    out = tmp_path / "exported"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps(cfg))
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(out / "model.safetensors"))
+    d = sp.load_draft(out, dtype=torch.float64)
+    assert d.kept.tolist() == kept.tolist()
+    assert torch.equal(d.head, sp.make_draft(draft_model, kept).head)
+    cfg_run = sp.SpecConfig(gamma=3, max_new_tokens=20)
+    assert sp.speculative_generate(target, d, PROMPTS[1], cfg_run).tokens == sp.target_generate(target, PROMPTS[1], cfg_run).tokens

@@ -181,7 +181,7 @@ def _load_hf_draft(path: Path, cfg: dict, device, dtype, name: str) -> Draft:
         if key not in state:
             raise VTError(f"{path}: hf-draft weights lack '{key}'")
     head, d2t = state.pop("lm_head.weight"), state.pop("d2t").long()
-    t2d = state.pop("t2d", None)
+    t2d, bias = state.pop("t2d", None), state.pop("lm_head.bias", None)
     if head.shape[0] != n or d2t.numel() != n:
         raise VTError(f"{path}: draft_vocab_size is {n} but lm_head has {head.shape[0]} rows and d2t {d2t.numel()}")
     kept = torch.arange(n) + d2t
@@ -202,7 +202,8 @@ def _load_hf_draft(path: Path, cfg: dict, device, dtype, name: str) -> Draft:
     # the full-size lm_head the config implies is never used: drop it, the Draft holds the [N, H] head
     model.lm_head.weight = torch.nn.Parameter(head.to(dtype), requires_grad=False)
     model = model.to(device).eval()
-    return Draft(model, model.lm_head.weight.detach(), kept.to(device), None, name)
+    bias = None if bias is None else bias.to(device=device, dtype=dtype)
+    return Draft(model, model.lm_head.weight.detach(), kept.to(device), bias, name)
 
 
 # ---------------------------------------------------------------- timing and stats
