@@ -1,5 +1,7 @@
 """Benchmark: real speculative decoding, target alone vs full draft vs trimmed draft, in the background."""
 
+import os
+
 import pandas as pd
 import streamlit as st
 
@@ -9,6 +11,7 @@ from vtcore import state as vstate
 from vtcore.errors import VTError
 
 s = ui.page("Benchmark")
+DEFAULT_THREADS = max(1, (os.cpu_count() or 2) // 2)
 st.title("Benchmark")
 
 
@@ -32,7 +35,7 @@ sample_default = str(ui.SAMPLES["code"][0])
 data = st.text_input("Prompts: held-out rows of this dataset", value=b.get("data") or sample_default, key="bench_data",
                      help="the token map is the top-k of this data's assistant tokens (counted with the target's "
                           "tokenizer); prompts are its held-out rows, never used for the ranking").strip()
-p = st.columns(6)
+p = st.columns(7)
 prompts = int(p[0].number_input("prompts", 1, 64, int(b.get("prompts", 2)), key="bench_prompts"))
 max_new = int(p[1].number_input("new tokens", 4, 1024, int(b.get("max_new_tokens", 32)), step=8, key="bench_new"))
 gamma = int(p[2].number_input("γ (draft length)", 1, 16, int(b.get("gamma", 4)), key="bench_gamma"))
@@ -42,6 +45,10 @@ coverage = float(p[4].number_input("keep coverage", 0.5, 1.0, float(b.get("cover
                                    help="trimmed draft keeps the smallest k with this held-out coverage"))
 device = p[5].selectbox("device", ["auto", "cpu", "cuda"], index=["auto", "cpu", "cuda"].index(b.get("device", "auto")),
                         key="bench_device")
+threads = int(p[6].number_input("CPU threads", 1, os.cpu_count() or 1, int(b.get("threads", DEFAULT_THREADS)),
+                                key="bench_threads",
+                                help="torch threads on CPU. Half the cores by default: on a machine that is busy "
+                                     "with other work, more threads than free cores makes every step many times slower"))
 st.caption("Defaults are quick (2 prompts × 32 tokens); raise them for steadier numbers.")
 
 job = ui.registry().get("bench")
@@ -50,13 +57,13 @@ if st.button("Benchmark", type="primary", key="bench_run", disabled=job is not N
     from vtcore.jobs import bench_job
 
     settings = dict(target=target, draft=draft, data=data, prompts=prompts, max_new_tokens=max_new, gamma=gamma,
-                    repeats=repeats, coverage=coverage, device=device)
+                    repeats=repeats, coverage=coverage, device=device, threads=threads)
     ui.save(bench=settings)
     default = {"default", "smollm2", ""}
     cfg = BenchConfig(target=None if target.lower() in default else target,
                       draft=None if draft.lower() in default else draft,
                       data=data or None, prompts=prompts, max_new_tokens=max_new, gamma=gamma, repeats=repeats,
-                      warmup=1, coverage=coverage, device=device)
+                      warmup=1, coverage=coverage, device=device, threads=threads)
     try:
         ui.registry().start("bench", bench_job(cfg))
     except VTError as e:
@@ -79,7 +86,7 @@ def show(r: dict) -> None:
                          "target ms/step": x["target_ms_per_step"]})
     table = pd.DataFrame(rows)
     num = [c for c in table.columns if c != "method"]
-    table[num] = table[num].astype(float)       # a missing figure shows as an empty cell, not "None"
+    table[num] = table[num].astype(float)       # numeric columns (target-only has no draft figures)
     st.dataframe(table, hide_index=True, width="stretch",
                  column_config={"LM head share": st.column_config.NumberColumn(format="percent")})
     m = st.columns(3)
