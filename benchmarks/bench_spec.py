@@ -54,6 +54,8 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--gamma", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--k-from", choices=["search", "coverage"], default="search")
+    ap.add_argument("--min-coverage", type=float, default=0.95)
     ap.add_argument("--coverage", type=float, default=0.99)
     ap.add_argument("--k", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None)
@@ -62,7 +64,8 @@ def main() -> None:
     args = ap.parse_args()
 
     cfg = BenchConfig(prompts=args.prompts, max_new_tokens=args.max_new_tokens, gamma=args.gamma,
-                      repeats=args.repeats, coverage=args.coverage, k=args.k, threads=args.threads,
+                      repeats=args.repeats, coverage=args.coverage, k=args.k, k_from=args.k_from,
+                      min_coverage=args.min_coverage, threads=args.threads,
                       device=args.device,
                       ood_data=str(repo_root() / "samples" / "chat.jsonl.gz") if args.ood else None)
     r = run_bench(cfg, progress=progress_printer("bench"))

@@ -62,7 +62,7 @@ def ws(tmp_path_factory):
 def _cfg(pair, ws, **kw):
     tdir, ddir, _ = pair
     base = dict(target=str(tdir), draft=str(ddir), prompts=2, max_new_tokens=8, repeats=2, warmup=1,
-                device="cpu", workspace=str(ws), threads=1)
+                device="cpu", workspace=str(ws), threads=1, k_from="coverage")
     base.update(kw)
     return bench.BenchConfig(**base)
 

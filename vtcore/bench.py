@@ -94,10 +94,11 @@ class BenchConfig:
     mode: str = "greedy"
     temperature: float = 1.0
     device: str = "auto"
-    k: int | None = None             # default token map: keep exactly k ids ...
-    coverage: float = 0.99           # ... or the smallest k reaching this held-out coverage ...
-    k_from: str = "coverage"         # ... or "search": the k vtcore.search's speed-up model picks
-    min_coverage: float = 0.0        # k_from="search": the coverage constraint
+    k: int | None = None             # default token map: keep exactly k ids, or else
+    k_from: str = "search"           # "search": the k vtcore.search's speed-up model picks (calibrated), or
+                                     # "coverage": the smallest k reaching `coverage` held out
+    min_coverage: float = 0.95       # k_from="search": the coverage constraint C(k) >= this
+    coverage: float = 0.99           # k_from="coverage"
     repeats: int = 3
     warmup: int = 1
     seed: int = 0
@@ -170,10 +171,8 @@ def count_data(path: str | Path, tokenizer, workspace=None):
 
 
 def default_kept_ids(cf, k: int | None, coverage: float, extra_keep=()) -> tuple[Any, int, str]:
-    """Kept ids from the data's ranking (fit rows, so held-out prompts stay unseen): exactly k, or
-    the smallest k whose held-out coverage reaches `coverage`.
-    The search module's frontier (vtcore.search) is where a better k comes from; the CLI's --k
-    takes its pick."""
+    """Kept ids from the data's ranking (fit rows, so held-out prompts stay unseen): exactly k
+    (given, or picked by search_k), or the smallest k whose held-out coverage reaches `coverage`."""
     from vtcore.coverage import k_for_coverage
 
     cov = cf.coverage(extra_keep=list(extra_keep))

@@ -12,7 +12,7 @@ def register(subparsers):
     p.add_argument("--target", help="target model: local directory or cached hub id (default: embedded SmolLM2)")
     p.add_argument("--draft", help="draft model: local directory, cached hub id or hf-draft export directory")
     p.add_argument("--token-map", help="kept ids: SGLang .pt tensor, EAGLE-3 {d2t,t2d} .pt, or JSON "
-                                       "(default: the data's top-k at --coverage)")
+                                       "(default: the data's top-k, k from --k-from)")
     p.add_argument("--data", help="dataset whose held-out rows give the prompts (default: samples/code.jsonl)")
     p.add_argument("--ood-data", help="also measure on held-out prompts of this out-of-domain dataset")
     p.add_argument("--prompts", type=int, default=8, help="number of held-out prompts (default 8)")
@@ -23,11 +23,13 @@ def register(subparsers):
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto: CUDA if present)")
     p.add_argument("--k", type=int, help="default token map: keep exactly k ids")
     p.add_argument("--coverage", type=float, default=0.99,
-                   help="default token map: smallest k with this held-out coverage (default 0.99)")
-    p.add_argument("--k-from", choices=["coverage", "search"], default="coverage",
-                   help="default token map: k from --coverage, or the k vtcore.search's speed-up model picks "
-                        "after a short calibration of the full draft (a0, cost ratio, head share)")
-    p.add_argument("--min-coverage", type=float, default=0.0, help="--k-from search: coverage constraint")
+                   help="--k-from coverage: smallest k with this held-out coverage (default 0.99)")
+    p.add_argument("--k-from", choices=["search", "coverage"], default="search",
+                   help="default token map: the k vtcore.search's speed-up model picks after a short calibration "
+                        "of the full draft on non-held-out prompts (a0, cost ratio, head share) (default), or "
+                        "the smallest k reaching --coverage")
+    p.add_argument("--min-coverage", type=float, default=0.95,
+                   help="--k-from search: held-out coverage constraint C(k) >= this (default 0.95)")
     p.add_argument("--repeats", type=int, default=3, help="runs per prompt and method; medians are reported")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
