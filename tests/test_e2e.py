@@ -167,29 +167,6 @@ def plot_traces(pg, key: str = "frontier_plot") -> list[dict]:
     }""", key)
 
 
-PICK_LONELY_TRIAL = """() => {
-    // pixel position of every marker (SVG translate), per trace; of the feasible-trial markers
-    // at least 8 px from every other marker (an unambiguous click), the one of highest C + R
-    const gd = document.querySelector('.st-key-frontier_plot .js-plotly-plot');
-    const layers = Array.from(gd.querySelectorAll('.scatterlayer .trace'));
-    const pos = layers.map(l => Array.from(l.querySelectorAll('.points path')).map(p => {
-        const m = /translate\(([-\d.]+),\s*([-\d.]+)\)/.exec(p.getAttribute('transform') || '');
-        return m ? [parseFloat(m[1]), parseFloat(m[2])] : null; }));
-    const t = gd.data.findIndex(d => d.name === 'trials');
-    let best = null;
-    pos[t].forEach((p, i) => {
-        if (!p) return;
-        let gap = Infinity;
-        pos.forEach((q, j) => { if (j !== t) q.forEach(r => { if (r) gap = Math.min(gap, Math.hypot(p[0] - r[0], p[1] - r[1])); }); });
-        pos[t].forEach((r, j) => { if (r && j !== i) gap = Math.min(gap, Math.hypot(p[0] - r[0], p[1] - r[1])); });
-        const score = (gap > 8 ? 10 : 0) + gd.data[t].x[i] + gd.data[t].y[i];
-        if (!best || score > best.score) best = {trace: t, index: i, gap_px: gap, score: score,
-                                                 number: gd.data[t].customdata[i][2], k: gd.data[t].customdata[i][1]};
-    });
-    return best;
-}"""
-
-
 # ---------------------------------------------------------------- the walk (in file order, one workspace)
 
 def test_home_on_a_fresh_install(page, server):
@@ -261,12 +238,12 @@ def test_coverage_slider_moves_k(page, server):
     k_before = as_int(metric(page, "k needed"))
     assert k_before == k_for_coverage(curve, before)
     thumb.focus()
-    for _ in range(30):               # steps of 0.001 (a rerun may swallow a key press or two)
-        page.keyboard.press("ArrowRight", delay=30)
-    time.sleep(0.5)                   # the slider sends its value after a short debounce
-    idle(page)
+    for _ in range(12):               # steps of 0.001, each sent and rerun before the next
+        page.keyboard.press("ArrowRight")
+        time.sleep(0.4)               # the slider sends its value after a short debounce
+        idle(page)
     after = float(thumb.input_value())
-    assert before + 0.02 <= after <= before + 0.0301
+    assert after == pytest.approx(before + 0.012, abs=1e-9)
     eventually(lambda: saved_state(server)["coverage_target"] == pytest.approx(after))   # persisted
     expect(metric_value(page, "k needed")).to_have_text(f"{k_for_coverage(curve, after):,}")
     assert as_int(metric(page, "k needed")) > k_before
@@ -292,16 +269,20 @@ def test_tpe_fills_the_frontier_and_a_click_selects_a_point(page, server):
     n_trials = saved_state(server)["trials"]
     assert traces.get("trials", 0) + traces.get("infeasible trials", 0) == n_trials, traces
     assert traces.get("best trial") == 1 and traces.get("exact optimum") == 1
-    # click a trial point (the one farthest from any other marker, so the click is unambiguous)
+    # click the best trial (the star): it becomes the selected point
+    from vtcore import search
+
     name = saved_state(server)["study"]
-    target = page.evaluate(PICK_LONELY_TRIAL)
-    assert target["gap_px"] > 8, target
-    layer = page.locator(".st-key-frontier_plot .js-plotly-plot .scatterlayer .trace").nth(target["trace"])
-    layer.locator(".points path").nth(target["index"]).click(force=True)
+    _, rows = search.load_study_rows(server["ws"] / "studies" / f"{name}.journal")
+    best = max((r for r in rows if r["state"] == "COMPLETE" and r["feasible"]),
+               key=lambda r: (r["utility"], -r["number"]))
+    names = [t["name"] for t in plot_traces(page)]
+    layer = page.locator(".st-key-frontier_plot .js-plotly-plot .scatterlayer .trace").nth(names.index("best trial"))
+    layer.locator(".points path").first.click(force=True)
     expect(page.get_by_test_id("stAlertContentSuccess").filter(has_text="Selected: k =")).to_be_visible()
     eventually(lambda: (saved_state(server).get("selected") or {}).get("source") == "trial")
     sel = saved_state(server)["selected"]
-    assert (sel["study"], sel["trial"], sel["k"]) == (name, target["number"], target["k"])
+    assert (sel["study"], sel["trial"], sel["k"]) == (name, best["number"], best["k"])
     # a refresh keeps the study (URL) and the selection (workspace)
     page.reload()
     page.wait_for_selector("[data-testid='stApp']")

@@ -73,12 +73,15 @@ def frontier_figure(front: dict[str, np.ndarray], trials: list[dict], c_min: flo
     customdata of every clickable point is a plain list [source, k, trial number or -1]."""
     fig = go.Figure()
     fk = np.asarray(front["k"])
-    fig.add_trace(go.Scatter(
-        x=np.asarray(front["latency_reduction"]), y=np.asarray(front["coverage"]), mode="lines+markers",
-        name="exact frontier", line=dict(color=COLORS["exact"], width=1.5), marker=dict(size=4),
-        customdata=[["exact", int(k), -1] for k in fk],
-        hovertemplate="exact k=%{customdata[1]:,}<br>R=%{x:.4f}<br>C=%{y:.4f}<extra></extra>"))
     done = [r for r in trials if r.get("state") == "COMPLETE" and r.get("k") is not None]
+    # once trials are drawn, a click is for them: the frontier's markers (under the trials) stop
+    # taking hovers and clicks, so a click on a trial never lands on the line beneath it
+    fig.add_trace(go.Scatter(
+        x=np.asarray(front["latency_reduction"]), y=np.asarray(front["coverage"]),
+        mode="lines" if done else "lines+markers",
+        name="exact frontier", line=dict(color=COLORS["exact"], width=1.5), marker=dict(size=5),
+        customdata=[["exact", int(k), -1] for k in fk], hoverinfo="skip" if done else None,
+        hovertemplate=None if done else "exact k=%{customdata[1]:,}<br>R=%{x:.4f}<br>C=%{y:.4f}<extra></extra>"))
     # the y axis starts just below the frontier; trials under it sit on its floor as down-triangles
     front_c = np.asarray(front["coverage"], dtype=np.float64)
     lo = max(0.0, min(c_min, float(front_c.min()) if front_c.size else c_min) - 0.02)
