@@ -205,18 +205,30 @@ def on_pick(front_C: np.ndarray, front_R: np.ndarray) -> None:
     if not pts or not pts[0].get("customdata"):
         return
     src, k, number = pts[0]["customdata"][:3]
-    k = int(k)
-    if src == "exact" and name:   # an exact point a trial also tried: keep the study's provenance
-        _, rows, _, _ = study_rows()
+    k, number = int(k), int(number)
+    rows = study_rows()[1] if name else []
+    if src == "exact":   # an exact point a trial also tried: keep the study's provenance
         same = [r for r in rows if r["state"] == "COMPLETE" and r.get("k") == k]
         if same:
             src, number = "trial", same[0]["number"]
     pick = {"source": src, "k": k, "coverage": float(front_C[k]), "latency_reduction": float(front_R[k]),
             "counts_path": s.counts_path, "draft": spec, "coverage_source": source}
     if src == "trial":
-        pick.update(study=name, trial=int(number))
-    st.session_state["picked"] = pick
+        row = next((r for r in rows if r["number"] == number), {})
+        pick.update(study=name, trial=number, gamma=row.get("gamma"))
+        # the trial's own figures (a study made for other settings keeps what it measured)
+        pick.update({m: row[m] for m in ("coverage", "latency_reduction") if row.get(m) is not None})
     ui.save(selected=pick)
+
+
+def current_pick() -> dict | None:
+    """The saved selection if it belongs to these counts, with C and R filled in for this draft."""
+    cur = vstate.load_state().selected
+    if not cur or cur.get("counts_path") != s.counts_path:
+        return None
+    k = min(int(cur["k"]), arch.vocab)
+    return {**cur, "coverage": cur.get("coverage", float(C[k])),
+            "latency_reduction": cur.get("latency_reduction", float(R[k]))}
 
 
 front_k = search.thin_frontier(exact.frontier_k, 300, must=(exact.best_k,))
@@ -246,7 +258,7 @@ def live() -> None:
         st.caption(f"Study **{name}** ({state_}): objective {study_obj}, α = {settings.get('alpha')}, "
                    f"c_min = {settings.get('min_coverage')}, {len(rows)} trials"
                    + ("" if same else " · made for another dataset or draft: its points are not on this frontier"))
-    picked = st.session_state.get("picked") or sel
+    picked = current_pick()    # read afresh: a click reruns only this fragment
     fig = plots.frontier_figure(front, rows, c_min, exact_best=exact_best, best_trial=best, selected=picked)
     st.plotly_chart(fig, key="frontier_plot", on_select=lambda: on_pick(C, R), selection_mode="points",
                     config={"displaylogo": False})

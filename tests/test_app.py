@@ -89,6 +89,10 @@ def test_start_with_the_sample_then_the_slider_moves_k(workspace):
     at.button(key="use_k").click().run()
     sel = state.load_state().selected
     assert sel["source"] == "coverage" and sel["k"] == ks[0.99] and sel["counts_path"] == s.counts_path
+    # the Frontier and Export pages show that selection
+    fr = open_app("pages/3_Frontier.py")
+    assert any(x.value.startswith(f"Selected: k = {ks[0.99]:,} (coverage target") for x in fr.success)
+    assert as_int(metric(open_app("pages/4_Export.py"), "kept tokens k")) == ks[0.99]
 
 
 def test_coverage_page_shows_out_of_domain_with_two_domains(workspace):
