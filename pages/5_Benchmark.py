@@ -35,21 +35,31 @@ sample_default = str(ui.SAMPLES["code"][0])
 data = st.text_input("Prompts: held-out rows of this dataset", value=b.get("data") or sample_default, key="bench_data",
                      help="the token map is the top-k of this data's assistant tokens (counted with the target's "
                           "tokenizer); prompts are its held-out rows, never used for the ranking").strip()
-p = st.columns(7)
+p = st.columns(6)
 prompts = int(p[0].number_input("prompts", 1, 64, int(b.get("prompts", 2)), key="bench_prompts"))
 max_new = int(p[1].number_input("new tokens", 4, 1024, int(b.get("max_new_tokens", 32)), step=8, key="bench_new"))
 gamma = int(p[2].number_input("γ (draft length)", 1, 16, int(b.get("gamma", 4)), key="bench_gamma"))
 repeats = int(p[3].number_input("repeats", 1, 10, int(b.get("repeats", 1)), key="bench_repeats"))
-coverage = float(p[4].number_input("keep coverage", 0.5, 1.0, float(b.get("coverage", 0.99)), step=0.01,
-                                   format="%.3f", key="bench_cov",
-                                   help="trimmed draft keeps the smallest k with this held-out coverage"))
-device = p[5].selectbox("device", ["auto", "cpu", "cuda"], index=["auto", "cpu", "cuda"].index(b.get("device", "auto")),
+device = p[4].selectbox("device", ["auto", "cpu", "cuda"], index=["auto", "cpu", "cuda"].index(b.get("device", "auto")),
                         key="bench_device")
-threads = int(p[6].number_input("CPU threads", 1, os.cpu_count() or 1, int(b.get("threads", DEFAULT_THREADS)),
+threads = int(p[5].number_input("CPU threads", 1, os.cpu_count() or 1, int(b.get("threads", DEFAULT_THREADS)),
                                 key="bench_threads",
                                 help="torch threads on CPU. Half the cores by default: on a machine that is busy "
                                      "with other work, more threads than free cores makes every step many times slower"))
-st.caption("Defaults are quick (2 prompts × 32 tokens); raise them for steadier numbers.")
+K_FROM = {"search": "speed-up optimum (vtcore.search, calibrated on 2 other prompts)",
+          "coverage": "smallest k with a held-out coverage", "k": "a fixed k"}
+q = st.columns([2, 1, 3])
+k_from = q[0].selectbox("Trimmed draft keeps", list(K_FROM), index=list(K_FROM).index(b.get("k_from", "search")),
+                        format_func=K_FROM.get, key="bench_k_from")
+k_fixed, coverage, min_coverage = None, float(b.get("coverage", 0.99)), float(b.get("min_coverage", 0.95))
+if k_from == "search":
+    min_coverage = float(q[1].number_input("with C(k) ≥", 0.0, 1.0, min_coverage, step=0.01, format="%.3f",
+                                           key="bench_min_cov"))
+elif k_from == "coverage":
+    coverage = float(q[1].number_input("coverage", 0.5, 1.0, coverage, step=0.01, format="%.3f", key="bench_cov"))
+else:
+    k_fixed = int(q[1].number_input("k", 1, 1 << 20, int(b.get("k") or 8192), step=1024, key="bench_k"))
+q[2].caption("Defaults are quick (2 prompts × 32 tokens); raise them for steadier numbers.")
 
 job = ui.registry().get("bench")
 if st.button("Benchmark", type="primary", key="bench_run", disabled=job is not None and job.running):
@@ -57,13 +67,16 @@ if st.button("Benchmark", type="primary", key="bench_run", disabled=job is not N
     from vtcore.jobs import bench_job
 
     settings = dict(target=target, draft=draft, data=data, prompts=prompts, max_new_tokens=max_new, gamma=gamma,
-                    repeats=repeats, coverage=coverage, device=device, threads=threads)
+                    repeats=repeats, device=device, threads=threads, k_from=k_from, k=k_fixed, coverage=coverage,
+                    min_coverage=min_coverage)
     ui.save(bench=settings)
     default = {"default", "smollm2", ""}
     cfg = BenchConfig(target=None if target.lower() in default else target,
                       draft=None if draft.lower() in default else draft,
                       data=data or None, prompts=prompts, max_new_tokens=max_new, gamma=gamma, repeats=repeats,
-                      warmup=1, coverage=coverage, device=device, threads=threads)
+                      warmup=1, device=device, threads=threads, k=k_fixed,
+                      k_from="coverage" if k_from == "coverage" else "search", coverage=coverage,
+                      min_coverage=min_coverage)
     try:
         ui.registry().start("bench", bench_job(cfg))
     except VTError as e:
@@ -76,6 +89,7 @@ def show(r: dict) -> None:
     st.markdown(f"**{r['target']}** + **{r['draft']}** on {r['device']} · k = {r['k']:,} of {r['vocab_size']:,} "
                 f"(covers {r['coverage_k']:.3f} of held-out tokens) · γ = {r['gamma']} · {r['prompts']} prompts × "
                 f"{r['max_new_tokens']} tokens · identical outputs: {r['identical_outputs']}")
+    st.caption(f"Kept tokens: {r.get('token_map')}")
     rows = []
     for m in ("target_only", "full", "trimmed"):
         x = r.get(m)

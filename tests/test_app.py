@@ -222,6 +222,8 @@ def test_benchmark_page_runs_a_tiny_pair_in_the_background(workspace, tmp_path):
     at.number_input(key="bench_prompts").set_value(1)
     at.number_input(key="bench_new").set_value(8)
     at.selectbox(key="bench_device").set_value("cpu")
+    at.selectbox(key="bench_k_from").set_value("k").run()
+    at.number_input(key="bench_k").set_value(2048)
     at.run()
     at.button(key="bench_run").click().run()
     settle(at, timeout=120)
@@ -235,6 +237,7 @@ def test_benchmark_page_runs_a_tiny_pair_in_the_background(workspace, tmp_path):
 
     runs = load_results()
     assert len(runs) == 1 and runs[0]["target"] == str(tdir) and runs[0]["identical_outputs"] is True
+    assert runs[0]["k"] == 2048 and any(c.value == "Kept tokens: code.jsonl: k = 2048 given" for c in at.caption)
     assert state.load_state().bench["target"] == str(tdir)      # the settings survive a refresh
     again = open_app("pages/5_Benchmark.py")
     assert any(h.value == "History" for h in again.subheader)
