@@ -239,14 +239,20 @@ def prepare(cfg: BenchConfig, log=None) -> Setup:
 def search_k(cfg: BenchConfig, target, tok, draft, cf, keep_always) -> tuple[int, str]:
     """k from vtcore.search's exact speed-up optimum, fed with a measured calibration: the full
     draft's acceptance a0, its cost ratio c = draft ms per token / target ms per token, and its
-    LM-head share s, on two non-held-out prompts (the held-out ones stay for measuring). The
-    latency model is linear in k: t_draft(k) = t_draft(V) (1 - s (1 - k/V))."""
+    LM-head share s, on two held-out prompts that the benchmark itself does not use (a draft may
+    have been trained on the other rows, as the default one was: its a0 there would be too high).
+    The latency model is linear in k: t_draft(k) = t_draft(V) (1 - s (1 - k/V))."""
     import numpy as np
 
     from vtcore import speculative as sp
     from vtcore.search import Problem, solve_exact
 
-    prompts = load_prompts(cfg.data or default_data(), tok, heldout=False, limit=2)
+    data = cfg.data or default_data()
+    prompts = load_prompts(data, tok, heldout=True, limit=cfg.prompts + 2)[cfg.prompts:]
+    where = "held-out prompts not benchmarked"
+    if not prompts:
+        prompts = load_prompts(data, tok, heldout=False, limit=2)
+        where = "non-held-out prompts (too few held-out rows to spare)"
     c = sp.SpecConfig(gamma=cfg.gamma, max_new_tokens=cfg.max_new_tokens, eos_ids=keep_always)
     short = sp.SpecConfig(gamma=cfg.gamma, max_new_tokens=8, eos_ids=keep_always)
     sp.target_generate(target, prompts[0].ids, short)          # warm-up
@@ -257,10 +263,10 @@ def search_k(cfg: BenchConfig, target, tok, draft, cf, keep_always) -> tuple[int
     if not a0:
         raise VTError("--k-from search: the full draft accepted no token in calibration (a0 = 0); "
                       "pass --k or use --k-from coverage")
-    t_target = sum(sum(s.target_s) for s in t_runs) / sum(s.steps for s in t_runs)
-    draft_s = sum(sum(s.draft_s) for s in f_runs)
-    c_full = draft_s / sum(sum(s.drafted) for s in f_runs) / t_target
-    share = sum(sum(s.head_s) for s in f_runs) / draft_s
+    t_target = _median([x for s in t_runs for x in s.target_s])
+    per_token = [(d / g, h / g) for s in f_runs for d, h, g in zip(s.draft_s, s.head_s, s.drafted) if g]
+    c_full = _median([d for d, _ in per_token]) / t_target
+    share = _median([h / d for d, h in per_token if d > 0])
     cov = cf.coverage(extra_keep=list(keep_always))
     C = cov.curve("heldout")
     V = C.shape[0] - 1
@@ -268,11 +274,17 @@ def search_k(cfg: BenchConfig, target, tok, draft, cf, keep_always) -> tuple[int
     best = solve_exact(Problem(coverage=C, reduction=R, objective="speedup", a0=a0, cost_ratio_full=c_full,
                                gamma_min=cfg.gamma, gamma_max=cfg.gamma, min_coverage=cfg.min_coverage,
                                k_min=max(len(cov.always_keep), 1), latency_source="measured"))
-    return best.best_k, (f"vtcore.search speed-up optimum (calibrated a0 {a0:.3f}, c {c_full:.3f}, "
-                         f"head share {share:.2f}; predicted {best.speedup:.2f}x)")
+    return best.best_k, (f"vtcore.search speed-up optimum at C(k) >= {cfg.min_coverage} (calibrated on {len(prompts)} "
+                         f"{where}: a0 {a0:.3f}, c {c_full:.3f}, head share {share:.2f}; predicted {best.speedup:.2f}x)")
 
 
 # ---------------------------------------------------------------- measuring
+
+
+def _median(xs) -> float:
+    from statistics import median
+
+    return median(xs)
 
 
 def _alpha(stats_list) -> float | None:
@@ -292,7 +304,8 @@ def _aggregate(runs: dict[int, list], method: str) -> dict:
     draft_steps = [x for s in stats for x in s.draft_s]
     target_steps = [x for s in stats for x in s.target_s]
     drafted = sum(sum(s.drafted) for s in stats)
-    draft_total, head_total = sum(draft_steps), sum(x for s in stats for x in s.head_s)
+    # medians over steps: a busy shared CPU adds rare, long stalls that would swamp a mean
+    per_token = [(d / g, h / g) for s in stats for d, h, g in zip(s.draft_s, s.head_s, s.drafted) if g]
     out = {
         "tokens_per_s": sum(tokens.values()) / sum(walls.values()),
         "latency_s": median(walls.values()),
@@ -309,9 +322,9 @@ def _aggregate(runs: dict[int, list], method: str) -> dict:
             "acceptance_rate": sum(sum(s.accepted) for s in stats) / max(drafted, 1),
             "alpha": _alpha(stats),
             "draft_ms_per_step": 1000 * median(draft_steps),
-            "draft_ms_per_token": 1000 * draft_total / max(drafted, 1),
-            "lm_head_ms_per_token": 1000 * head_total / max(drafted, 1),
-            "lm_head_share": head_total / draft_total if draft_total else None,
+            "draft_ms_per_token": 1000 * median(d for d, _ in per_token) if per_token else None,
+            "lm_head_ms_per_token": 1000 * median(h for _, h in per_token) if per_token else None,
+            "lm_head_share": median(h / d for d, h in per_token if d > 0) if per_token else None,
         })
     return out
 
