@@ -26,7 +26,7 @@ def register(subparsers):
                    help="--k-from coverage: smallest k with this held-out coverage (default 0.99)")
     p.add_argument("--k-from", choices=["search", "coverage"], default="search",
                    help="default token map: the k vtcore.search's speed-up model picks after a short calibration "
-                        "of the full draft on non-held-out prompts (a0, cost ratio, head share) (default), or "
+                        "of the full draft on two held-out prompts it does not measure (a0, cost ratio, head share) (default), or "
                         "the smallest k reaching --coverage")
     p.add_argument("--min-coverage", type=float, default=0.95,
                    help="--k-from search: held-out coverage constraint C(k) >= this (default 0.95)")
