@@ -21,6 +21,8 @@ from typing import Any, Callable
 
 from vtcore.errors import VTError
 
+_bar_open = False   # a progress bar line is on stderr without its newline yet
+
 COMMANDS = ["count", "coverage", "flops", "profile", "optimize", "export", "validate", "bench"]
 
 
@@ -66,6 +68,8 @@ def progress_printer(label: str, stream=None) -> Callable[[float, str], None]:
         end = "\n" if frac >= 1.0 else ""
         stream.write(f"\r{label} [{bar:<30}] {frac * 100:5.1f}% {text}"[:160] + end)
         stream.flush()
+        global _bar_open
+        _bar_open = frac < 1.0
 
     return show
 
@@ -103,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args.func(args)
     except VTError as e:
-        print(f"error: {e}".replace("\n", " "), file=sys.stderr)
+        # the reason on a line of its own, not glued to an unfinished progress bar
+        print(("\n" if _bar_open else "") + f"error: {e}".replace("\n", " "), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -156,14 +156,22 @@ def resolve_model(name_or_dir: str | os.PathLike | None, workspace=None) -> str:
         return str(p)
     if p.exists() or str(name_or_dir).startswith((".", "/", "~")) or str(name_or_dir).count("/") > 1:
         raise VTError(f"{name_or_dir}: no such model directory")
-    try:  # a hub id already downloaded into the HF cache still works offline
-        from huggingface_hub import snapshot_download
+    from huggingface_hub import snapshot_download
 
-        return snapshot_download(str(name_or_dir), local_files_only=True,
-                                 allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"])
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
+    try:  # a hub id already in the HF cache works offline
+        return snapshot_download(str(name_or_dir), local_files_only=True, allow_patterns=patterns)
     except Exception:
-        raise VTError(f"{name_or_dir}: not a local directory, and hub ids cannot be downloaded here (offline); "
-                      "download the model elsewhere and pass its local directory") from None
+        pass
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    if not offline:
+        try:  # with internet, a hub id downloads like anywhere else in transformers
+            return snapshot_download(str(name_or_dir), allow_patterns=patterns)
+        except Exception as e:
+            raise VTError(f"{name_or_dir}: not a local directory and it could not be fetched from the model hub "
+                          f"({type(e).__name__}); pass a local model directory") from None
+    raise VTError(f"{name_or_dir}: not a local directory and the model hub is off (HF_HUB_OFFLINE=1); "
+                  "download the model elsewhere and pass its local directory") from None
 
 
 def load_tokenizer_from(name_or_dir: str | os.PathLike | None, workspace=None):

@@ -41,10 +41,8 @@ def register(subparsers):
 
 
 def run(args) -> dict:
-    import os
     import sys
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from vtcore.bench import BenchConfig, run_bench
     from vtcore.cli import progress_printer
 
@@ -54,19 +52,7 @@ def run(args) -> dict:
                       k=args.k, coverage=args.coverage, k_from=args.k_from, min_coverage=args.min_coverage,
                       repeats=args.repeats, warmup=args.warmup, seed=args.seed,
                       threads=args.threads, workspace=args.workspace, save=not args.no_save)
-    shown = []
-    bar = progress_printer("bench")
-
-    def progress(frac, text=""):
-        shown.append(1)
-        bar(frac, text)
-
-    try:
-        return run_bench(cfg, progress=progress, log=lambda m: print(m, file=sys.stderr, flush=True))
-    except BaseException:
-        if shown:  # end the open progress line so the error is a line of its own
-            sys.stderr.write("\n")
-        raise
+    return run_bench(cfg, progress=progress_printer("bench"), log=lambda m: print(m, file=sys.stderr, flush=True))
 
 
 def _f(x, fmt="{:.2f}"):
