@@ -27,7 +27,8 @@ from vtcore.tokens import always_keep_ids, load_tokenizer, sha256_bytes, sha256_
 from vtcore.workspace import subdir
 
 Progress = Callable[[float, str], None]
-BATCH_ROWS = 256
+BATCH_ROWS = 1024  # rows per batch: big enough that the tokenizer call dominates, small enough to overlap
+FIRST_BATCH_ROWS = 128
 
 # manifest fields that decide the result: a cache hit needs every one to match
 KEY_FIELDS = ("format", "datasets", "dataset_sha256", "schema", "tokenizer", "tokenizer_sha256",
@@ -139,13 +140,16 @@ def count_dataset(paths: Sequence[str | DataSource | tuple], tokenizer=None, mas
                 (held_by_domain if held else fit_by_domain)[d] += np.bincount(flat, minlength=V)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vtcore-encode") as pool:
-        pending = None  # (future, meta) of the batch being encoded
+        pending = None  # (encoding future, meta, plan) of the batch being encoded
         for ds, src in zip(datasets, sources):
             stats = ReadStats()
             stats_all.append(stats)
             rows = read_dataset(src.path, schema=schema, domain=src.domain, skip_bad=skip_bad, stats=stats)
+            size = FIRST_BATCH_ROWS
             while True:
-                batch = list(itertools.islice(rows, BATCH_ROWS))
+                # small first batches: the tokenizer starts sooner, so less planning runs alone
+                batch = list(itertools.islice(rows, size))
+                size = min(2 * size, BATCH_ROWS)
                 if not batch:
                     break
                 if should_stop is not None and should_stop():
@@ -158,15 +162,16 @@ def count_dataset(paths: Sequence[str | DataSource | tuple], tokenizer=None, mas
                         held_by_domain.append(np.zeros(V, dtype=np.int64))
                     meta.append((domains.index(c.domain), is_heldout(c.index)))
                 plan = assistant.plan(batch)
-                if pending is not None:
-                    add_batch(pending[1], pending[0].result())
-                pending = (pool.submit(assistant.run, plan), meta)
+                encoding = pool.submit(assistant.encode_texts, plan)
+                if pending is not None:  # collect the last batch while this one encodes
+                    add_batch(pending[1], assistant.collect(pending[2], pending[0].result()))
+                pending = (encoding, meta, plan)
                 frac = stats.position.fraction if stats.position else 0.0
                 progress(min((done_bytes + frac * ds["bytes"]) / total_bytes, 0.999),
                          f"{sum(s.rows for s in stats_all):,} rows")
             done_bytes += ds["bytes"]
         if pending is not None:
-            add_batch(pending[1], pending[0].result())
+            add_batch(pending[1], assistant.collect(pending[2], pending[0].result()))
 
     rows = sum(s.rows for s in stats_all)
     skipped: dict[str, int] = {}

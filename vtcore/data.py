@@ -318,9 +318,19 @@ def _content_text(content, path: str, line: int, where: str) -> str:
     raise DataError(f"content must be a string or a list of parts, got {type(content).__name__}", path, line, where)
 
 
+_CANONICAL = {"system", "user", "assistant", "tool"}
+
+
 def _messages_from_list(msgs, role_key: str, content_key: str, path: str, line: int, key: str) -> list[dict]:
     if not isinstance(msgs, list):
         raise DataError(f"must be a list, got {type(msgs).__name__}", path, line, key)
+    # fast path, the common case: canonical roles and string contents, taken as they are
+    try:
+        out = [{"role": m[role_key], "content": m[content_key]} for m in msgs]
+        if all(m["role"] in _CANONICAL and type(m["content"]) is str for m in out):
+            return out
+    except (KeyError, TypeError):
+        pass
     out, unknown = [], []
     for j, m in enumerate(msgs):
         if not isinstance(m, dict):

@@ -40,6 +40,7 @@ class MaskStats:
     turns: int = 0                 # assistant turns counted
     turns_unlocated: int = 0       # turns the template altered beyond recognition: counted content-only
     rows_full_path: int = 0        # rows encoded whole (special tokens inside an assistant span)
+    spans_reencoded: int = 0       # spans whose first token straddles the header: encoded again with offsets
     path: str = "segment"          # "segment" (fast) or "full" after a failed self-check
     warnings: list[str] = field(default_factory=list)
 
@@ -73,6 +74,12 @@ class AssistantTokens:
         self.special_ids = {t.content: i for i, t in self.bt.get_added_tokens_decoder().items()}
         self.render = make_renderer(tok, chat_template(tok)) if mode == "template" else None
         self._checked = mode != "template"
+        # byte-level BPE (Qwen, Llama 3, GPT-2 style): token bytes concatenate to the input
+        # (after at most NFC, which moves no text), which lets spans be cut without
+        # character offsets (see _span_ids)
+        self._prefix_ok = (type(self.bt.normalizer).__name__ in ("NoneType", "NFC")
+                           and "ByteLevel" in repr(self.bt.pre_tokenizer) and "ByteLevel" in repr(self.bt.decoder))
+        self._header_ids: dict[str, list[int]] = {}
 
     # ------------------------------------------------------------ public
 
@@ -102,10 +109,23 @@ class AssistantTokens:
 
     def run(self, plan: "_Plan") -> list[list[int]]:
         """Encode what plan() chose and keep the assistant tokens of each conversation."""
+        return self.collect(plan, self.encode_texts(plan))
+
+    def encode_texts(self, plan: "_Plan") -> list:
+        """The tokenizer's part alone (Rust, GIL released, both cores): a caller can run it
+        in a thread while this thread plans the next batch and collects the previous one."""
+        if not plan.texts:
+            return []
+        if (self.mode == "content" or self._prefix_ok) and hasattr(self.bt, "encode_batch_fast"):
+            # ids only, no character offsets to track: see collect() for how spans do without
+            return self.bt.encode_batch_fast(plan.texts, add_special_tokens=False)
+        return self.bt.encode_batch(plan.texts, add_special_tokens=False)
+
+    def collect(self, plan: "_Plan", encs: list) -> list[list[int]]:
+        """The assistant tokens of each conversation, from plan() and its encodings."""
         out: list[list[int]] = [[] for _ in range(plan.n)]
         eot = [] if self.eot is None else [self.eot]
-        encs = self.bt.encode_batch(plan.texts, add_special_tokens=False) if plan.texts else []
-        for (i, kind, cs, ce, mt), enc in zip(plan.meta, encs):
+        for n, ((i, kind, cs, ce, mt), enc) in enumerate(zip(plan.meta, encs)):
             if kind == "all":
                 out[i].extend(enc.ids)
                 continue
@@ -115,7 +135,7 @@ class AssistantTokens:
                 out[i].extend(enc.ids)
                 out[i].extend(eot)
             else:
-                out[i].extend(_overlapping(enc, cs, ce))
+                out[i].extend(self._span_ids(plan.texts[n], enc, cs, ce))
                 if mt is not None:
                     out[i].append(mt)
         for i, text, spans in plan.whole:
@@ -124,6 +144,26 @@ class AssistantTokens:
         return out
 
     # ------------------------------------------------------------ template-exact
+
+    def _span_ids(self, segment: str, enc, cs: int, ce: int) -> list[int]:
+        """Ids of the tokens of `segment` overlapping [cs, ce).
+
+        Without offsets (byte-level BPE, no normalizer): a token is a byte string and the
+        tokens of a segment concatenate to its bytes, so when the segment's first tokens
+        are exactly the tokens of its header (the text before the content, alone), they
+        end exactly where the content starts and every later token overlaps the content.
+        Otherwise (a token merging across the boundary, e.g. "\n" + "\n...") the segment
+        is encoded again with offsets."""
+        if not self._prefix_ok:
+            return _overlapping(enc, cs, ce)
+        ids = enc.ids
+        head = self._header_ids.get(segment[:cs])
+        if head is None:
+            head = self._header_ids[segment[:cs]] = self.bt.encode(segment[:cs], add_special_tokens=False).ids
+        if ce == len(segment) and ids[:len(head)] == head:
+            return ids[len(head):]
+        self.stats.spans_reencoded += 1
+        return _overlapping(self.bt.encode(segment, add_special_tokens=False), cs, ce)
 
     def _locate(self, text: str, messages: list[dict]) -> list[tuple[int, int, re.Match | None] | str]:
         """For each assistant message, (start, end, end-of-turn match) of its text in the
@@ -207,7 +247,7 @@ class AssistantTokens:
     def _plan_segments(self, i: int, c: Conversation, plan: "_Plan") -> None:
         text = self.render(c.messages)
         spans = self._locate(text, c.messages)
-        marks = [(m.start(), m.end()) for m in self.special_re.finditer(text)]
+        marks = [m.span() for m in self.special_re.finditer(text)]
         starts = [a for a, _ in marks]
         if any(not isinstance(s, str) and bisect.bisect_left(starts, s[0]) < bisect.bisect_left(starts, s[1])
                for s in spans):

@@ -22,16 +22,19 @@ PROBE = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
          {"role": "assistant", "content": "a2"}]
 
 
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
 class FastSandbox(ImmutableSandboxedEnvironment):
     def getattr(self, obj, attribute):
         t = type(obj)
-        if not attribute.startswith("_"):
-            # dict key that is not a dict attribute: the sandbox returns obj[key] after an
-            # AttributeError; loop and namespace attributes: public, immutable-safe
-            if t is dict and attribute in obj and not hasattr(dict, attribute):
+        if t is dict:
+            # a key that is not a dict attribute: the sandbox returns obj[key] after an
+            # AttributeError, so return it straight away
+            if attribute not in _DICT_ATTRIBUTES and attribute in obj:
                 return obj[attribute]
-            if t is LoopContext or isinstance(obj, Namespace):
-                return getattr(obj, attribute)
+        elif (t is LoopContext or isinstance(obj, Namespace)) and not attribute.startswith("_"):
+            return getattr(obj, attribute)  # loop / namespace attributes: public, immutable-safe
         return super().getattr(obj, attribute)
 
 
