@@ -29,10 +29,10 @@ class FastSandbox(ImmutableSandboxedEnvironment):
     def getattr(self, obj, attribute):
         t = type(obj)
         if t is dict:
-            # a key that is not a dict attribute: the sandbox returns obj[key] after an
-            # AttributeError, so return it straight away
-            if attribute not in _DICT_ATTRIBUTES and attribute in obj:
-                return obj[attribute]
+            # a name that is not a dict attribute: the sandbox tries getattr, fails, then
+            # returns obj[name], or Undefined when there is no such key; do that directly
+            if attribute not in _DICT_ATTRIBUTES:
+                return obj[attribute] if attribute in obj else self.undefined(obj=obj, name=attribute)
         elif (t is LoopContext or isinstance(obj, Namespace)) and not attribute.startswith("_"):
             return getattr(obj, attribute)  # loop / namespace attributes: public, immutable-safe
         return super().getattr(obj, attribute)
