@@ -99,10 +99,13 @@ def show(r: dict) -> None:
                          "LM head ms/token": x.get("lm_head_ms_per_token"), "LM head share": x.get("lm_head_share"),
                          "target ms/step": x["target_ms_per_step"]})
     table = pd.DataFrame(rows)
-    num = [c for c in table.columns if c != "method"]
-    table[num] = table[num].astype(float)       # numeric columns (target-only has no draft figures)
+    # target-only has no draft figures: Streamlit shows a missing cell as "None", so those columns are text
+    for c in ("accepted/step", "draft ms/step", "LM head ms/token", "LM head share"):
+        f = "{:.1%}" if c == "LM head share" else "{:.4g}"
+        table[c] = ["–" if pd.isna(v) else f.format(v) for v in table[c]]
     st.dataframe(table, hide_index=True, width="stretch",
-                 column_config={"LM head share": st.column_config.NumberColumn(format="percent")})
+                 column_config={c: st.column_config.NumberColumn(format="%.4g")
+                                for c in ("tokens/s", "target ms/step")})
     m = st.columns(3)
     m[0].metric("measured speed-up vs target", f"{r['speedup_trimmed_vs_target']:.2f}×")
     pred = r.get("predicted_speedup")
