@@ -32,6 +32,7 @@ from typing import Any, Callable
 import numpy as np
 
 from vtcore.errors import VTError
+from vtcore.jobs import Job
 
 OBJECTIVES = ("utility", "speedup", "pareto")
 
@@ -325,12 +326,8 @@ class StudyRunner:
         self._lock = threading.Lock()
         self._rows: list[dict] = []
         self._done = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.state = "created"        # running, stopping, finished, stopped, error
-        self.error: str | None = None
-        self.started_at: float | None = None
-        self.finished_at: float | None = None
+        # the thread, stop flag, states and error reporting are a vtcore.jobs.Job's
+        self._job = Job(self._optimize, name=f"study-{self.study_name}", kept=self._reload_rows)
         self.study = self._open()
 
     def _open(self):
@@ -377,30 +374,23 @@ class StudyRunner:
         with self._lock:
             self._rows.append(row)
             self._done += 1
-        if self._stop.is_set():
+        if self._job.should_stop():
             study.stop()
 
-    def _run(self) -> None:
-        try:
-            self.study.optimize(self._objective, n_trials=self.n_trials, timeout=self.timeout,
-                                callbacks=[self._after_trial], gc_after_trial=False, show_progress_bar=False)
-            self.state = "stopped" if self._stop.is_set() else "finished"
-        except Exception as e:  # the objective (or storage) raised: keep what ran, say what broke
-            rows = [trial_row(t) for t in self.study.get_trials(deepcopy=False)]
-            with self._lock:
-                self._rows = rows
-            self.error = f"{type(e).__name__}: {e}"
-            self.state = "error"
-        finally:
-            self.finished_at = time.time()
+    def _optimize(self, progress, should_stop) -> None:
+        self.study.optimize(self._objective, n_trials=self.n_trials, timeout=self.timeout,
+                            callbacks=[self._after_trial], gc_after_trial=False, show_progress_bar=False)
+
+    def _reload_rows(self) -> str:
+        """After a failure (the objective or the storage raised): the study file's trials are what was kept."""
+        rows = [trial_row(t) for t in self.study.get_trials(deepcopy=False)]
+        with self._lock:
+            self._rows = rows
+        return f"{len(rows)} trials stay in {self.path}"
 
     # -- control, from any thread --
     def start(self) -> "StudyRunner":
-        if self._thread is not None:
-            raise VTError(f"study {self.study_name!r} runner was already started")
-        self.state, self.started_at = "running", time.time()
-        self._thread = threading.Thread(target=self._run, name=f"vtcore-study-{self.study_name}", daemon=True)
-        self._thread.start()
+        self._job.start()
         return self
 
     def run(self) -> "StudyRunner":
@@ -411,20 +401,24 @@ class StudyRunner:
 
     def stop(self) -> None:
         """Ask the study to stop after the trial in flight."""
-        self._stop.set()
-        if self.state == "running":
-            self.state = "stopping"
+        self._job.stop()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the run to end; True when it has."""
-        if self._thread is None:
-            return True
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        return self._job.join(timeout)
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._job.running
+
+    @property
+    def state(self) -> str:
+        """created, running, stopping, finished, stopped or error (vtcore.jobs.STATES)."""
+        return self._job.state
+
+    @property
+    def error(self) -> str | None:
+        return self._job.error
 
     def snapshot(self) -> list[dict]:
         with self._lock:
