@@ -18,7 +18,6 @@ One multiply-add counts as 2 FLOPs.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from vtcore.errors import VTError
+from vtcore.jsonfile import read_json
 
 MODES = ("flops", "paper-flops")
 DEFAULT_CONTEXT = 1024
@@ -162,12 +162,7 @@ def arch_from_config(cfg: dict | str | os.PathLike, name: str | None = None) -> 
         if path.is_dir():
             path = path / "config.json"
         where = str(path)
-        if not path.is_file():
-            raise VTError(f"{where}: config file not found")
-        try:
-            cfg = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise VTError(f"{where}: not valid JSON ({e})") from e
+        cfg = read_json(path, "config file")
         if not isinstance(cfg, dict):
             raise VTError(f"{where}: a config.json must hold a JSON object")
         name = name or path.parent.name or path.stem

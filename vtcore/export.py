@@ -28,6 +28,7 @@ import numpy as np
 from vtcore.countsfile import CountsFile
 from vtcore.coverage import k_for_coverage, kept_ids
 from vtcore.errors import VTError
+from vtcore.jsonfile import read_json
 from vtcore.validate import (Expect, Report, check_ids, head_key, is_eagle3, manifest_tokenizer_name,
                              manifest_tokenizer_sha, tensor_source, validate_bytes, validate_draft)
 
@@ -154,13 +155,7 @@ def config_vocab_size(config: dict | str | os.PathLike) -> int:
     """vocab_size of an HF config (dict, config.json, or a model directory)."""
     if not isinstance(config, dict):
         p = Path(config)
-        p = p / "config.json" if p.is_dir() else p
-        if not p.is_file():
-            raise VTError(f"{p}: model config not found")
-        try:
-            config = json.loads(p.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise VTError(f"{p}: not valid JSON ({e})") from e
+        config = read_json(p / "config.json" if p.is_dir() else p, "model config")
     V = config.get("vocab_size", (config.get("text_config") or {}).get("vocab_size"))
     if not isinstance(V, int) or V <= 0:
         raise VTError("model config has no positive integer 'vocab_size'")
@@ -361,10 +356,7 @@ def read_config(directory: str | os.PathLike) -> dict:
     p = Path(directory) / "config.json"
     if not p.is_file():
         raise VTError(f"{directory}: not a model directory (no config.json)")
-    try:
-        return json.loads(p.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise VTError(f"{p}: not valid JSON ({e})") from e
+    return read_json(p, "config.json")
 
 
 def trim_draft(config: dict, weights: dict, keep_sorted: np.ndarray) -> tuple[dict, dict, str]:

@@ -218,7 +218,6 @@ def check_same_tokenizer(tok_a, tok_b, name_a: str = "draft", name_b: str = "tar
 
 def build_default_draft(target, weights_dir: str | os.PathLike | None = None):
     """The 2-layer SmolLM2 draft: committed layers + norm, the target's embedding/head shared."""
-    import torch
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from vtcore.cost import DraftArch, latency_reduction as flops_reduction
 from vtcore.errors import VTError
+from vtcore.jsonfile import read_json
 
 FORMAT = "vtcore-latency-profile/1"
 DTYPES = ("float32", "bfloat16", "float16")
@@ -89,12 +90,7 @@ def save_profile(path: str | os.PathLike, prof: LatencyProfile) -> Path:
 
 def load_profile(path: str | os.PathLike) -> LatencyProfile:
     path = Path(path)
-    if not path.is_file():
-        raise VTError(f"{path}: latency profile not found")
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise VTError(f"{path}: not valid JSON ({e})") from e
+    d = read_json(path, "latency profile")
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise VTError(f"{path}: not a latency profile (format should be {FORMAT!r}; make one with "
                       "`python -m vtcore profile`)")
