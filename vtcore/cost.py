@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from vtcore.errors import VTError
-from vtcore.jsonfile import read_json
+from vtcore.files import read_json
 
 MODES = ("flops", "paper-flops")
 DEFAULT_CONTEXT = 1024

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 
 from vtcore.coverage import Coverage, analyse, out_of_domain
 from vtcore.errors import VTError
+from vtcore.files import atomic_file
 
 FORMAT = "vtcore-counts/1"
 
@@ -65,16 +65,8 @@ def save_counts(path: str | os.PathLike, cf: CountsFile) -> Path:
     }
     if cf.counts_by_domain is not None:
         arrays["counts_by_domain"] = cf.counts_by_domain.astype(np.int64)
-    tmp = path.parent / f".tmp-{uuid.uuid4().hex}.npz"
-    # os.open with 0o666: the user's umask decides the mode (mkstemp would force 0600)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        np.savez_compressed(f, **arrays)
     return path
 
 

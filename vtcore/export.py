@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import secrets
 import shutil
 import time
 import zipfile
@@ -28,7 +27,7 @@ import numpy as np
 from vtcore.countsfile import CountsFile
 from vtcore.coverage import k_for_coverage, kept_ids
 from vtcore.errors import VTError
-from vtcore.jsonfile import read_json
+from vtcore.files import atomic_file, read_json, tmp_sibling
 from vtcore.validate import (Expect, Report, check_ids, head_key, is_eagle3, manifest_tokenizer_name,
                              manifest_tokenizer_sha, tensor_source, validate_bytes, validate_draft)
 
@@ -220,7 +219,7 @@ def default_draft_as_dir(workspace: str | os.PathLike | None = None) -> Path:
         return dest
     target_dir = Path(models.default_target_dir(workspace))
     draft = models.build_default_draft(models.load_model(target_dir, "cpu"))
-    tmp = _tmp_sibling(dest)
+    tmp = tmp_sibling(dest)
     try:
         draft.save_pretrained(tmp)
         for name, blob in _draft_side_files(target_dir).items():
@@ -598,29 +597,15 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _tmp_sibling(target: Path) -> Path:
-    return target.parent / f".tmp-{target.name}-{os.getpid()}-{secrets.token_hex(4)}"
-
-
 def _write_file_atomic(target: Path, blob: bytes) -> None:
-    tmp = _tmp_sibling(target)
-    # os.open with 0o666 lets the umask decide the mode, as a plain open() would (mkstemp forces 0600)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        if target.is_dir() and not target.is_symlink():
+    with atomic_file(target, fsync=True) as f:
+        f.write(blob)
+        if target.is_dir() and not target.is_symlink():   # --force over an old export of another kind
             shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _write_dir_atomic(target: Path, files: dict[str, bytes]) -> None:
-    tmp = _tmp_sibling(target)
+    tmp = tmp_sibling(target)
     tmp.mkdir(mode=0o777)
     old = None
     try:

@@ -29,7 +29,7 @@ import numpy as np
 
 from vtcore.cost import DraftArch, latency_reduction as flops_reduction
 from vtcore.errors import VTError
-from vtcore.jsonfile import read_json
+from vtcore.files import atomic_file, read_json
 
 FORMAT = "vtcore-latency-profile/1"
 DTYPES = ("float32", "bfloat16", "float16")
@@ -81,10 +81,8 @@ class LatencyProfile:
 
 def save_profile(path: str | os.PathLike, prof: LatencyProfile) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(json.dumps(asdict(prof), indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_file(path) as f:
+        f.write((json.dumps(asdict(prof), indent=1) + "\n").encode())
     return path
 
 

@@ -12,13 +12,13 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from vtcore.errors import VTError
+from vtcore.files import atomic_file
 from vtcore.workspace import subdir, workspace_dir
 
 STATE_FILE = "state.json"
@@ -88,14 +88,8 @@ def save_state(state: AppState, workspace: str | os.PathLike | None = None) -> P
     path = state_path(workspace)
     state.updated = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     data = json.dumps(state.as_dict(), indent=1, sort_keys=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-state-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(data + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        f.write((data + "\n").encode())
     return path
 
 
@@ -132,15 +126,8 @@ def save_upload(name: str, data: bytes, workspace: str | os.PathLike | None = No
     target = subdir(folder, workspace) / f"{digest}-{safe_name(name)}"
     if target.is_file() and target.stat().st_size == len(data):
         return target
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-upload-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(target) as f:
+        f.write(data)
     return target
 
 
