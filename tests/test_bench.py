@@ -10,9 +10,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 import torch
-from safetensors.torch import save_file
 from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
 
+from drafthelpers import write_hf_draft
 from vtcore import bench
 from vtcore.errors import VTError
 from vtcore.tokens import load_tokenizer
@@ -130,19 +130,9 @@ def test_sample_mode_runs_and_does_not_claim_identity(pair, ws):
 
 def test_hf_draft_directory_is_benchmarked_as_the_trimmed_draft(pair, ws, tmp_path):
     tdir, ddir, draft = pair
-    kept = torch.tensor(sorted(set(range(0, 4000)) | {151643, 151645}))
+    kept = sorted(set(range(0, 4000)) | {151643, 151645})
     out = tmp_path / "hf-draft"
-    out.mkdir()
-    cfg = draft.config.to_dict()
-    cfg.update(draft_vocab_size=len(kept), tie_word_embeddings=False)
-    (out / "config.json").write_text(json.dumps(cfg))
-    state = {k: v.contiguous() for k, v in draft.state_dict().items() if k != "lm_head.weight"}
-    state["lm_head.weight"] = draft.lm_head.weight[kept].contiguous()
-    state["d2t"] = kept - torch.arange(len(kept))
-    t2d = torch.zeros(V, dtype=torch.bool)
-    t2d[kept] = True
-    state["t2d"] = t2d
-    save_file(state, str(out / "model.safetensors"))
+    write_hf_draft(draft, kept, out)
     load_tokenizer().save_pretrained(out)
     r = bench.run_bench(_cfg(pair, ws, draft=str(out), prompts=1, repeats=1, save=False))
     assert r["k"] == len(kept) and r["full"] is None and r["speedup_trimmed_vs_full"] is None

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
+from drafthelpers import write_hf_draft
 from vtcore import speculative as sp
 from vtcore.errors import VTError
 
@@ -271,22 +272,6 @@ def test_token_map_beyond_the_draft_vocab_is_a_clear_error(tmp_path, draft_model
     torch.save(torch.tensor([0, 5, 151000]), tmp_path / "qwen-map.pt")
     with pytest.raises(VTError, match=r"qwen-map.pt: token id 151000 is outside the draft's vocabulary \(96 rows"):
         sp.load_draft(d, token_map=tmp_path / "qwen-map.pt", dtype=torch.float64)
-
-
-def write_hf_draft(model, kept, path):
-    """The "hf-draft" layout the export module writes (see speculative.load_draft)."""
-    path.mkdir()
-    kept = torch.as_tensor(sorted(kept))
-    cfg = model.config.to_dict()
-    cfg.update(draft_vocab_size=len(kept), tie_word_embeddings=False)
-    (path / "config.json").write_text(json.dumps(cfg))
-    state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    state["lm_head.weight"] = model.lm_head.weight[kept].contiguous()
-    state["d2t"] = kept - torch.arange(len(kept))
-    t2d = torch.zeros(model.config.vocab_size, dtype=torch.bool)
-    t2d[kept] = True
-    state["t2d"] = t2d
-    save_file(state, str(path / "model.safetensors"))
 
 
 def test_hf_draft_dir_loads_as_a_trimmed_draft(tmp_path, target, draft_model):

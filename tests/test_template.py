@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import jinja2
-import pytest
 
 from tests.conftest import SAMPLES
 from vtcore.data import read_dataset
