@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from tests.conftest import SAMPLES
 from vtcore.data import read_dataset
 from vtcore.template import FastSandbox, make_renderer, slow_renderer
