@@ -87,6 +87,11 @@ def test_predicted_speedup_formula_and_limits():
     assert float(search.predicted_speedup(1.0, 4, 0.1)) == pytest.approx(5 / 1.4)
     assert float(search.predicted_speedup(1 - 1e-9, 4, 0.1)) == pytest.approx(5 / 1.4, rel=1e-6)   # continuous
     assert float(search.predicted_speedup(0.0, 3, 0.2)) == pytest.approx(1 / 1.6)   # nothing accepted: slower
+    assert float(search.predicted_speedup(0.0, 4, 0.1)) == pytest.approx(1 / 1.4)
+    assert float(search.predicted_speedup(1.0, 4, 0.0)) == pytest.approx(5.0)
+    # a verify of gamma+1 tokens that costs 1.75 target steps (as measured on a CPU)
+    assert float(search.predicted_speedup(a, g, c, verify_cost=1.75)) == pytest.approx(
+        (1 - a ** 5) / ((1 - a) * (g * c + 1.75)))
     S = search.predicted_speedup(np.array([0.5, 0.7, 0.9])[None, :], np.arange(1, 5)[:, None], 0.05)
     assert S.shape == (4, 3) and np.all(np.diff(S, axis=1) > 0)   # higher acceptance, faster
 

@@ -388,7 +388,7 @@ def prediction(res: dict, gamma: int, coverage_k: float, a0_override: float | No
     """The search module's speed-up model fed with what was measured: a0 (full draft), a(k) =
     a0 C(k), c = draft ms per token / target ms per one-token step. Also the same model with
     the measured verify cost (a (gamma+1)-token target forward is not free on a CPU)."""
-    from vtcore.speculative import predicted_speedup
+    from vtcore.search import predicted_speedup
 
     t1 = res["target_only"]["target_ms_per_step"]
     full, trim = res.get("full"), res["trimmed"]
@@ -402,16 +402,15 @@ def prediction(res: dict, gamma: int, coverage_k: float, a0_override: float | No
     c_trim = trim["draft_ms_per_token"] / t1
     verify = trim["target_ms_per_step"] / t1
 
-    def with_verify(a, c):
-        tokens = gamma + 1 if a >= 1 else (1 - a ** (gamma + 1)) / (1 - a)
-        return tokens / (gamma * c + verify)
+    def speedup(a: float, c: float, verify_cost: float = 1.0) -> float:
+        return float(predicted_speedup(a, gamma, c, verify_cost))
 
     out.update({
         "a_k": a_k, "cost_ratio_full": c_full, "cost_ratio_trimmed": c_trim, "verify_cost_ratio": verify,
-        "full_vs_target": predicted_speedup(a0, gamma, c_full) if full else None,
-        "trimmed_vs_target": predicted_speedup(a_k, gamma, c_trim),
-        "trimmed_vs_target_with_verify_cost": with_verify(a_k, c_trim),
-        "full_vs_target_with_verify_cost": with_verify(a0, c_full) if full else None,
+        "full_vs_target": speedup(a0, c_full) if full else None,
+        "trimmed_vs_target": speedup(a_k, c_trim),
+        "trimmed_vs_target_with_verify_cost": speedup(a_k, c_trim, verify),
+        "full_vs_target_with_verify_cost": speedup(a0, c_full, verify) if full else None,
     })
     if full:
         out["trimmed_vs_full"] = out["trimmed_vs_target"] / out["full_vs_target"]

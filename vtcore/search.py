@@ -45,16 +45,18 @@ def utility(coverage: np.ndarray, reduction: np.ndarray, alpha: float) -> np.nda
 
 
 def predicted_speedup(a: np.ndarray | float, gamma: np.ndarray | int,
-                      cost_ratio: np.ndarray | float) -> np.ndarray:
+                      cost_ratio: np.ndarray | float, verify_cost: float = 1.0) -> np.ndarray:
     """Expected speed-up of speculative decoding over target-only decoding (Leviathan et al.
     2023, eq. for walltime improvement): per-token acceptance a, draft length gamma, cost ratio
-    c = t_draft / t_target. Broadcasts over its arguments; a = 1 gives (gamma + 1) / (gamma c + 1)."""
+    c = t_draft / t_target. Broadcasts over its arguments; a = 1 gives (gamma + 1) / (gamma c + 1).
+    verify_cost: a (gamma+1)-token target forward in one-token target steps; the paper takes 1
+    (true on a GPU), a CPU pays more (the benchmark measures it)."""
     a, g, c = np.broadcast_arrays(np.asarray(a, dtype=np.float64), np.asarray(gamma, dtype=np.float64),
                                   np.asarray(cost_ratio, dtype=np.float64))
     one = np.isclose(a, 1.0)
     safe = np.where(one, 0.5, a)
     tokens = np.where(one, g + 1.0, (1.0 - safe ** (g + 1.0)) / (1.0 - safe))
-    return tokens / (g * c + 1.0)
+    return tokens / (g * c + verify_cost)
 
 
 def pareto_mask(coverage: np.ndarray, reduction: np.ndarray) -> np.ndarray:

@@ -545,20 +545,6 @@ def speculative_generate(target, draft: Draft, prompt_ids, cfg: SpecConfig,
 # ---------------------------------------------------------------- speed-up model
 
 
-def predicted_speedup(a: float, gamma: int, cost_ratio: float) -> float:
-    """Leviathan et al.: expected speed-up over the target alone with per-token acceptance a,
-    draft length gamma and draft/target cost ratio c: (1 - a^(g+1)) / ((1 - a)(g c + 1)).
-    The search module owns this formula; this is the same one, used when it is absent."""
-    try:
-        from vtcore.search import predicted_speedup as owned  # type: ignore
-        return float(owned(a, gamma, cost_ratio))
-    except ImportError:
-        pass
-    a = min(max(a, 0.0), 1.0)
-    tokens = gamma + 1 if a >= 1.0 else (1 - a ** (gamma + 1)) / (1 - a)
-    return tokens / (gamma * cost_ratio + 1)
-
-
 def alpha_from_tokens_per_step(tokens_per_step: float, gamma: int) -> float:
     """Invert E[tokens per step] = (1 - a^(g+1)) / (1 - a) for a, by bisection: the per-token
     acceptance a run with this mean acceptance length implies."""
