@@ -236,29 +236,6 @@ def _device_name(device: str) -> str:
     return platform.processor() or platform.machine()
 
 
-class _Timer:
-    """Milliseconds of fn(); CUDA events around it on a GPU, perf_counter on the CPU."""
-
-    def __init__(self, device: str):
-        import torch
-
-        self.cuda = device.startswith("cuda")
-        self.torch = torch
-        if self.cuda:
-            self.start, self.end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-
-    def __call__(self, fn: Callable[[], Any]) -> float:
-        if self.cuda:
-            self.start.record()
-            fn()
-            self.end.record()
-            self.torch.cuda.synchronize()
-            return float(self.start.elapsed_time(self.end))
-        t0 = time.perf_counter()
-        fn()
-        return (time.perf_counter() - t0) * 1e3
-
-
 def measure_profile(arch: DraftArch, device: str = "cpu", dtype: str | None = None, ks: list[int] | None = None,
                     context: int = 1024, repeats: int | None = None, warmup: int = 3, rounds: int = 3,
                     threads: int | None = None, budget_s: float = 20.0, seed: int = 0,
@@ -268,6 +245,8 @@ def measure_profile(arch: DraftArch, device: str = "cpu", dtype: str | None = No
     repeats=None picks a count that fits about `budget_s` seconds (at least 5, at most 30)."""
     import torch
     import torch.nn.functional as F
+
+    from vtcore.speculative import Clock
 
     dtype = dtype or ("float32" if device == "cpu" else "bfloat16")
     tdtype = _torch_dtype(dtype)
@@ -292,7 +271,7 @@ def measure_profile(arch: DraftArch, device: str = "cpu", dtype: str | None = No
             body = _make_body(arch, context, tdtype, device)
             head = torch.randn(V, arch.hidden, device=device, dtype=tdtype) * 0.02
             token = torch.randint(0, 256, (1, 1), device=device)
-            timer = _Timer(device)
+            timer = Clock(torch.device(device)).time_ms
             hs = body(token)[:, -1]
 
             def step(k: int):

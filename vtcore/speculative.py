@@ -209,7 +209,7 @@ def _load_hf_draft(path: Path, cfg: dict, device, dtype, name: str) -> Draft:
 # ---------------------------------------------------------------- timing and stats
 
 
-class _Clock:
+class Clock:
     """Interval timing: perf_counter on CPU, CUDA events on GPU (read once, at the end)."""
 
     def __init__(self, device: torch.device):
@@ -228,6 +228,14 @@ class _Clock:
     def sync(self) -> None:
         if self.cuda:
             torch.cuda.synchronize()
+
+    def time_ms(self, fn: Callable[[], Any]) -> float:
+        """Milliseconds of one fn() call, waiting for the GPU to finish it."""
+        a = self.now()
+        fn()
+        b = self.now()
+        self.sync()
+        return self.seconds(a, b) * 1e3
 
 
 @dataclass
@@ -377,7 +385,7 @@ def _prompt_tensor(prompt_ids, device) -> torch.Tensor:
 def target_generate(target, prompt_ids, cfg: SpecConfig) -> GenResult:
     """The baseline: the target alone, one token per forward, with its KV cache."""
     device = target.get_output_embeddings().weight.device
-    clock = _Clock(device)
+    clock = Clock(device)
     seq = _prompt_tensor(prompt_ids, device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     stats = RunStats(prompt_tokens=int(seq.numel()), gamma=0)
@@ -419,7 +427,7 @@ def speculative_generate(target, draft: Draft, prompt_ids, cfg: SpecConfig,
                          should_stop: Callable[[], bool] | None = None) -> GenResult:
     """Generate with the draft proposing and the target verifying; lossless (see module doc)."""
     device = target.get_output_embeddings().weight.device
-    clock = _Clock(device)
+    clock = Clock(device)
     prompt = _prompt_tensor(prompt_ids, device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     V = int(target.get_output_embeddings().weight.shape[0])
