@@ -1,17 +1,53 @@
-"""Shared by test_speculative.py and test_bench.py: a model saved in the "hf-draft" layout."""
+"""Shared by the engine, benchmark and dashboard tests: a tiny target/draft pair of a real
+architecture (random weights, the real bundled Qwen3 tokenizer) so a benchmark runs in seconds,
+and a model saved in the "hf-draft" layout. torch is imported inside, when used."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import torch
-from safetensors.torch import save_file
+V = 151936  # Qwen3's padded embedding size; the tokenizer has 151,669 ids
+
+
+def tiny_pair(root: Path, extra_token: bool = False):
+    """A 2-layer Qwen3 target (hidden 16) and a 1-layer draft made of its first layer (so the draft
+    is right often), each saved with the bundled Qwen3 tokenizer; vocabulary 151,936 rows like the
+    real Qwen3 models. extra_token: the draft's tokenizer gets one more token (a mismatch).
+    Returns (target dir, draft dir, draft model)."""
+    import torch
+    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+
+    from vtcore.tokens import load_tokenizer
+
+    torch.manual_seed(0)
+    cfg = Qwen3Config(vocab_size=V, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=2048,
+                      tie_word_embeddings=True)
+    target = Qwen3ForCausalLM(cfg).eval()
+    with torch.no_grad():
+        target.model.embed_tokens.weight.mul_(20)  # sharper logits: some agreement with the draft
+    dcfg = Qwen3Config(**{**cfg.to_dict(), "num_hidden_layers": 1, "layer_types": cfg.layer_types[:1]})
+    draft = Qwen3ForCausalLM(dcfg).eval()
+    draft.load_state_dict({k: v for k, v in target.state_dict().items() if "layers.1." not in k}, strict=False)
+    tok = load_tokenizer()
+    tdir, ddir = root / "target", root / "draft"
+    target.save_pretrained(tdir)
+    tok.save_pretrained(tdir)
+    draft.save_pretrained(ddir)
+    if extra_token:
+        tok = AutoTokenizer.from_pretrained(str(tdir))  # a copy: load_tokenizer() is cached, leave it alone
+        tok.add_tokens(["<my_new_token>"])
+    tok.save_pretrained(ddir)
+    return tdir, ddir, draft
 
 
 def write_hf_draft(model, kept, path: Path) -> None:
     """The "hf-draft" layout the export module writes (see speculative.load_draft): the LM head cut
     to the kept rows (sorted ascending), d2t/t2d beside it, draft_vocab_size in config.json."""
+    import torch
+    from safetensors.torch import save_file
+
     path.mkdir()
     kept = torch.as_tensor(sorted(kept))
     cfg = model.config.to_dict()

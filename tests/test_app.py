@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from apphelpers import CODE, ROOT, code_rows, malformed_rows, tiny_pair
+from apphelpers import CODE, ROOT, code_rows, malformed_rows
+from drafthelpers import tiny_pair
 from vtcore import search, state
 from vtcore.countsfile import load_counts
 from vtcore.coverage import k_for_coverage
@@ -214,7 +215,7 @@ def test_export_page_without_a_selection_exports_any_k(workspace):
 
 
 def test_benchmark_page_runs_a_tiny_pair_in_the_background(workspace, tmp_path):
-    tdir, ddir = tiny_pair(tmp_path)
+    tdir, ddir, _ = tiny_pair(tmp_path)
     at = open_app("pages/5_Benchmark.py")
     assert any("CPU" in c.value or "CUDA" in c.value for c in at.caption)
     at.text_input(key="bench_target").set_value(str(tdir))
@@ -318,7 +319,7 @@ def test_frontier_with_an_uploaded_config_and_a_measured_profile(workspace):
 
 def test_export_page_trims_a_draft_directory_into_a_zip(workspace, tmp_path):
     count_sample()
-    _, ddir = tiny_pair(tmp_path)          # a Qwen3-architecture draft with the counts' tokenizer
+    _, ddir, _ = tiny_pair(tmp_path)        # a Qwen3-architecture draft with the counts' tokenizer
     at = open_app("pages/4_Export.py")
     at.number_input(key="export_k").set_value(512).run()
     assert "hf_draft_k512.zip" not in [b.proto.label for b in at.get("download_button")]

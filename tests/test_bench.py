@@ -10,47 +10,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 import torch
-from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
 
-from drafthelpers import write_hf_draft
+from drafthelpers import tiny_pair, write_hf_draft
 from vtcore import bench
 from vtcore.errors import VTError
 from vtcore.tokens import load_tokenizer
 from vtcore.workspace import repo_root
 
 torch.set_num_threads(1)
-V = 151936  # Qwen3's padded embedding size; the tokenizer has 151,669 ids
 REPO = repo_root()
-
-
-def _save_pair(root, extra_token=False):
-    """A 2-layer tiny Qwen3 target and a 1-layer draft made of its first layer (so the draft is
-    right often), each saved with the bundled Qwen3 tokenizer."""
-    torch.manual_seed(0)
-    cfg = Qwen3Config(vocab_size=V, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=2048,
-                      tie_word_embeddings=True)
-    target = Qwen3ForCausalLM(cfg).eval()
-    with torch.no_grad():
-        target.model.embed_tokens.weight.mul_(20)  # sharper logits: some agreement with the draft
-    dcfg = Qwen3Config(**{**cfg.to_dict(), "num_hidden_layers": 1, "layer_types": cfg.layer_types[:1]})
-    draft = Qwen3ForCausalLM(dcfg).eval()
-    draft.load_state_dict({k: v for k, v in target.state_dict().items() if "layers.1." not in k}, strict=False)
-    tok = load_tokenizer()
-    tdir, ddir = root / "target", root / "draft"
-    target.save_pretrained(tdir)
-    tok.save_pretrained(tdir)
-    draft.save_pretrained(ddir)
-    if extra_token:
-        tok = AutoTokenizer.from_pretrained(str(tdir))  # a copy: load_tokenizer() is cached, leave it alone
-        tok.add_tokens(["<my_new_token>"])
-    tok.save_pretrained(ddir)
-    return tdir, ddir, draft
 
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
-    return _save_pair(tmp_path_factory.mktemp("pair"))
+    return tiny_pair(tmp_path_factory.mktemp("pair"))
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +158,7 @@ print(json.dumps([main(common + ["--token-map", {str(tmp_path / 'big.pt')!r}]),
 
 
 def test_draft_with_a_different_tokenizer_is_refused(ws, tmp_path):
-    tdir, ddir, _ = _save_pair(tmp_path, extra_token=True)
+    tdir, ddir, _ = tiny_pair(tmp_path, extra_token=True)
     with pytest.raises(VTError, match=r"different tokenizers \(151670 vs 151669 tokens; first difference at id 151669"):
         bench.run_bench(_cfg((tdir, ddir, None), ws))
 

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from apphelpers import ROOT, code_rows, tiny_pair
+from apphelpers import ROOT, code_rows
+from drafthelpers import tiny_pair
 
 CHROMIUM = os.environ.get("VTCORE_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
@@ -322,7 +323,7 @@ def test_short_cpu_benchmark(page, server, tmp_path):
     if _default_pair_for_screenshots():
         target, settings = "default", (("prompts", "2"), ("new tokens", "32"))
     else:
-        tdir, ddir = tiny_pair(tmp_path)
+        tdir, ddir, _ = tiny_pair(tmp_path)
         target = str(tdir)
         settings = (("Target model", str(tdir)), ("Draft model", str(ddir)), ("prompts", "1"), ("new tokens", "8"))
     visit(page, server, "Benchmark")
