@@ -11,6 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 
+from clihelpers import last_json, run_vtcore
 from drafthelpers import tiny_pair, write_hf_draft
 from vtcore import bench
 from vtcore.errors import VTError
@@ -112,22 +113,15 @@ def test_hf_draft_directory_is_benchmarked_as_the_trimmed_draft(pair, ws, tmp_pa
     assert r["identical_outputs"] is True and any("hf-draft" in n for n in r["notes"])
 
 
-def _cli(*args, ws):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VTCORE_WORKSPACE": str(ws), "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "vtcore", "bench", *args], capture_output=True, text=True,
-                          env=env, cwd=REPO, timeout=300)
-
-
 def test_cli_with_a_token_map_prints_one_json_line(pair, ws, tmp_path):
     before = len(bench.load_results(ws))
     tdir, ddir, _ = pair
     ids = torch.tensor([151645, 151643] + list(range(100, 2100)), dtype=torch.long)
     torch.save(ids, tmp_path / "map.pt")
-    p = _cli("--target", str(tdir), "--draft", str(ddir), "--token-map", str(tmp_path / "map.pt"), "--prompts", "1",
-             "--max-new-tokens", "6", "--repeats", "1", "--warmup", "0", "--device", "cpu", "--threads", "1",
-             "--json", ws=ws)
-    assert p.returncode == 0, p.stderr
-    r = json.loads(p.stdout.strip().splitlines()[-1])
+    p = run_vtcore("bench", "--target", str(tdir), "--draft", str(ddir), "--token-map", str(tmp_path / "map.pt"),
+                   "--prompts", "1", "--max-new-tokens", "6", "--repeats", "1", "--warmup", "0", "--device", "cpu",
+                   "--threads", "1", "--json", ws=ws)
+    r = last_json(p)
     assert r["k"] == 2002 and r["identical_outputs"] is True and r["token_map"].endswith("map.pt")
     assert len(bench.load_results(ws)) == before + 1
 

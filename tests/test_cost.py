@@ -2,19 +2,16 @@
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from clihelpers import last_json, run_vtcore  # noqa: E402
 from vtcore import cost  # noqa: E402
 from vtcore.errors import VTError  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 
 # Real configs (abridged to the fields a cost model reads, values as published on the HF hub /
 # in SpecForge's configs/ folder).
@@ -237,17 +234,10 @@ def test_cost_ratio_against_target():
 
 # --- CLI ---------------------------------------------------------------------------------------
 
-def _cli(*args, ws):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VTCORE_WORKSPACE": str(ws)}
-    return subprocess.run([sys.executable, "-m", "vtcore", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
-
-
 def test_cli_flops_json(tmp_path):
-    p = _cli("flops", "--draft", "eagle3-llama3.1-8b", "--latency", "paper-flops", "--k", "32000", "13264",
-             "--json", ws=tmp_path)
-    assert p.returncode == 0, p.stderr
-    r = json.loads(p.stdout.strip().splitlines()[-1])
+    p = run_vtcore("flops", "--draft", "eagle3-llama3.1-8b", "--latency", "paper-flops", "--k", "32000", "13264",
+                   "--json", ws=tmp_path, timeout=120)
+    r = last_json(p)
     assert r["vocab_size"] == 128256
     assert r["lm_head_share"] == pytest.approx(0.6415, abs=1e-4)
     assert r["latency_reduction"]["32000"] == pytest.approx(0.481, abs=1e-3)
@@ -257,18 +247,17 @@ def test_cli_flops_json(tmp_path):
     # a config.json path works the same as a preset
     cfg = tmp_path / "config.json"
     cfg.write_text(json.dumps(CONFIGS["gemma-3-4b"]))
-    p = _cli("flops", "--draft", str(cfg), "--k", "8192", "--context", "2048", "--json", ws=tmp_path)
-    assert p.returncode == 0, p.stderr
-    r = json.loads(p.stdout.strip().splitlines()[-1])
+    p = run_vtcore("flops", "--draft", str(cfg), "--k", "8192", "--context", "2048", "--json", ws=tmp_path, timeout=120)
+    r = last_json(p)
     assert r["vocab_size"] == 262208 and 0 < r["latency_reduction"]["8192"] < r["lm_head_share"]
 
 
 def test_cli_flops_bad_input_exits_2(tmp_path):
-    p = _cli("flops", "--draft", "nope", "--json", ws=tmp_path)
+    p = run_vtcore("flops", "--draft", "nope", "--json", ws=tmp_path, timeout=120)
     assert p.returncode == 2 and "preset" in p.stderr and p.stdout == ""
-    p = _cli("flops", "--draft", "smollm2-135m-2l", "--k", "0", "99999", "--json", ws=tmp_path)
+    p = run_vtcore("flops", "--draft", "smollm2-135m-2l", "--k", "0", "99999", "--json", ws=tmp_path, timeout=120)
     assert p.returncode == 2 and "49,152" in p.stderr
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "hidden_size": 8}))
-    p = _cli("flops", "--draft", str(cfg), "--json", ws=tmp_path)
+    p = run_vtcore("flops", "--draft", str(cfg), "--json", ws=tmp_path, timeout=120)
     assert p.returncode == 2 and "missing intermediate_size" in p.stderr and len(p.stderr.strip().splitlines()) == 1

@@ -3,8 +3,6 @@ with random weights: tiny shapes per family, and the real smollm2-135m-2l draft 
 
 import json
 import os
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,10 +12,10 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from clihelpers import last_json, run_vtcore
 from vtcore import cost, profile  # noqa: E402
 from vtcore.errors import VTError  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2,
         "head_dim": 16, "num_hidden_layers": 2, "vocab_size": 4096}
@@ -135,27 +133,20 @@ def test_bad_requests():
             profile.measure_profile(arch, device="cuda", repeats=1)
 
 
-def _cli(*args, ws):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VTCORE_WORKSPACE": str(ws)}
-    return subprocess.run([sys.executable, "-m", "vtcore", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
 def test_cli_profile(tmp_path):
     # a Qwen3-shaped draft small enough to profile in a test, with Qwen3's padded vocabulary
     cfg = tmp_path / "draft" / "config.json"
     cfg.parent.mkdir()
     cfg.write_text(json.dumps({**TINY, **FAMILIES["qwen3"], "vocab_size": 151936}))
-    p = _cli("profile", "--draft", str(cfg), "--ks", "4096", "32768", "--repeats", "3", "--threads", "1",
-             "--context", "64", "--json", ws=tmp_path)
-    assert p.returncode == 0, p.stderr
-    r = json.loads(p.stdout.strip().splitlines()[-1])
+    p = run_vtcore("profile", "--draft", str(cfg), "--ks", "4096", "32768", "--repeats", "3", "--threads", "1",
+                   "--context", "64", "--json", ws=tmp_path)
+    r = last_json(p)
     assert r["ks"] == [4096, 32768, 151936] and Path(r["profile_path"]).is_file()
     assert str(tmp_path / "profiles") in r["profile_path"]
     for key in ("step_ms", "head_ms", "cache_effect", "cache_effect_note", "latency_reduction_measured",
                 "latency_reduction_flops", "device", "dtype", "threads", "torch_version", "context"):
         assert key in r, key
 
-    p = _cli("profile", "--draft", "smollm2-135m-2l", "--device", "cuda:0" if not torch.cuda.is_available() else "tpu",
-             "--json", ws=tmp_path)
+    p = run_vtcore("profile", "--draft", "smollm2-135m-2l",
+                   "--device", "cuda:0" if not torch.cuda.is_available() else "tpu", "--json", ws=tmp_path)
     assert p.returncode == 2 and p.stdout == ""

@@ -4,8 +4,6 @@
 import gzip
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,6 +13,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from clihelpers import last_json, run_vtcore
 from vtcore import cost, search  # noqa: E402
 from vtcore.countsfile import CountsFile, load_counts, save_counts  # noqa: E402
 from vtcore.errors import VTError  # noqa: E402
@@ -66,17 +65,6 @@ def qwen_problem_parts(counts_path):
 def ws(tmp_path, monkeypatch):
     monkeypatch.setenv("VTCORE_WORKSPACE", str(tmp_path))
     return tmp_path
-
-
-def _cli(*args, ws):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VTCORE_WORKSPACE": str(ws)}
-    return subprocess.run([sys.executable, "-m", "vtcore", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
-def _json(p):
-    assert p.returncode == 0, p.stderr
-    return json.loads(p.stdout.strip().splitlines()[-1])
 
 
 # --- objective functions ----------------------------------------------------------------------
@@ -326,21 +314,21 @@ def test_resume_refuses_a_different_problem(qwen_problem_parts, ws):
 
 def test_cli_study_resumes_in_a_new_process(counts_path, tmp_path):
     args = ["optimize", "--counts", str(counts_path), "--draft", "qwen3-0.6b", "--study", "resume-me", "--json"]
-    first = _json(_cli(*args, "--trials", "15", ws=tmp_path))
+    first = last_json(run_vtcore(*args, "--trials", "15", ws=tmp_path))
     assert first["n_trials"] == 15 and first["n_new_trials"] == 15
-    second = _json(_cli(*args, "--trials", "10", ws=tmp_path))
+    second = last_json(run_vtcore(*args, "--trials", "10", ws=tmp_path))
     assert second["n_trials"] == 25 and second["n_new_trials"] == 10
     assert second["study_path"] == first["study_path"] and Path(second["study_path"]).is_file()
     _, rows = search.load_study_rows(second["study_path"])
     assert [r["number"] for r in rows] == list(range(25))
     assert second["utility"] >= first["utility"]   # the best so far can only improve
-    p = _cli(*args, "--trials", "5", "--alpha", "0.9", ws=tmp_path)
+    p = run_vtcore(*args, "--trials", "5", "--alpha", "0.9", ws=tmp_path)
     assert p.returncode == 2 and "different problem" in p.stderr
 
 
 def test_cli_optimize_json_keys(counts_path, tmp_path):
-    r = _json(_cli("optimize", "--counts", str(counts_path), "--draft", "qwen3-0.6b", "--trials", "30",
-                   "--min-coverage", "0.9", "--json", ws=tmp_path))
+    r = last_json(run_vtcore("optimize", "--counts", str(counts_path), "--draft", "qwen3-0.6b", "--trials", "30",
+                             "--min-coverage", "0.9", "--json", ws=tmp_path))
     for key in ("best_k", "coverage", "latency_reduction", "utility", "exact_best_k", "exact_utility", "regret",
                 "n_trials", "pareto", "flops_breakdown", "lm_head_share", "study_path", "coverage_source"):
         assert key in r, key
@@ -349,8 +337,9 @@ def test_cli_optimize_json_keys(counts_path, tmp_path):
     assert r["exact_best_k"] in [pt["k"] for pt in r["pareto"]]
     fb = r["flops_breakdown"]["lm_head"]
     assert fb["at_V"] == 2 * 1024 * 151936 and fb["at_best_k"] == 2 * 1024 * r["best_k"]
-    s = _json(_cli("optimize", "--counts", str(counts_path), "--draft", "eagle3-qwen3-8b", "--objective", "speedup",
-                   "--trials", "30", "--coverage", "insample", "--latency", "paper-flops", "--json", ws=tmp_path))
+    s = last_json(run_vtcore("optimize", "--counts", str(counts_path), "--draft", "eagle3-qwen3-8b",
+                             "--objective", "speedup", "--trials", "30", "--coverage", "insample",
+                             "--latency", "paper-flops", "--json", ws=tmp_path))
     assert s["coverage_source"] == "insample" and s["latency_source"] == "paper-flops"
     assert s["best_gamma"] >= 1 and s["predicted_speedup"] > 1
     assert s["cost_ratio_source"] == "FLOPs vs target qwen3-8b"
@@ -363,23 +352,23 @@ def test_cli_optimize_json_keys(counts_path, tmp_path):
     (["--latency", "nope.json"], "latency profile not found"),
 ])
 def test_cli_optimize_bad_input_exits_2(counts_path, tmp_path, extra, message):
-    p = _cli("optimize", "--counts", str(counts_path), "--draft", "qwen3-0.6b", "--trials", "5", *extra, "--json",
-             ws=tmp_path)
+    p = run_vtcore("optimize", "--counts", str(counts_path), "--draft", "qwen3-0.6b", "--trials", "5", *extra, "--json",
+                   ws=tmp_path)
     assert p.returncode == 2 and message in p.stderr and p.stdout == "", p.stderr
     assert len(p.stderr.strip().splitlines()[-1]) > 0
 
 
 def test_cli_optimize_foreign_tokenizer_and_custom_draft(counts_path, tmp_path):
-    p = _cli("optimize", "--counts", str(counts_path), "--draft", "smollm2-135m-2l", "--json", ws=tmp_path)
+    p = run_vtcore("optimize", "--counts", str(counts_path), "--draft", "smollm2-135m-2l", "--json", ws=tmp_path)
     assert p.returncode == 2 and "does not belong" in p.stderr
     cfg = tmp_path / "draft" / "config.json"   # a config.json draft has no known target: speed-up needs a ratio
     cfg.parent.mkdir()
     cfg.write_text(json.dumps(cost.PRESETS["qwen3-0.6b"]["config"]))
-    p = _cli("optimize", "--counts", str(counts_path), "--draft", str(cfg.parent), "--objective", "speedup",
-             "--json", ws=tmp_path)
+    p = run_vtcore("optimize", "--counts", str(counts_path), "--draft", str(cfg.parent), "--objective", "speedup",
+                   "--json", ws=tmp_path)
     assert p.returncode == 2 and "--cost-ratio" in p.stderr
-    r = _json(_cli("optimize", "--counts", str(counts_path), "--draft", str(cfg.parent), "--objective", "speedup",
-                   "--cost-ratio", "0.1", "--trials", "10", "--json", ws=tmp_path))
+    r = last_json(run_vtcore("optimize", "--counts", str(counts_path), "--draft", str(cfg.parent),
+                             "--objective", "speedup", "--cost-ratio", "0.1", "--trials", "10", "--json", ws=tmp_path))
     assert r["cost_ratio_full"] == 0.1 and r["cost_ratio_source"] == "--cost-ratio"
 
 
@@ -396,16 +385,17 @@ def test_cli_optimize_with_a_measured_profile(counts_path, tmp_path):
     arch = cost.arch_from_config(path)
     prof = profile.measure_profile(arch, ks=[4096, 32768], context=64, repeats=3, warmup=1, threads=1)
     prof_path = profile.save_profile(tmp_path / "prof.json", prof)
-    o = _json(_cli("optimize", "--counts", str(counts_path), "--draft", str(path), "--latency", str(prof_path),
-                   "--objective", "speedup", "--t-target-ms", "50", "--trials", "20", "--json", ws=tmp_path))
+    o = last_json(run_vtcore("optimize", "--counts", str(counts_path), "--draft", str(path),
+                             "--latency", str(prof_path), "--objective", "speedup", "--t-target-ms", "50",
+                             "--trials", "20", "--json", ws=tmp_path))
     assert o["latency_source"] == f"profile:{prof_path}"
     assert o["cost_ratio_full"] == pytest.approx(prof.step_ms[-1] / 50)
     assert o["cost_ratio_source"] == "profile step(V) / --t-target-ms"
     assert o["exact_latency_reduction"] == pytest.approx(float(prof.latency_reduction(o["exact_best_k"])))
     # the profile cannot stand in for another draft, and milliseconds need a profile
-    p = _cli("optimize", "--counts", str(counts_path), "--draft", "qwen3-0.6b", "--latency", str(prof_path),
-             "--json", ws=tmp_path)
+    p = run_vtcore("optimize", "--counts", str(counts_path), "--draft", "qwen3-0.6b", "--latency", str(prof_path),
+                   "--json", ws=tmp_path)
     assert p.returncode == 2 and "was measured for" in p.stderr
-    p = _cli("optimize", "--counts", str(counts_path), "--draft", "qwen3-0.6b", "--objective", "speedup",
-             "--t-target-ms", "50", "--json", ws=tmp_path)
+    p = run_vtcore("optimize", "--counts", str(counts_path), "--draft", "qwen3-0.6b", "--objective", "speedup",
+                   "--t-target-ms", "50", "--json", ws=tmp_path)
     assert p.returncode == 2 and "needs measured draft times" in p.stderr
