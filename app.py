@@ -18,7 +18,7 @@ if not s.counts_path:
     st.write("One click counts the bundled code sample (HumanEval, 164 rows) with the bundled Qwen3 tokenizer "
              "and opens its coverage curve.")
 if st.button("Start with the sample data", type="primary", key="start_sample"):
-    from vtcore.jobs import counting_job
+    from vtapp.jobs import counting_job
 
     path = str(ui.SAMPLES["code"][0])
     with st.spinner("Counting samples/code.jsonl with the bundled Qwen3 tokenizer ..."):
@@ -37,7 +37,8 @@ with c1:
 with c2:
     st.markdown(f"**Draft**  \n{s.draft or 'not chosen (Frontier page)'}")
     st.markdown(f"**Study**  \n{s.study or 'none'}")
-    st.markdown(f"**Selected point**  \n{ui.selected_label(s.selected) if s.selected else 'none (pick one on Frontier)'}")
+    sel = ui.selection(s)
+    st.markdown(f"**Selected point**  \n{sel.label() if sel else 'none (pick one on Frontier)'}")
 
 st.subheader("Pages")
 cols = st.columns(5)

@@ -1,5 +1,5 @@
 """Dashboard interactivity: server-side time per rerun when the user moves the coverage slider
-(Coverage page) or alpha / c_min (Frontier page), with the page caches (st.cache_resource keyed
+(Coverage page) or alpha / the coverage constraint (Frontier page), with the page caches (st.cache_resource keyed
 by counts path + mtime) and, side by side, with them cleared before every rerun (reload the
 counts file, rank, build C(k) and R(k) for every k, reload the tokenizer wrapper).
 
@@ -58,8 +58,8 @@ def main() -> None:
     torch.set_num_threads(1)
     from streamlit.testing.v1 import AppTest
 
-    from vtcore import state
-    from vtcore.jobs import counting_job
+    from vtapp import state
+    from vtapp.jobs import counting_job
 
     ws = tempfile.mkdtemp(prefix="bench-app-")
     os.environ["VTCORE_WORKSPACE"] = ws
@@ -75,11 +75,11 @@ def main() -> None:
         state.update_state(draft="eagle3-qwen3-8b")
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
         print(f"\n[{label}] {int(job.result['assistant_tokens']):,} assistant tokens")
-        cases = [("coverage slider", "pages/2_Coverage.py", "coverage_target",
+        cases = [("coverage slider", "pages/2_Coverage.py", "min_coverage",
                   [round(0.80 + 0.19 * i / max(n - 1, 1), 3) for i in range(n)]),
                  ("alpha slider   ", "pages/3_Frontier.py", "alpha", [round(0.05 + 0.9 * i / max(n - 1, 1), 2)
                                                                       for i in range(n)]),
-                 ("c_min slider   ", "pages/3_Frontier.py", "min_coverage",
+                 ("constraint     ", "pages/3_Frontier.py", "min_coverage",
                   [round(0.5 + 0.45 * i / max(n - 1, 1), 3) for i in range(n)])]
         for name, page, key, values in cases:
             at.switch_page(page).run()

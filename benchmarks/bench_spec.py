@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from vtcore.bench import BenchConfig, run_bench  # noqa: E402
-from vtcore.cli import dumps, progress_printer  # noqa: E402
+from vtcore.cmd.common import dumps, progress_printer  # noqa: E402
 from vtcore.workspace import repo_root  # noqa: E402
 
 
@@ -106,7 +106,7 @@ def main() -> None:
         o = r["ood"]
         print(f"out of domain ({Path(o['data']).name}, coverage at k {o['coverage_k']:.4f}): trimmed vs full "
               f"{o['speedup_trimmed_vs_full']:.2f}x, trimmed vs target {o['speedup_trimmed_vs_target']:.2f}x, "
-              f"acceptance full {o['full']['alpha']:.3f} / trimmed {o['trimmed']['alpha']:.3f}, "
+              f"acceptance full {o['full']['acceptance']:.3f} / trimmed {o['trimmed']['acceptance']:.3f}, "
               f"identical {o['identical_outputs']}")
     r["head_micro_ms"] = micro
     print(dumps(r))

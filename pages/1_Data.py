@@ -7,10 +7,10 @@ import pandas as pd
 import streamlit as st
 
 from vtapp import common as ui
-from vtcore import state as vstate
+from vtapp import state as vstate
 from vtcore.data import SCHEMAS
 from vtcore.errors import VTError
-from vtcore.jobs import counting_job
+from vtapp.jobs import counting_job
 
 s = ui.page("Data")
 st.title("Data")
@@ -106,7 +106,7 @@ if len(cf.domain_names) > 1:
 
 st.markdown("**Top tokens**")
 top_n = 30
-order = cov.order_all
+order = cov.order_all   # the in-sample ranking: all rows
 total = max(int(cf.counts.sum()), 1)
 ids = [int(i) for i in order[:top_n] if cf.counts[i] > 0]
 tok = ui.tokenizer_or_none(m)

@@ -7,6 +7,7 @@ import streamlit as st
 from vtapp import common as ui
 from vtapp import plots
 from vtcore.coverage import k_for_coverage
+from vtcore.selection import for_min_coverage
 
 s = ui.page("Coverage")
 st.title("Coverage")
@@ -17,14 +18,19 @@ st.caption(f"{ui.dataset_label(s)} · {int(cf.counts.sum()):,} assistant tokens 
 has_heldout = cov.heldout is not None
 c1, c2 = st.columns([3, 2])
 with c1:
-    target = st.slider("Coverage constraint: C(k) ≥", 0.50, 1.0, step=0.001, format="%.3f",
-                       **ui.persisted("coverage_target", cast=float))
+    min_coverage = st.slider("Coverage constraint: C(k) ≥", 0.0, 1.0, step=0.001, format="%.3f",
+                             **ui.persisted("min_coverage", cast=float))
 with c2:
-    which = st.radio("k from", ["heldout", "insample"] if has_heldout else ["insample"], horizontal=True,
-                     format_func={"heldout": "held-out rows (honest)", "insample": "in-sample"}.get, key="cov_which")
+    if not has_heldout:
+        st.session_state["curve"] = "insample"
+    which = st.radio("Curve", ["heldout", "insample"] if has_heldout else ["insample"], horizontal=True,
+                     format_func={"heldout": "held-out rows (honest)", "insample": "in-sample (all rows)"}.get,
+                     **ui.persisted("curve"),
+                     help="held-out: ranked on the fit rows, measured on the held-out fifth; in-sample: ranked and "
+                          "measured on all rows. The k shown and the tokens exported for it use the same ranking.")
 
-curve = cov.curve(which)
-k_need = k_for_coverage(curve, target)
+pick = for_min_coverage(cov, min_coverage, which, counts_path=s.counts_path)
+k_need, curve = pick.k, cov.curve(which)
 curves = {"in-sample": cov.insample}
 if has_heldout:
     curves["held-out"] = cov.heldout
@@ -37,40 +43,34 @@ if len(cf.domain_names) > 1:
         measure_on = b.selectbox("Measure on domain", [d for d in cf.domain_names if d != rank_on], key="ood_b")
         ood = ui.ood_curve(s.counts_path, rank_on, measure_on)
         curves[f"ood {rank_on}→{measure_on}"] = ood
-        ood_k = k_for_coverage(ood, target)
+        ood_k = k_for_coverage(ood, min_coverage)
 
 m = st.columns(4)
-m[0].metric("k needed", f"{k_need:,}", help=f"smallest k with {which} C(k) ≥ {target:.3f}")
+m[0].metric("k needed", f"{k_need:,}", help=f"smallest k with {which} C(k) ≥ {min_coverage:.3f}")
 m[1].metric("share of the vocabulary", ui.fmt_pct(k_need / V))
-m[2].metric("held-out C(k)" if has_heldout else "in-sample C(k)", f"{curve[k_need]:.4f}")
+m[2].metric(f"{which} C(k)", f"{curve[k_need]:.4f}")
 if ood_k is not None:
     m[3].metric("k needed out of domain", f"{ood_k:,}")
 else:
-    m[3].metric("in-sample C(k)", f"{cov.insample[k_need]:.4f}")
+    other = "insample" if which == "heldout" else "heldout"
+    m[3].metric(f"{other} C(k)", "–" if cov.curve(other) is curve else f"{cov.curve(other)[k_need]:.4f}")
 
 ks = plots.log_ks(V, must=(k_need,))
-st.plotly_chart(plots.coverage_figure(curves, k_need, target, ks=ks), key="coverage_plot",
+st.plotly_chart(plots.coverage_figure(curves, k_need, min_coverage, ks=ks), key="coverage_plot",
                 config={"displaylogo": False})
-
-
-def use_k(k: int, c: float) -> None:
-    ui.save(selected={"source": "coverage", "k": int(k), "coverage": float(c), "counts_path": s.counts_path,
-                      "coverage_source": which})
-
-
-st.button(f"Select k = {k_need:,} for export", key="use_k", on_click=use_k, args=(k_need, float(curve[k_need])))
+st.button(f"Select k = {k_need:,} for export", key="use_k", on_click=ui.select, args=(pick,))
 
 # ---- token inspector
 st.subheader("Token inspector")
 k_in = st.number_input("k", 1, V, value=int(min(k_need, V)), step=1, key=f"inspect_k_{k_need}",
-                       help="what a draft head of this many rows keeps and drops (ranking over all rows)")
+                       help="what a draft head of this many rows keeps and drops (the chosen curve's ranking)")
 k_in = int(k_in)
-order, counts = cov.order_all, cf.counts
+order, counts = cov.order(which), cf.counts
 total = max(int(counts.sum()), 1)
-dropped_mass = 1.0 - float(cov.insample_all[k_in])
+dropped_mass = 1.0 - float(curve[k_in])
 i1, i2, i3 = st.columns(3)
 i1.metric("kept tokens", f"{k_in:,}")
-i2.metric("dropped mass (in-sample)", ui.fmt_pct(dropped_mass, 3))
+i2.metric(f"dropped mass ({which})", ui.fmt_pct(dropped_mass, 3))
 i3.metric("dropped tokens seen in the data", f"{int(np.count_nonzero(counts[order[k_in:]])):,}")
 tok = ui.tokenizer_or_none(cf.manifest)
 

@@ -1,5 +1,6 @@
 """Frontier: the draft's cost, the exact coverage/latency frontier, and a live Optuna TPE study over it."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -8,9 +9,10 @@ import streamlit as st
 
 from vtapp import common as ui
 from vtapp import plots
-from vtcore import cost, search
-from vtcore import state as vstate
+from vtapp import state as vstate
+from vtcore import cost, problem, search
 from vtcore.errors import VTError
+from vtcore.selection import Selection
 
 s = ui.page("Frontier")
 st.title("Frontier")
@@ -31,7 +33,7 @@ with c1:
         if not fits:
             st.error(f"No preset has a vocabulary as large as this tokenizer's ({V_tok:,}); upload the draft's config.json.")
             st.stop()
-        spec = st.selectbox("Preset", fits, index=fits.index(default) if default in fits else 0, key="draft_preset",
+        spec_draft = st.selectbox("Preset", fits, index=fits.index(default) if default in fits else 0, key="draft_preset",
                             help="presets whose vocabulary fits this tokenizer; sources in vtcore/cost.py")
     else:
         def keep_config() -> None:
@@ -47,37 +49,43 @@ with c1:
             st.stop()
         if st.session_state.get("draft_config") not in configs:
             st.session_state["draft_config"] = s.draft if s.draft in configs else configs[0]
-        spec = st.selectbox("Uploaded configs", configs, key="draft_config", format_func=vstate.upload_label)
+        spec_draft = st.selectbox("Uploaded configs", configs, key="draft_config", format_func=vstate.upload_label)
 try:
-    arch = ui.arch(spec)
+    arch = ui.arch(spec_draft)
     cost.check_counts_vocab(V_tok, arch, "the counts")
 except VTError as e:
     st.error(str(e))
     st.stop()
-if spec != s.draft:
-    s = ui.save(draft=spec)
+if spec_draft != s.draft:
+    s = ui.save(draft=spec_draft)
 with c2:
     st.markdown(f"**{arch.name}**: {arch.kind}, {arch.layers} layer(s), hidden {arch.hidden:,}, "
                 f"vocabulary {arch.vocab:,} rows  \n<small>{arch.source}</small>", unsafe_allow_html=True)
     profiles = [str(p) for p in sorted(vstate.subdir("profiles").glob("*.json"))]
+    if st.session_state.get("latency") not in ["flops", "paper-flops"] + profiles:
+        st.session_state["latency"] = s.latency if s.latency in ["flops", "paper-flops"] + profiles else "flops"
     latency = st.selectbox("Latency model", ["flops", "paper-flops"] + profiles, key="latency",
-                           index=(["flops", "paper-flops"] + profiles).index(s.latency)
-                           if s.latency in ["flops", "paper-flops"] + profiles else 0,
                            format_func=lambda x: {"flops": "FLOPs (every component)",
                                                   "paper-flops": "FLOPs, the seed paper's proxy"}.get(x, f"measured: {Path(x).name}"),
                            help="measured profiles come from `python -m vtcore profile` (saved in the workspace)")
     context = int(st.number_input("KV-cache context (tokens)", 0, 1 << 20, 1024, step=256, key="context"))
 if latency != s.latency:
     s = ui.save(latency=latency)
-try:
-    R = ui.reduction(spec, latency, context)
-except VTError as e:
-    st.error(str(e))
-    st.stop()
+
+
+def use_paper() -> None:
+    """The seed paper's reference run in one click (vtcore.problem.PAPER, PAPER_RUN)."""
+    paper = {**problem.PAPER, "k_max": min(problem.PAPER["k_max"], arch.vocab), **problem.PAPER_RUN}
+    st.session_state.update(paper)
+    ui.save(**paper)
+
 
 # ---- 2. objective
 st.subheader("2. Objective")
-o1, o2, o3 = st.columns(3)
+st.button("Paper settings", key="paper", on_click=use_paper,
+          help="the seed paper's reference run: utility, α = 0.5, no coverage constraint, k in [50, 50,000] "
+               "sampled linearly, 30 TPE trials, seed 42, in-sample coverage, its FLOPs proxy")
+o1, o2, o3, o4 = st.columns([3, 3, 3, 2])
 with o1:
     objective = st.selectbox("Objective", list(search.OBJECTIVES), **ui.persisted("objective"),
                              format_func={"utility": "utility α·C + (1−α)·R", "speedup": "predicted speed-up (k, γ)",
@@ -85,44 +93,53 @@ with o1:
 with o2:
     alpha = st.slider("α (weight of coverage)", 0.0, 1.0, step=0.01, **ui.persisted("alpha", cast=float))
 with o3:
-    c_min = st.slider("c_min (coverage constraint)", 0.0, 1.0, step=0.005, format="%.3f",
-                      **ui.persisted("min_coverage", cast=float))
-source = "heldout" if cov.heldout is not None else "insample"
-C = ui.padded_curve(s.counts_path, source, arch.vocab)
+    min_coverage = st.slider("Coverage constraint: C(k) ≥", 0.0, 1.0, step=0.005, format="%.3f",
+                             **ui.persisted("min_coverage", cast=float))
+with o4:
+    if cov.heldout is None:
+        st.session_state["curve"] = "insample"
+    curve = st.radio("Coverage curve", ["heldout", "insample"] if cov.heldout is not None else ["insample"],
+                     format_func={"heldout": "held-out rows", "insample": "in-sample (all rows)"}.get,
+                     **ui.persisted("curve"))
+with st.expander("k range and sampling", expanded=False):
+    r1, r2, r3 = st.columns(3)
+    k_min = int(r1.number_input("k min", 1, arch.vocab, **ui.persisted("k_min", cast=int)))
+    if st.session_state.get("k_max") is None or st.session_state["k_max"] > arch.vocab:
+        st.session_state["k_max"] = arch.vocab
+    k_max = int(r2.number_input("k max", 1, arch.vocab, **ui.persisted("k_max", cast=int)))
+    k_scale = r3.radio("TPE samples k", ["log", "linear"], horizontal=True, **ui.persisted("k_scale"))
 a0, ratio = 0.7, None
 if objective == "speedup":
-    mode = latency if latency in cost.MODES else "flops"
-    tf = cost.target_flops(arch, context, mode)
     p1, p2 = st.columns(2)
     a0 = p1.slider("a0: acceptance of the full-vocabulary draft", 0.05, 1.0, 0.7, 0.01, key="a0")
-    if tf:
-        ratio = float(cost.total_flops(arch, arch.vocab, context, mode)) / tf
-        p2.metric("draft/target cost ratio (FLOPs)", f"{ratio:.4f}", help=f"vs target {arch.target}")
-    else:
+    if not arch.target:
         ratio = p2.number_input("draft/target cost ratio t_draft/t_target", 0.0001, 10.0, 0.05, key="ratio",
                                 help="this draft names no target model")
+spec = problem.SearchSpec(draft=spec_draft, latency=latency, context=context, objective=objective, alpha=alpha,
+                          min_coverage=min_coverage, curve=curve, k_min=k_min, k_max=k_max, k_scale=k_scale, a0=a0,
+                          cost_ratio=ratio)
 try:
-    problem = search.Problem(C, R, objective=objective, alpha=alpha, min_coverage=c_min, a0=a0,
-                             cost_ratio_full=ratio, coverage_source=source,
-                             latency_source=latency if latency in cost.MODES else f"profile:{latency}")
-    exact = search.solve_exact(problem)
+    setup = problem.build(cf, spec, cov=cov, arch=arch)
+    exact = search.solve_exact(setup.problem)
 except VTError as e:
     st.error(str(e))
     st.stop()
+C, R = setup.problem.coverage, setup.problem.reduction
+if objective == "speedup" and arch.target:
+    st.metric("draft/target cost ratio (FLOPs)", f"{setup.problem.cost_ratio_full:.4f}", help=f"vs target {arch.target}")
 
-sel = s.selected if s.selected and s.selected.get("counts_path") == s.counts_path else None
+sel = ui.selection(s)
 e = st.columns(5)
 e[0].metric("exact best k", f"{exact.best_k:,}", help=f"{exact.n_evaluated:,} points in {exact.seconds * 1e3:.0f} ms")
-e[1].metric("coverage C", f"{exact.coverage:.4f}", help=f"{source} rows")
+e[1].metric("coverage C", f"{exact.coverage:.4f}", help=f"{setup.spec.curve} curve")
 e[2].metric("latency reduction R", f"{exact.latency_reduction:.4f}")
 e[3].metric("utility U", f"{exact.utility:.4f}")
 if exact.speedup is not None:
     e[4].metric("predicted speed-up", f"{exact.speedup:.3f}× (γ={exact.best_gamma})")
 else:
-    e[4].metric("LM head share of the draft", ui.fmt_pct(cost.lm_head_share(arch, context,
-                                                                             latency if latency in cost.MODES else "flops"), 1))
+    e[4].metric("LM head share of the draft", ui.fmt_pct(cost.lm_head_share(arch, context, setup.flops_mode), 1))
 
-k_show = int(sel["k"]) if sel else exact.best_k
+k_show = int(sel.k) if sel else exact.best_k
 with st.expander(f"Where the draft's cost goes (full vocabulary vs k = {k_show:,})", expanded=True):
     k_bar = min(k_show, arch.vocab)
     if latency in cost.MODES:
@@ -159,7 +176,7 @@ n_trials = int(t[0].number_input("Trials", 1, 5000, **ui.persisted("trials", cas
 seed = int(t[1].number_input("Seed", 0, 2**31 - 1, **ui.persisted("seed", cast=int)))
 if t[2].button("Run TPE", type="primary", key="run_tpe", disabled=runner is not None and runner.running):
     try:
-        new = search.StudyRunner(problem, None, n_trials=n_trials, seed=seed)
+        new = search.StudyRunner(setup.problem, None, n_trials=n_trials, seed=seed)
         reg.put(f"study:{new.study_name}", new)
         new.start()
         ui.save(study=new.study_name)
@@ -192,12 +209,6 @@ def study_rows() -> tuple[dict, list[dict], str, str | None]:
     return settings, rows, "stored", None
 
 
-def best_of(rows: list[dict], objective: str) -> dict | None:
-    ok = [r for r in rows if r["state"] == "COMPLETE" and r["feasible"] and r.get("k") is not None]
-    key = "speedup" if objective == "speedup" else "utility"
-    return max(ok, key=lambda r: (r.get(key) or 0.0, -r["number"])) if ok else None
-
-
 def on_pick(front_C: np.ndarray, front_R: np.ndarray) -> None:
     """A click on the frontier plot: remember the point (session + saved state)."""
     ev = st.session_state.get("frontier_plot")
@@ -206,29 +217,32 @@ def on_pick(front_C: np.ndarray, front_R: np.ndarray) -> None:
         return
     src, k, number = pts[0]["customdata"][:3]
     k, number = int(k), int(number)
-    rows = study_rows()[1] if name else []
+    settings, rows = study_rows()[:2] if name else ({}, [])
     if src == "exact":   # an exact point a trial also tried: keep the study's provenance
         same = [r for r in rows if r["state"] == "COMPLETE" and r.get("k") == k]
         if same:
             src, number = "trial", same[0]["number"]
-    pick = {"source": src, "k": k, "coverage": float(front_C[k]), "latency_reduction": float(front_R[k]),
-            "counts_path": s.counts_path, "draft": spec, "coverage_source": source}
     if src == "trial":
         row = next((r for r in rows if r["number"] == number), {})
-        pick.update(study=name, trial=number, gamma=row.get("gamma"))
-        # the trial's own figures (a study made for other settings keeps what it measured)
-        pick.update({m: row[m] for m in ("coverage", "latency_reduction") if row.get(m) is not None})
-    ui.save(selected=pick)
+        # the trial's own figures and curve (a study made for other settings keeps what it measured)
+        pick = Selection(k=k, source="trial", curve=settings.get("coverage_source", setup.spec.curve),
+                         counts_path=s.counts_path, draft=spec_draft, study=name, trial=number, gamma=row.get("gamma"),
+                         coverage=row.get("coverage", float(front_C[k])),
+                         latency_reduction=row.get("latency_reduction", float(front_R[k])))
+    else:
+        pick = Selection(k=k, source="exact", curve=setup.spec.curve, counts_path=s.counts_path, draft=spec_draft,
+                         coverage=float(front_C[k]), latency_reduction=float(front_R[k]))
+    ui.select(pick)
 
 
-def current_pick() -> dict | None:
+def current_pick() -> Selection | None:
     """The saved selection if it belongs to these counts, with C and R filled in for this draft."""
-    cur = vstate.load_state().selected
-    if not cur or cur.get("counts_path") != s.counts_path:
+    cur = ui.selection(vstate.load_state())
+    if cur is None:
         return None
-    k = min(int(cur["k"]), arch.vocab)
-    return {**cur, "coverage": cur.get("coverage", float(C[k])),
-            "latency_reduction": cur.get("latency_reduction", float(R[k]))}
+    k = min(cur.k, arch.vocab)
+    return replace(cur, coverage=float(C[k]) if cur.coverage is None else cur.coverage,
+                   latency_reduction=float(R[k]) if cur.latency_reduction is None else cur.latency_reduction)
 
 
 front_k = search.thin_frontier(exact.frontier_k, 300, must=(exact.best_k,))
@@ -251,19 +265,20 @@ def live() -> None:
         st.error(f"Study {name} stopped on an error: {error}. The {len(rows)} trial(s) before it are kept in "
                  f"{search.study_path(name) if name else 'the study file'}.")
     study_obj = settings.get("objective", objective)
-    best = best_of(rows, study_obj)
+    best = search.best_trial(rows, study_obj)
     if name:
-        same = settings.get("coverage_sha") == problem.fingerprint()["coverage_sha"] and \
-            settings.get("reduction_sha") == problem.fingerprint()["reduction_sha"]
+        fp = setup.problem.fingerprint()
+        same = settings.get("coverage_sha") == fp["coverage_sha"] and settings.get("reduction_sha") == fp["reduction_sha"]
         st.caption(f"Study **{name}** ({state_}): objective {study_obj}, α = {settings.get('alpha')}, "
-                   f"c_min = {settings.get('min_coverage')}, {len(rows)} trials"
+                   f"coverage constraint {settings.get('min_coverage')} ({settings.get('coverage_source')}), "
+                   f"{len(rows)} trials"
                    + ("" if same else " · made for another dataset or draft: its points are not on this frontier"))
     picked = current_pick()    # read afresh: a click reruns only this fragment
-    fig = plots.frontier_figure(front, rows, c_min, exact_best=exact_best, best_trial=best, selected=picked)
+    fig = plots.frontier_figure(front, rows, min_coverage, exact_best=exact_best, best_trial=best, selected=picked)
     st.plotly_chart(fig, key="frontier_plot", on_select=lambda: on_pick(C, R), selection_mode="points",
                     config={"displaylogo": False})
     if picked:
-        st.success(f"Selected: {ui.selected_label(picked)}, R = {picked['latency_reduction']:.4f}. "
+        st.success(f"Selected: {picked.label()}, R = {picked.latency_reduction:.4f}. "
                    "Export it on the Export page.")
     else:
         st.caption("Click a point (exact frontier or trial) to select it for export.")

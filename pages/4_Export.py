@@ -7,31 +7,30 @@ import streamlit as st
 from vtapp import common as ui
 from vtcore import export as ex
 from vtcore.errors import VTError
+from vtcore.selection import Selection
 from vtcore.workspace import subdir
 
 s = ui.page("Export")
 st.title("Export")
 cf, cov = ui.counts_or_stop(s)
-sel = s.selected if s.selected and s.selected.get("counts_path") == s.counts_path else None
+sel = ui.selection(s)
 if s.selected and sel is None:
     st.warning("The saved selection was made for other counts; pick a point again.")
 if sel is None:
     st.info("No point selected: click one on the Frontier page, or press “Select k” on the Coverage page. "
             "Meanwhile you can export any k here.")
-    c = st.columns([1, 3])
+    c = st.columns([1, 1, 2])
     k = int(c[0].number_input("k", 1, cf.vocab_size, value=min(4096, cf.vocab_size), step=256, key="export_k"))
-    sel = {"source": "manual", "k": k}
-    c[1].page_link(ui.PAGES["frontier"], label="Pick on the Frontier", icon=ui.ICONS["frontier"])
+    curve = c[1].radio("ranking", ["heldout", "insample"] if cov.heldout is not None else ["insample"],
+                       format_func={"heldout": "fit rows (held-out curve)", "insample": "all rows (in-sample)"}.get,
+                       key="export_curve")
+    sel = Selection(k=k, curve=curve, source="manual", counts_path=s.counts_path)
+    c[2].page_link(ui.PAGES["frontier"], label="Pick on the Frontier", icon=ui.ICONS["frontier"])
 
 
 @st.cache_resource(max_entries=8, show_spinner="Rendering and validating the exports ...")
-def make_bundle(counts_path: str, mtime: float, sel_key: tuple, draft: str | None, hf_dir: str | None):
-    sel = dict(sel_key)
-    cf = ui.counts(counts_path)
-    if sel.get("source") == "trial" and sel.get("study"):
-        choice = ex.choose_from_study(cf, sel["study"], int(sel["trial"]))
-    else:
-        choice = ex.choose_k(cf, int(sel["k"]), how=f"k = {int(sel['k'])} ({sel.get('source', 'manual')})")
+def make_bundle(counts_path: str, mtime: float, sel: Selection, draft: str | None, hf_dir: str | None):
+    choice = ex.choose(ui.counts(counts_path), sel)
     formats = ["sglang", "eagle3", "json"] + (["hf-draft"] if hf_dir else [])
     return ex.export(choice, formats, draft=hf_dir or draft)
 
@@ -47,18 +46,19 @@ with st.expander("Target vocabulary and trimmed draft", expanded=False):
         hf_dir = None
 
 try:
-    bundle = make_bundle(s.counts_path, ui._mtime(s.counts_path), tuple(sorted(
-        (k, v) for k, v in sel.items() if isinstance(v, (str, int, float, type(None))))), draft, hf_dir)
+    bundle = make_bundle(s.counts_path, ui.mtime(s.counts_path), sel, draft, hf_dir)
 except VTError as e:
     st.error(str(e))
     st.stop()
 
 ch = bundle.choice
 st.subheader(f"Selected: k = {ch.k:,} of {bundle.vocab_size:,}")
+held = "–" if ch.coverage_heldout_rows is None else f"{ch.coverage_heldout_rows:.4f}"
 m = st.columns(4)
 m[0].metric("kept tokens k", f"{ch.k:,}", help=ch.how)
-m[1].metric("coverage (all rows)", f"{ch.coverage_insample:.4f}")
-m[2].metric("held-out coverage", "–" if ch.coverage_heldout is None else f"{ch.coverage_heldout:.4f}")
+m[1].metric(f"{ch.curve} C(k)", "–" if ch.coverage is None else f"{ch.coverage:.4f}",
+            help=f"the coverage shown for this k; the ids are the ranking made on {ex.RANKED_ON[ch.curve]}")
+m[2].metric("covers, all rows / held-out rows", f"{ch.coverage_all_rows:.4f} / {held}")
 lat = ch.extra.get("latency_reduction")
 m[3].metric("latency reduction", "–" if lat is None else f"{lat:.4f}", help=ch.extra.get("latency_estimate") or "")
 st.caption(f"Chosen by {ch.how}; model vocabulary from {bundle.vocab_source}.")

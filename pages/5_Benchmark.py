@@ -7,7 +7,7 @@ import streamlit as st
 
 from vtapp import common as ui
 from vtapp import plots
-from vtcore import state as vstate
+from vtapp import state as vstate
 from vtcore.errors import VTError
 
 s = ui.page("Benchmark")
@@ -64,7 +64,7 @@ q[2].caption("Defaults are quick (2 prompts × 32 tokens); raise them for steadi
 job = ui.registry().get("bench")
 if st.button("Benchmark", type="primary", key="bench_run", disabled=job is not None and job.running):
     from vtcore.bench import BenchConfig
-    from vtcore.jobs import bench_job
+    from vtapp.jobs import bench_job
 
     settings = dict(target=target, draft=draft, data=data, prompts=prompts, max_new_tokens=max_new, gamma=gamma,
                     repeats=repeats, device=device, threads=threads, k_from=k_from, k=k_fixed, coverage=coverage,

@@ -12,10 +12,11 @@ from streamlit.testing.v1 import AppTest
 
 from apphelpers import CODE, ROOT, code_rows, malformed_rows
 from drafthelpers import tiny_pair
-from vtcore import search, state
+from vtapp import state
+from vtcore import search
 from vtcore.countsfile import load_counts
 from vtcore.coverage import k_for_coverage
-from vtcore.jobs import counting_job
+from vtapp.jobs import counting_job
 
 APP = str(ROOT / "app.py")
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -78,22 +79,25 @@ def test_start_with_the_sample_then_the_slider_moves_k(workspace):
     assert as_int(metric(at, "k needed")) == k_for_coverage(curve, 0.95)
     ks = {}
     for c in (0.8, 0.9, 0.99):
-        at.slider(key="coverage_target").set_value(c).run()
+        at.slider(key="min_coverage").set_value(c).run()
         ok(at)
         ks[c] = as_int(metric(at, "k needed"))
         assert ks[c] == k_for_coverage(curve, c)
     assert ks[0.8] < ks[0.9] < ks[0.99]
-    assert state.load_state().coverage_target == 0.99          # the slider's value survives a refresh
+    assert state.load_state().min_coverage == 0.99          # the slider's value survives a refresh
     again = open_app("pages/2_Coverage.py")
-    assert again.slider(key="coverage_target").value == 0.99
+    assert again.slider(key="min_coverage").value == 0.99
     # "Select k" makes it the selected point for export
     at.button(key="use_k").click().run()
     sel = state.load_state().selected
     assert sel["source"] == "coverage" and sel["k"] == ks[0.99] and sel["counts_path"] == s.counts_path
-    # the Frontier and Export pages show that selection
+    assert sel["curve"] == "heldout" and sel["coverage"] == pytest.approx(curve[ks[0.99]])
+    # the Frontier and Export pages show that selection, and Export exports the set whose coverage was shown
     fr = open_app("pages/3_Frontier.py")
-    assert any(x.value.startswith(f"Selected: k = {ks[0.99]:,} (coverage target") for x in fr.success)
-    assert as_int(metric(open_app("pages/4_Export.py"), "kept tokens k")) == ks[0.99]
+    assert any(x.value.startswith(f"Selected: k = {ks[0.99]:,} (coverage constraint") for x in fr.success)
+    ex_page = open_app("pages/4_Export.py")
+    assert as_int(metric(ex_page, "kept tokens k")) == ks[0.99]
+    assert float(metric(ex_page, "heldout C(k)")) == pytest.approx(curve[ks[0.99]], abs=1e-4)
 
 
 def test_coverage_page_shows_out_of_domain_with_two_domains(workspace):
@@ -188,7 +192,7 @@ def test_export_page_offers_each_format_validated(workspace):
     row = runner.best()
     state.update_state(draft="eagle3-qwen3-8b", study="export-test",
                        selected={"source": "trial", "k": row["k"], "study": "export-test", "trial": row["number"],
-                                 "counts_path": counts_path, "coverage": row["coverage"],
+                                 "curve": "heldout", "counts_path": counts_path, "coverage": row["coverage"],
                                  "latency_reduction": row["latency_reduction"]})
     at = open_app("pages/4_Export.py")
     assert as_int(metric(at, "kept tokens k")) == row["k"]
@@ -312,7 +316,7 @@ def test_frontier_with_an_uploaded_config_and_a_measured_profile(workspace):
     ok(at)
     C = search.pad_curve(load_counts(counts_path).coverage().curve("heldout"), arch.vocab)
     exact = search.solve_exact(search.Problem(C, prof.latency_reduction(np.arange(arch.vocab + 1)),
-                                              alpha=0.5, min_coverage=0.9))
+                                              alpha=0.5, min_coverage=state.load_state().min_coverage))
     assert as_int(metric(at, "exact best k")) == exact.best_k
     assert state.load_state().latency == str(path)
 

@@ -96,13 +96,15 @@ def test_module_entry_point_in_a_real_process(tmp_path):
 
 def test_coverage_command_reports_k_and_ood(capsys, tmp_path, workspace):
     counts = tmp_path / "both.npz"
-    assert main(["count", "--data", str(SAMPLES / "code.jsonl"), "--data", str(SAMPLES / "chat.jsonl.gz"),
+    # repeatable flags take their values either way: --data A B, --k A --k B, --min-coverage A B
+    assert main(["count", "--data", str(SAMPLES / "code.jsonl"), str(SAMPLES / "chat.jsonl.gz"),
                  "--out", str(counts), "--json"]) == 0
     capsys.readouterr()
-    code, out, _ = run_cli(capsys, "coverage", "--counts", str(counts), "--coverage", "0.95", "--k", "4096",
-                           "--ood", "code:chat", "--json")
+    code, out, _ = run_cli(capsys, "coverage", "--counts", str(counts), "--min-coverage", "0.95", "0.9",
+                           "--k", "4096", "--k", "1024", "--ood", "code:chat", "--json")
     r = json.loads(out.strip().splitlines()[-1])
     assert code == 0 and r["domains"] == ["code", "chat"]
+    assert list(r["coverage_at"]) == ["4096", "1024"] and list(r["k_for"]) == ["0.95", "0.9"]
     assert r["ood"]["coverage_at"]["4096"] < r["coverage_at"]["4096"]
     assert r["ood"]["k_for"]["0.95"] > r["k_for"]["0.95"]
     code, _, err = run_cli(capsys, "coverage", "--counts", str(counts), "--ood", "code:legal", "--json")

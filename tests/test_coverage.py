@@ -29,14 +29,16 @@ def test_ranking_ties_by_id_and_always_keep_first():
 
 def test_curve_monotone_from_zero_to_one(both):
     cov = both.coverage()
-    for curve in (cov.insample, cov.heldout, cov.insample_all):
+    for curve in (cov.insample, cov.heldout):
         assert curve.shape == (both.vocab_size + 1,)
         assert curve[0] == 0.0 and curve[-1] == 1.0
         assert np.all(np.diff(curve) >= 0)
-    # always-keep (end-of-turn) is first, then by count
-    assert cov.order[0] == 151645
-    rest = both.counts_fit[cov.order[1:]]
-    assert np.all(np.diff(rest) <= 0)
+    # always-keep (end-of-turn) is first, then by count: the fit rows' counts for the held-out curve,
+    # all rows' for the in-sample one
+    for curve, counts in (("heldout", both.counts_fit), ("insample", both.counts)):
+        order = cov.order(curve)
+        assert order[0] == 151645
+        assert np.all(np.diff(counts[order[1:]]) <= 0)
 
 
 def test_k_for_coverage_is_the_inverse_of_c(both):
@@ -58,13 +60,35 @@ def test_k_for_full_coverage_and_bad_target():
 def test_heldout_is_measured_on_rows_not_ranked_on(both):
     cov = both.coverage()
     assert np.array_equal(both.counts_fit + both.counts_heldout, both.counts)
-    # the ranking has seen every fit token by k_seen; held-out rows hold tokens it never saw
-    k_seen = int(np.count_nonzero(both.counts_fit))
-    assert cov.insample[k_seen] == 1.0 and cov.insample[k_seen - 1] < 1.0
+    # the fit ranking has seen every fit token by k_fit; held-out rows hold tokens it never saw
+    k_fit = int(np.count_nonzero(both.counts_fit))
     unseen = both.counts_heldout[both.counts_fit == 0].sum() / both.counts_heldout.sum()
     assert unseen > 0
-    assert cov.heldout[k_seen] == pytest.approx(1.0 - unseen)
+    assert cov.heldout[k_fit] == pytest.approx(1.0 - unseen)
+    # in-sample: all rows ranked and measured, so every token the data uses is in by k_all
+    k_all = int(np.count_nonzero(both.counts))
+    assert cov.insample[k_all] == 1.0 and cov.insample[k_all - 1] < 1.0
     assert cov.insample[16384] > cov.heldout[16384]
+
+
+def test_each_curve_measures_the_ranking_its_k_exports(both):
+    """C(k) on a curve is exactly the share that curve's first k ids cover on the rows it names."""
+    cov = both.coverage()
+    for k in (10, 1000, 20000):
+        ids = cov.kept("insample", k)
+        assert cov.insample[k] == pytest.approx(both.counts[ids].sum() / both.counts.sum())
+        ids = cov.kept("heldout", k)
+        assert cov.heldout[k] == pytest.approx(both.counts_heldout[ids].sum() / both.counts_heldout.sum())
+
+
+def test_heldout_falls_back_to_insample_when_nothing_is_held_out():
+    from vtcore.coverage import analyse
+
+    cov = analyse(np.array([5, 3, 0, 1]), np.zeros(4, dtype=np.int64))
+    assert cov.heldout is None and cov.resolve("heldout") == "insample"
+    assert cov.curve("heldout") is cov.insample and np.array_equal(cov.order("heldout"), cov.order_all)
+    with pytest.raises(VTError, match="curve"):
+        cov.resolve("fit")
 
 
 def test_out_of_domain_is_worse_than_in_domain(both):
@@ -78,7 +102,7 @@ def test_out_of_domain_is_worse_than_in_domain(both):
 
 def test_kept_ids_in_ranking_order(both):
     cov = both.coverage()
-    ids = kept_ids(cov.order_all, 100)
+    ids = kept_ids(cov.order("insample"), 100)
     assert ids.shape == (100,) and len(set(ids.tolist())) == 100
     with pytest.raises(VTError):
-        kept_ids(cov.order_all, 0)
+        kept_ids(cov.order("insample"), 0)

@@ -224,7 +224,7 @@ def test_two_samples_give_out_of_domain_coverage(page, server):
     cf = load_counts(st["counts_path"])
     assert cf.domain_names == ["code", "chat"]
     expect(metric_value(page, "k needed out of domain")).to_have_text(
-        f"{k_for_coverage(cf.ood_curve('code', 'chat'), st['coverage_target']):,}")
+        f"{k_for_coverage(cf.ood_curve('code', 'chat'), st['min_coverage']):,}")
     assert "ood code→chat" in [t["name"] for t in plot_traces(page, "coverage_plot")]
 
 
@@ -245,7 +245,7 @@ def test_coverage_slider_moves_k(page, server):
         idle(page)
     after = float(thumb.input_value())
     assert after == pytest.approx(before + 0.012, abs=1e-9)
-    eventually(lambda: saved_state(server)["coverage_target"] == pytest.approx(after))   # persisted
+    eventually(lambda: saved_state(server)["min_coverage"] == pytest.approx(after))   # persisted
     expect(metric_value(page, "k needed")).to_have_text(f"{k_for_coverage(curve, after):,}")
     assert as_int(metric(page, "k needed")) > k_before
     # the k line on the plot moved with it

@@ -97,22 +97,27 @@ def tiny_llama(path: Path, tie: bool, vocab: int = QWEN3_LEN, seed: int = 0) -> 
 
 # ---------------------------------------------------------------- the choice
 
-def test_k_keeps_the_most_frequent_ids_with_end_of_turn_first(cf):
-    choice = ex.choose_k(cf, 300)
-    assert choice.k == 300 and choice.ids.dtype == np.int64
+@pytest.mark.parametrize("curve, ranked", [("insample", "counts"), ("heldout", "counts_fit")])
+def test_k_keeps_the_most_frequent_ids_of_its_curves_ranking(cf, curve, ranked):
+    choice = ex.choose_k(cf, 300, curve)
+    assert choice.k == 300 and choice.ids.dtype == np.int64 and choice.curve == curve
     assert choice.ids[0] == IM_END and IM_END in cf.always_keep
-    counts = cf.counts[choice.ids[1:]]
-    assert (np.diff(counts) <= 0).all()                        # frequency order
-    assert counts.min() >= cf.counts[np.setdiff1d(np.arange(cf.vocab_size), choice.ids)].max()
-    assert choice.coverage_insample == pytest.approx(cf.counts[choice.ids].sum() / cf.counts.sum())
-    assert 0 < choice.coverage_heldout < 1
+    counts = getattr(cf, ranked)[choice.ids[1:]]
+    assert (np.diff(counts) <= 0).all()                        # frequency order of the rows it ranks on
+    assert counts.min() >= getattr(cf, ranked)[np.setdiff1d(np.arange(cf.vocab_size), choice.ids)].max()
+    assert choice.coverage_all_rows == pytest.approx(cf.counts[choice.ids].sum() / cf.counts.sum())
+    assert choice.coverage_heldout_rows == pytest.approx(cf.counts_heldout[choice.ids].sum() / cf.counts_heldout.sum())
+    # the figure shown for k on the curve is the one these exact ids have on that curve's rows
+    shown = {"insample": choice.coverage_all_rows, "heldout": choice.coverage_heldout_rows}[curve]
+    assert choice.coverage == pytest.approx(shown) and 0 < shown < 1
 
 
-def test_coverage_target_picks_the_smallest_k(cf):
-    choice = ex.choose_coverage(cf, 0.95)
+def test_min_coverage_picks_the_smallest_k_on_its_curve(cf):
     cov = cf.coverage()
-    assert cov.insample_all[choice.k] >= 0.95 > cov.insample_all[choice.k - 1]
-    assert choice.coverage_insample >= 0.95
+    for curve in ("insample", "heldout"):
+        choice = ex.choose_min_coverage(cf, 0.95, curve)
+        C = cov.curve(curve)
+        assert C[choice.k] >= 0.95 > C[choice.k - 1] and choice.coverage >= 0.95
 
 
 def test_explicit_ids_are_checked(cf):
@@ -121,7 +126,7 @@ def test_explicit_ids_are_checked(cf):
     with pytest.raises(VTError, match="vocabulary size"):
         ex.choose_ids(cf, [1, QWEN3_LEN])
     c = ex.choose_ids(cf, [IM_END, 220, 198])
-    assert c.k == 3 and c.coverage_heldout is None
+    assert c.k == 3 and c.curve == "explicit" and c.coverage is None
 
 
 # ---------------------------------------------------------------- sglang
@@ -204,19 +209,21 @@ def test_vocab_size_from_a_model_config(cf, tmp_path):
 # ---------------------------------------------------------------- json + summary
 
 def test_json_and_summary_round_trip(cf, counts_path, tmp_path):
-    rc, out, err = run_cli("export", "--counts", str(counts_path), "--coverage", "0.9", "--format", "json",
+    rc, out, err = run_cli("export", "--counts", str(counts_path), "--min-coverage", "0.9", "--format", "json",
                            "--out", str(tmp_path), "--json")
     assert rc == 0, err
     assert out["validated"] is True and out["problems"] == []
-    choice = ex.choose_coverage(cf, 0.9)
-    assert out["k"] == choice.k and out["coverage"]["insample"] == pytest.approx(choice.coverage_insample)
+    choice = ex.choose_min_coverage(cf, 0.9)
+    assert out["k"] == choice.k and out["coverage"]["at_k"] == pytest.approx(choice.coverage)
+    assert out["coverage"]["curve"] == "heldout" and out["coverage"]["all_rows"] == pytest.approx(choice.coverage_all_rows)
     doc = json.loads(Path(out["files"]["json"]).read_text())
     assert doc["token_ids"] == choice.ids.tolist()
     assert doc["vocab_size"] == QWEN3_LEN
     assert doc["manifest"]["tokenizer_sha256"] == cf.manifest["tokenizer_sha256"]
     summary = json.loads(Path(out["files"]["summary"]).read_text())
     assert summary["k"] == choice.k
-    assert summary["coverage"]["heldout"] == pytest.approx(choice.coverage_heldout)
+    assert summary["coverage"]["heldout_rows"] == pytest.approx(choice.coverage_heldout_rows)
+    assert summary["coverage"]["ranked_on"].startswith("the fit rows")
     assert summary["dataset_sha256"] == cf.manifest["dataset_sha256"]
     assert summary["tokenizer"]["sha256"] == cf.manifest["tokenizer_sha256"]
     assert summary["chat_template_sha256"] == cf.manifest["chat_template_sha256"]
@@ -253,7 +260,8 @@ def test_export_from_a_study_trial(cf, counts_path, export_ws):
     assert out["k"] == row["k"]
     assert out["latency_reduction"] == pytest.approx(row["latency_reduction"])
     summary = json.loads(Path(out["files"]["summary"]).read_text())
-    assert summary["alpha"] == 0.7 and summary["c_min"] == 0.5 and summary["objective"] == "utility"
+    assert summary["alpha"] == 0.7 and summary["min_coverage"] == 0.5 and summary["objective"] == "utility"
+    assert summary["coverage"]["curve"] == "heldout"   # the study ran on the held-out curve: its ranking is exported
     assert summary["study"]["trial"] == row["number"]
     rc, _, err = run_cli("export", "--counts", str(counts_path), "--from-study", "no-such-study", "--trial", "0",
                          "--out", str(export_ws / "exp2"), env={"VTCORE_WORKSPACE": str(export_ws)})
@@ -276,7 +284,7 @@ def test_best_trial_and_a_warning_for_an_infeasible_one(cf, export_ws):
     choice = ex.choose_from_study(cf, "best-test", "best", workspace=str(export_ws))
     assert choice.k == best["k"] and choice.extra["trial"] == best["number"]
     bad = [r for r in rows if r["feasible"] is False]
-    assert bad, "seed 0 samples some k below c_min"
+    assert bad, "seed 0 samples some k below the coverage constraint"
     rc, out, err = run_cli("export", "--counts", str(choice_counts(cf, export_ws)), "--from-study", "best-test",
                            "--trial", str(bad[0]["number"]), "--format", "json", "--out", str(export_ws / "e"),
                            "--json", env={"VTCORE_WORKSPACE": str(export_ws)})

@@ -8,9 +8,10 @@ import time
 import pytest
 
 from conftest import SAMPLES
-from vtcore import state
+from vtapp import state
 from vtcore.errors import DataError, VTError
-from vtcore.jobs import Job, Registry, counting_job
+from vtapp.jobs import Registry, counting_job
+from vtcore.jobs import Job
 
 
 def _wait(job, timeout=60.0):

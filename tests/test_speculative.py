@@ -299,12 +299,6 @@ def test_hf_draft_with_inconsistent_maps_is_rejected(tmp_path, draft_model):
         sp.load_draft(tmp_path / "bad", dtype=torch.float64)
 
 
-def test_acceptance_from_tokens_per_step_inverts_the_speedup_model():
-    for a in (0.2, 0.5, 0.8):
-        tps = (1 - a ** 5) / (1 - a)
-        assert sp.alpha_from_tokens_per_step(tps, 4) == pytest.approx(a, abs=1e-6)
-
-
 def test_hf_draft_written_by_the_export_module_loads(tmp_path, target, draft_model):
     """The export module's trimming (vtcore.export.trim_draft) and this loader agree on the format."""
     import numpy as np

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from vtcore import state
+from vtapp import state
 from vtcore.errors import VTError
 
 

@@ -246,7 +246,8 @@ def test_draft_with_a_pickled_bin_is_refused(tmp_path):
     r = validate_path(d)
     assert r.format == "refused" and not r.ok and not marker.exists()
     with pytest.raises(ex.VTError, match="refused"):
-        ex.export(ex.TokenChoice(np.array([1, 2]), 10, 1.0, None, {}, [], "test"), ["hf-draft"], draft=d)
+        ex.export(ex.TokenChoice(np.array([1, 2]), "explicit", 10, None, 1.0, None, {}, [], "test"), ["hf-draft"],
+                  draft=d)
     assert not marker.exists()
 
 

@@ -7,16 +7,16 @@ mutate them), keyed by (path, mtime) so a recount invalidates them.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import streamlit as st
 
-from vtcore import state as vstate
+from vtapp import state as vstate
+from vtapp.jobs import Registry
 from vtcore.errors import VTError
-from vtcore.jobs import Registry
+from vtcore.selection import Selection
 from vtcore.workspace import repo_root, workspace_dir
 
 REPO = repo_root()
@@ -47,8 +47,9 @@ def page(title: str) -> vstate.AppState:
         st.caption(f"Workspace: `{workspace_dir()}`")
         if s.counts_path:
             st.caption(f"Counts: {dataset_label(s)}")
-        if s.selected:
-            st.caption(f"Selected: {selected_label(s.selected)}")
+        sel = selection(s)
+        if sel:
+            st.caption(f"Selected: {sel.label()}")
         busy = registry().running()
         if busy:
             st.caption("Running: " + ", ".join(busy))
@@ -61,13 +62,14 @@ def dataset_label(s: vstate.AppState) -> str:
     return f"{', '.join(names)} · {tok} · {s.mask}"
 
 
-def selected_label(sel: dict) -> str:
-    if not sel:
-        return "nothing selected"
-    where = {"trial": f"trial {sel.get('trial')} of {sel.get('study')}", "exact": "exact frontier",
-             "coverage": "coverage target"}.get(sel.get("source"), sel.get("source", "?"))
-    c = sel.get("coverage")
-    return f"k = {int(sel['k']):,} ({where}" + (f", C = {c:.4f})" if c is not None else ")")
+def selection(s: vstate.AppState) -> Selection | None:
+    """The saved selected point, if it belongs to the current counts."""
+    sel = Selection.from_dict(s.selected)
+    return sel if sel is not None and sel.counts_path == s.counts_path else None
+
+
+def select(sel: Selection) -> None:
+    save(selected=sel.as_dict())
 
 
 def save(**changes: Any) -> vstate.AppState:
@@ -96,7 +98,7 @@ def registry() -> Registry:
     return Registry()
 
 
-def _mtime(path: str) -> float:
+def mtime(path: str) -> float:
     try:
         return Path(path).stat().st_mtime
     except OSError:
@@ -116,11 +118,11 @@ def _coverage(path: str, mtime: float):
 
 
 def counts(path: str):
-    return _counts(path, _mtime(path))
+    return _counts(path, mtime(path))
 
 
 def coverage(path: str):
-    return _coverage(path, _mtime(path))
+    return _coverage(path, mtime(path))
 
 
 def counts_or_stop(s: vstate.AppState):
@@ -167,37 +169,7 @@ def _ood(path: str, mtime: float, a: str, b: str) -> np.ndarray:
 
 
 def ood_curve(path: str, a: str, b: str) -> np.ndarray:
-    return _ood(path, _mtime(path), a, b)
-
-
-@st.cache_resource(max_entries=8, show_spinner=False)
-def _padded(path: str, mtime: float, which: str, vocab: int) -> np.ndarray:
-    from vtcore.search import pad_curve
-
-    return pad_curve(_coverage(path, mtime).curve(which), vocab)
-
-
-def padded_curve(path: str, which: str, vocab: int) -> np.ndarray:
-    return _padded(path, _mtime(path), which, vocab)
-
-
-@st.cache_resource(max_entries=8, show_spinner=False)
-def _reduction(draft: str, mtime: float, latency: str, context: int) -> np.ndarray:
-    from vtcore import cost
-    from vtcore.profile import load_profile
-
-    arch = cost.resolve_draft(draft)
-    ks = np.arange(arch.vocab + 1)
-    if latency in cost.MODES:
-        return cost.latency_reduction(arch, ks, context, latency)
-    prof = load_profile(latency)
-    prof.check_for(arch, latency)
-    return prof.latency_reduction(ks)
-
-
-def reduction(draft: str, latency: str, context: int) -> np.ndarray:
-    """R(k) for k = 0..V of a draft (preset or config path) under a latency model."""
-    return _reduction(draft, _mtime(draft), latency, context)
+    return _ood(path, mtime(path), a, b)
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
@@ -209,7 +181,7 @@ def _profile(path: str, mtime: float):
 
 def profile(path: str):
     """A measured latency profile (python -m vtcore profile)."""
-    return _profile(path, _mtime(path))
+    return _profile(path, mtime(path))
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
@@ -220,7 +192,7 @@ def _arch(draft: str, mtime: float):
 
 
 def arch(draft: str):
-    return _arch(draft, _mtime(draft))
+    return _arch(draft, mtime(draft))
 
 
 # ---------------------------------------------------------------- jobs
@@ -253,13 +225,5 @@ def job_panel(name: str, label: str) -> Any:
     return job
 
 
-def wait_hint() -> None:
-    st.caption("Work runs in the background: you can leave this page and come back; a refresh keeps it.")
-
-
 def fmt_pct(x: float | None, digits: int = 2) -> str:
     return "–" if x is None else f"{100 * x:.{digits}f}%"
-
-
-def now() -> float:
-    return time.perf_counter()

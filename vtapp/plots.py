@@ -10,6 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from vtcore.cost import COMPONENTS
+from vtcore.selection import Selection
 
 COLORS = {"insample": "#1f77b4", "heldout": "#ff7f0e", "ood": "#2ca02c", "exact": "#444444",
           "trial": "#1f77b4", "infeasible": "#c7c7c7", "best": "#d62728", "selected": "#9467bd"}
@@ -25,9 +26,10 @@ def log_ks(V: int, n: int = 400, must: Sequence[int] = ()) -> np.ndarray:
     return np.unique(np.concatenate([ks, [1, V], extra]).astype(np.int64))
 
 
-def coverage_figure(curves: dict[str, np.ndarray], k_mark: int | None, c_target: float | None,
+def coverage_figure(curves: dict[str, np.ndarray], k_mark: int | None, min_coverage: float | None,
                     ks: np.ndarray | None = None, title: str = "Coverage C(k)") -> go.Figure:
-    """C(k) curves on a log k axis; a vertical line at k_mark and a horizontal one at c_target."""
+    """C(k) curves on a log k axis; a vertical line at k_mark and a horizontal one at the coverage
+    constraint."""
     first = next(iter(curves.values()))
     V = first.shape[0] - 1
     ks = log_ks(V) if ks is None else ks
@@ -36,9 +38,9 @@ def coverage_figure(curves: dict[str, np.ndarray], k_mark: int | None, c_target:
         color = COLORS.get(name.split(" ")[0].replace("-", ""), None)
         fig.add_trace(go.Scatter(x=ks, y=curve[ks], mode="lines", name=name, line=dict(width=2, color=color),
                                  hovertemplate="k=%{x:,}<br>C=%{y:.4f}<extra>" + name + "</extra>"))
-    if c_target is not None:
-        fig.add_hline(y=c_target, line=dict(color="#888", dash="dot"),
-                      annotation_text=f"C ≥ {c_target:.3f}", annotation_position="bottom right")
+    if min_coverage is not None:
+        fig.add_hline(y=min_coverage, line=dict(color="#888", dash="dot"),
+                      annotation_text=f"C ≥ {min_coverage:.3f}", annotation_position="bottom right")
     if k_mark is not None:
         fig.add_vline(x=max(k_mark, 1), line=dict(color=COLORS["best"], dash="dash"),
                       annotation_text=f"k = {k_mark:,}", annotation_position="top left")
@@ -65,9 +67,9 @@ def breakdown_figure(full: dict[str, float], at_k: dict[str, float], k: int, V: 
     return fig
 
 
-def frontier_figure(front: dict[str, np.ndarray], trials: list[dict], c_min: float,
+def frontier_figure(front: dict[str, np.ndarray], trials: list[dict], min_coverage: float,
                     exact_best: dict | None = None, best_trial: dict | None = None,
-                    selected: dict | None = None, title: str = "Coverage vs latency reduction") -> go.Figure:
+                    selected: Selection | None = None, title: str = "Coverage vs latency reduction") -> go.Figure:
     """The exact Pareto frontier (line), TPE trials over it (feasible coloured, infeasible grey),
     the best trial and the exact optimum highlighted, the selected point ringed.
     customdata of every clickable point is a plain list [source, k, trial number or -1]."""
@@ -84,7 +86,7 @@ def frontier_figure(front: dict[str, np.ndarray], trials: list[dict], c_min: flo
         hovertemplate=None if done else "exact k=%{customdata[1]:,}<br>R=%{x:.4f}<br>C=%{y:.4f}<extra></extra>"))
     # the y axis starts just below the frontier; trials under it sit on its floor as down-triangles
     front_c = np.asarray(front["coverage"], dtype=np.float64)
-    lo = max(0.0, min(c_min, float(front_c.min()) if front_c.size else c_min) - 0.02)
+    lo = max(0.0, min(min_coverage, float(front_c.min()) if front_c.size else min_coverage) - 0.02)
     for feasible in (False, True):
         rows = [r for r in done if bool(r.get("feasible")) == feasible]
         if not rows:
@@ -111,12 +113,12 @@ def frontier_figure(front: dict[str, np.ndarray], trials: list[dict], c_min: flo
             marker=dict(size=16, symbol="star", color=COLORS["best"], line=dict(width=1, color="white")),
             customdata=[["trial", int(best_trial["k"]), int(best_trial["number"])]],
             hovertemplate="best trial %{customdata[2]}: k=%{customdata[1]:,}<extra></extra>"))
-    if selected is not None and selected.get("coverage") is not None and selected.get("latency_reduction") is not None:
+    if selected is not None and selected.coverage is not None and selected.latency_reduction is not None:
         fig.add_trace(go.Scatter(
-            x=[selected["latency_reduction"]], y=[selected["coverage"]], mode="markers", name="selected",
+            x=[selected.latency_reduction], y=[selected.coverage], mode="markers", name="selected",
             marker=dict(size=22, symbol="circle-open", color=COLORS["selected"], line=dict(width=3)),
             hoverinfo="skip"))
-    fig.add_hline(y=c_min, line=dict(color="#888", dash="dot"), annotation_text=f"c_min = {c_min:.3f}",
+    fig.add_hline(y=min_coverage, line=dict(color="#888", dash="dot"), annotation_text=f"C ≥ {min_coverage:.3f}",
                   annotation_position="bottom left")
     fig.update_layout(title=title, xaxis=dict(title="latency reduction R(k)"),
                       yaxis=dict(title="coverage C(k)", range=[lo, 1.0 + 0.03 * (1.0 - lo)]),

@@ -9,13 +9,13 @@ token for token. Results are appended to <workspace>/bench/results.jsonl.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from vtcore.errors import VTError
+from vtcore.files import plain_json
 from vtcore.split import is_heldout
 from vtcore.workspace import repo_root, subdir
 
@@ -183,7 +183,7 @@ def default_kept_ids(cf, k: int | None, coverage: float, extra_keep=()) -> tuple
         if not 1 <= k <= cov.vocab_size:
             raise VTError(f"--k must be between 1 and {cov.vocab_size}, got {k}")
         how = f"k = {k} given"
-    return cov.order[:k].copy(), int(k), how
+    return cov.kept("heldout", k), int(k), how
 
 
 def kept_coverage(cf, kept) -> float:
@@ -259,7 +259,7 @@ def search_k(cfg: BenchConfig, target, tok, draft, cf, keep_always) -> tuple[int
     sp.speculative_generate(target, draft, prompts[0].ids, short)
     t_runs = [sp.target_generate(target, p.ids, c).stats for p in prompts]
     f_runs = [sp.speculative_generate(target, draft, p.ids, c).stats for p in prompts]
-    a0 = _alpha(f_runs)
+    a0 = _acceptance(f_runs)
     if not a0:
         raise VTError("--k-from search: the full draft accepted no token in calibration (a0 = 0); "
                       "pass --k or use --k-from coverage")
@@ -287,7 +287,7 @@ def _median(xs) -> float:
     return median(xs)
 
 
-def _alpha(stats_list) -> float | None:
+def _acceptance(stats_list) -> float | None:
     """Per-token acceptance, geometric MLE: accepted / (accepted + rejections)."""
     acc = sum(sum(s.accepted) for s in stats_list)
     rej = sum(sum(1 for n, g in zip(s.accepted, s.drafted) if n < g) for s in stats_list)
@@ -320,7 +320,7 @@ def _aggregate(runs: dict[int, list], method: str) -> dict:
             "accepted_per_step": sum(sum(s.accepted) for s in stats) / steps,
             "tokens_per_step": sum(s.new_tokens for s in stats) / steps,
             "acceptance_rate": sum(sum(s.accepted) for s in stats) / max(drafted, 1),
-            "alpha": _alpha(stats),
+            "acceptance": _acceptance(stats),
             "draft_ms_per_step": 1000 * median(draft_steps),
             "draft_ms_per_token": 1000 * median(d for d, _ in per_token) if per_token else None,
             "lm_head_ms_per_token": 1000 * median(h for _, h in per_token) if per_token else None,
@@ -392,9 +392,9 @@ def prediction(res: dict, gamma: int, coverage_k: float, a0_override: float | No
 
     t1 = res["target_only"]["target_ms_per_step"]
     full, trim = res.get("full"), res["trimmed"]
-    a0 = a0_override if a0_override is not None else (full["alpha"] if full else None)
+    a0 = a0_override if a0_override is not None else (full["acceptance"] if full else None)
     out = {"a0": a0, "coverage_k": coverage_k, "target_ms_per_token": t1,
-           "a_trimmed_measured": trim["alpha"], "gamma": gamma}
+           "a_trimmed_measured": trim["acceptance"], "gamma": gamma}
     if a0 is None:
         return out
     a_k = a0 * coverage_k
@@ -494,7 +494,7 @@ def append_result(cfg: BenchConfig, result: dict) -> Path:
     """One JSON line per run, so runs compare across sessions (appends are atomic enough for
     one writer: a single write of one line)."""
     path = results_path(cfg.workspace)
-    line = json.dumps(_plain({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": asdict(cfg), **result}))
+    line = json.dumps(plain_json({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": asdict(cfg), **result}))
     with open(path, "a", encoding="utf-8") as f:
         f.write(line + "\n")
     return path
@@ -512,15 +512,3 @@ def load_results(workspace=None) -> list[dict]:
         except ValueError:
             continue
     return out
-
-
-def _plain(obj):
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
-        return None
-    if hasattr(obj, "item"):
-        return obj.item()
-    return obj

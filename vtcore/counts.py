@@ -221,14 +221,14 @@ SUMMARY_TARGETS = (0.9, 0.95, 0.99)
 
 
 def coverage_summary(cf: CountsFile) -> dict:
-    """Coverage at the standard ks and the k for the standard coverage targets."""
+    """Coverage at the standard ks and the k for the standard coverage constraints, on both curves."""
     from vtcore.coverage import k_for_coverage
 
     cov = cf.coverage()
     V = cf.vocab_size
     out = {
-        "coverage_at": {str(k): float(cov.insample_all[min(k, V)]) for k in SUMMARY_KS},
-        "k_for": {str(t): k_for_coverage(cov.insample_all, t) for t in SUMMARY_TARGETS},
+        "coverage_at": {str(k): float(cov.insample[min(k, V)]) for k in SUMMARY_KS},
+        "k_for": {str(t): k_for_coverage(cov.insample, t) for t in SUMMARY_TARGETS},
         "heldout_coverage_at": ({str(k): float(cov.heldout[min(k, V)]) for k in SUMMARY_KS}
                                 if cov.heldout is not None else None),
         "heldout_k_for": ({str(t): k_for_coverage(cov.heldout, t) for t in SUMMARY_TARGETS}

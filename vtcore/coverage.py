@@ -51,13 +51,13 @@ def coverage_curve(counts: np.ndarray, order: np.ndarray) -> np.ndarray:
     return curve
 
 
-def k_for_coverage(curve: np.ndarray, target: float) -> int:
-    """Smallest k with C(k) >= target. Raises when no k reaches it."""
-    if not 0.0 <= target <= 1.0:
-        raise VTError(f"coverage target must be in [0, 1], got {target}")
-    k = int(np.searchsorted(curve, target - 1e-12, side="left"))
+def k_for_coverage(curve: np.ndarray, min_coverage: float) -> int:
+    """Smallest k with C(k) >= min_coverage. Raises when no k reaches it."""
+    if not 0.0 <= min_coverage <= 1.0:
+        raise VTError(f"coverage constraint must be in [0, 1], got {min_coverage}")
+    k = int(np.searchsorted(curve, min_coverage - 1e-12, side="left"))
     if k >= curve.shape[0]:
-        raise VTError(f"no k reaches coverage {target}; the best is {curve[-1]:.4f}")
+        raise VTError(f"no k reaches coverage {min_coverage}; the best is {curve[-1]:.4f}")
     return k
 
 
@@ -68,44 +68,61 @@ def kept_ids(order: np.ndarray, k: int) -> np.ndarray:
     return order[:k].copy()
 
 
+CURVES = ("heldout", "insample")
+
+
 @dataclass
 class Coverage:
-    """Curves for one counts file: ranked on the fit rows, measured in-sample and held out."""
+    """The two coverage curves of one counts file, each with one meaning everywhere:
 
-    order: np.ndarray            # ranking from the fit (non-held-out) rows
-    insample: np.ndarray         # C(k) measured on the rows the ranking was made from
-    heldout: np.ndarray | None   # C(k) on held-out rows (None when there are none)
+    - heldout (the honest default): ranked on the fit rows, measured on the held-out rows;
+      what k tokens chosen this way cover on rows the choice never saw.
+    - insample: ranked on all rows, measured on all rows.
+
+    A k returned under a coverage constraint meets it on the curve it names, and the token
+    set exported for that k is `kept(curve, k)`: the set whose coverage that curve shows.
+    """
+
+    order_all: np.ndarray          # ranking from all rows
+    insample: np.ndarray           # C(k) of order_all on all rows
+    order_fit: np.ndarray          # ranking from the fit (non-held-out) rows
+    heldout: np.ndarray | None     # C(k) of order_fit on the held-out rows (None: nothing held out)
     always_keep: list[int]
-    order_all: np.ndarray        # ranking from all rows (what an export of "the data" keeps)
-    insample_all: np.ndarray     # C(k) of order_all on all rows
 
     @property
     def vocab_size(self) -> int:
-        return int(self.order.shape[0])
+        return int(self.order_all.shape[0])
 
-    def curve(self, which: str = "heldout") -> np.ndarray:
-        """'heldout' (the honest default; falls back to in-sample when nothing is held out)
-        or 'insample'."""
-        if which == "heldout":
-            return self.heldout if self.heldout is not None else self.insample
-        if which == "insample":
-            return self.insample
-        raise VTError(f"coverage must be 'heldout' or 'insample', got {which!r}")
+    def resolve(self, curve: str = "heldout") -> str:
+        """The curve actually used: 'heldout' falls back to 'insample' when nothing is held out."""
+        if curve not in CURVES:
+            raise VTError(f"coverage curve must be 'heldout' or 'insample', got {curve!r}")
+        return "insample" if curve == "heldout" and self.heldout is None else curve
+
+    def curve(self, curve: str = "heldout") -> np.ndarray:
+        return self.heldout if self.resolve(curve) == "heldout" else self.insample
+
+    def order(self, curve: str = "heldout") -> np.ndarray:
+        """The ranking whose coverage `curve` measures."""
+        return self.order_fit if self.resolve(curve) == "heldout" else self.order_all
+
+    def kept(self, curve: str, k: int) -> np.ndarray:
+        """The k ids a draft keeps when k was chosen on `curve` (ranking order)."""
+        return kept_ids(self.order(curve), k)
 
 
 def analyse(counts_fit: np.ndarray, counts_heldout: np.ndarray | None,
             always_keep: Sequence[int] = ()) -> Coverage:
-    """Rank on the fit part, measure on it and on the held-out part."""
-    order = rank_tokens(counts_fit, always_keep)
-    insample = coverage_curve(counts_fit, order)
+    """Both curves: all rows ranked and measured in-sample; fit rows ranked, held-out measured."""
+    counts_fit = np.asarray(counts_fit)
+    all_counts = counts_fit if counts_heldout is None else counts_fit + np.asarray(counts_heldout)
+    order_all = rank_tokens(all_counts, always_keep)
+    order_fit = rank_tokens(counts_fit, always_keep)
     heldout = None
     if counts_heldout is not None and int(np.asarray(counts_heldout).sum()) > 0:
-        heldout = coverage_curve(counts_heldout, order)
-    all_counts = np.asarray(counts_fit) + (0 if counts_heldout is None else np.asarray(counts_heldout))
-    order_all = rank_tokens(all_counts, always_keep)
-    return Coverage(order=order, insample=insample, heldout=heldout,
-                    always_keep=list(dict.fromkeys(int(i) for i in always_keep)),
-                    order_all=order_all, insample_all=coverage_curve(all_counts, order_all))
+        heldout = coverage_curve(counts_heldout, order_fit)
+    return Coverage(order_all=order_all, insample=coverage_curve(all_counts, order_all), order_fit=order_fit,
+                    heldout=heldout, always_keep=list(dict.fromkeys(int(i) for i in always_keep)))
 
 
 def out_of_domain(counts_a: np.ndarray, counts_b: np.ndarray,

@@ -1,6 +1,6 @@
 """Export a chosen token set in the formats engines read (docs/formats.md).
 
-Flow: a counts file -> a `TokenChoice` (k, a coverage target, a study trial, or explicit
+Flow: a counts file -> a `TokenChoice` (k, a coverage constraint, a study trial, or explicit
 ids) -> `export(...)` renders every requested format to bytes in memory and validates
 them (the dashboard offers those bytes as downloads) -> `write_bundle(...)` writes them
 atomically under an output folder, never overwriting without force.
@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 
 from vtcore.countsfile import CountsFile
-from vtcore.coverage import k_for_coverage, kept_ids
+from vtcore.search import read_trial
+from vtcore.selection import Selection, for_min_coverage
 from vtcore.errors import VTError
-from vtcore.files import atomic_file, read_json, tmp_sibling
+from vtcore.files import atomic_file, plain_json, read_json, tmp_sibling
 from vtcore.validate import (Expect, Report, check_ids, head_key, is_eagle3, manifest_tokenizer_name,
                              manifest_tokenizer_sha, tensor_source, validate_bytes, validate_draft)
 
@@ -39,15 +40,17 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt", ".h
 
 @dataclass
 class TokenChoice:
-    """The token set to export and where it came from."""
+    """The token set to export, where it came from, and the coverage figures that describe it."""
 
-    ids: np.ndarray                 # int64[k] target ids, frequency order (always-keep first)
+    ids: np.ndarray                 # int64[k] target ids, ranking order (always-keep first)
+    curve: str                      # heldout | insample: the curve whose ranking gave the ids; explicit: given
     tokenizer_vocab: int            # V of the counts = len(tokenizer)
-    coverage_insample: float        # share of all counted assistant tokens these ids cover
-    coverage_heldout: float | None  # C(k) ranked on fit rows, measured on held-out rows
+    coverage: float | None          # C(k) on `curve`: the figure shown for this k
+    coverage_all_rows: float        # share of all counted assistant tokens the ids cover
+    coverage_heldout_rows: float | None  # share of the held-out rows' tokens they cover (None: none held out)
     manifest: dict                  # the counts file's provenance
     always_keep: list[int]
-    how: str                        # human description: "k = 4096", "coverage >= 0.95", ...
+    how: str                        # human description: "k = 4096", "smallest k with ...", "study s trial 3"
     extra: dict = field(default_factory=dict)   # study trial facts: latency_reduction, alpha, ...
 
     @property
@@ -59,68 +62,47 @@ class TokenChoice:
         return np.sort(self.ids)
 
 
-def choose_k(cf: CountsFile, k: int, extra_keep: list[int] | None = None, how: str | None = None) -> TokenChoice:
-    """The k most frequent ids over all counted rows (always-keep first)."""
+RANKED_ON = {"heldout": "the fit rows (all but the held-out fifth, vtcore.split)", "insample": "all rows",
+             "explicit": "not ranked: the ids were given"}
+
+
+def _choice(cf: CountsFile, ids: np.ndarray, curve: str, coverage: float | None, always_keep: list[int],
+            how: str) -> TokenChoice:
+    held_total = int(cf.counts_heldout.sum())
+    return TokenChoice(ids=ids, curve=curve, tokenizer_vocab=cf.vocab_size, coverage=coverage,
+                       coverage_all_rows=float(cf.counts[ids].sum() / max(int(cf.counts.sum()), 1)),
+                       coverage_heldout_rows=float(cf.counts_heldout[ids].sum() / held_total) if held_total else None,
+                       manifest=dict(cf.manifest), always_keep=list(always_keep), how=how)
+
+
+def choose_k(cf: CountsFile, k: int, curve: str = "heldout", extra_keep: list[int] | None = None,
+             how: str | None = None) -> TokenChoice:
+    """The first k ids of the ranking whose coverage `curve` measures (always-keep first)."""
     cov = cf.coverage(extra_keep)
     if not 1 <= k <= cov.vocab_size:
         raise VTError(f"k must be between 1 and {cov.vocab_size} (the tokenizer's size), got {k}")
-    ids = kept_ids(cov.order_all, k)
-    heldout = None if cov.heldout is None else float(cov.heldout[k])
-    return TokenChoice(ids=ids, tokenizer_vocab=cf.vocab_size, coverage_insample=float(cov.insample_all[k]),
-                       coverage_heldout=heldout, manifest=dict(cf.manifest), always_keep=list(cov.always_keep),
-                       how=how or f"k = {k}")
+    used = cov.resolve(curve)
+    return _choice(cf, cov.kept(used, k), used, float(cov.curve(used)[k]), cov.always_keep,
+                   how or f"k = {k} ({used} ranking)")
 
 
-def choose_coverage(cf: CountsFile, target: float, extra_keep: list[int] | None = None) -> TokenChoice:
-    """The smallest k whose in-sample coverage over all rows reaches `target`."""
-    cov = cf.coverage(extra_keep)
-    k = max(k_for_coverage(cov.insample_all, target), len(cov.always_keep), 1)
-    return choose_k(cf, k, extra_keep, how=f"smallest k with coverage >= {target} (in-sample, all rows)")
+def choose_min_coverage(cf: CountsFile, min_coverage: float, curve: str = "heldout",
+                        extra_keep: list[int] | None = None) -> TokenChoice:
+    """The smallest k whose coverage on `curve` meets the constraint."""
+    sel = for_min_coverage(cf.coverage(extra_keep), min_coverage, curve)
+    return choose_k(cf, sel.k, sel.curve, extra_keep,
+                    how=f"smallest k with {sel.curve} coverage >= {min_coverage}")
 
 
 def choose_ids(cf: CountsFile, ids: list[int] | np.ndarray, how: str = "explicit token ids") -> TokenChoice:
     """An explicit set (e.g. picked by hand in the dashboard), kept in the given order."""
-    problems: list[str] = []
     arr = np.asarray(ids)
     if arr.dtype.kind not in "iu" or arr.ndim != 1:
         raise VTError(f"token ids must be a 1-D list of integers, got {arr.dtype}{list(arr.shape)}")
-    p, _ = check_ids(arr.astype(np.int64), cf.vocab_size, None, None, "token ids")
-    problems += p
+    problems, _ = check_ids(arr.astype(np.int64), cf.vocab_size, None, None, "token ids")
     if problems:
         raise VTError("; ".join(problems))
-    arr = arr.astype(np.int64)
-    total = int(cf.counts.sum())
-    insample = float(cf.counts[arr].sum() / total) if total else 0.0
-    return TokenChoice(ids=arr, tokenizer_vocab=cf.vocab_size, coverage_insample=insample, coverage_heldout=None,
-                       manifest=dict(cf.manifest), always_keep=cf.always_keep, how=how)
-
-
-def read_trial(name: str, number: int | str, workspace: str | os.PathLike | None = None) -> tuple[dict, dict]:
-    """(study settings, trial row) of a study saved by vtcore.search under <workspace>/studies.
-    `number` may be "best": the feasible finished trial with the highest objective value
-    (single-objective studies; a Pareto study has no single best)."""
-    from vtcore.search import load_study_rows, study_path
-
-    path = study_path(name, workspace)   # refuses names with slashes or a leading dot
-    if not path.is_file():
-        have = sorted(p.stem for p in path.parent.glob(f"*{path.suffix}"))
-        raise VTError(f"study {name!r} not found at {path} (studies: {', '.join(have) or 'none'})")
-    settings, rows = load_study_rows(path)
-    if number == "best":
-        done = [r for r in rows if r["state"] == "COMPLETE" and r.get("values") and r.get("feasible") is not False]
-        if done and len(done[0]["values"]) != 1:
-            raise VTError(f"study {name!r} has several objectives (a Pareto front): pass a trial number")
-        if not done:
-            raise VTError(f"study {name!r} has no feasible finished trial")
-        return settings, max(done, key=lambda r: (r["values"][0], -r["number"]))
-    row = next((r for r in rows if r["number"] == number), None)
-    if row is None:
-        raise VTError(f"study {name!r} has no trial {number} ({len(rows)} trials, numbered 0..{len(rows) - 1})")
-    if row["state"] != "COMPLETE":
-        raise VTError(f"study {name!r} trial {number} is {row['state']}, not COMPLETE: pick a finished trial")
-    if row.get("k") is None:
-        raise VTError(f"study {name!r} trial {number} has no parameter 'k'")
-    return settings, row
+    return _choice(cf, arr.astype(np.int64), "explicit", None, cf.always_keep, how)
 
 
 _LATENCY_SOURCES = {"flops": "FLOPs per draft token (vtcore.cost)",
@@ -129,23 +111,31 @@ _LATENCY_SOURCES = {"flops": "FLOPs per draft token (vtcore.cost)",
 
 def choose_from_study(cf: CountsFile, name: str, trial: int | str, workspace: str | os.PathLike | None = None,
                       extra_keep: list[int] | None = None) -> TokenChoice:
-    """The k of a study trial ("best" for the best feasible one); the study's objective facts
-    go into the summary."""
+    """The k of a study trial ("best" for the best feasible one), on the curve the study was run
+    on; the study's objective facts go into the summary."""
     settings, row = read_trial(name, trial, workspace)
     trial = row["number"]
-    choice = choose_k(cf, int(row["k"]), extra_keep, how=f"study {name} trial {trial}")
+    choice = choose_k(cf, int(row["k"]), settings.get("coverage_source", "heldout"), extra_keep,
+                      how=f"study {name} trial {trial}")
     src = settings.get("latency_source")
     choice.extra = {
         "study": name, "trial": trial, "gamma": row.get("gamma"), "feasible": row.get("feasible"),
         "values": row.get("values"),
         "latency_reduction": row.get("latency_reduction"),
         "latency_estimate": _LATENCY_SOURCES.get(src, f"measured latency profile {src}" if src else None),
-        "alpha": settings.get("alpha"), "c_min": settings.get("min_coverage"),
-        "objective": settings.get("objective"), "coverage_source": settings.get("coverage_source"),
-        "study_coverage": row.get("coverage"), "utility": row.get("utility"),
+        "alpha": settings.get("alpha"), "min_coverage": settings.get("min_coverage"),
+        "objective": settings.get("objective"), "utility": row.get("utility"),
         "predicted_speedup": row.get("speedup"),
     }
     return choice
+
+
+def choose(cf: CountsFile, sel: Selection, extra_keep: list[int] | None = None,
+           workspace: str | os.PathLike | None = None) -> TokenChoice:
+    """The token set a selection stands for (a trial's k and curve come from its study)."""
+    if sel.source == "trial":
+        return choose_from_study(cf, sel.study, sel.trial, workspace, extra_keep)
+    return choose_k(cf, sel.k, sel.curve, extra_keep, how=sel.label())
 
 
 # ---------------------------------------------------------------- vocabulary size
@@ -279,6 +269,22 @@ def json_doc(choice: TokenChoice, vocab_size: int) -> dict:
     return {"token_ids": [int(i) for i in choice.ids], "vocab_size": int(vocab_size), "manifest": choice.manifest}
 
 
+def coverage_doc(choice: TokenChoice) -> dict:
+    """Which ranking the exported ids come from and the coverage figures that describe exactly them."""
+    return {
+        "curve": choice.curve,
+        "ranked_on": RANKED_ON[choice.curve],
+        "at_k": choice.coverage,
+        "at_k_is": {"heldout": "C(k) measured on the held-out rows, which the ranking never saw",
+                    "insample": "C(k) measured on all rows, the rows the ranking was made on",
+                    "explicit": "no curve: the ids were given"}[choice.curve],
+        "all_rows": choice.coverage_all_rows,
+        "heldout_rows": choice.coverage_heldout_rows,
+        "rows_are": "all_rows / heldout_rows: share of the assistant tokens of all rows / of the held-out rows "
+                    "that the exported ids cover",
+    }
+
+
 def summary_doc(choice: TokenChoice, vocab_size: int, vocab_source: str, files: dict[str, str],
                 notes: list[str]) -> dict:
     from vtcore import __version__
@@ -290,22 +296,14 @@ def summary_doc(choice: TokenChoice, vocab_size: int, vocab_source: str, files: 
         "vocab_size": vocab_size, "vocab_size_from": vocab_source,
         "tokenizer_vocab_size": choice.tokenizer_vocab,
         "chosen_by": choice.how,
-        "coverage": {
-            "insample": choice.coverage_insample,
-            "heldout": choice.coverage_heldout,
-            "insample_is": "share of all counted assistant tokens covered by the exported ids",
-            "heldout_is": ("C(k) of the ranking made on the fit rows, measured on the held-out rows "
-                           "(every 5th row): what k tokens chosen this way cover on unseen data"
-                           if choice.coverage_heldout is not None else "not measured for an explicit set"),
-        },
+        "coverage": coverage_doc(choice),
         "latency_reduction": lat,
         "latency_estimate": x.get("latency_estimate") or ("as recorded by the study" if lat is not None else
                                                           "not estimated (give --draft, or export from a study)"),
-        "alpha": x.get("alpha"), "c_min": x.get("c_min"), "objective": x.get("objective"),
+        "alpha": x.get("alpha"), "min_coverage": x.get("min_coverage"), "objective": x.get("objective"),
         "gamma": x.get("gamma"), "predicted_speedup": x.get("predicted_speedup"),
         "study": {"name": x["study"], "trial": x["trial"], "feasible": x.get("feasible"),
-                  "values": x.get("values"), "coverage": x.get("study_coverage"),
-                  "coverage_source": x.get("coverage_source"), "utility": x.get("utility")}
+                  "values": x.get("values"), "utility": x.get("utility")}
         if x.get("study") else None,
         "dataset_sha256": m.get("dataset_sha256"),
         "tokenizer": {"name": manifest_tokenizer_name(m), "sha256": manifest_tokenizer_sha(m)},
@@ -321,9 +319,7 @@ def summary_doc(choice: TokenChoice, vocab_size: int, vocab_source: str, files: 
 
 
 def _json_bytes(obj: Any) -> bytes:
-    from vtcore.cli import _jsonable
-
-    return (json.dumps(_jsonable(obj), indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+    return (json.dumps(plain_json(obj), indent=1, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def file_name(fmt: str, k: int) -> str:

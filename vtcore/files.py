@@ -4,6 +4,7 @@ file, and every write atomic (temp file + one rename), so a crash never leaves h
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 from contextlib import contextmanager
@@ -50,3 +51,27 @@ def atomic_file(target: str | os.PathLike, fsync: bool = False) -> Iterator[Bina
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def plain_json(obj: Any) -> Any:
+    """numpy scalars and arrays, paths and NaN / inf (as null) made plain JSON values."""
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): plain_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return plain_json(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return None if math.isnan(f) or math.isinf(f) else f
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item") and callable(obj.item):   # a torch scalar
+        return plain_json(obj.item())
+    return obj

@@ -1,9 +1,6 @@
-"""Background jobs for long work the dashboard starts (counting, benchmarks): one thread each,
-progress(frac, text), a stop flag, the result, or the error with what was kept.
-
-No Streamlit here: the UI polls `status()` from its own reruns. A `Registry` holds jobs (and
-anything else with .running / .stop(), e.g. a search.StudyRunner) by name, so a page that
-reruns after a browser refresh finds the work it started.
+"""A background job: one thread running fn(progress, should_stop), with progress(frac, text),
+a stop flag, the result, or the error with what was kept. The search's StudyRunner runs on one;
+the dashboard (vtapp.jobs) runs its counting and benchmark work on them and polls `status()`.
 """
 
 from __future__ import annotations
@@ -11,7 +8,6 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-from pathlib import Path
 from typing import Any, Callable
 
 from vtcore.errors import VTError
@@ -125,96 +121,3 @@ class Job:
             return {"name": self.name, "state": self.state, "fraction": self.fraction, "text": self.text,
                     "error": self.error, "kept": self.kept, "running": self.running,
                     "elapsed": round(self.elapsed(), 3), "meta": dict(self.meta)}
-
-
-class Registry:
-    """Named long-lived workers (Jobs, StudyRunners): one per name while it runs."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._items: dict[str, Any] = {}
-
-    def get(self, name: str) -> Any | None:
-        with self._lock:
-            return self._items.get(name)
-
-    def put(self, name: str, worker: Any, replace_running: bool = False) -> Any:
-        """Store a worker under `name`. A running worker already there is kept and this one
-        refused (VTError), unless replace_running: then the old one is asked to stop."""
-        with self._lock:
-            old = self._items.get(name)
-            if old is not None and getattr(old, "running", False) and old is not worker:
-                if not replace_running:
-                    raise VTError(f"{name!r} is already running; stop it first")
-                old.stop()
-            self._items[name] = worker
-        return worker
-
-    def start(self, name: str, job: Job) -> Job:
-        """Register and start a job (refused while another one runs under the same name)."""
-        self.put(name, job)
-        return job.start()
-
-    def pop(self, name: str) -> Any | None:
-        with self._lock:
-            return self._items.pop(name, None)
-
-    def names(self) -> list[str]:
-        with self._lock:
-            return list(self._items)
-
-    def running(self) -> list[str]:
-        with self._lock:
-            return [n for n, w in self._items.items() if getattr(w, "running", False)]
-
-    def stop_all(self) -> None:
-        with self._lock:
-            workers = list(self._items.values())
-        for w in workers:
-            if getattr(w, "running", False):
-                w.stop()
-
-
-# ---------------------------------------------------------------------------------------------
-# The dashboard's jobs: plain functions over vtcore, each a Job ready to start
-
-
-def counting_job(paths: list[str], tokenizer: str | None = None, mask: str = "template", schema: str = "auto",
-                 skip_bad: bool = False, workspace: str | None = None) -> Job:
-    """Count a dataset and make the result the workspace's current counts (vtcore.state), so
-    the pages find it even if the browser was closed while it ran. The result is count_dataset's
-    summary dict."""
-    from vtcore import state
-
-    before = state.load_state(workspace).counts_path
-
-    def fn(progress: Progress, should_stop: ShouldStop) -> dict:
-        from vtcore.counts import count_dataset
-
-        _, info = count_dataset(list(paths), tokenizer=tokenizer, mask=mask, schema=schema, skip_bad=skip_bad,
-                                progress=progress, should_stop=should_stop, workspace=workspace)
-        st = state.load_state(workspace)
-        changed = st.counts_path != info["counts_path"]
-        st.counts_path, st.datasets, st.tokenizer = info["counts_path"], [str(p) for p in paths], tokenizer
-        st.mask, st.skip_bad = mask, skip_bad
-        if changed:   # a selection or study made for other counts does not carry over
-            st.selected, st.study = None, None
-        state.save_state(st, workspace)
-        return info
-
-    kept = ("nothing changed: the current counts are still " + (Path(before).name if before else "none yet")
-            + "; uploaded files stay in the workspace")
-    return Job(fn, name="count", kept=kept, meta={"paths": [str(p) for p in paths], "tokenizer": tokenizer,
-                                                   "mask": mask})
-
-
-def bench_job(cfg, workspace: str | None = None) -> Job:
-    """Run vtcore.bench.run_bench in the background; results are appended to the results store
-    by run_bench itself (cfg.save)."""
-    def fn(progress: Progress, should_stop: ShouldStop) -> dict:
-        from vtcore.bench import run_bench
-
-        return run_bench(cfg, progress=progress, should_stop=should_stop)
-
-    return Job(fn, name="bench", kept="earlier benchmark runs stay in bench/results.jsonl; this run saved nothing",
-               meta={"target": cfg.target, "draft": cfg.draft})

@@ -1,6 +1,6 @@
 """Objectives over the draft vocabulary k, their exact solution, and a background Optuna search.
 
-- Utility (the seed paper): U(k) = alpha * C(k) + (1 - alpha) * R(k), s.t. C(k) >= c_min and
+- Utility (the seed paper): U(k) = alpha * C(k) + (1 - alpha) * R(k), s.t. C(k) >= min_coverage and
   k_min <= k <= k_max.
 - Speed-up (Leviathan et al. 2023): a(k) = a0 * C(k), c(k) = t_draft(k) / t_target =
   c_full * (1 - R(k)), S = (1 - a^(gamma+1)) / ((1 - a) * (gamma * c(k) + 1)); space (k, gamma).
@@ -286,6 +286,16 @@ def trial_row(t) -> dict[str, Any]:
             "state": t.state.name}
 
 
+def best_trial(rows: list[dict], objective: str) -> dict | None:
+    """The best feasible finished trial: highest speed-up (speedup objective) or utility (utility,
+    and Pareto, whose pick is its utility optimum, as in solve_exact); ties go to the earliest."""
+    ok = [r for r in rows if r["state"] == "COMPLETE" and r["feasible"] and r.get("k") is not None]
+    if not ok:
+        return None
+    key = "speedup" if objective == "speedup" else "utility"
+    return max(ok, key=lambda r: (r[key] if r.get(key) is not None else -math.inf, -r["number"]))
+
+
 def load_study_rows(path: str | Path) -> tuple[dict, list[dict]]:
     """(settings, trial rows) of a study file, for showing a study without running it."""
     import optuna
@@ -299,6 +309,28 @@ def load_study_rows(path: str | Path) -> tuple[dict, list[dict]]:
         raise VTError(f"{path}: no study in this file")
     study = optuna.load_study(study_name=summaries[0].study_name, storage=storage)
     return dict(study.user_attrs.get("vtcore", {})), [trial_row(t) for t in study.get_trials(deepcopy=False)]
+
+
+def read_trial(name: str, number: int | str, workspace: str | Path | None = None) -> tuple[dict, dict]:
+    """(study settings, trial row) of a saved study. `number` may be "best": best_trial's pick."""
+    path = study_path(name, workspace)   # refuses names with slashes or a leading dot
+    if not path.is_file():
+        have = sorted(p.stem for p in path.parent.glob(f"*{path.suffix}"))
+        raise VTError(f"study {name!r} not found at {path} (studies: {', '.join(have) or 'none'})")
+    settings, rows = load_study_rows(path)
+    if number == "best":
+        best = best_trial(rows, settings.get("objective", "utility"))
+        if best is None:
+            raise VTError(f"study {name!r} has no feasible finished trial")
+        return settings, best
+    row = next((r for r in rows if r["number"] == number), None)
+    if row is None:
+        raise VTError(f"study {name!r} has no trial {number} ({len(rows)} trials, numbered 0..{len(rows) - 1})")
+    if row["state"] != "COMPLETE":
+        raise VTError(f"study {name!r} trial {number} is {row['state']}, not COMPLETE: pick a finished trial")
+    if row.get("k") is None:
+        raise VTError(f"study {name!r} trial {number} has no parameter 'k'")
+    return settings, row
 
 
 # ---------------------------------------------------------------------------------------------
@@ -435,12 +467,8 @@ class StudyRunner:
 
     # -- results --
     def best(self) -> dict[str, Any] | None:
-        """The best feasible trial (Pareto: the front's best utility at alpha), or None."""
-        rows = [r for r in self.snapshot() if r["state"] == "COMPLETE" and r["feasible"]]
-        if not rows:
-            return None
-        key = "speedup" if self.problem.objective == "speedup" else "utility"
-        return max(rows, key=lambda r: (r[key], -r["number"]))
+        """The best feasible trial so far (best_trial), or None."""
+        return best_trial(self.snapshot(), self.problem.objective)
 
     def pareto_rows(self) -> list[dict]:
         """Feasible non-dominated trials in (coverage, latency_reduction)."""

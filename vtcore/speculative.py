@@ -548,18 +548,3 @@ def speculative_generate(target, draft: Draft, prompt_ids, cfg: SpecConfig,
         stats.target_s.append(clock.seconds(*t_iv))
     stats.new_tokens = len(out)
     return GenResult(out, stats, tgt.cache, drf.cache)
-
-
-# ---------------------------------------------------------------- speed-up model
-
-
-def alpha_from_tokens_per_step(tokens_per_step: float, gamma: int) -> float:
-    """Invert E[tokens per step] = (1 - a^(g+1)) / (1 - a) for a, by bisection: the per-token
-    acceptance a run with this mean acceptance length implies."""
-    lo, hi = 0.0, 1.0
-    target = min(max(tokens_per_step, 1.0), gamma + 1.0)
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        val = gamma + 1 if mid >= 1 else (1 - mid ** (gamma + 1)) / (1 - mid)
-        lo, hi = (mid, hi) if val < target else (lo, mid)
-    return (lo + hi) / 2

@@ -44,7 +44,7 @@ def run(args) -> dict:
     import sys
 
     from vtcore.bench import BenchConfig, run_bench
-    from vtcore.cli import progress_printer
+    from vtcore.cmd.common import progress_printer
 
     cfg = BenchConfig(target=args.target, draft=args.draft, token_map=args.token_map, data=args.data,
                       ood_data=args.ood_data, prompts=args.prompts, max_new_tokens=args.max_new_tokens,

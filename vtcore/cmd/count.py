@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from vtcore.cmd.common import repeatable
+
 
 def register(sub) -> argparse.ArgumentParser:
     from vtcore.data import SCHEMAS
@@ -11,7 +13,7 @@ def register(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("count", help="count assistant-only tokens of a dataset",
                        description="Count the tokens a draft must predict (assistant turns + end-of-turn) "
                                    "over one or more datasets, cache the counts, print coverage figures.")
-    p.add_argument("--data", action="append", required=True, metavar="[DOMAIN=]PATH",
+    repeatable(p, "--data", required=True, metavar="[DOMAIN=]PATH",
                    help="dataset file (.jsonl/.json/.parquet/.csv, .gz ok) or saved-dataset folder; repeat "
                         "for several; DOMAIN= names its domain when rows have no 'domain' field")
     p.add_argument("--tokenizer", default=None, metavar="NAME|DIR",
@@ -30,7 +32,7 @@ def register(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> dict:
-    from vtcore.cli import progress_printer
+    from vtcore.cmd.common import progress_printer
     from vtcore.counts import count_dataset
 
     _, info = count_dataset(args.data, tokenizer=args.tokenizer, mask=args.mask, schema=args.schema,

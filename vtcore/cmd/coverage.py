@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import argparse
 
+from vtcore.cmd.common import repeatable
+
 
 def register(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("coverage", help="coverage figures of a counts file",
-                       description="C(k) in-sample and held-out, the k a coverage needs, and out-of-domain "
-                                   "coverage between two domains of a counts file.")
+                       description="C(k) on both curves (in-sample: ranked and measured on all rows; held-out: "
+                                   "ranked on the fit rows, measured on the held-out rows), the k a coverage "
+                                   "constraint needs, and out-of-domain coverage between two domains.")
     p.add_argument("--counts", required=True, metavar="FILE.npz")
-    p.add_argument("--k", type=int, action="append", default=[], help="report C(k) (repeatable)")
-    p.add_argument("--coverage", type=float, action="append", default=[], metavar="C",
-                   help="report the smallest k with coverage >= C (repeatable)")
+    repeatable(p, "--k", type=int, default=[], help="report C(k) (repeatable)")
+    repeatable(p, "--min-coverage", type=float, default=[], metavar="C",
+               help="report the smallest k with coverage >= C on each curve (repeatable)")
     p.add_argument("--ood", default=None, metavar="A:B", help="rank on domain A, measure on domain B")
-    p.add_argument("--keep", type=int, action="append", default=[], metavar="ID",
-                   help="extra token id to always keep (repeatable)")
+    repeatable(p, "--keep", type=int, default=[], metavar="ID", help="extra token ids to always keep (repeatable)")
     p.set_defaults(func=run)
     return p
 
@@ -32,16 +34,16 @@ def run(args) -> dict:
         if not 0 <= k <= V:
             raise VTError(f"--k {k} is outside 0..{V} (the counts file's vocabulary)")
     ks = args.k or [1024, 2048, 4096, 8192, 16384, 32768]
-    targets = args.coverage or [0.9, 0.95, 0.99]
+    targets = args.min_coverage or [0.9, 0.95, 0.99]
     result = {
         "counts": args.counts,
         "vocab_size": V,
         "assistant_tokens": int(cf.counts.sum()),
         "domains": cf.domain_names,
         "always_keep": cov.always_keep,
-        "coverage_at": {str(k): float(cov.insample_all[min(k, V)]) for k in ks},
+        "coverage_at": {str(k): float(cov.insample[min(k, V)]) for k in ks},
         "heldout_coverage_at": {str(k): float(cov.heldout[min(k, V)]) for k in ks} if cov.heldout is not None else None,
-        "k_for": {str(t): k_for_coverage(cov.insample_all, t) for t in targets},
+        "k_for": {str(t): k_for_coverage(cov.insample, t) for t in targets},
         "heldout_k_for": {str(t): k_for_coverage(cov.heldout, t) for t in targets} if cov.heldout is not None else None,
     }
     if args.ood:

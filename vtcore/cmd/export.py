@@ -4,23 +4,31 @@ from __future__ import annotations
 
 import argparse
 
+from vtcore.cmd.common import curve_arg, repeatable
+
 
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "export", help="export a trimmed vocabulary (SGLang token map, EAGLE-3 d2t/t2d, JSON, trimmed HF draft)",
-        description="Choose the kept tokens from a counts file (--k, --coverage or a study trial) and write them "
+        description="Choose the kept tokens from a counts file (--k, --min-coverage or a study trial) and write them "
                     "in each requested format under --out, validated. Names are built by the tool "
                     "(token_map_sglang_k{K}.pt, vocab_mapping_eagle3_k{K}.pt, token_ids_k{K}.json, hf_draft_k{K}/, "
                     "summary_k{K}.json); existing files are kept unless --force.")
     p.add_argument("--counts", required=True, metavar="FILE.npz", help="counts file from `python -m vtcore count`")
     pick = p.add_mutually_exclusive_group(required=True)
-    pick.add_argument("--k", type=int, help="keep the k most frequent tokens (always-keep tokens first)")
-    pick.add_argument("--coverage", type=float, metavar="C", help="smallest k whose coverage (in-sample) is >= C")
-    pick.add_argument("--from-study", metavar="NAME", help="take k from a trial of a saved study (with --trial)")
+    pick.add_argument("--k", type=int, help="keep the first k tokens of the --coverage curve's ranking "
+                                            "(always-keep tokens first)")
+    pick.add_argument("--min-coverage", type=float, metavar="C",
+                      help="keep the smallest k whose coverage on the --coverage curve is >= C")
+    pick.add_argument("--from-study", metavar="NAME", help="take k from a trial of a saved study (with --trial); "
+                                                           "the curve is the study's")
     p.add_argument("--trial", type=_trial, metavar="T|best",
                    help="trial number in --from-study, or 'best' (the best feasible trial)")
-    p.add_argument("--format", action="append", metavar="FMT",
-                   help="sglang | eagle3 | json | hf-draft | all (repeatable; default all, hf-draft only with --draft)")
+    p.add_argument("--coverage", type=curve_arg, default="heldout", metavar="CURVE",
+                   help="heldout (default): rank on the fit rows, coverage measured on the held-out rows; "
+                        "insample: rank and measure on all rows. The exported ids are that curve's ranking")
+    repeatable(p, "--format", metavar="FMT",
+               help="sglang | eagle3 | json | hf-draft | all (repeatable; default all, hf-draft only with --draft)")
     p.add_argument("--vocab-size", type=int, metavar="V",
                    help="the target model's vocabulary size (config vocab_size; default: a given config, else len(tokenizer))")
     p.add_argument("--model-config", metavar="PATH", help="the target model's config.json (or its directory) for V")
@@ -30,7 +38,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "FLOPs latency estimate only)")
     p.add_argument("--tokenizer", metavar="NAME|DIR",
                    help="check the set keeps this tokenizer's EOS / end-of-turn and that the counts were made with it")
-    p.add_argument("--keep", type=int, action="append", metavar="ID", help="extra token id to always keep (repeatable)")
+    repeatable(p, "--keep", type=int, metavar="ID", help="extra token ids to always keep (repeatable)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: <workspace>/exports)")
     p.add_argument("--force", action="store_true", help="overwrite existing files of the same names")
     p.set_defaults(func=run, human=human)
@@ -58,9 +66,9 @@ def run(args) -> dict:
         raise VTError("--trial only goes with --from-study NAME")
     cf = load_counts(args.counts)
     if args.k is not None:
-        choice = ex.choose_k(cf, args.k, args.keep)
-    elif args.coverage is not None:
-        choice = ex.choose_coverage(cf, args.coverage, args.keep)
+        choice = ex.choose_k(cf, args.k, args.coverage, args.keep)
+    elif args.min_coverage is not None:
+        choice = ex.choose_min_coverage(cf, args.min_coverage, args.coverage, args.keep)
     else:
         choice = ex.choose_from_study(cf, args.from_study, args.trial, extra_keep=args.keep)
     tok = {}
@@ -78,12 +86,12 @@ def run(args) -> dict:
     paths = ex.write_bundle(bundle, out, force=args.force)
     warnings = list(bundle.warnings)
     if choice.extra.get("feasible") is False:
-        warnings.append(f"{choice.how} violates the study's constraint (coverage >= {choice.extra.get('c_min')}); "
+        warnings.append(f"{choice.how} violates the study's constraint (coverage >= {choice.extra.get('min_coverage')}); "
                         "'--trial best' picks the best feasible trial")
     return {
         "files": {fmt: str(p) for fmt, p in paths.items()},
         "k": choice.k,
-        "coverage": {"insample": choice.coverage_insample, "heldout": choice.coverage_heldout},
+        "coverage": ex.coverage_doc(choice),
         "vocab_size": bundle.vocab_size,
         "vocab_size_from": bundle.vocab_source,
         "chosen_by": choice.how,
@@ -100,11 +108,11 @@ def run(args) -> dict:
 
 def human(r: dict) -> str:
     cov = r["coverage"]
-    held = "n/a" if cov["heldout"] is None else f"{cov['heldout']:.4f}"
-    how = "" if r["chosen_by"] == f"k = {r['k']}" else f" ({r['chosen_by']})"
+    at_k = "" if cov["at_k"] is None else f"{cov['curve']} C(k) {cov['at_k']:.4f}, "
+    held = "n/a" if cov["heldout_rows"] is None else f"{cov['heldout_rows']:.4f}"
     lat = "" if r["latency_reduction"] is None else f", latency reduction {r['latency_reduction']:.3f}"
-    lines = [f"k = {r['k']}{how}, coverage in-sample {cov['insample']:.4f}, held-out {held}{lat}, "
-             f"V = {r['vocab_size']} ({r['vocab_size_from']})"]
+    lines = [f"k = {r['k']} ({r['chosen_by']}), {at_k}covers {cov['all_rows']:.4f} of all rows and {held} of the "
+             f"held-out rows{lat}, V = {r['vocab_size']} ({r['vocab_size_from']})"]
     lines += [f"  {fmt:8s} {path}" for fmt, path in r["files"].items()]
     lines.append("validated: " + ("yes" if r["validated"] else "NO"))
     lines += [f"  problem: {p}" for p in r["problems"]]

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from vtcore.cmd.common import repeatable
+
 
 def register(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("flops", help="FLOPs per draft token by component, LM head share, R(k)",
                        description="FLOPs per generated draft token by component at the full vocabulary, the "
                                    "LM head's share, and the latency reduction R(k) = 1 - F(k)/F(V) for each --k.")
     p.add_argument("--draft", required=True, help="preset name or path to an HF config.json (or its folder)")
-    p.add_argument("--k", type=int, nargs="*", default=[], metavar="K", help="trimmed head sizes to report R(k) for")
+    repeatable(p, "--k", type=int, default=[], metavar="K", help="trimmed head sizes to report R(k) for (repeatable)")
     p.add_argument("--latency", default="flops", choices=["flops", "paper-flops"],
                    help="flops: every component incl. attention over --context; paper-flops: the seed paper's proxy")
     p.add_argument("--context", type=int, default=1024, help="KV-cache length for attention scores (default 1024)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from vtcore.cmd.common import curve_arg
+
 
 def register(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("optimize", help="exact frontier + Optuna TPE search for the draft vocabulary size",
@@ -13,19 +15,27 @@ def register(sub) -> argparse.ArgumentParser:
                                    "seeded TPE study stored in <workspace>/studies/<name>.journal (resumable).")
     p.add_argument("--counts", required=True, help="counts .npz (python -m vtcore count)")
     p.add_argument("--draft", required=True, help="preset name or path to an HF config.json (or its folder)")
-    p.add_argument("--objective", default="utility", choices=["utility", "speedup", "pareto"])
-    p.add_argument("--alpha", type=float, default=0.5, help="weight of coverage in the utility (default 0.5)")
-    p.add_argument("--min-coverage", type=float, default=0.0, help="constraint C(k) >= this (default 0)")
-    p.add_argument("--k-min", type=int, default=1)
+    p.add_argument("--paper", action="store_true",
+                   help="the seed paper's reference run: utility, alpha 0.5, --min-coverage 0, k in [50, 50000] "
+                        "linear, 30 trials, seed 42, --coverage insample, --latency paper-flops (flags given "
+                        "explicitly still win)")
+    # None below means "not given": the default is SearchSpec's, or PAPER's with --paper
+    p.add_argument("--objective", default=None, choices=["utility", "speedup", "pareto"],
+                   help="default utility")
+    p.add_argument("--alpha", type=float, default=None, help="weight of coverage in the utility (default 0.5)")
+    p.add_argument("--min-coverage", type=float, default=None, help="the coverage constraint C(k) >= this (default 0)")
+    p.add_argument("--k-min", type=int, default=None, help="default 1")
     p.add_argument("--k-max", type=int, default=None, help="default: the draft's vocabulary size")
-    p.add_argument("--k-scale", default="log", choices=["log", "linear"],
+    p.add_argument("--k-scale", default=None, choices=["log", "linear"],
                    help="TPE sampling of k (default log: coverage changes over orders of magnitude of k)")
-    p.add_argument("--trials", type=int, default=100, help="TPE trials to run now (added to a resumed study)")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--coverage", default="heldout", choices=["heldout", "insample"],
-                   help="coverage curve: held-out rows (honest default) or the rows the ranking was made on")
-    p.add_argument("--latency", default="flops", help="flops, paper-flops, or a latency profile JSON "
-                                                      "(python -m vtcore profile)")
+    p.add_argument("--trials", type=int, default=None, help="TPE trials to run now, added to a resumed study "
+                                                            "(default 100)")
+    p.add_argument("--seed", type=int, default=None, help="default 42")
+    p.add_argument("--coverage", type=curve_arg, default=None, metavar="CURVE",
+                   help="heldout (default): ranked on the fit rows, measured on the held-out rows; insample: "
+                        "ranked and measured on all rows")
+    p.add_argument("--latency", default=None, help="flops (default), paper-flops, or a latency profile JSON "
+                                                   "(python -m vtcore profile)")
     p.add_argument("--context", type=int, default=1024, help="KV-cache length for the flops model (default 1024)")
     p.add_argument("--study", default=None, help="study name: resumes it if it exists (default: a new name)")
     p.add_argument("--a0", type=float, default=0.7, help="speedup: acceptance of the full-vocabulary draft")
@@ -40,75 +50,42 @@ def register(sub) -> argparse.ArgumentParser:
     return p
 
 
-def _reduction(args, arch):
-    """R(k) for k = 0..V, its description, and the latency profile when one is used."""
-    import numpy as np
+SPEC_FLAGS = {"objective": "objective", "alpha": "alpha", "min_coverage": "min_coverage", "k_min": "k_min",
+              "k_max": "k_max", "k_scale": "k_scale", "coverage": "curve", "latency": "latency"}
 
+
+def spec_from_args(args):
+    """The SearchSpec (and the trials and seed) the flags ask for."""
     from vtcore import cost
-    from vtcore.profile import load_profile
+    from vtcore.problem import PAPER_RUN, SearchSpec, paper_spec
 
-    ks = np.arange(arch.vocab + 1)
-    if args.latency in cost.MODES:
-        return cost.latency_reduction(arch, ks, args.context, args.latency), args.latency, None
-    prof = load_profile(args.latency)
-    prof.check_for(arch, args.latency)
-    return prof.latency_reduction(ks), f"profile:{args.latency}", prof
-
-
-def _cost_ratio(args, arch, prof):
-    """t_draft(V) / t_target and where it came from (speed-up objective only)."""
-    from vtcore import cost
-    from vtcore.errors import VTError
-
-    if args.cost_ratio is not None:
-        return args.cost_ratio, "--cost-ratio"
-    if args.t_target_ms is not None:
-        if args.t_target_ms <= 0:
-            raise VTError(f"--t-target-ms must be > 0, got {args.t_target_ms}")
-        if prof is None:
-            raise VTError("--t-target-ms needs measured draft times: give --latency PROFILE.json "
-                          "(or give --cost-ratio instead)")
-        return float(prof.step_at(prof.vocab_size)) / args.t_target_ms, "profile step(V) / --t-target-ms"
-    mode = args.latency if args.latency in cost.MODES else "flops"
-    tf = cost.target_flops(arch, args.context, mode)
-    if tf is None:
-        raise VTError(f"the speed-up objective needs the cost ratio: draft {arch.name} names no target model; "
-                      "give --cost-ratio, or --t-target-ms with --latency PROFILE.json")
-    return float(cost.total_flops(arch, arch.vocab, args.context, mode)) / tf, f"FLOPs vs target {arch.target}"
+    given = {field: getattr(args, flag) for flag, field in SPEC_FLAGS.items() if getattr(args, flag) is not None}
+    given.update(context=args.context, a0=args.a0, cost_ratio=args.cost_ratio, t_target_ms=args.t_target_ms,
+                 gamma_min=args.gamma_min, gamma_max=args.gamma_max)
+    if args.paper:
+        spec = paper_spec(args.draft, cost.resolve_draft(args.draft).vocab, **given)
+        run = PAPER_RUN
+    else:
+        spec, run = SearchSpec(draft=args.draft, **given), {"trials": 100, "seed": 42}
+    trials = args.trials if args.trials is not None else run["trials"]
+    seed = args.seed if args.seed is not None else run["seed"]
+    return spec, trials, seed
 
 
 def run(args) -> dict:
     import sys
     import time
 
-    from vtcore import cost, search
-    from vtcore.cli import progress_printer
+    from vtcore import cost, problem, search
+    from vtcore.cmd.common import progress_printer
     from vtcore.countsfile import load_counts
     from vtcore.errors import VTError
 
-    arch = cost.resolve_draft(args.draft)
-    if args.context < 0:
-        raise VTError(f"--context must be >= 0, got {args.context}")
+    spec, trials, seed = spec_from_args(args)
     cf = load_counts(args.counts)
-    cost.check_counts_vocab(cf.vocab_size, arch, f"{args.counts}")
-    cov = cf.coverage()
-    source = args.coverage
-    note = None
-    if source == "heldout" and cov.heldout is None:
-        source, note = "insample", "the counts file has no held-out tokens: coverage is in-sample"
-    curve = search.pad_curve(cov.curve(source), arch.vocab)
-    reduction, latency_source, prof = _reduction(args, arch)
-    ratio, ratio_source = (None, None)
-    if args.objective == "speedup":
-        ratio, ratio_source = _cost_ratio(args, arch, prof)
-    problem = search.Problem(curve, reduction, objective=args.objective, alpha=args.alpha,
-                             min_coverage=args.min_coverage, k_min=args.k_min,
-                             k_max=args.k_max if args.k_max is not None else arch.vocab,
-                             k_log=args.k_scale == "log", a0=args.a0, cost_ratio_full=ratio,
-                             gamma_min=args.gamma_min, gamma_max=args.gamma_max,
-                             coverage_source=source, latency_source=latency_source)
-    exact = search.solve_exact(problem)
-    runner = search.StudyRunner(problem, args.study, n_trials=args.trials, seed=args.seed)
+    setup = problem.build(cf, spec)
+    exact = search.solve_exact(setup.problem)
+    runner = search.StudyRunner(setup.problem, args.study, n_trials=trials, seed=seed)
     show = progress_printer(f"optimize {runner.study_name}", sys.stderr)
     t0 = time.perf_counter()
     runner.start()
@@ -124,16 +101,18 @@ def run(args) -> dict:
 
     out = search.summarize(runner, exact, max_points=args.pareto_points)
     out["tpe_seconds"] = seconds
-    if note:
-        out["coverage_note"] = note
-    if args.objective == "speedup":
-        out["cost_ratio_source"] = ratio_source
+    out["paper"] = bool(args.paper)
+    out["seed"] = seed
+    if setup.notes:
+        out["coverage_note"] = "; ".join(setup.notes)
+    if spec.objective == "speedup":
+        out["cost_ratio_source"] = setup.cost_ratio_source
+    arch = setup.arch
     best_k = out["best_k"] if out["best_k"] is not None else exact.best_k
-    mode = args.latency if args.latency in cost.MODES else "flops"
-    full = cost.flops_breakdown(arch, None, args.context, mode)
-    at_k = cost.flops_breakdown(arch, best_k, args.context, mode)
+    full = cost.flops_breakdown(arch, None, spec.context, setup.flops_mode)
+    at_k = cost.flops_breakdown(arch, best_k, spec.context, setup.flops_mode)
     out["flops_breakdown"] = {c: {"at_V": full[c], "at_best_k": at_k[c]} for c in full}
-    out["flops_model"] = mode
+    out["flops_model"] = setup.flops_mode
     out["lm_head_share"] = full["lm_head"] / sum(full.values())
     out["draft"] = arch.summary()
     out["vocab_size"] = arch.vocab

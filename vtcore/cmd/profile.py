@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from vtcore.cmd.common import repeatable
+
 
 def register(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("profile", help="measure draft step latency vs head size k (random weights)",
@@ -16,7 +18,7 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="default float32 on cpu, bfloat16 on cuda")
-    p.add_argument("--ks", type=int, nargs="*", default=None,
+    repeatable(p, "--ks", type=int, default=None,
                    help="head sizes to time (the full vocabulary is always added); default 256, 1024, ... , V")
     p.add_argument("--context", type=int, default=1024, help="KV-cache length (default 1024)")
     p.add_argument("--repeats", type=int, default=None, help="timed steps per k (default: fit --budget-s, 5..30)")
@@ -33,7 +35,7 @@ def run(args) -> dict:
     import sys
 
     from vtcore import cost, profile
-    from vtcore.cli import progress_printer
+    from vtcore.cmd.common import progress_printer
     from vtcore.errors import VTError
     from vtcore.workspace import subdir
 

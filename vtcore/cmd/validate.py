@@ -42,7 +42,7 @@ def _sidecar(path) -> dict | None:
 def run(args) -> dict:
     import sys
 
-    from vtcore.cli import dumps
+    from vtcore.cmd.common import dumps
     from vtcore.errors import VTError
     from vtcore.export import config_vocab_size
     from vtcore.validate import Expect, check_manifest, validate_path

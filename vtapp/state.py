@@ -1,4 +1,4 @@
-"""The workspace's current selection, persisted as JSON: which counts file, draft, study and
+"""The dashboard's state in the workspace, persisted as JSON: which counts file, draft, study and
 point the user is working on, and the last slider values. A browser refresh or a server
 restart reads it back, so nothing the user chose is lost.
 
@@ -34,15 +34,17 @@ class AppState:
     skip_bad: bool = False
     draft: str | None = None            # preset name or a config.json path
     latency: str = "flops"              # flops | paper-flops | a latency profile path
-    coverage_source: str = "heldout"
-    coverage_target: float = 0.95       # the Coverage page's constraint slider
+    curve: str = "heldout"              # the coverage curve: heldout | insample
+    min_coverage: float = 0.95          # the coverage constraint (Coverage and Frontier pages)
     alpha: float = 0.5
-    min_coverage: float = 0.9
     objective: str = "utility"
+    k_min: int = 1
+    k_max: int | None = None            # None: the draft's vocabulary
+    k_scale: str = "log"
     trials: int = 60
     seed: int = 42
     study: str | None = None            # the study the Frontier page shows
-    selected: dict | None = None        # {"source": trial|exact|coverage, "k", "study", "trial", ...}
+    selected: dict | None = None        # vtcore.selection.Selection.as_dict() of the chosen point
     bench: dict = field(default_factory=dict)   # the Benchmark page's last settings
     updated: str = ""
     format: str = FORMAT

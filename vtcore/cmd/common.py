@@ -1,0 +1,57 @@
+"""What the subcommands share: flag helpers, the stderr progress bar, the JSON line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any, Callable
+
+from vtcore.coverage import CURVES
+from vtcore.files import plain_json
+
+_bar = [False]   # a progress bar line is on stderr without its newline yet
+
+
+def dumps(result: dict) -> str:
+    return json.dumps(plain_json(result), sort_keys=False)
+
+
+def repeatable(p: argparse.ArgumentParser, *flags: str, **kw: Any) -> None:
+    """A flag that takes several values either way: `--k A --k B` and `--k A B`."""
+    p.add_argument(*flags, action="extend", nargs="+", **kw)
+
+
+def curve_arg(text: str) -> str:
+    """--coverage names the coverage curve; a number there means the user wanted --min-coverage."""
+    if text in CURVES:
+        return text
+    raise argparse.ArgumentTypeError(
+        f"{text!r}: --coverage names the coverage curve ({' or '.join(CURVES)}); "
+        "for a coverage constraint use --min-coverage")
+
+
+def progress_printer(label: str, stream=None) -> Callable[[float, str], None]:
+    """A progress callback (fraction in [0, 1], short text) drawing a bar on stderr."""
+    stream = stream or sys.stderr
+    state = {"last": 0.0}
+
+    def show(frac: float, text: str = "") -> None:
+        now = time.monotonic()
+        if frac < 1.0 and now - state["last"] < 0.2:
+            return
+        state["last"] = now
+        frac = min(max(frac, 0.0), 1.0)
+        bar = "#" * int(frac * 30)
+        end = "\n" if frac >= 1.0 else ""
+        stream.write(f"\r{label} [{bar:<30}] {frac * 100:5.1f}% {text}"[:160] + end)
+        stream.flush()
+        _bar[0] = frac < 1.0
+
+    return show
+
+
+def bar_open() -> bool:
+    """A progress bar is on stderr without its closing newline (an error must start a new line)."""
+    return _bar[0]
