@@ -15,7 +15,6 @@ The full result (the `python -m vtcore bench --json` object) is the last line.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time

@@ -25,6 +25,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from vtcore import export as ex  # noqa: E402
 from vtcore.countsfile import load_counts, save_counts  # noqa: E402
 from vtcore.errors import VTError  # noqa: E402
+from vtcore.formats import eagle3_mapping  # noqa: E402
+from vtcore.speculative import load_draft  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CODE = ROOT / "samples" / "code.jsonl"
@@ -315,7 +317,8 @@ def test_trimmed_hf_draft_logits_equal_the_full_drafts_at_kept_ids(cf, tmp_path,
     assert (out / "tokenizer.json").read_bytes() == (full_dir / "tokenizer.json").read_bytes()
 
     full = AutoModelForCausalLM.from_pretrained(full_dir).eval()
-    trimmed, kept = ex.load_trimmed_draft(out)
+    draft = load_draft(out)    # how vtcore bench loads it
+    trimmed, kept = draft.model, draft.kept
     assert torch.equal(kept, torch.from_numpy(np.sort(choice.ids)))
     assert trimmed.lm_head.weight.shape == (400, 16)
     assert trimmed.model.embed_tokens.weight.shape == (QWEN3_LEN, 16)     # input embedding stays full size
@@ -340,7 +343,7 @@ def eagle3_checkpoint(path: Path, vocab: int, kept_sorted: np.ndarray, hidden: i
          "midlayer.input_layernorm.weight": torch.ones(hidden),
          "norm.weight": torch.ones(hidden),
          "lm_head.weight": torch.randn(n, hidden, generator=g)}
-    w.update(ex.eagle3_mapping(kept_sorted, vocab))
+    w.update(eagle3_mapping(kept_sorted, vocab))
     path.mkdir(parents=True)
     save_file(w, str(path / "model.safetensors"), metadata={"format": "pt"})
     (path / "config.json").write_text(json.dumps({
@@ -511,7 +514,8 @@ def test_the_default_draft_exports_as_an_hf_draft(tmp_path, monkeypatch):
     assert bundle.vocab_size == 49152
     out = ex.write_bundle(bundle, tmp_path / "out")["hf-draft"]
     assert (out / "tokenizer.json").is_file() and not (out / models.CONVERSION_MARKER).exists()
-    trimmed, kept = ex.load_trimmed_draft(out)
+    draft = load_draft(out)
+    trimmed, kept = draft.model, draft.kept
     full_draft = models.build_default_draft(models.load_model(target_dir, "cpu"))
     ids = torch.tensor([[1, 2, 3, 4, 5]])
     # in float64: fp32 sums in another order (2 threads, another matmul shape) differ by ~1e-5 at logits ~17

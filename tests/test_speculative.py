@@ -16,6 +16,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCau
 from drafthelpers import write_hf_draft
 from vtcore import speculative as sp
 from vtcore.errors import VTError
+from vtcore.formats import read_token_ids
 
 torch.set_num_threads(1)
 
@@ -244,24 +245,24 @@ def test_sample_mode_is_reproducible_from_the_seed(target, draft_model):
 def test_token_map_formats(tmp_path):
     ids = torch.tensor([40, 2, 7, 90], dtype=torch.long)
     torch.save(ids, tmp_path / "sglang.pt")
-    assert sp.load_token_map(tmp_path / "sglang.pt").tolist() == [40, 2, 7, 90]
+    assert read_token_ids(tmp_path / "sglang.pt").tolist() == [40, 2, 7, 90]
     kept = ids.sort().values
     torch.save({"d2t": kept - torch.arange(4), "t2d": torch.zeros(96, dtype=torch.bool)}, tmp_path / "eagle.pt")
-    assert sp.load_token_map(tmp_path / "eagle.pt").tolist() == kept.tolist()
+    assert read_token_ids(tmp_path / "eagle.pt").tolist() == kept.tolist()
     (tmp_path / "m.json").write_text(json.dumps({"token_ids": [40, 2, 7, 90], "vocab_size": 96}))
-    assert sp.load_token_map(tmp_path / "m.json").tolist() == [40, 2, 7, 90]
+    assert read_token_ids(tmp_path / "m.json").tolist() == [40, 2, 7, 90]
 
 
 def test_bad_token_maps(tmp_path, draft_model):
     torch.save(torch.tensor([1.5, 2.0]), tmp_path / "float.pt")
     with pytest.raises(VTError, match="1-D integer"):
-        sp.load_token_map(tmp_path / "float.pt")
+        read_token_ids(tmp_path / "float.pt")
     torch.save(torch.tensor([1, 1, 2]), tmp_path / "dup.pt")
     with pytest.raises(VTError, match="repeats"):
-        sp.load_token_map(tmp_path / "dup.pt")
+        read_token_ids(tmp_path / "dup.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
     with pytest.raises(VTError, match="junk.pt"):
-        sp.load_token_map(tmp_path / "junk.pt")
+        read_token_ids(tmp_path / "junk.pt")
     with pytest.raises(VTError, match="outside|vocabulary"):
         sp.make_draft(draft_model, torch.tensor([3, 96]))
 

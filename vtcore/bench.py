@@ -14,8 +14,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from vtcore import models
+from vtcore.counts import count_dataset
+from vtcore.coverage import k_for_coverage
+from vtcore.data import read_dataset
 from vtcore.errors import VTError
 from vtcore.files import plain_json
+from vtcore.formats import read_token_ids
+from vtcore.search import Problem, predicted_speedup, solve_exact
 from vtcore.split import is_heldout
 from vtcore.workspace import repo_root, subdir
 
@@ -56,8 +62,6 @@ def render_prompt(tokenizer, messages: list[dict]) -> list[int]:
 def load_prompts(path: str | Path, tokenizer, heldout: bool = True, limit: int | None = None,
                  max_prompt_tokens: int = 1024) -> list[Prompt]:
     """Prompts from the held-out rows (heldout=True) or the other rows of a dataset, file order."""
-    from vtcore.data import read_dataset
-
     out: list[Prompt] = []
     for conv in read_dataset(path, skip_bad=True):
         row = conv.index
@@ -134,7 +138,7 @@ def eos_ids(model, tokenizer) -> tuple[int, ...]:
 def load_models(cfg: BenchConfig, device, log=None) -> tuple[Any, Any, Any, str, str]:
     """(target, tokenizer, draft, target name, draft name): the embedded pair, or the user's
     models with their tokenizers checked to be the same."""
-    from vtcore import models, speculative
+    from vtcore import speculative
 
     log = log or (lambda msg: None)
     default_target = cfg.target is None or str(cfg.target).lower() in models.DEFAULT_NAMES
@@ -164,8 +168,6 @@ def load_models(cfg: BenchConfig, device, log=None) -> tuple[Any, Any, Any, str,
 
 def count_data(path: str | Path, tokenizer, workspace=None):
     """Assistant-token counts of the data with the target's tokenizer (cached by vtcore.counts)."""
-    from vtcore.counts import count_dataset
-
     cf, _ = count_dataset([str(path)], tokenizer=tokenizer, workspace=workspace)
     return cf
 
@@ -173,8 +175,6 @@ def count_data(path: str | Path, tokenizer, workspace=None):
 def default_kept_ids(cf, k: int | None, coverage: float, extra_keep=()) -> tuple[Any, int, str]:
     """Kept ids from the data's ranking (fit rows, so held-out prompts stay unseen): exactly k
     (given, or picked by search_k), or the smallest k whose held-out coverage reaches `coverage`."""
-    from vtcore.coverage import k_for_coverage
-
     cov = cf.coverage(extra_keep=list(extra_keep))
     if k is None:
         k = k_for_coverage(cov.curve("heldout"), coverage)
@@ -200,7 +200,7 @@ def prepare(cfg: BenchConfig, log=None) -> Setup:
     """Load models, build the trimmed draft and count the data: everything before timing."""
     import torch
 
-    from vtcore import models, speculative
+    from vtcore import speculative
 
     log = log or (lambda msg: None)
     device, note = models.pick_device(cfg.device)
@@ -217,7 +217,7 @@ def prepare(cfg: BenchConfig, log=None) -> Setup:
         full, trimmed, source = None, draft, f"{cfg.draft} (d2t)"
         notes.append("the draft is an hf-draft (trimmed head only): no full-vocabulary draft to compare")
     elif cfg.token_map:
-        kept = speculative.load_token_map(cfg.token_map)
+        kept = read_token_ids(cfg.token_map)
         full, trimmed, source = draft, speculative.make_draft(draft.model, kept, name=f"{dname} @ token map"), str(cfg.token_map)
     else:
         k_pick, how = cfg.k, None
@@ -245,7 +245,6 @@ def search_k(cfg: BenchConfig, target, tok, draft, cf, keep_always) -> tuple[int
     import numpy as np
 
     from vtcore import speculative as sp
-    from vtcore.search import Problem, solve_exact
 
     data = cfg.data or default_data()
     prompts = load_prompts(data, tok, heldout=True, limit=cfg.prompts + 2)[cfg.prompts:]
@@ -388,8 +387,6 @@ def prediction(res: dict, gamma: int, coverage_k: float, a0_override: float | No
     """The search module's speed-up model fed with what was measured: a0 (full draft), a(k) =
     a0 C(k), c = draft ms per token / target ms per one-token step. Also the same model with
     the measured verify cost (a (gamma+1)-token target forward is not free on a CPU)."""
-    from vtcore.search import predicted_speedup
-
     t1 = res["target_only"]["target_ms_per_step"]
     full, trim = res.get("full"), res["trimmed"]
     a0 = a0_override if a0_override is not None else (full["acceptance"] if full else None)

@@ -24,16 +24,21 @@ from typing import Any
 
 import numpy as np
 
+from vtcore import __version__, models
+from vtcore.cost import DEFAULT_CONTEXT, arch_from_config, latency_reduction, resolve_draft
 from vtcore.countsfile import CountsFile
-from vtcore.search import read_trial
-from vtcore.selection import Selection, for_min_coverage
 from vtcore.errors import VTError
 from vtcore.files import atomic_file, plain_json, read_json, tmp_sibling
+from vtcore.formats import (eagle3_mapping, ids_from_d2t, load_weights, read_config, safetensors_bytes, side_files,
+                            tensor_source, torch_bytes)
+from vtcore.search import read_trial
+from vtcore.selection import Selection, for_min_coverage
+from vtcore.tokens import sha256_file
 from vtcore.validate import (Expect, Report, check_ids, head_key, is_eagle3, manifest_tokenizer_name,
-                             manifest_tokenizer_sha, tensor_source, validate_bytes, validate_draft)
+                             manifest_tokenizer_sha, validate_bytes, validate_draft)
+from vtcore.workspace import subdir
 
 FORMATS = ["sglang", "eagle3", "json", "hf-draft"]
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt", ".h5", ".msgpack")
 
 
 # ---------------------------------------------------------------- the choice
@@ -164,8 +169,6 @@ def resolve_vocab_size(choice: TokenChoice, vocab_size: int | None = None,
         if draft_dir(draft) is not None or Path(draft).is_file():
             found.append((config_vocab_size(draft_dir(draft) or draft), f"draft config {draft}"))
         else:
-            from vtcore.cost import resolve_draft
-
             found.append((resolve_draft(str(draft)).vocab, f"draft preset {draft}"))
     for V, src in found[1:]:
         if V != found[0][0]:
@@ -197,10 +200,6 @@ def draft_dir(draft: str | os.PathLike | None) -> Path | None:
 def default_draft_as_dir(workspace: str | os.PathLike | None = None) -> Path:
     """The default draft (committed layers + the target's embedding, vtcore.models) written once
     as a plain HF causal-LM directory with the target's tokenizer files, keyed by the layers' hash."""
-    from vtcore import models
-    from vtcore.tokens import sha256_file
-    from vtcore.workspace import subdir
-
     layers = models.default_draft_dir() / "layers.safetensors"
     if not layers.is_file():
         raise VTError(f"{layers}: the default draft's trained layers are missing (scripts/train_draft.py makes them)")
@@ -212,7 +211,7 @@ def default_draft_as_dir(workspace: str | os.PathLike | None = None) -> Path:
     tmp = tmp_sibling(dest)
     try:
         draft.save_pretrained(tmp)
-        for name, blob in _draft_side_files(target_dir).items():
+        for name, blob in side_files(target_dir).items():
             if not (tmp / name).exists() and name != models.CONVERSION_MARKER:
                 (tmp / name).write_bytes(blob)
         os.replace(tmp, dest)
@@ -226,8 +225,6 @@ def default_draft_as_dir(workspace: str | os.PathLike | None = None) -> Path:
 
 def estimate_latency(choice: TokenChoice, draft: str | os.PathLike) -> tuple[float | None, str]:
     """R(k) of the draft from its FLOPs (vtcore.cost), and how it was estimated."""
-    from vtcore.cost import DEFAULT_CONTEXT, arch_from_config, latency_reduction, resolve_draft
-
     d = draft_dir(draft)
     try:
         arch = arch_from_config(d / "config.json") if d is not None else resolve_draft(str(draft))
@@ -240,29 +237,10 @@ def estimate_latency(choice: TokenChoice, draft: str | os.PathLike) -> tuple[flo
 
 # ---------------------------------------------------------------- renderers
 
-def _torch_bytes(obj: Any) -> bytes:
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return buf.getvalue()
-
-
 def sglang_tensor(choice: TokenChoice):
     import torch
 
     return torch.tensor(choice.ids, dtype=torch.int64)
-
-
-def eagle3_mapping(sorted_ids: np.ndarray, vocab_size: int) -> dict:
-    """d2t[i] = s[i] - i for the ascending kept ids s; t2d marks them in a length-V mask."""
-    import torch
-
-    s = torch.as_tensor(np.asarray(sorted_ids, dtype=np.int64))
-    d2t = s - torch.arange(s.numel(), dtype=torch.int64)
-    t2d = torch.zeros(vocab_size, dtype=torch.bool)
-    t2d[s] = True
-    return {"d2t": d2t, "t2d": t2d}
 
 
 def json_doc(choice: TokenChoice, vocab_size: int) -> dict:
@@ -287,8 +265,6 @@ def coverage_doc(choice: TokenChoice) -> dict:
 
 def summary_doc(choice: TokenChoice, vocab_size: int, vocab_source: str, files: dict[str, str],
                 notes: list[str]) -> dict:
-    from vtcore import __version__
-
     m, x = choice.manifest, choice.extra
     lat = x.get("latency_reduction")
     return {
@@ -341,19 +317,6 @@ class NotInDraft(VTError):
                          "vocabulary: its head was never trained to score them")
 
 
-def load_weights(directory: str | os.PathLike) -> dict:
-    """Every tensor of a checkpoint directory (safetensors, shards, or weights-only .bin)."""
-    src = tensor_source(directory=directory)
-    return {k: src.get(k) for k in src.shapes}
-
-
-def read_config(directory: str | os.PathLike) -> dict:
-    p = Path(directory) / "config.json"
-    if not p.is_file():
-        raise VTError(f"{directory}: not a model directory (no config.json)")
-    return read_json(p, "config.json")
-
-
 def trim_draft(config: dict, weights: dict, keep_sorted: np.ndarray) -> tuple[dict, dict, str]:
     """Cut the draft's output head to the kept ids (ascending) and store d2t/t2d beside it.
 
@@ -371,7 +334,7 @@ def trim_draft(config: dict, weights: dict, keep_sorted: np.ndarray) -> tuple[di
     head = weights[hk]
     rows = head.shape[0]
     if "d2t" in weights:
-        current = weights["d2t"].to(torch.int64).numpy() + np.arange(weights["d2t"].numel(), dtype=np.int64)
+        current = ids_from_d2t(weights["d2t"])
     else:
         current = np.arange(rows, dtype=np.int64)
     if current.size != rows:
@@ -393,54 +356,6 @@ def trim_draft(config: dict, weights: dict, keep_sorted: np.ndarray) -> tuple[di
     cfg["draft_vocab_size"] = int(keep_sorted.size)
     cfg["tie_word_embeddings"] = False   # the head is now its own [N, H] tensor; the embedding stays [V, H]
     return cfg, out, kind
-
-
-def _safetensors_bytes(weights: dict) -> bytes:
-    from safetensors.torch import save
-
-    # safetensors refuses shared or strided memory: copy only tensors that need it (a draft can be GBs)
-    seen: set[int] = set()
-    out = {}
-    for k, v in weights.items():
-        v = v.detach().contiguous()
-        if v.untyped_storage().data_ptr() in seen or v.untyped_storage().nbytes() != v.numel() * v.element_size():
-            v = v.clone()
-        seen.add(v.untyped_storage().data_ptr())
-        out[k] = v
-    return save(out, metadata={"format": "pt"})
-
-
-def _draft_side_files(directory: Path) -> dict[str, bytes]:
-    """Tokenizer and other small top-level files copied unchanged (weights and config excluded)."""
-    out = {}
-    for f in sorted(directory.iterdir()):
-        if (not f.is_file() or f.name.startswith(".") or f.name == "config.json" or f.suffix in _WEIGHT_SUFFIXES
-                or f.name.endswith(".index.json")):
-            continue
-        out[f.name] = f.read_bytes()
-    return out
-
-
-def load_trimmed_draft(directory: str | os.PathLike):
-    """(model, kept_ids) from an hf-draft directory: a transformers causal LM whose lm_head is
-    the [N, H] trimmed head (logits column i = target id kept_ids[i]); embedding full size."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    directory = Path(directory)
-    config = AutoConfig.from_pretrained(str(directory))
-    state = load_weights(directory)
-    if "d2t" not in state or "lm_head.weight" not in state:
-        raise VTError(f"{directory}: not a trimmed draft (needs lm_head.weight and d2t in its weights)")
-    d2t = state.pop("d2t")
-    state.pop("t2d", None)
-    head = state["lm_head.weight"]
-    model = AutoModelForCausalLM.from_config(config)
-    model.lm_head = torch.nn.Linear(head.shape[1], head.shape[0], bias="lm_head.bias" in state)
-    model.to(head.dtype)
-    model.load_state_dict(state, strict=True)
-    model.eval()
-    return model, d2t.to(torch.int64) + torch.arange(d2t.numel(), dtype=torch.int64)
 
 
 # ---------------------------------------------------------------- bundle
@@ -562,9 +477,9 @@ def export(choice: TokenChoice, formats: list[str] | str | None = None, vocab_si
                 fmts.append("eagle3")
         else:
             name = file_name(kind, choice.k)
-            files = _draft_side_files(d)
+            files = side_files(d)
             files["config.json"] = (json.dumps(cfg, indent=2) + "\n").encode()
-            files["model.safetensors"] = _safetensors_bytes(trimmed)
+            files["model.safetensors"] = safetensors_bytes(trimmed)
             report = validate_draft(cfg, tensor_source(weights=trimmed), name, expect,
                                     [f for f in files if f.startswith("tokenizer")])
             arts["hf-draft"] = Artifact("hf-draft", name, files, report, is_dir=True)
@@ -573,9 +488,9 @@ def export(choice: TokenChoice, formats: list[str] | str | None = None, vocab_si
                              "(no retraining needed: every kept id was in its vocabulary)")
         del weights
     if "sglang" in fmts:
-        single("sglang", _torch_bytes(sglang_tensor(choice)))
+        single("sglang", torch_bytes(sglang_tensor(choice)))
     if "eagle3" in fmts:
-        single("eagle3", _torch_bytes(eagle3_mapping(choice.sorted_ids, V)))
+        single("eagle3", torch_bytes(eagle3_mapping(choice.sorted_ids, V)))
     if "json" in fmts:
         single("json", _json_bytes(json_doc(choice, V)))
     names = {fmt: a.name for fmt, a in arts.items()}

@@ -34,7 +34,9 @@ from typing import Any, Callable
 
 import torch
 
+from vtcore import models
 from vtcore.errors import VTError
+from vtcore.formats import read_token_ids, read_trimmed_draft
 
 
 @dataclass
@@ -102,60 +104,16 @@ def make_draft(model, kept_ids=None, vocab_size: int | None = None, name: str = 
     return Draft(model, head, idx, bias, name)
 
 
-def load_token_map(path: str | os.PathLike) -> torch.Tensor:
-    """Target ids a trimmed draft keeps, from a token-map file:
-    - SGLang --speculative-token-map: torch.save of a 1-D int64 tensor (frequency order);
-    - EAGLE-3 / SpecForge: torch.save({"d2t": int64[N], "t2d": bool[V]}), kept = i + d2t[i];
-    - JSON {"token_ids": [...]} (or a plain list).
-    .pt files are read with weights_only=True: loading runs no code."""
-    path = Path(path)
-    if not path.is_file():
-        raise VTError(f"{path}: token map not found")
-    if path.suffix == ".json":
-        try:
-            obj = json.loads(path.read_text())
-        except ValueError as e:
-            raise VTError(f"{path}: not valid JSON ({e})") from None
-        ids = obj.get("token_ids") if isinstance(obj, dict) else obj
-        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
-            raise VTError(f"{path}: field 'token_ids' must be a list of integers")
-        t = torch.tensor(ids, dtype=torch.long)
-    else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise VTError(f"{path}: cannot read as a torch token map ({type(e).__name__}: {e})".split("\n")[0]) from None
-        if isinstance(obj, dict) and "d2t" in obj:
-            d2t = torch.as_tensor(obj["d2t"])
-            t = torch.arange(d2t.numel(), dtype=torch.long) + d2t.long()
-        elif isinstance(obj, torch.Tensor):
-            t = obj
-        else:
-            raise VTError(f"{path}: expected a 1-D tensor of token ids or a dict with 'd2t', got {type(obj).__name__}")
-    if t.dim() != 1 or t.dtype.is_floating_point or t.dtype == torch.bool:
-        raise VTError(f"{path}: a token map must be a 1-D integer tensor, got {t.dtype} {list(t.shape)}")
-    if t.numel() == 0:
-        raise VTError(f"{path}: the token map is empty")
-    if int(t.min()) < 0:
-        raise VTError(f"{path}: negative token id {int(t.min())}")
-    if t.unique().numel() != t.numel():
-        raise VTError(f"{path}: the token map repeats ids")
-    return t.long()
-
-
 def load_draft(path_or_id: str | os.PathLike, device="cpu", dtype=None, token_map=None,
                vocab_size: int | None = None, workspace=None) -> Draft:
     """A Draft from a plain HF causal LM (dir or cached hub id), optionally trimmed by a token
-    map, or from an "hf-draft" directory: config.json with `draft_vocab_size` N, an
-    `lm_head.weight` [N, H] (row i = i-th smallest kept id), a full input embedding, and
-    `d2t` int64[N] (target id = i + d2t[i]) / `t2d` bool[V] tensors in model.safetensors."""
-    from vtcore import models
-
+    map (vtcore.formats.read_token_ids), or from a trimmed draft directory (an "hf-draft"
+    export: vtcore.formats.read_trimmed_draft)."""
     path = Path(models.resolve_model(path_or_id, workspace))
     cfg = json.loads((path / "config.json").read_text())
     if "draft_vocab_size" not in cfg:
         model = models.load_model(path, device, dtype)
-        kept = load_token_map(token_map) if token_map is not None else None
+        kept = read_token_ids(token_map) if token_map is not None else None
         try:
             return make_draft(model, kept, vocab_size, name=str(path_or_id))
         except VTError as e:
@@ -163,47 +121,28 @@ def load_draft(path_or_id: str | os.PathLike, device="cpu", dtype=None, token_ma
     if token_map is not None:
         raise VTError(f"{path}: already a trimmed draft (draft_vocab_size={cfg['draft_vocab_size']}); "
                       "do not pass a token map too")
-    return _load_hf_draft(path, cfg, device, dtype or models.model_dtype(device), str(path_or_id))
+    return _trimmed_draft_model(path, device, dtype or models.model_dtype(device), str(path_or_id))
 
 
-def _load_hf_draft(path: Path, cfg: dict, device, dtype, name: str) -> Draft:
-    from safetensors.torch import load_file
+def _trimmed_draft_model(path: Path, device, dtype, name: str) -> Draft:
+    """A causal LM from a trimmed draft directory: the config's model with its full-size input
+    embedding, the [N, H] head held by the Draft (the config's full-size lm_head is never used)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    files = sorted(path.glob("*.safetensors"))
-    if not files:
-        raise VTError(f"{path}: no .safetensors weights")
-    state: dict[str, torch.Tensor] = {}
-    for f in files:
-        state.update(load_file(str(f)))
-    n = int(cfg["draft_vocab_size"])
-    for key in ("lm_head.weight", "d2t"):
-        if key not in state:
-            raise VTError(f"{path}: hf-draft weights lack '{key}'")
-    head, d2t = state.pop("lm_head.weight"), state.pop("d2t").long()
-    t2d, bias = state.pop("t2d", None), state.pop("lm_head.bias", None)
-    if head.shape[0] != n or d2t.numel() != n:
-        raise VTError(f"{path}: draft_vocab_size is {n} but lm_head has {head.shape[0]} rows and d2t {d2t.numel()}")
-    kept = torch.arange(n) + d2t
-    V = int(cfg.get("vocab_size", 0))
-    if n > 1 and not bool((kept[1:] > kept[:-1]).all()):
-        raise VTError(f"{path}: d2t does not give ascending kept ids (row i must be the i-th smallest kept id)")
-    if int(kept.min()) < 0 or int(kept.max()) >= V:
-        raise VTError(f"{path}: d2t maps to ids outside the vocabulary (0..{V - 1})")
-    if t2d is not None and (t2d.numel() != V or not torch.equal(t2d.bool().nonzero().flatten(), kept)):
-        raise VTError(f"{path}: t2d does not mark exactly the ids d2t maps to")
+    td = read_trimmed_draft(path)
+    head, bias = td.weights.pop("lm_head.weight"), td.weights.pop("lm_head.bias", None)
     config = AutoConfig.from_pretrained(str(path))
     config.tie_word_embeddings = False
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing, unexpected = model.load_state_dict(td.weights, strict=False)
     missing = [k for k in missing if k != "lm_head.weight"]
     if missing or unexpected:
         raise VTError(f"{path}: weights do not fit the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    # the full-size lm_head the config implies is never used: drop it, the Draft holds the [N, H] head
     model.lm_head.weight = torch.nn.Parameter(head.to(dtype), requires_grad=False)
     model = model.to(device).eval()
     bias = None if bias is None else bias.to(device=device, dtype=dtype)
-    return Draft(model, model.lm_head.weight.detach(), kept.to(device), bias, name)
+    kept = torch.from_numpy(td.kept).to(device)
+    return Draft(model, model.lm_head.weight.detach(), kept, bias, name)
 
 
 # ---------------------------------------------------------------- timing and stats
@@ -422,6 +361,107 @@ def target_generate(target, prompt_ids, cfg: SpecConfig) -> GenResult:
     return GenResult(out, stats, tgt.cache, None)
 
 
+@dataclass
+class Proposal:
+    """What a draft proposed in one step: g target ids, the head rows they came from, and (in
+    sample mode) the draft's distribution over its head rows at each of them, with timings."""
+
+    tokens: torch.Tensor                       # int64[g] target ids
+    rows: torch.Tensor                         # int64[g] rows of the draft head
+    q: list[torch.Tensor] = field(default_factory=list)   # sample mode: softmax over head rows, per step
+    draft_iv: list[tuple] = field(default_factory=list)   # clock intervals of each draft forward
+    head_iv: list[tuple] = field(default_factory=list)    # of which the head matmul
+
+
+def _pick(z: torch.Tensor, greedy: bool, temperature: float, gen: torch.Generator) -> tuple[torch.Tensor, Any]:
+    """The draft's choice of head row from its logits, and its distribution in sample mode."""
+    if greedy:
+        return z.argmax(), None
+    q = torch.softmax(z / temperature, -1)
+    return torch.multinomial(q, 1, generator=gen)[0], q
+
+
+class StandaloneProposer:
+    """A standalone draft LM proposing a chain of tokens with its own KV cache, which holds a
+    prefix of the committed sequence (rolled back to it after each verify)."""
+
+    def __init__(self, draft: Draft):
+        self.draft = draft
+        self.runner = _Runner(draft.model)
+        self.head_t = draft.head.t()
+
+    @property
+    def cache(self):
+        return self.runner.cache
+
+    def prefill(self, seq: torch.Tensor, n_seq: int) -> None:
+        self.runner.hidden(seq[None, : n_seq - 1])
+
+    def propose(self, seq: torch.Tensor, n_seq: int, g: int, cfg: SpecConfig, gen: torch.Generator,
+                clock: Clock) -> Proposal:
+        d = self.draft
+        prop = Proposal(torch.empty(g, dtype=torch.long, device=seq.device),
+                        torch.empty(g, dtype=torch.long, device=seq.device))
+        inp = seq[self.runner.cached: n_seq]
+        for j in range(g):
+            a = clock.now()
+            h = self.runner.hidden(inp[None])[-1]
+            ha = clock.now()
+            z = h @ self.head_t                      # [k]: only the kept rows are computed
+            if d.bias is not None:
+                z = z + d.bias
+            hb = clock.now()
+            row, q = _pick(_postprocess_logits(d.model, z).float(), cfg.mode == "greedy", cfg.temperature, gen)
+            if q is not None:
+                prop.q.append(q)
+            prop.rows[j], prop.tokens[j] = row, (d.kept[row] if d.kept is not None else row)
+            inp = prop.tokens[j: j + 1]
+            prop.draft_iv.append((a, clock.now()))
+            prop.head_iv.append((ha, hb))
+        return prop
+
+    def rollback(self, n_seq: int) -> None:
+        """Keep every committed token but the last one (it is fed on the next step)."""
+        _crop(self.runner.cache, n_seq - 1)
+
+
+def _accept(logits: torch.Tensor, prop: Proposal, kept: torch.Tensor | None, cfg: SpecConfig,
+            gen: torch.Generator) -> tuple[int, list[int]]:
+    """(accepted draft tokens n, the new tokens: the accepted ones + one from the target).
+
+    greedy: accept while a draft token equals the target's argmax; the target's argmax follows.
+    sample: accept d with probability min(1, p(d)/q(d)); on rejection sample from
+    norm(max(0, p - q)), after g acceptances from p (Leviathan et al. 2023, Chen et al. 2023)."""
+    g = prop.tokens.numel()
+    if cfg.mode == "greedy":
+        t_best = logits.argmax(-1)
+        n = int((t_best[:g] == prop.tokens).int().cumprod(0).sum()) if g else 0
+        return n, prop.tokens[:n].tolist() + [int(t_best[n])]
+    V = logits.shape[-1]
+    p = torch.softmax(logits / cfg.temperature, -1)
+    u = torch.rand(g, generator=gen, device=logits.device)
+    new: list[int] = []
+    for i in range(g):
+        d, row = int(prop.tokens[i]), int(prop.rows[i])
+        if float(u[i]) * float(prop.q[i][row]) < float(p[i, d]):    # u < p/q without dividing
+            new.append(d)
+            continue
+        q_full = torch.zeros(V, device=logits.device)
+        q_full[kept if kept is not None else torch.arange(prop.q[i].numel(), device=logits.device)] = prop.q[i]
+        resid = (p[i] - q_full).clamp_min(0)
+        total = float(resid.sum())
+        return i, new + [_sample(resid / total if total > 0 else p[i], gen)]
+    return g, new + [_sample(p[g], gen)]
+
+
+def _check_vocab(draft: Draft, V: int) -> None:
+    if draft.kept is not None and int(draft.kept.max()) >= V:
+        raise VTError(f"the draft keeps token id {int(draft.kept.max())}, beyond the target's vocabulary ({V})")
+    if draft.kept is None and draft.k > V:
+        raise VTError(f"the draft's head has {draft.k} rows but the target's vocabulary has {V}; "
+                      "build the Draft with make_draft(model, vocab_size=V)")
+
+
 @torch.inference_mode()
 def speculative_generate(target, draft: Draft, prompt_ids, cfg: SpecConfig,
                          should_stop: Callable[[], bool] | None = None) -> GenResult:
@@ -430,15 +470,8 @@ def speculative_generate(target, draft: Draft, prompt_ids, cfg: SpecConfig,
     clock = Clock(device)
     prompt = _prompt_tensor(prompt_ids, device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    V = int(target.get_output_embeddings().weight.shape[0])
-    if draft.kept is not None and int(draft.kept.max()) >= V:
-        raise VTError(f"the draft keeps token id {int(draft.kept.max())}, beyond the target's vocabulary ({V})")
-    if draft.kept is None and draft.k > V:
-        raise VTError(f"the draft's head has {draft.k} rows but the target's vocabulary has {V}; "
-                      "build the Draft with make_draft(model, vocab_size=V)")
-    greedy = cfg.mode == "greedy"
-    tgt, drf = _Runner(target), _Runner(draft.model)
-    head_t = draft.head.t()
+    _check_vocab(draft, int(target.get_output_embeddings().weight.shape[0]))
+    tgt, proposer = _Runner(target), StandaloneProposer(draft)
     stats = RunStats(prompt_tokens=int(prompt.numel()), gamma=cfg.gamma)
 
     # committed sequence: the prompt, then the accepted/corrected tokens (a growing device buffer)
@@ -453,7 +486,7 @@ def speculative_generate(target, draft: Draft, prompt_ids, cfg: SpecConfig,
     if n_seq > 1:  # prefill both caches with all but the last prompt token
         a = clock.now()
         tgt.hidden(seq[None, : n_seq - 1])
-        drf.hidden(seq[None, : n_seq - 1])
+        proposer.prefill(seq, n_seq)
         prefill = (a, clock.now())
 
     out: list[int] = []
@@ -461,71 +494,15 @@ def speculative_generate(target, draft: Draft, prompt_ids, cfg: SpecConfig,
         if should_stop is not None and should_stop():
             break
         g = min(cfg.gamma, cfg.max_new_tokens - len(out) - 1)   # a step always yields >= 1 token
-        draft_iv, head_iv = [], []
-        d_tokens = torch.empty(g, dtype=torch.long, device=device)
-        d_rows = torch.empty(g, dtype=torch.long, device=device)   # row in the draft head
-        q_list: list[torch.Tensor] = []
-        inp = seq[drf.cached: n_seq]
-        for j in range(g):
-            a = clock.now()
-            h = drf.hidden(inp[None])[-1]
-            ha = clock.now()
-            z = h @ head_t                      # [k]: only the kept rows are computed
-            if draft.bias is not None:
-                z = z + draft.bias
-            hb = clock.now()
-            z = _postprocess_logits(draft.model, z).float()
-            if greedy:
-                row = z.argmax()
-            else:
-                q = torch.softmax(z / cfg.temperature, -1)
-                row = torch.multinomial(q, 1, generator=gen)[0]
-                q_list.append(q)
-            tok = draft.kept[row] if draft.kept is not None else row
-            d_rows[j], d_tokens[j] = row, tok
-            inp = d_tokens[j: j + 1]
-            draft_iv.append((a, clock.now()))
-            head_iv.append((ha, hb))
-
+        prop = proposer.propose(seq, n_seq, g, cfg, gen, clock)
         # verify: the target scores the uncommitted tail and every draft token in one forward
         a = clock.now()
-        t_in = torch.cat([seq[tgt.cached: n_seq], d_tokens])
-        logits = tgt.logits(t_in[None], g + 1)          # [g+1, V]; row i predicts after draft i-1
-        b = clock.now()
-        marks.append((draft_iv, head_iv, (a, b)))
-
-        if greedy:
-            t_best = logits.argmax(-1)
-            match = (t_best[:g] == d_tokens).int()
-            n = int(match.cumprod(0).sum()) if g else 0
-            new = d_tokens[:n].tolist() + [int(t_best[n])]
-        else:
-            p = torch.softmax(logits / cfg.temperature, -1)
-            u = torch.rand(g, generator=gen, device=device)
-            n, new = 0, []
-            for i in range(g):
-                d, row = int(d_tokens[i]), int(d_rows[i])
-                q_d = float(q_list[i][row])
-                if float(u[i]) * q_d < float(p[i, d]):    # u < p/q without dividing
-                    new.append(d)
-                    n += 1
-                    continue
-                q_full = torch.zeros(V, device=device)
-                if draft.kept is not None:
-                    q_full[draft.kept] = q_list[i]
-                else:
-                    q_full[: draft.k] = q_list[i]
-                resid = (p[i] - q_full).clamp_min(0)
-                total = float(resid.sum())
-                new.append(_sample(resid / total if total > 0 else p[i], gen))
-                break
-            else:
-                new.append(_sample(p[g], gen))
-
+        logits = tgt.logits(torch.cat([seq[tgt.cached: n_seq], prop.tokens])[None], g + 1)   # row i follows draft i-1
+        marks.append((prop.draft_iv, prop.head_iv, (a, clock.now())))
+        n, new = _accept(logits, prop, draft.kept, cfg, gen)
         stats.accepted.append(n)
         stats.drafted.append(g)
-        room = cfg.max_new_tokens - len(out)
-        new = new[:room]
+        new = new[: cfg.max_new_tokens - len(out)]
         stop = _first_eos(new, cfg.eos_ids)
         if stop is not None:
             new = new[: stop + 1]
@@ -534,7 +511,7 @@ def speculative_generate(target, draft: Draft, prompt_ids, cfg: SpecConfig,
         out.extend(new)
         # roll back: the caches may hold every committed token but the last one, nothing rejected
         _crop(tgt.cache, n_seq - 1)
-        _crop(drf.cache, n_seq - 1)
+        proposer.rollback(n_seq)
         if stop is not None:
             break
 
@@ -547,4 +524,4 @@ def speculative_generate(target, draft: Draft, prompt_ids, cfg: SpecConfig,
         stats.head_s.append(sum(clock.seconds(a, b) for a, b in head_iv))
         stats.target_s.append(clock.seconds(*t_iv))
     stats.new_tokens = len(out)
-    return GenResult(out, stats, tgt.cache, drf.cache)
+    return GenResult(out, stats, tgt.cache, proposer.cache)

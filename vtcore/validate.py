@@ -1,9 +1,8 @@
 """Validators for exported token maps (docs/formats.md): the checks an engine would trip on.
 
-Every file is read without running code: `.pt`/`.bin` with torch.load(weights_only=True)
-only (a pickle that carries code is refused, never executed), `.safetensors` with
-safetensors, JSON with json. The same checks run on bytes in memory (the export validates
-what it is about to write) and on files on disk (`python -m vtcore validate FILE`).
+Files are read by vtcore.formats (never running code); this module only checks what they
+hold. The same checks run on bytes in memory (the export validates what it is about to
+write) and on files on disk (`python -m vtcore validate FILE`).
 
 A `Report` lists `problems` (the file is wrong: an engine would fail or mis-map tokens)
 and `warnings` (the file works but is probably not what the user wants, e.g. no
@@ -12,22 +11,19 @@ end-of-turn token: a draft that cannot emit it never ends a turn).
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import pickle
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from vtcore.errors import VTError
+from vtcore.formats import TensorSource, UnsafeFile, ids_from_d2t, safe_torch_load, tensor_source
+from vtcore.tokens import load_tokenizer, tokenizer_info
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
 _K_IN_NAME = re.compile(r"_k(\d+)(?:\.|$)")
 _SHOW = 5  # ids quoted in one message
 
@@ -62,74 +58,6 @@ class Expect:
     keep_ids: dict[int, str] | None = None  # id -> why it must be kept (EOS / end-of-turn)
     tokenizer_sha256: str | None = None     # must match the manifest's tokenizer
     tokenizer_name: str | None = None
-
-
-class UnsafeFile(VTError):
-    """A pickle that wants to build objects other than plain tensors: refused, not run."""
-
-
-# ---------------------------------------------------------------- safe readers
-
-def safe_torch_load(source: str | os.PathLike | bytes) -> Any:
-    """torch.load with weights_only=True: tensors, dicts, lists, numbers only."""
-    import torch
-
-    where = "data" if isinstance(source, (bytes, bytearray)) else str(source)
-    f = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")   # e.g. "pickle protocol 4": noise next to our own message
-            return torch.load(f, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "weights only" in str(e).lower() or "weights_only" in str(e).lower():
-            data = bytes(source) if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
-            refs, parsed = pickle_globals(data)
-            if not refs and not parsed:
-                raise VTError(f"{where}: not a readable torch file (neither a torch zip nor a pickle)") from e
-            what = f"it references {', '.join(refs[:3])}" if refs else "it uses pickle features tensors never need"
-            raise UnsafeFile(f"{where}: refused: the file holds pickled objects other than plain tensors, which "
-                             f"could run code on load ({what}); it was not loaded") from e
-        raise VTError(f"{where}: not a readable torch file ({first})") from e
-    except FileNotFoundError:
-        raise VTError(f"{where}: file not found") from None
-    except Exception as e:  # zip errors, truncated files, wrong magic
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise VTError(f"{where}: not a readable torch file ({first[:200]})") from e
-
-
-_SAFE_GLOBALS = ("torch.", "collections.OrderedDict", "builtins.set", "builtins.frozenset", "numpy.")
-
-
-def pickle_globals(data: bytes) -> tuple[list[str], bool]:
-    """The callables a pickle (raw, or a torch zip's data.pkl) names, read statically with
-    pickletools: nothing is executed. Torch's own rebuild helpers are left out. Also says
-    whether every stream parsed as a pickle."""
-    import pickletools
-    import zipfile
-
-    blobs = [data]
-    if data[:4] == b"PK\x03\x04":
-        try:
-            with zipfile.ZipFile(io.BytesIO(data)) as z:
-                blobs = [z.read(n) for n in z.namelist() if n.endswith(".pkl")]
-        except zipfile.BadZipFile:
-            return [], False
-    found: list[str] = []
-    parsed = bool(blobs)
-    for blob in blobs:
-        strings: list[str] = []
-        try:
-            for op, arg, _ in pickletools.genops(blob):
-                if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
-                    strings.append(str(arg))
-                elif op.name == "GLOBAL":
-                    found.append(str(arg).replace(" ", "."))
-                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                    found.append(f"{strings[-2]}.{strings[-1]}")
-        except Exception:   # a malformed stream: report what was seen before it
-            parsed = False
-    return [g for g in dict.fromkeys(found) if not g.startswith(_SAFE_GLOBALS)], parsed
 
 
 # ---------------------------------------------------------------- the checks
@@ -209,7 +137,7 @@ def check_mapping(d2t: Any, t2d: Any, vocab_size: int | None, declared_n: int | 
         t2d = None
     if d is None:
         return None, problems
-    ids = d + np.arange(d.size, dtype=np.int64)
+    ids = ids_from_d2t(d)
     if declared_n is not None and d.size != declared_n:
         problems.append(f"d2t has {d.size} entries but the declared draft vocabulary is {declared_n}")
     if d.size and (np.diff(ids) <= 0).any():
@@ -275,7 +203,7 @@ def manifest_tokenizer_name(manifest: dict) -> str | None:
 
 # ---------------------------------------------------------------- per format
 
-def _declared_from_name(path: str) -> int | None:
+def k_from_name(path: str) -> int | None:
     m = _K_IN_NAME.search(Path(path).name)
     return int(m.group(1)) if m else None
 
@@ -286,7 +214,7 @@ def validate_sglang(obj: Any, path: str, expect: Expect) -> Report:
     if ids is None:
         return r
     r.n = int(ids.size)
-    declared = expect.n if expect.n is not None else _declared_from_name(path)
+    declared = expect.n if expect.n is not None else k_from_name(path)
     p, w = check_ids(ids, expect.vocab_size, declared, expect.keep_ids, "token map")
     r.problems += p
     r.warnings += w
@@ -301,7 +229,7 @@ def validate_eagle3(obj: dict, path: str, expect: Expect) -> Report:
     if missing:
         r.problems.append(f"missing {' and '.join(missing)} (an EAGLE-3 vocab mapping holds d2t and t2d)")
         return r
-    declared = expect.n if expect.n is not None else _declared_from_name(path)
+    declared = expect.n if expect.n is not None else k_from_name(path)
     ids, problems = check_mapping(obj["d2t"], obj["t2d"], expect.vocab_size, declared)
     r.problems += problems
     if ids is not None:
@@ -330,7 +258,7 @@ def validate_json(obj: Any, path: str, expect: Expect) -> Report:
     if ids is None:
         return r
     r.n = int(ids.size)
-    declared = expect.n if expect.n is not None else _declared_from_name(path)
+    declared = expect.n if expect.n is not None else k_from_name(path)
     keep = expect.keep_ids
     if keep is None and isinstance(obj.get("manifest"), dict) and obj["manifest"].get("always_keep") is not None:
         keep = {int(i): "always-keep token" for i in obj["manifest"]["always_keep"]}
@@ -361,58 +289,6 @@ def validate_summary(obj: Any, path: str, expect: Expect) -> Report:
 
 
 # ---------------------------------------------------------------- draft checkpoints
-
-@dataclass
-class TensorSource:
-    """Names, shapes and lazy access to a checkpoint's tensors (file, shards or bytes)."""
-
-    shapes: dict[str, tuple[int, ...]]
-    get: Callable[[str], Any]
-
-
-def tensor_source(weights: dict[str, Any] | None = None, directory: str | os.PathLike | None = None
-                  ) -> TensorSource:
-    """From a dict of tensors already in memory, or from a checkpoint directory."""
-    if weights is not None:
-        return TensorSource({k: tuple(v.shape) for k, v in weights.items()}, weights.__getitem__)
-    d = Path(directory)
-    files: dict[str, Path] = {}
-    if (d / "model.safetensors").is_file():
-        files = {"*": d / "model.safetensors"}
-    elif (d / "model.safetensors.index.json").is_file():
-        index = json.loads((d / "model.safetensors.index.json").read_text())
-        files = {k: d / v for k, v in index.get("weight_map", {}).items()}
-    if files:
-        from safetensors import safe_open
-
-        shapes, where = {}, {}
-        for f in sorted(set(files.values())):
-            try:
-                with safe_open(str(f), framework="pt") as h:
-                    for k in h.keys():
-                        shapes[k] = tuple(h.get_slice(k).get_shape())
-                        where[k] = f
-            except Exception as e:
-                raise VTError(f"{f}: not a readable safetensors file ({str(e).splitlines()[0][:200]})") from e
-
-        def get(name: str):
-            with safe_open(str(where[name]), framework="pt") as h:
-                return h.get_tensor(name)
-        return TensorSource(shapes, get)
-    bins = [d / "pytorch_model.bin"] if (d / "pytorch_model.bin").is_file() else []
-    if not bins and (d / "pytorch_model.bin.index.json").is_file():
-        index = json.loads((d / "pytorch_model.bin.index.json").read_text())
-        bins = sorted({d / v for v in index.get("weight_map", {}).values()})
-    if bins:
-        state: dict[str, Any] = {}
-        for b in bins:
-            part = safe_torch_load(b)
-            if not isinstance(part, dict):
-                raise VTError(f"{b}: expected a state dict of tensors, got {type(part).__name__}")
-            state.update(part)
-        return tensor_source(weights=state)
-    raise VTError(f"{d}: no weights found (looked for {', '.join(WEIGHT_FILES)})")
-
 
 def head_key(shapes: dict[str, tuple], config: dict) -> str | None:
     """Which tensor scores the vocabulary: lm_head.weight, else the tied input embedding."""
@@ -554,8 +430,6 @@ def validate_path(path: str | os.PathLike, expect: Expect | None = None) -> Repo
 
 def tokenizer_expectations(name_or_dir: str | None) -> dict:
     """What a tokenizer says an export must satisfy: its must-keep ids, identity and size."""
-    from vtcore.tokens import load_tokenizer, tokenizer_info
-
     tok = load_tokenizer(name_or_dir)
     info = tokenizer_info(tok)
     keep: dict[int, str] = {}

@@ -27,9 +27,9 @@ def _sidecar(path) -> dict | None:
     import json
     from pathlib import Path
 
-    from vtcore.validate import _declared_from_name
+    from vtcore.validate import k_from_name
 
-    k = _declared_from_name(str(path))
+    k = k_from_name(str(path))
     side = Path(path).parent / f"summary_k{k}.json" if k is not None else None
     if side is None or not side.is_file() or side == Path(path):
         return None

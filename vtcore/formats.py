@@ -1,0 +1,304 @@
+"""The on-disk formats, each read and written here once, and d2t <-> ids:
+
+- SGLang token map: torch.save of a 1-D int64 tensor of target ids, frequency order.
+- EAGLE-3 vocab mapping: torch.save({"d2t": int64[N], "t2d": bool[V]}); the kept ids sorted
+  ascending, target id = i + d2t[i], t2d marks the kept ids.
+- JSON token ids: {"token_ids": [...], "vocab_size": V, "manifest": {...}}.
+- A trimmed draft directory: config.json with draft_vocab_size N, weights with lm_head [N, H]
+  (row i scores the i-th smallest kept id), d2t and t2d beside them, tokenizer files.
+
+Reading never runs code: .pt/.bin with torch.load(weights_only=True) only (a pickle that
+carries code is refused, not executed), .safetensors with safetensors, JSON with json.
+validate.py checks what these readers return; export.py renders with these writers; the
+decoding engine loads token maps and trimmed drafts through them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from vtcore.errors import VTError
+from vtcore.files import read_json
+
+if TYPE_CHECKING:
+    import torch
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt", ".h5", ".msgpack")
+
+
+# ---------------------------------------------------------------- d2t <-> ids
+
+def d2t_from_ids(sorted_ids: np.ndarray) -> np.ndarray:
+    """d2t[i] = s[i] - i for the ascending kept ids s."""
+    s = np.asarray(sorted_ids, dtype=np.int64)
+    return s - np.arange(s.size, dtype=np.int64)
+
+
+def ids_from_d2t(d2t: Any) -> np.ndarray:
+    """The target ids a d2t maps the draft rows to: i + d2t[i]."""
+    d = np.asarray(d2t.detach().cpu().numpy() if hasattr(d2t, "detach") else d2t, dtype=np.int64)
+    return d + np.arange(d.size, dtype=np.int64)
+
+
+# ---------------------------------------------------------------- safe readers
+
+class UnsafeFile(VTError):
+    """A pickle that wants to build objects other than plain tensors: refused, not run."""
+
+
+def safe_torch_load(source: str | os.PathLike | bytes) -> Any:
+    """torch.load with weights_only=True: tensors, dicts, lists, numbers only."""
+    import torch
+
+    where = "data" if isinstance(source, (bytes, bytearray)) else str(source)
+    f = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # e.g. "pickle protocol 4": noise next to our own message
+            return torch.load(f, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "weights only" in str(e).lower() or "weights_only" in str(e).lower():
+            data = bytes(source) if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
+            refs, parsed = pickle_globals(data)
+            if not refs and not parsed:
+                raise VTError(f"{where}: not a readable torch file (neither a torch zip nor a pickle)") from e
+            what = f"it references {', '.join(refs[:3])}" if refs else "it uses pickle features tensors never need"
+            raise UnsafeFile(f"{where}: refused: the file holds pickled objects other than plain tensors, which "
+                             f"could run code on load ({what}); it was not loaded") from e
+        raise VTError(f"{where}: not a readable torch file ({first})") from e
+    except FileNotFoundError:
+        raise VTError(f"{where}: file not found") from None
+    except Exception as e:  # zip errors, truncated files, wrong magic
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise VTError(f"{where}: not a readable torch file ({first[:200]})") from e
+
+
+_SAFE_GLOBALS = ("torch.", "collections.OrderedDict", "builtins.set", "builtins.frozenset", "numpy.")
+
+
+def pickle_globals(data: bytes) -> tuple[list[str], bool]:
+    """The callables a pickle (raw, or a torch zip's data.pkl) names, read statically with
+    pickletools: nothing is executed. Torch's own rebuild helpers are left out. Also says
+    whether every stream parsed as a pickle."""
+    import pickletools
+    import zipfile
+
+    blobs = [data]
+    if data[:4] == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                blobs = [z.read(n) for n in z.namelist() if n.endswith(".pkl")]
+        except zipfile.BadZipFile:
+            return [], False
+    found: list[str] = []
+    parsed = bool(blobs)
+    for blob in blobs:
+        strings: list[str] = []
+        try:
+            for op, arg, _ in pickletools.genops(blob):
+                if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+                    strings.append(str(arg))
+                elif op.name == "GLOBAL":
+                    found.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+        except Exception:   # a malformed stream: report what was seen before it
+            parsed = False
+    return [g for g in dict.fromkeys(found) if not g.startswith(_SAFE_GLOBALS)], parsed
+
+
+@dataclass
+class TensorSource:
+    """Names, shapes and lazy access to a checkpoint's tensors (file, shards or bytes)."""
+
+    shapes: dict[str, tuple[int, ...]]
+    get: Callable[[str], Any]
+
+
+def tensor_source(weights: dict[str, Any] | None = None, directory: str | os.PathLike | None = None
+                  ) -> TensorSource:
+    """From a dict of tensors already in memory, or from a checkpoint directory."""
+    if weights is not None:
+        return TensorSource({k: tuple(v.shape) for k, v in weights.items()}, weights.__getitem__)
+    d = Path(directory)
+    files: dict[str, Path] = {}
+    if (d / "model.safetensors").is_file():
+        files = {"*": d / "model.safetensors"}
+    elif (d / "model.safetensors.index.json").is_file():
+        index = json.loads((d / "model.safetensors.index.json").read_text())
+        files = {k: d / v for k, v in index.get("weight_map", {}).items()}
+    if files:
+        from safetensors import safe_open
+
+        shapes, where = {}, {}
+        for f in sorted(set(files.values())):
+            try:
+                with safe_open(str(f), framework="pt") as h:
+                    for k in h.keys():
+                        shapes[k] = tuple(h.get_slice(k).get_shape())
+                        where[k] = f
+            except Exception as e:
+                raise VTError(f"{f}: not a readable safetensors file ({str(e).splitlines()[0][:200]})") from e
+
+        def get(name: str):
+            with safe_open(str(where[name]), framework="pt") as h:
+                return h.get_tensor(name)
+        return TensorSource(shapes, get)
+    bins = [d / "pytorch_model.bin"] if (d / "pytorch_model.bin").is_file() else []
+    if not bins and (d / "pytorch_model.bin.index.json").is_file():
+        index = json.loads((d / "pytorch_model.bin.index.json").read_text())
+        bins = sorted({d / v for v in index.get("weight_map", {}).values()})
+    if bins:
+        state: dict[str, Any] = {}
+        for b in bins:
+            part = safe_torch_load(b)
+            if not isinstance(part, dict):
+                raise VTError(f"{b}: expected a state dict of tensors, got {type(part).__name__}")
+            state.update(part)
+        return tensor_source(weights=state)
+    raise VTError(f"{d}: no weights found (looked for {', '.join(WEIGHT_FILES)})")
+
+
+def load_weights(directory: str | os.PathLike) -> dict:
+    """Every tensor of a checkpoint directory (safetensors, shards, or weights-only .bin)."""
+    src = tensor_source(directory=directory)
+    return {k: src.get(k) for k in src.shapes}
+
+
+def read_config(directory: str | os.PathLike) -> dict:
+    p = Path(directory) / "config.json"
+    if not p.is_file():
+        raise VTError(f"{directory}: not a model directory (no config.json)")
+    return read_json(p, "config.json")
+
+
+# ---------------------------------------------------------------- token maps
+
+def read_token_ids(path: str | os.PathLike) -> "torch.Tensor":
+    """Target ids a trimmed draft keeps, from a token-map file:
+    - SGLang --speculative-token-map: torch.save of a 1-D int64 tensor (frequency order);
+    - EAGLE-3 / SpecForge: torch.save({"d2t": int64[N], "t2d": bool[V]}), kept = i + d2t[i];
+    - JSON {"token_ids": [...]} (or a plain list).
+    .pt files are read with weights_only=True: loading runs no code."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise VTError(f"{path}: token map not found")
+    if path.suffix == ".json":
+        try:
+            obj = json.loads(path.read_text())
+        except ValueError as e:
+            raise VTError(f"{path}: not valid JSON ({e})") from None
+        ids = obj.get("token_ids") if isinstance(obj, dict) else obj
+        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+            raise VTError(f"{path}: field 'token_ids' must be a list of integers")
+        t = torch.tensor(ids, dtype=torch.long)
+    else:
+        obj = safe_torch_load(path)
+        if isinstance(obj, dict) and "d2t" in obj:
+            t = torch.from_numpy(ids_from_d2t(torch.as_tensor(obj["d2t"])))
+        elif isinstance(obj, torch.Tensor):
+            t = obj
+        else:
+            raise VTError(f"{path}: expected a 1-D tensor of token ids or a dict with 'd2t', got {type(obj).__name__}")
+    if t.dim() != 1 or t.dtype.is_floating_point or t.dtype == torch.bool:
+        raise VTError(f"{path}: a token map must be a 1-D integer tensor, got {t.dtype} {list(t.shape)}")
+    if t.numel() == 0:
+        raise VTError(f"{path}: the token map is empty")
+    if int(t.min()) < 0:
+        raise VTError(f"{path}: negative token id {int(t.min())}")
+    if t.unique().numel() != t.numel():
+        raise VTError(f"{path}: the token map repeats ids")
+    return t.long()
+
+
+def torch_bytes(obj: Any) -> bytes:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def eagle3_mapping(sorted_ids: np.ndarray, vocab_size: int) -> dict:
+    """d2t[i] = s[i] - i for the ascending kept ids s; t2d marks them in a length-V mask."""
+    import torch
+
+    s = np.asarray(sorted_ids, dtype=np.int64)
+    t2d = torch.zeros(vocab_size, dtype=torch.bool)
+    t2d[torch.from_numpy(s)] = True
+    return {"d2t": torch.from_numpy(d2t_from_ids(s)), "t2d": t2d}
+
+
+# ---------------------------------------------------------------- draft directories
+
+def safetensors_bytes(weights: dict) -> bytes:
+    from safetensors.torch import save
+
+    # safetensors refuses shared or strided memory: copy only tensors that need it (a draft can be GBs)
+    seen: set[int] = set()
+    out = {}
+    for k, v in weights.items():
+        v = v.detach().contiguous()
+        if v.untyped_storage().data_ptr() in seen or v.untyped_storage().nbytes() != v.numel() * v.element_size():
+            v = v.clone()
+        seen.add(v.untyped_storage().data_ptr())
+        out[k] = v
+    return save(out, metadata={"format": "pt"})
+
+
+def side_files(directory: Path) -> dict[str, bytes]:
+    """Tokenizer and other small top-level files copied unchanged (weights and config excluded)."""
+    out = {}
+    for f in sorted(directory.iterdir()):
+        if (not f.is_file() or f.name.startswith(".") or f.name == "config.json" or f.suffix in WEIGHT_SUFFIXES
+                or f.name.endswith(".index.json")):
+            continue
+        out[f.name] = f.read_bytes()
+    return out
+
+@dataclass
+class TrimmedDraft:
+    """A trimmed draft directory as read: its config, its tensors without d2t/t2d, the kept ids."""
+
+    config: dict
+    weights: dict[str, Any]         # lm_head.weight is [N, H]; the input embedding stays [V, H]
+    kept: np.ndarray                # int64[N] ascending: target id of head row i
+
+
+def read_trimmed_draft(directory: str | os.PathLike) -> TrimmedDraft:
+    """A trimmed draft (config.json with draft_vocab_size, lm_head [N, H], d2t and t2d), checked:
+    N rows everywhere, ascending ids inside the vocabulary, t2d marking exactly them."""
+    directory = Path(directory)
+    config = read_config(directory)
+    weights = load_weights(directory)
+    for key in ("lm_head.weight", "d2t"):
+        if key not in weights:
+            raise VTError(f"{directory}: not a trimmed draft (its weights lack '{key}')")
+    n = config.get("draft_vocab_size", weights["d2t"].numel())
+    kept = ids_from_d2t(weights.pop("d2t"))
+    t2d = weights.pop("t2d", None)
+    rows = int(weights["lm_head.weight"].shape[0])
+    if rows != n or kept.size != n:
+        raise VTError(f"{directory}: draft_vocab_size is {n} but lm_head has {rows} rows and d2t {kept.size}")
+    V = int(config.get("vocab_size", 0))
+    if n > 1 and not (kept[1:] > kept[:-1]).all():
+        raise VTError(f"{directory}: d2t does not give ascending kept ids (row i must be the i-th smallest kept id)")
+    if kept.min() < 0 or kept.max() >= V:
+        raise VTError(f"{directory}: d2t maps to ids outside the vocabulary (0..{V - 1})")
+    if t2d is not None and (t2d.numel() != V or not np.array_equal(np.flatnonzero(t2d.numpy()), kept)):
+        raise VTError(f"{directory}: t2d does not mark exactly the ids d2t maps to")
+    return TrimmedDraft(config, weights, kept)
