@@ -11,7 +11,7 @@ import itertools
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -19,6 +19,7 @@ import numpy as np
 
 import vtcore
 from vtcore.countsfile import FORMAT, CountsFile, load_counts, save_counts
+from vtcore.coverage import k_for_coverage
 from vtcore.data import ReadStats, parse_data_arg, read_dataset
 from vtcore.errors import VTError
 from vtcore.mask import AssistantTokens
@@ -74,23 +75,8 @@ def _manifest_key(manifest: dict) -> str:
     return sha256_bytes(json.dumps({k: manifest[k] for k in KEY_FIELDS}, sort_keys=True).encode())[:24]
 
 
-def count_dataset(paths: Sequence[str | DataSource | tuple], tokenizer=None, mask: str = "template",
-                  schema: str = "auto", skip_bad: bool = False, progress: Progress | None = None,
-                  cache: bool = True, workspace: str | None = None, out: str | Path | None = None,
-                  should_stop: Callable[[], bool] | None = None) -> tuple[CountsFile, dict]:
-    """Count assistant-only tokens of one or more datasets.
-
-    `tokenizer`: None (bundled Qwen3), a hub id / local dir, or a loaded fast tokenizer.
-    `cache`: reuse a cached result whose manifest matches; the result is cached either way.
-    Returns the counts file and a summary (rows, skipped rows and why, tokens, speed, cache hit).
-    """
-    t0 = time.perf_counter()
-    progress = progress or (lambda frac, text="": None)
-    sources = _sources(paths)
-    tok = tokenizer if hasattr(tokenizer, "backend_tokenizer") else load_tokenizer(tokenizer)
-    tinfo = tokenizer_info(tok)
-    V = tinfo.vocab_size
-
+def dataset_manifest(sources: list[DataSource], tinfo, schema: str, mask: str, skip_bad: bool) -> tuple[dict, list[dict]]:
+    """The manifest fields that decide the result (KEY_FIELDS), and each dataset's path, hash and size."""
     datasets = []
     for s in sources:
         sha, size = dataset_sha256(s.path)
@@ -108,42 +94,60 @@ def count_dataset(paths: Sequence[str | DataSource | tuple], tokenizer=None, mas
         "skip_bad": bool(skip_bad),
         "vtcore_version": vtcore.__version__,
     }
-    key = _manifest_key(manifest)
-    cache_path = subdir("counts", workspace) / f"{key}.npz"
-    if cache and cache_path.is_file():
-        try:
-            cf = load_counts(cache_path)
-            if all(cf.manifest.get(k) == manifest[k] for k in KEY_FIELDS):
-                progress(1.0, "cached")
-                if out is not None and Path(out).resolve() != cache_path.resolve():
-                    save_counts(out, cf)
-                info = _summary(cf, time.perf_counter() - t0, out or cache_path, cache_hit=True)
-                return cf, info
-        except VTError:
-            pass  # unreadable cache entry: count again and overwrite it
+    return manifest, datasets
 
-    assistant = AssistantTokens(tok, mask)
-    domains: list[str] = []
-    fit_by_domain: list[np.ndarray] = []
-    held_by_domain: list[np.ndarray] = []
-    stats_all: list[ReadStats] = []
-    total_bytes = sum(d["bytes"] for d in datasets) or 1
-    done_bytes = 0
 
-    def add_batch(batch_meta: list[tuple[int, bool]], ids_per_row: list[list[int]]) -> None:
+def cached_counts(path: Path, manifest: dict) -> CountsFile | None:
+    """The cached counts file at `path` when its manifest matches on every KEY_FIELDS entry."""
+    if not path.is_file():
+        return None
+    try:
+        cf = load_counts(path)
+    except VTError:
+        return None   # unreadable cache entry: count again and overwrite it
+    return cf if all(cf.manifest.get(k) == manifest[k] for k in KEY_FIELDS) else None
+
+
+@dataclass
+class Tally:
+    """Counting's running result: per-domain bincounts of the fit and the held-out rows."""
+
+    vocab_size: int
+    domains: list[str] = field(default_factory=list)
+    fit: list[np.ndarray] = field(default_factory=list)    # int64[V] per domain
+    held: list[np.ndarray] = field(default_factory=list)
+    reads: list[ReadStats] = field(default_factory=list)   # one per dataset
+
+    def domain_index(self, name: str) -> int:
+        if name not in self.domains:
+            self.domains.append(name)
+            self.fit.append(np.zeros(self.vocab_size, dtype=np.int64))
+            self.held.append(np.zeros(self.vocab_size, dtype=np.int64))
+        return self.domains.index(name)
+
+    def add(self, keys: list[tuple[int, bool]], ids_per_row: list[list[int]]) -> None:
+        """Rows' ids under their (domain index, held out) keys, one bincount per key."""
         buckets: dict[tuple[int, bool], list[list[int]]] = {}
-        for key_, ids in zip(batch_meta, ids_per_row):
-            buckets.setdefault(key_, []).append(ids)
+        for key, ids in zip(keys, ids_per_row):
+            buckets.setdefault(key, []).append(ids)
         for (d, held), rows in buckets.items():
             flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64)
             if flat.size:
-                (held_by_domain if held else fit_by_domain)[d] += np.bincount(flat, minlength=V)
+                (self.held if held else self.fit)[d] += np.bincount(flat, minlength=self.vocab_size)
 
+
+def count_local(sources: list[DataSource], datasets: list[dict], assistant: AssistantTokens, vocab_size: int,
+                schema: str, skip_bad: bool, progress: Progress, should_stop: Callable[[], bool] | None) -> Tally:
+    """Count on this machine: rows are read and rendered (Python) in batches while the previous
+    batch is encoded by the Rust tokenizer, which releases the GIL and uses both cores."""
+    tally = Tally(vocab_size)
+    total_bytes = sum(d["bytes"] for d in datasets) or 1
+    done_bytes = 0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vtcore-encode") as pool:
-        pending = None  # (encoding future, meta, plan) of the batch being encoded
+        pending = None  # (encoding future, keys, plan) of the batch being encoded
         for ds, src in zip(datasets, sources):
             stats = ReadStats()
-            stats_all.append(stats)
+            tally.reads.append(stats)
             rows = read_dataset(src.path, schema=schema, domain=src.domain, skip_bad=skip_bad, stats=stats)
             size = FIRST_BATCH_ROWS
             while True:
@@ -154,44 +158,43 @@ def count_dataset(paths: Sequence[str | DataSource | tuple], tokenizer=None, mas
                     break
                 if should_stop is not None and should_stop():
                     raise VTError("counting stopped")
-                meta = []
-                for c in batch:
-                    if c.domain not in domains:
-                        domains.append(c.domain)
-                        fit_by_domain.append(np.zeros(V, dtype=np.int64))
-                        held_by_domain.append(np.zeros(V, dtype=np.int64))
-                    meta.append((domains.index(c.domain), is_heldout(c.index)))
+                keys = [(tally.domain_index(c.domain), is_heldout(c.index)) for c in batch]
                 plan = assistant.plan(batch)
                 encoding = pool.submit(assistant.encode_texts, plan)
                 if pending is not None:  # collect the last batch while this one encodes
-                    add_batch(pending[1], assistant.collect(pending[2], pending[0].result()))
-                pending = (encoding, meta, plan)
+                    tally.add(pending[1], assistant.collect(pending[2], pending[0].result()))
+                pending = (encoding, keys, plan)
                 frac = stats.position.fraction if stats.position else 0.0
                 progress(min((done_bytes + frac * ds["bytes"]) / total_bytes, 0.999),
-                         f"{sum(s.rows for s in stats_all):,} rows")
+                         f"{sum(r.rows for r in tally.reads):,} rows")
             done_bytes += ds["bytes"]
         if pending is not None:
-            add_batch(pending[1], assistant.collect(pending[2], pending[0].result()))
+            tally.add(pending[1], assistant.collect(pending[2], pending[0].result()))
+    return tally
 
-    rows = sum(s.rows for s in stats_all)
+
+def counts_file(tally: Tally, manifest: dict, datasets: list[dict], tok, tinfo, assistant: AssistantTokens,
+                seconds: float) -> CountsFile:
+    """The counts file of a finished tally, its manifest completed with what counting found."""
+    rows = sum(s.rows for s in tally.reads)
     skipped: dict[str, int] = {}
-    for s in stats_all:
+    for s in tally.reads:
         for reason, n in s.skipped.items():
             skipped[reason] = skipped.get(reason, 0) + n
     if rows == 0:
         raise VTError("no rows to count" + (f" (all skipped: {skipped})" if skipped else ""))
-    fit = np.sum(fit_by_domain, axis=0)
-    held = np.sum(held_by_domain, axis=0)
+    fit, held = np.sum(tally.fit, axis=0), np.sum(tally.held, axis=0)
     counts = fit + held
-    warnings = [w for s in stats_all for w in s.warnings] + assistant.stats.warnings
+    warnings = [w for s in tally.reads for w in s.warnings] + assistant.stats.warnings
     if assistant.stats.turns_unlocated:
         warnings.append(f"{assistant.stats.turns_unlocated} assistant turns were not found verbatim in the "
                         "rendered template: counted content-only")
+    manifest = dict(manifest)
     manifest.update({
         "datasets_detail": datasets,
-        "schema_detected": sorted({s.schema for s in stats_all if s.schema}),
+        "schema_detected": sorted({s.schema for s in tally.reads if s.schema}),
         "tokenizer_sha256_of": tinfo.sha256_of,
-        "vocab_size": V,
+        "vocab_size": tally.vocab_size,
         "eos_token_id": tinfo.eos_token_id,
         "end_of_turn_id": tinfo.end_of_turn_id,
         "always_keep": always_keep_ids(tok),
@@ -204,15 +207,44 @@ def count_dataset(paths: Sequence[str | DataSource | tuple], tokenizer=None, mas
         "mask_mode_used": assistant.mode,
         "warnings": warnings,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "cache_key": key,
-        "count_seconds": round(time.perf_counter() - t0, 4),
+        "cache_key": _manifest_key(manifest),
+        "count_seconds": round(seconds, 4),
     })
-    cf = CountsFile(counts=counts, manifest=manifest, counts_fit=fit, counts_heldout=held,
-                    domain_names=domains, counts_by_domain=np.stack([f + h for f, h in zip(fit_by_domain, held_by_domain)]))
+    return CountsFile(counts=counts, manifest=manifest, counts_fit=fit, counts_heldout=held,
+                      domain_names=list(tally.domains),
+                      counts_by_domain=np.stack([f + h for f, h in zip(tally.fit, tally.held)]))
+
+
+def count_dataset(paths: Sequence[str | DataSource | tuple], tokenizer=None, mask: str = "template",
+                  schema: str = "auto", skip_bad: bool = False, progress: Progress | None = None,
+                  cache: bool = True, workspace: str | None = None, out: str | Path | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> tuple[CountsFile, dict]:
+    """Count assistant-only tokens of one or more datasets.
+
+    `tokenizer`: None (bundled Qwen3), a hub id / local dir, or a loaded fast tokenizer.
+    `cache`: reuse a cached result whose manifest matches; the result is cached either way.
+    Returns the counts file and a summary (rows, skipped rows and why, tokens, speed, cache hit).
+    """
+    t0 = time.perf_counter()
+    progress = progress or (lambda frac, text="": None)
+    sources = _sources(paths)
+    tok = tokenizer if hasattr(tokenizer, "backend_tokenizer") else load_tokenizer(tokenizer)
+    tinfo = tokenizer_info(tok)
+    manifest, datasets = dataset_manifest(sources, tinfo, schema, mask, skip_bad)
+    cache_path = subdir("counts", workspace) / f"{_manifest_key(manifest)}.npz"
+    cf = cached_counts(cache_path, manifest) if cache else None
+    if cf is not None:
+        progress(1.0, "cached")
+        if out is not None and Path(out).resolve() != cache_path.resolve():
+            save_counts(out, cf)
+        return cf, _summary(cf, time.perf_counter() - t0, out or cache_path, cache_hit=True)
+    assistant = AssistantTokens(tok, mask)
+    tally = count_local(sources, datasets, assistant, tinfo.vocab_size, schema, skip_bad, progress, should_stop)
+    cf = counts_file(tally, manifest, datasets, tok, tinfo, assistant, time.perf_counter() - t0)
     save_counts(cache_path, cf)
     if out is not None:
         save_counts(out, cf)
-    progress(1.0, f"{rows:,} rows")
+    progress(1.0, f"{cf.manifest['rows']:,} rows")
     return cf, _summary(cf, time.perf_counter() - t0, out or cache_path, cache_hit=False)
 
 
@@ -222,8 +254,6 @@ SUMMARY_TARGETS = (0.9, 0.95, 0.99)
 
 def coverage_summary(cf: CountsFile) -> dict:
     """Coverage at the standard ks and the k for the standard coverage constraints, on both curves."""
-    from vtcore.coverage import k_for_coverage
-
     cov = cf.coverage()
     V = cf.vocab_size
     out = {

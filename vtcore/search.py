@@ -33,6 +33,7 @@ import numpy as np
 
 from vtcore.errors import VTError
 from vtcore.jobs import Job
+from vtcore.workspace import subdir
 
 OBJECTIVES = ("utility", "speedup", "pareto")
 
@@ -256,8 +257,6 @@ def thin_frontier(front_k: np.ndarray, n: int = 200, must: tuple[int, ...] = ())
 # Studies on disk
 
 def studies_dir(workspace: str | Path | None = None) -> Path:
-    from vtcore.workspace import subdir
-
     return subdir("studies", workspace)
 
 

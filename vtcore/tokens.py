@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vtcore.errors import VTError
+from vtcore.workspace import workspace_dir
 
 BUNDLED_NAME = "qwen3"
 BUNDLED_DIR = Path(__file__).resolve().parent / "assets" / "qwen3"
@@ -40,8 +41,6 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def bundled_tokenizer_dir() -> Path:
     """Unpack the bundled Qwen3 tokenizer once into a cache folder and return it."""
-    from vtcore.workspace import workspace_dir
-
     target = workspace_dir() / "tokenizers" / f"{BUNDLED_NAME}-{BUNDLED_SHA256[:12]}"
     if (target / "tokenizer.json").is_file():
         return target
