@@ -92,6 +92,7 @@ def page(browser, server):
     ctx = browser.new_context(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
     pg = ctx.new_page()
     pg.set_default_timeout(30_000)
+    expect.set_options(timeout=30_000)   # assertions wait as long as actions: a busy CI machine renders slowly
     yield pg
     ctx.close()
 
