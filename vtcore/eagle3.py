@@ -1,0 +1,734 @@
+"""EAGLE-3 draft heads in plain torch, computed the way SpecForge trains them and SGLang/vLLM run them.
+
+An EAGLE-3 head (Li et al. 2025) is one decoder layer that reads the TARGET's hidden states:
+
+    fused   = fc(cat(aux_a, aux_b, aux_c))                  [T, H]   (3 target layers -> H)
+    x       = cat(input_layernorm(embed(token)), hidden_norm(hidden))            [T, 2H]
+    h       = hidden + o_proj(attn(q/k/v_proj(x)))          residual = the un-normed hidden
+    h       = h + mlp(post_attention_layernorm(h))                   -> h_out [T, H]
+    logits  = lm_head(norm(h_out))                          [T, N] over the draft vocabulary
+    target id of head row i = i + d2t[i]
+
+Position alignment (SpecForge specforge/modeling/target/target_head.py `preprocess` shifts
+input_ids and the target logits left by one; vLLM's EAGLE proposer, v1/spec_decode/eagle.py
+(llm_base_proposer.py in newer releases) `propose`, feeds target_token_ids[1:] at the target's
+positions): at position t the draft takes the embedding of token t+1 with the target's fused
+hidden state at t and predicts token t+2. The first draft step after
+a verify feeds the target's aux hidden states of every newly committed position (which also
+rewrites the draft's KV cache there); each later step feeds the draft's own h_out at the next
+position (SGLang srt/models/llama_eagle3.py `LlamaModel.forward` returns (norm(h) for the logits,
+the un-normed h "for draft decode"); SpecForge specforge/algorithms/eagle3/model.py
+`OnlineEagle3Model.forward` feeds `backbone()`'s un-normed output into the next TTT step).
+
+Norm flags that differ between checkpoints (all read from config.json):
+- SpecForge 0.2.0 `norm_output` (default True): logits = lm_head(norm(h)); False: lm_head(h)
+  (modeling/draft/llama3_eagle.py `LlamaForCausalLMEagle3.compute_logits`). SGLang ignores it.
+- speculators 0.9.0 `norm_output` (default False) means something else, EAGLE 3.1: the draft
+  feeds norm(h) back (and takes logits from it) (models/eagle3/core.py `Eagle3DraftModel.forward`).
+  `norm_before_residual` (residual = hidden_norm(hidden)), `norm_before_fc` (one RMSNorm over the
+  3*Ht concatenation, weight `input_norm`) and `fc_norm` (one RMSNorm per aux state, weights
+  `fc_norm.{0,1,2}`, also in SpecForge) are honoured as well.
+
+Which target hidden states ("aux layers"), as read in SpecForge 0.2.0 and speculators 0.9.0
+(installed), SGLang main (llama_eagle3.py at 03d5a77) and vLLM main (2026). We store them as
+indices into Hugging Face's `output_hidden_states` tuple: index i = the input of decoder layer
+i = the output of layer i-1 (0 = the embedding output; L = the last layer's output BEFORE the
+final norm, which is what the engines capture, while HF's tuple holds it after the norm).
+- vLLM (model_executor/models/llama.py `get_eagle3_aux_hidden_state_layers` -> (2, L//2, L-3);
+  `LlamaModel.forward` appends `hidden_states + residual` before layer idx, or after layer idx
+  as idx+1 since EagleModelMixin, the same states) and speculators 0.9.0
+  (models/utils.py `resolve_target_layer_ids` default [2, L//2, L-3]) use this convention, also
+  for explicit `eagle_aux_hidden_state_layer_ids` (vLLM v1/worker/gpu_model_runner.py
+  `_get_eagle3_aux_layers_from_config` passes them through unchanged).
+- SGLang (srt/models/llama.py `set_eagle3_layers_to_capture`): default [2, L//2, L-3] captured
+  before layer i (same states); explicit ids are layer OUTPUTS and get +1 (since sglang PR
+  #25454, May 2026, only when the first id is 1). SpecForge 0.2.0
+  (algorithms/model_providers.py `resolve_eagle_capture_layers`) defaults to
+  [1, L//2-1, L-4] in that output convention and hands them to SGLang, so every engine agrees
+  on the default: HF indices (2, L//2, L-3), i.e. the outputs of layers 1, L//2-1 and L-4.
+  The issue's "2, L//2, L-3" is right in the input/HF-index convention; for SmolLM2 (L = 30):
+  HF indices (2, 15, 27).
+
+API for a chain-drafting loop (one sequence; tests/test_eagle3.py `greedy_chain` is a reference):
+target_forward (target states through its KV cache) -> draft.fuse -> draft(tokens, hidden,
+Eagle3Cache) -> draft.logits -> draft.head_rows_to_target_ids; roll back with cache.crop(n).
+Loading: load_eagle3, is_eagle3_checkpoint, build_default_eagle3; subtrim for a smaller head.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vtcore.errors import VTError
+
+DEFAULT_EAGLE3 = "smollm2-135m-eagle3"
+WEIGHTS_FILE = "model.safetensors"
+SPECFORGE_ARCHS = {"LlamaForCausalLMEagle3", "Eagle3LlamaForCausalLM"}
+SPECULATORS_ARCHS = {"Eagle3Speculator", "Eagle3DraftModel"}
+
+
+def default_eagle3_dir() -> Path:
+    from vtcore.workspace import repo_root
+
+    return repo_root() / "weights" / DEFAULT_EAGLE3
+
+
+# ---------------------------------------------------------------- config
+
+
+@dataclass
+class Eagle3Config:
+    hidden_size: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int                          # the target's vocabulary V (embedding rows, t2d length)
+    draft_vocab_size: int                    # N: lm_head rows
+    target_hidden_size: int                  # Ht; fc maps 3*Ht -> H
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    rope_scaling: dict | None = None         # HF rope_parameters / rope_scaling beyond "default"
+    max_position_embeddings: int = 8192
+    hidden_act: str = "silu"
+    aux_layer_ids: tuple[int, ...] | None = None   # HF hidden-state indices (module doc); None: default
+    fc_norm: bool = False                    # RMSNorm per aux state before fc
+    norm_before_fc: bool = False             # one RMSNorm over the 3*Ht concatenation before fc
+    norm_before_residual: bool = False       # residual = hidden_norm(hidden)
+    norm_logits: bool = True                 # logits = lm_head(norm(h)); False: lm_head(h)
+    feed_normed: bool = False                # EAGLE 3.1: the next step gets norm(h), not h
+    qk_norm: bool = False                    # Qwen3-style per-head q/k RMSNorm
+    fc_bias: bool = False
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    tie_word_embeddings: bool = False        # lm_head is the embedding (SGLang does the same)
+    layout: str = "specforge"                # "specforge" | "speculators"
+
+    @property
+    def num_aux(self) -> int:
+        return 3 if self.aux_layer_ids is None else len(self.aux_layer_ids)
+
+
+def _rope(d: dict) -> tuple[float, dict | None]:
+    """(theta, scaling) from either transformers 5 `rope_parameters` or 4.x `rope_theta`/`rope_scaling`."""
+    params = d.get("rope_parameters") or {}
+    theta = float(params.get("rope_theta", d.get("rope_theta", 10000.0)))
+    scaling = d.get("rope_scaling") or params
+    kind = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
+    return theta, (None if kind in (None, "default") else dict(scaling))
+
+
+def _text_layer_dict(d: dict) -> dict:
+    need = ("hidden_size", "num_attention_heads", "intermediate_size", "vocab_size")
+    missing = [k for k in need if k not in d]
+    if missing:
+        raise VTError(f"EAGLE-3 config lacks {', '.join(missing)}")
+    return d
+
+
+def _specforge_aux_ids(ids) -> tuple[int, ...] | None:
+    """SpecForge/SGLang ids are layer outputs (HF index = id + 1) when the first is 1, as SGLang
+    reads them since PR #25454; otherwise they already are HF indices."""
+    if not ids:
+        return None
+    ids = [int(i) for i in ids]
+    return tuple(i + 1 for i in ids) if ids[0] == 1 else tuple(ids)
+
+
+def config_from_dict(d: dict) -> Eagle3Config:
+    """An Eagle3Config from a config.json in the SpecForge/SGLang layout (flat Llama config +
+    draft_vocab_size) or the speculators layout (speculators_model_type "eagle3")."""
+    archs = set(d.get("architectures") or [])
+    if d.get("speculators_model_type") == "eagle3" or archs & SPECULATORS_ARCHS:
+        layer = d.get("transformer_layer_config")
+        if not isinstance(layer, dict):
+            raise VTError("speculators EAGLE-3 config lacks transformer_layer_config")
+        layer = _text_layer_dict(layer)
+        if int(layer.get("num_hidden_layers", 1)) != 1:
+            raise VTError(f"EAGLE-3 drafts with {layer['num_hidden_layers']} decoder layers are not supported (only 1)")
+        ids = d.get("eagle_aux_hidden_state_layer_ids")
+        aux = tuple(int(i) for i in ids) if ids else None
+        return _build(layer, d, layout="speculators", aux=aux,
+                      norm_logits=True, feed_normed=bool(d.get("norm_output", False)),
+                      qk_norm=layer.get("model_type", "qwen3") == "qwen3")
+    if "draft_vocab_size" not in d and not archs & SPECFORGE_ARCHS:
+        raise VTError("not an EAGLE-3 config (no draft_vocab_size, architectures "
+                      f"{sorted(archs) or 'missing'})")
+    d = _text_layer_dict(d)
+    if int(d.get("num_hidden_layers", 1)) != 1:
+        raise VTError(f"EAGLE-3 drafts with {d['num_hidden_layers']} decoder layers are not supported (only 1)")
+    eagle = d.get("eagle_config") or {}
+    aux = _specforge_aux_ids(d.get("eagle_aux_hidden_state_layer_ids") or eagle.get("eagle_aux_hidden_state_layer_ids"))
+    return _build(d, d, layout="specforge", aux=aux, norm_logits=bool(d.get("norm_output", True)),
+                  feed_normed=False, qk_norm=d.get("model_type") == "qwen3")
+
+
+def _build(layer: dict, top: dict, layout: str, aux, norm_logits: bool, feed_normed: bool,
+           qk_norm: bool) -> Eagle3Config:
+    H = int(layer["hidden_size"])
+    heads = int(layer["num_attention_heads"])
+    theta, scaling = _rope(layer)
+    V = int(layer["vocab_size"])
+    n = top.get("draft_vocab_size")
+    return Eagle3Config(
+        hidden_size=H, num_heads=heads, num_kv_heads=int(layer.get("num_key_value_heads") or heads),
+        head_dim=int(layer.get("head_dim") or H // heads), intermediate_size=int(layer["intermediate_size"]),
+        vocab_size=V, draft_vocab_size=int(n) if n is not None else V,
+        target_hidden_size=int(top.get("target_hidden_size") or H),
+        rms_norm_eps=float(layer.get("rms_norm_eps", 1e-6)), rope_theta=theta, rope_scaling=scaling,
+        max_position_embeddings=int(layer.get("max_position_embeddings", 8192)),
+        hidden_act=layer.get("hidden_act", "silu"), aux_layer_ids=aux,
+        fc_norm=bool(top.get("fc_norm", False)), norm_before_fc=bool(top.get("norm_before_fc", False)),
+        norm_before_residual=bool(top.get("norm_before_residual", False)),
+        norm_logits=norm_logits, feed_normed=feed_normed, qk_norm=qk_norm,
+        fc_bias=bool(top.get("bias", False)), attention_bias=bool(layer.get("attention_bias", False)),
+        mlp_bias=bool(layer.get("mlp_bias", False)),
+        tie_word_embeddings=bool(layer.get("tie_word_embeddings", False)) if layout == "specforge" else False,
+        layout=layout)
+
+
+def read_config(path: str | os.PathLike) -> Eagle3Config:
+    p = Path(path)
+    f = p / "config.json" if p.is_dir() else p
+    try:
+        d = json.loads(f.read_text())
+    except FileNotFoundError:
+        raise VTError(f"{f}: no config.json") from None
+    except ValueError as e:
+        raise VTError(f"{f}: not valid JSON ({e})") from None
+    try:
+        return config_from_dict(d)
+    except VTError as e:
+        raise VTError(f"{f}: {e}") from None
+
+
+def is_eagle3_checkpoint(path: str | os.PathLike) -> bool:
+    """True when `path` (a directory) holds an EAGLE-3 draft's config.json, in either layout."""
+    f = Path(path) / "config.json"
+    try:
+        d = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return False
+    archs = set(d.get("architectures") or [])
+    return (d.get("speculators_model_type") == "eagle3" or bool(archs & (SPECFORGE_ARCHS | SPECULATORS_ARCHS)))
+
+
+def default_aux_layer_ids(num_target_layers: int) -> tuple[int, int, int]:
+    """EAGLE-3's default in HF hidden-state indices: (2, L//2, L-3) (see the module doc)."""
+    L = int(num_target_layers)
+    ids = (2, L // 2, L - 3)
+    if L < 4 or len(set(ids)) != 3:
+        raise VTError(f"a {L}-layer target is too shallow for EAGLE-3's default aux layers {ids}")
+    return ids
+
+
+def aux_layer_ids(cfg: Eagle3Config, target_config=None) -> tuple[int, ...]:
+    """The HF hidden-state indices the draft reads: the draft config's ids, else the target
+    config's `eagle_aux_hidden_state_layer_ids` (vLLM convention), else the default."""
+    if cfg.aux_layer_ids:
+        return tuple(cfg.aux_layer_ids)
+    if target_config is None:
+        raise VTError("the draft names no aux layers: pass the target (its layer count sets the default)")
+    tc = getattr(target_config, "text_config", target_config)
+    ids = getattr(tc, "eagle_aux_hidden_state_layer_ids", None)
+    if ids:
+        return tuple(int(i) for i in ids)
+    return default_aux_layer_ids(tc.num_hidden_layers)
+
+
+# ---------------------------------------------------------------- building blocks
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # in fp32, cast back before the weight: what HF, SpecForge and the engines do
+        dt = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dt)
+
+
+def _inv_freq(cfg: Eagle3Config) -> tuple[torch.Tensor, float]:
+    if cfg.rope_scaling is None:
+        exps = torch.arange(0, cfg.head_dim, 2, dtype=torch.int64).float() / cfg.head_dim
+        return 1.0 / (cfg.rope_theta ** exps), 1.0
+    # scaled RoPE (llama3, yarn, linear, ...): transformers' own formulas, from an equivalent config
+    from transformers import LlamaConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    params = {**cfg.rope_scaling, "rope_theta": cfg.rope_theta}
+    kind = params.get("rope_type", params.get("type"))
+    params["rope_type"] = kind
+    lc = LlamaConfig(hidden_size=cfg.num_heads * cfg.head_dim, num_attention_heads=cfg.num_heads,
+                     head_dim=cfg.head_dim, max_position_embeddings=cfg.max_position_embeddings,
+                     rope_parameters=params)
+    if kind not in ROPE_INIT_FUNCTIONS:
+        raise VTError(f"unsupported RoPE type {kind!r}")
+    inv, scale = ROPE_INIT_FUNCTIONS[kind](lc, None)
+    return inv.float(), float(scale)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    a, b = x.chunk(2, dim=-1)
+    return torch.cat((-b, a), dim=-1)
+
+
+def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    return x * cos + _rotate_half(x) * sin
+
+
+class Eagle3Layer(nn.Module):
+    """The one decoder layer; q/k/v read [input_layernorm(embedding); hidden_norm(hidden)]."""
+
+    def __init__(self, cfg: Eagle3Config):
+        super().__init__()
+        H, hd = cfg.hidden_size, cfg.head_dim
+        self.cfg = cfg
+        self.input_layernorm = RMSNorm(H, cfg.rms_norm_eps)
+        self.hidden_norm = RMSNorm(H, cfg.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(H, cfg.rms_norm_eps)
+        attn = nn.Module()
+        attn.q_proj = nn.Linear(2 * H, cfg.num_heads * hd, bias=cfg.attention_bias)
+        attn.k_proj = nn.Linear(2 * H, cfg.num_kv_heads * hd, bias=cfg.attention_bias)
+        attn.v_proj = nn.Linear(2 * H, cfg.num_kv_heads * hd, bias=cfg.attention_bias)
+        attn.o_proj = nn.Linear(cfg.num_heads * hd, H, bias=cfg.attention_bias)
+        if cfg.qk_norm:
+            attn.q_norm = RMSNorm(hd, cfg.rms_norm_eps)
+            attn.k_norm = RMSNorm(hd, cfg.rms_norm_eps)
+        self.self_attn = attn
+        mlp = nn.Module()
+        mlp.gate_proj = nn.Linear(H, cfg.intermediate_size, bias=cfg.mlp_bias)
+        mlp.up_proj = nn.Linear(H, cfg.intermediate_size, bias=cfg.mlp_bias)
+        mlp.down_proj = nn.Linear(cfg.intermediate_size, H, bias=cfg.mlp_bias)
+        self.mlp = mlp
+
+    def qkv(self, emb: torch.Tensor, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """emb, hidden [..., T, H] -> q [..., nh, T, hd], k/v [..., nkv, T, hd] (RoPE applied), residual."""
+        cfg, a = self.cfg, self.self_attn
+        hn = self.hidden_norm(hidden)
+        residual = hn if cfg.norm_before_residual else hidden
+        x = torch.cat([self.input_layernorm(emb), hn], dim=-1)
+        shape = x.shape[:-1]
+
+        def heads(t, n):
+            return t.view(*shape, n, cfg.head_dim).transpose(-2, -3)
+
+        q = heads(a.q_proj(x), cfg.num_heads)
+        k, v = heads(a.k_proj(x), cfg.num_kv_heads), heads(a.v_proj(x), cfg.num_kv_heads)
+        if cfg.qk_norm:
+            q, k = a.q_norm(q), a.k_norm(k)
+        return _apply_rope(q, cos, sin), _apply_rope(k, cos, sin), v, residual
+
+    def finish(self, attn: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """attn [..., nh, T, hd] -> the layer output [..., T, H]."""
+        attn = attn.transpose(-2, -3).flatten(-2)
+        h = residual + self.self_attn.o_proj(attn)
+        m = self.mlp
+        x = self.post_attention_layernorm(h)
+        act = F.silu if self.cfg.hidden_act == "silu" else _act(self.cfg.hidden_act)
+        return h + m.down_proj(act(m.gate_proj(x)) * m.up_proj(x))
+
+
+def _act(name: str):
+    from transformers.activations import ACT2FN
+
+    return ACT2FN[name]
+
+
+# ---------------------------------------------------------------- the draft's KV cache
+
+
+@dataclass
+class Eagle3Cache:
+    """One sequence's draft keys/values [nkv, capacity, hd], RoPE applied. `length` positions
+    are valid; rolling back a rejected draft is `crop(n)`."""
+    k: torch.Tensor | None = None
+    v: torch.Tensor | None = None
+    length: int = 0
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = k.shape[-2]
+        if self.k is None or self.length + n > self.k.shape[-2]:
+            cap = max(2 * (self.length + n), 64)   # amortised growth: no copy per token
+            nk = k.new_empty(*k.shape[:-2], cap, k.shape[-1])
+            nv = v.new_empty(*v.shape[:-2], cap, v.shape[-1])
+            if self.k is not None:
+                nk[..., : self.length, :] = self.k[..., : self.length, :]
+                nv[..., : self.length, :] = self.v[..., : self.length, :]
+            self.k, self.v = nk, nv
+        self.k[..., self.length: self.length + n, :] = k
+        self.v[..., self.length: self.length + n, :] = v
+        self.length += n
+        return self.k[..., : self.length, :], self.v[..., : self.length, :]
+
+    def crop(self, length: int) -> None:
+        self.length = min(self.length, max(int(length), 0))
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+
+# ---------------------------------------------------------------- the draft
+
+
+class Eagle3Draft(nn.Module):
+    """An EAGLE-3 head. Weights: embed [V, H] (often the target's, shared), fc, one layer, norm,
+    and a replaceable contiguous head [n, H] with d2t int64[n] (target id = i + d2t[i])."""
+
+    def __init__(self, cfg: Eagle3Config, embed: torch.Tensor | None = None, head: torch.Tensor | None = None):
+        super().__init__()
+        self.cfg = cfg
+        H, Ht = cfg.hidden_size, cfg.target_hidden_size
+        self.fc = nn.Linear(cfg.num_aux * Ht, H, bias=cfg.fc_bias)
+        self.fc_norm = nn.ModuleList([RMSNorm(Ht, cfg.rms_norm_eps) for _ in range(cfg.num_aux)]) if cfg.fc_norm else None
+        self.input_norm = RMSNorm(cfg.num_aux * Ht, cfg.rms_norm_eps) if cfg.norm_before_fc else None
+        self.layer = Eagle3Layer(cfg)
+        self.norm = RMSNorm(H, cfg.rms_norm_eps)
+        inv, self.rope_scale = _inv_freq(cfg)
+        self.register_buffer("inv_freq", inv, persistent=False)
+        # plain tensors, not parameters: frozen, possibly shared with the target, replaceable
+        self.embed_weight = embed
+        self.head = head
+        self.d2t = torch.zeros(cfg.draft_vocab_size, dtype=torch.long)
+        self.t2d = torch.ones(cfg.vocab_size, dtype=torch.bool) if cfg.draft_vocab_size == cfg.vocab_size else None
+        self.aux_ids: tuple[int, ...] | None = cfg.aux_layer_ids
+        self.name = ""
+
+    # -- pieces the decoding loop calls
+
+    @property
+    def n(self) -> int:
+        return int(self.head.shape[0])
+
+    def embed(self, token_ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(token_ids, self.embed_weight)
+
+    def fuse(self, aux: torch.Tensor) -> torch.Tensor:
+        """The target's concatenated aux states [..., 3*Ht] -> the draft's hidden input [..., H]."""
+        if self.input_norm is not None:
+            aux = self.input_norm(aux)
+        if self.fc_norm is not None:
+            aux = torch.cat([nm(c) for nm, c in zip(self.fc_norm, aux.chunk(len(self.fc_norm), -1))], -1)
+        return self.fc(aux)
+
+    def rope(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin [..., T, hd] for absolute positions [..., T]."""
+        f = positions.to(self.inv_freq.device).float()[..., None] * self.inv_freq
+        e = torch.cat([f, f], dim=-1)
+        return (e.cos() * self.rope_scale).to(dtype), (e.sin() * self.rope_scale).to(dtype)
+
+    def forward(self, token_ids: torch.Tensor, hidden: torch.Tensor, cache: Eagle3Cache,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
+        """One chain step for T new positions of ONE sequence: token_ids [T] (the token after each
+        position), hidden [T, H] (fuse(target aux) or a previous step's output), appended to
+        `cache`. Returns h_out [T, H]: what the next step feeds back as `hidden` (norm(h) for
+        EAGLE-3.1 checkpoints, else the un-normed h)."""
+        T = token_ids.shape[-1]
+        if positions is None:
+            positions = torch.arange(cache.length, cache.length + T, device=token_ids.device)
+        cos, sin = self.rope(positions, hidden.dtype)
+        q, k, v, residual = self.layer.qkv(self.embed(token_ids).to(hidden.dtype), hidden, cos, sin)
+        K, Vv = cache.append(k, v)
+        L = K.shape[-2]
+        rep = self.cfg.num_heads // self.cfg.num_kv_heads
+        K, Vv = K.repeat_interleave(rep, dim=0), Vv.repeat_interleave(rep, dim=0)
+        mask = None
+        if T > 1:  # causal among the new positions; every cached one is visible
+            mask = torch.ones(T, L, dtype=torch.bool, device=q.device).tril(L - T)
+        attn = F.scaled_dot_product_attention(q, K, Vv, attn_mask=mask)
+        h = self.layer.finish(attn, residual)
+        return self.norm(h) if self.cfg.feed_normed else h
+
+    def logits(self, h_out: torch.Tensor) -> torch.Tensor:
+        """[..., n] over the draft vocabulary (head rows): lm_head(norm(h_out)); a sub-trimmed
+        head is a genuinely smaller matmul."""
+        x = h_out if (self.cfg.feed_normed or not self.cfg.norm_logits) else self.norm(h_out)
+        return x @ self.head.t().to(x.dtype)
+
+    def head_rows_to_target_ids(self, rows: torch.Tensor) -> torch.Tensor:
+        return rows + self.d2t.to(rows.device)[rows]
+
+    @property
+    def head_target_ids(self) -> torch.Tensor:
+        """int64[n]: the target id each head row scores."""
+        return torch.arange(self.n, device=self.d2t.device) + self.d2t
+
+    # -- training-time test (SpecForge's cache_hidden attention), batched
+
+    def ttt_step(self, token_ids: torch.Tensor, hidden: torch.Tensor, kv: list, positions: torch.Tensor,
+                 mask0: torch.Tensor) -> torch.Tensor:
+        """TTT step k = len(kv) over a batch: token_ids [B, T], hidden [B, T, H], positions [B, T]
+        of step 0 (step k uses positions + k). Query t attends the step-0 keys allowed by mask0
+        [B, 1, T, T] (bool: causal and padding) plus its own keys from steps 1..k (the diagonal),
+        exactly what a chain of k+1 draft steps from position t sees. Appends (k, v) to kv."""
+        step = len(kv)
+        cos, sin = self.rope(positions + step, hidden.dtype)
+        q, k, v, residual = self.layer.qkv(self.embed(token_ids).to(hidden.dtype), hidden,
+                                           cos.unsqueeze(1), sin.unsqueeze(1))
+        rep = self.cfg.num_heads // self.cfg.num_kv_heads
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        kv.append((k, v))
+        k0, v0 = kv[0]
+        scale = 1.0 / math.sqrt(self.cfg.head_dim)
+        s0 = (q @ k0.transpose(-1, -2)) * scale
+        s0 = s0.masked_fill(~mask0, torch.finfo(s0.dtype).min)
+        diag = [(q * ki).sum(-1, keepdim=True) * scale for ki, _ in kv[1:]]
+        w = torch.softmax(torch.cat([s0, *diag], dim=-1).float(), dim=-1).to(q.dtype)
+        T = s0.shape[-1]
+        out = w[..., :T] @ v0
+        for i, (_, vi) in enumerate(kv[1:]):
+            out = out + w[..., T + i: T + i + 1] * vi
+        h = self.layer.finish(out, residual)
+        return self.norm(h) if self.cfg.feed_normed else h
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """fc + layer + norm(s) in SpecForge names (midlayer.*): everything but embed/head/d2t/t2d."""
+        return {_to_specforge_name(k): v for k, v in self.state_dict().items()}
+
+
+def _to_specforge_name(k: str) -> str:
+    return "midlayer." + k[len("layer."):] if k.startswith("layer.") else k
+
+
+def subtrim(draft: Eagle3Draft, kept_target_ids) -> Eagle3Draft:
+    """A draft sharing every weight of `draft` but whose head keeps only the rows of
+    `kept_target_ids` (ascending), copied into a contiguous [k, H] tensor; d2t/t2d follow.
+    Every kept id must be in the draft's vocabulary (VTError otherwise)."""
+    kept = torch.as_tensor(kept_target_ids, dtype=torch.long).flatten().unique(sorted=True)
+    if kept.numel() == 0:
+        raise VTError("the token map keeps no ids")
+    ids = draft.head_target_ids.cpu()
+    V = draft.cfg.vocab_size
+    if int(kept.min()) < 0 or int(kept.max()) >= V:
+        raise VTError(f"token id {int(kept.max()) if int(kept.max()) >= V else int(kept.min())} is outside the "
+                      f"target vocabulary (0..{V - 1})")
+    row_of = torch.full((V,), -1, dtype=torch.long)
+    row_of[ids] = torch.arange(ids.numel())
+    rows = row_of[kept]
+    if bool((rows < 0).any()):
+        bad = kept[rows < 0]
+        raise VTError(f"{bad.numel()} kept token id(s) are not in the EAGLE-3 draft's vocabulary of {ids.numel()} "
+                      f"(first: {bad[:5].tolist()}); keep a subset of its d2t ids")
+    new = copy.copy(draft)   # shallow: modules, parameters and the embedding are shared
+    dev = draft.head.device
+    new.head = draft.head.index_select(0, rows.to(dev)).contiguous()
+    new.d2t = (kept - torch.arange(kept.numel())).to(draft.d2t.device)
+    t2d = torch.zeros(V, dtype=torch.bool)
+    t2d[kept] = True
+    new.t2d = t2d
+    return new
+
+
+# ---------------------------------------------------------------- the target side
+
+
+@torch.no_grad()
+def target_forward(target, input_ids: torch.Tensor, aux_ids, cache=None, attention_mask=None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the target's decoder on input_ids ([T] or [B, T]) appended to its KV `cache` (a HF
+    Cache, or None) and return (last hidden state after the final norm — the logits input —,
+    the aux states concatenated [.., T, k*Ht] in `aux_ids` order). Forward hooks on just the
+    needed layers: no copy of every layer's hidden state."""
+    from vtcore.speculative import _cache_kwarg, _decoder
+
+    dec = _decoder(target)
+    layers = dec.layers
+    L = len(layers)
+    squeeze = input_ids.dim() == 1
+    ids = input_ids[None] if squeeze else input_ids
+    grabbed: dict[int, torch.Tensor] = {}
+    hooks = []
+
+    def grab(i):
+        def hook(_m, _inp, out):
+            grabbed[i] = out[0] if isinstance(out, tuple) else out
+        return hook
+
+    for i in aux_ids:
+        if not 0 <= i <= L:
+            raise VTError(f"aux layer {i} outside 0..{L} for a {L}-layer target")
+        mod = dec.embed_tokens if i == 0 else layers[i - 1]   # HF index i = output of layer i-1
+        hooks.append(mod.register_forward_hook(grab(i)))
+    try:
+        kw = {"use_cache": False} if cache is None else {_cache_kwarg(dec): cache, "use_cache": True}
+        out = dec(input_ids=ids, attention_mask=attention_mask, **kw)
+    finally:
+        for h in hooks:
+            h.remove()
+    aux = torch.cat([grabbed[i] for i in aux_ids], dim=-1)
+    last = out.last_hidden_state
+    return (last[0], aux[0]) if squeeze else (last, aux)
+
+
+# ---------------------------------------------------------------- loading
+
+
+_KEY_MAP = (("model.", ""), ("midlayer.", "layer."), ("layers.0.", "layer."), ("midlayers.0.", "layer."))
+
+
+def _load_state(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    state: dict[str, torch.Tensor] = {}
+    files = sorted(path.glob("*.safetensors"))
+    for f in files:
+        state.update(load_file(str(f)))
+    if not files:
+        bins = sorted(path.glob("*.bin"))
+        if not bins:
+            raise VTError(f"{path}: no .safetensors or .bin weights")
+        for f in bins:
+            state.update(torch.load(f, map_location="cpu", weights_only=True))
+    out = {}
+    for k, v in state.items():
+        if k.startswith(("verifier_", "model.verifier_")) or "rotary_emb" in k:
+            continue   # speculators keeps the verifier's norm/head copies; not part of the draft
+        for a, b in _KEY_MAP:
+            if k.startswith(a):
+                k = b + k[len(a):]
+        out[k] = v
+    return out
+
+
+def load_eagle3(path_or_hub_id: str | os.PathLike, device="cpu", dtype=None, target=None,
+                workspace=None) -> Eagle3Draft:
+    """An Eagle3Draft from a local dir in the SpecForge or speculators layout, or a hub id (via
+    vtcore.models.resolve_model: only from the local HF cache when offline). A missing
+    embed_tokens (or lm_head of a tied / full-vocabulary draft) is shared from `target`."""
+    from vtcore import models
+
+    path = Path(models.resolve_model(path_or_hub_id, workspace))
+    cfg = read_config(path)
+    state = _load_state(path)
+    dtype = dtype or models.model_dtype(device)
+    embed = state.pop("embed_tokens.weight", None)
+    head = state.pop("lm_head.weight", None)
+    d2t, t2d = state.pop("d2t", None), state.pop("t2d", None)
+    if embed is None:
+        if target is None:
+            raise VTError(f"{path}: the checkpoint has no embed_tokens; pass the target to share its embedding")
+        embed = target.get_input_embeddings().weight.detach()
+    if tuple(embed.shape) != (cfg.vocab_size, cfg.hidden_size):
+        raise VTError(f"{path}: embedding is {list(embed.shape)}, the config says "
+                      f"[{cfg.vocab_size}, {cfg.hidden_size}] (a target with another vocabulary or hidden size?)")
+    if head is None:
+        if cfg.tie_word_embeddings:
+            head = embed
+        elif cfg.draft_vocab_size == cfg.vocab_size and target is not None:
+            head = target.get_output_embeddings().weight.detach()   # SGLang: load_lm_head_from_target
+        else:
+            raise VTError(f"{path}: the checkpoint has no lm_head.weight")
+    if tuple(head.shape) != (cfg.draft_vocab_size, cfg.hidden_size):
+        raise VTError(f"{path}: lm_head is {list(head.shape)}, expected [{cfg.draft_vocab_size}, {cfg.hidden_size}]")
+    draft = Eagle3Draft(cfg)
+    missing, unexpected = draft.load_state_dict(state, strict=False)
+    if unexpected or missing:
+        raise VTError(f"{path}: weights do not fit the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    draft = draft.to(device=device, dtype=dtype).eval()
+    for p in draft.parameters():
+        p.requires_grad_(False)
+    same = lambda t: t.device == torch.device(device) and t.dtype == dtype  # noqa: E731
+    draft.embed_weight = embed if same(embed) else embed.to(device=device, dtype=dtype)
+    draft.head = (draft.embed_weight if head is embed else
+                  (head if same(head) else head.to(device=device, dtype=dtype))).contiguous()
+    if d2t is None:
+        if cfg.draft_vocab_size != cfg.vocab_size:
+            raise VTError(f"{path}: draft_vocab_size {cfg.draft_vocab_size} < vocab_size {cfg.vocab_size} but no d2t")
+        d2t = torch.zeros(cfg.draft_vocab_size, dtype=torch.long)
+    d2t = d2t.long()
+    ids = torch.arange(d2t.numel()) + d2t
+    if d2t.numel() != cfg.draft_vocab_size or int(ids.min()) < 0 or int(ids.max()) >= cfg.vocab_size:
+        raise VTError(f"{path}: d2t has {d2t.numel()} entries mapping outside 0..{cfg.vocab_size - 1}")
+    if t2d is not None and (t2d.numel() != cfg.vocab_size or not torch.equal(t2d.bool().nonzero().flatten(), ids.sort().values)):
+        raise VTError(f"{path}: t2d does not mark exactly the ids d2t maps to")
+    draft.d2t = d2t.to(device)
+    mask = torch.zeros(cfg.vocab_size, dtype=torch.bool)
+    mask[ids] = True
+    draft.t2d = mask
+    if target is not None:
+        draft.aux_ids = aux_layer_ids(cfg, target.config)
+        tH = getattr(getattr(target.config, "text_config", target.config), "hidden_size")
+        if tH != cfg.target_hidden_size:
+            raise VTError(f"{path}: built for a target of hidden size {cfg.target_hidden_size}, the target has {tH}")
+    draft.name = str(path_or_hub_id)
+    return draft
+
+
+def save_eagle3(draft: Eagle3Draft, path: str | os.PathLike, layout: str = "specforge",
+                include_embed: bool = True, include_head: bool = True, dtype=None, extra_config: dict | None = None) -> Path:
+    """Write a checkpoint in the SpecForge (`midlayer.*`) or speculators (`layers.0.*`) layout."""
+    from safetensors.torch import save_file
+
+    cfg, path = draft.cfg, Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    cast = (lambda t: t.detach().to(dtype).contiguous()) if dtype else (lambda t: t.detach().contiguous())  # noqa: E731
+    state = {}
+    for k, v in draft.state_dict().items():
+        if layout == "speculators" and k.startswith("layer."):
+            k = "layers.0." + k[len("layer."):]
+        elif k.startswith("layer."):
+            k = _to_specforge_name(k)
+        state[k] = cast(v)
+    if include_embed:
+        state["embed_tokens.weight"] = cast(draft.embed_weight)
+    if include_head:
+        state["lm_head.weight"] = cast(draft.head)
+        state["d2t"] = draft.d2t.cpu().clone()
+        state["t2d"] = draft.t2d.cpu().clone()
+    state = {k: v.cpu() for k, v in state.items()}
+    save_file(state, str(path / WEIGHTS_FILE), metadata={"format": "pt"})
+    layer = {"model_type": "qwen3" if cfg.qk_norm else "llama", "hidden_size": cfg.hidden_size,
+             "num_attention_heads": cfg.num_heads, "num_key_value_heads": cfg.num_kv_heads, "head_dim": cfg.head_dim,
+             "intermediate_size": cfg.intermediate_size, "vocab_size": cfg.vocab_size, "num_hidden_layers": 1,
+             "rms_norm_eps": cfg.rms_norm_eps, "hidden_act": cfg.hidden_act,
+             "max_position_embeddings": cfg.max_position_embeddings,
+             "rope_parameters": {"rope_theta": cfg.rope_theta, **(cfg.rope_scaling or {"rope_type": "default"})},
+             "attention_bias": cfg.attention_bias, "mlp_bias": cfg.mlp_bias}
+    if layout == "speculators":
+        d = {"architectures": ["Eagle3Speculator"], "speculators_model_type": "eagle3",
+             "transformer_layer_config": layer, "draft_vocab_size": cfg.draft_vocab_size,
+             "target_hidden_size": cfg.target_hidden_size, "norm_before_residual": cfg.norm_before_residual,
+             "norm_before_fc": cfg.norm_before_fc, "fc_norm": cfg.fc_norm, "norm_output": cfg.feed_normed,
+             "eagle_aux_hidden_state_layer_ids": list(draft.aux_ids) if draft.aux_ids else None,
+             "speculators_config": {"algorithm": "eagle3", "default_proposal_method": "greedy",
+                                    "proposal_methods": [{"proposal_type": "greedy", "speculative_tokens": 4}],
+                                    "verifier": {"name_or_path": None, "architectures": ["LlamaForCausalLM"]}}}
+    else:
+        if cfg.qk_norm or cfg.feed_normed or cfg.norm_before_fc or cfg.norm_before_residual:
+            raise VTError("this draft uses speculators-only options: save it in the speculators layout")
+        d = {"architectures": ["LlamaForCausalLMEagle3"], **layer, "draft_vocab_size": cfg.draft_vocab_size,
+             "target_hidden_size": cfg.target_hidden_size, "tie_word_embeddings": cfg.tie_word_embeddings,
+             "norm_output": cfg.norm_logits, "fc_norm": cfg.fc_norm, "bias": cfg.fc_bias}
+        if draft.aux_ids:   # written in the SGLang/SpecForge output convention (HF index - 1)
+            d["eagle_config"] = {"eagle_aux_hidden_state_layer_ids": [i - 1 for i in draft.aux_ids],
+                                 "use_aux_hidden_state": True}
+    d.update(extra_config or {})
+    (path / "config.json").write_text(json.dumps(d, indent=1) + "\n")
+    return path
+
+
+def build_default_eagle3(target, weights_dir: str | os.PathLike | None = None) -> Eagle3Draft:
+    """The default SmolLM2-135M-Instruct EAGLE-3 head: the committed fc + layer + norm, with the
+    target's embedding as both embedding and (tied, full-vocabulary) head, shared not copied."""
+    weights_dir = Path(weights_dir or default_eagle3_dir())
+    if not (weights_dir / WEIGHTS_FILE).is_file():
+        raise VTError(f"{weights_dir / WEIGHTS_FILE}: the default EAGLE-3 head's weights are missing "
+                      "(run scripts/train_eagle3.py to make them)")
+    emb = target.get_input_embeddings().weight
+    draft = load_eagle3(weights_dir, emb.device, emb.dtype, target=target)
+    draft.name = DEFAULT_EAGLE3
+    return draft
