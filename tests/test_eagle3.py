@@ -384,8 +384,6 @@ def greedy_chain(target, draft, prompt: list[int], gamma: int, max_new: int):
     feeding back the draft's own hidden state, crop both caches to the committed sequence."""
     from transformers import DynamicCache
 
-    from vtcore.speculative import _crop
-
     tc, dc = DynamicCache(config=target.config), E.Eagle3Cache()
     W = target.get_output_embeddings().weight
     last, aux = E.target_forward(target, torch.tensor(prompt), draft.aux_ids, cache=tc)
@@ -408,7 +406,7 @@ def greedy_chain(target, draft, prompt: list[int], gamma: int, max_new: int):
         accepted.append(n)
         aux = torch.cat([aux, new_aux[: n + 1]])          # the accepted positions' target states
         seq += drafts[:n] + [best[n]]
-        _crop(tc, len(seq) - 1)
+        models.crop_cache(tc, len(seq) - 1)
         dc.crop(committed)
         assert aux.shape[0] == len(seq) - 1 == tc.get_seq_length()
     return seq[len(prompt):][:max_new], accepted

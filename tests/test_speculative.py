@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
 from drafthelpers import write_hf_draft
+from vtcore import models
 from vtcore import speculative as sp
 from vtcore.errors import VTError
 from vtcore.formats import read_token_ids
@@ -144,10 +145,10 @@ def test_crop_removes_only_the_tail(target):
     with torch.inference_mode():
         runner.hidden(torch.tensor([[1, 2, 3, 4, 5, 6]]))
     before = runner.cache.layers[0].keys.clone()
-    sp._crop(runner.cache, 4)
+    models.crop_cache(runner.cache, 4)
     assert runner.cache.get_seq_length() == 4
     assert torch.equal(runner.cache.layers[0].keys, before[..., :4, :])
-    sp._crop(runner.cache, 10)  # never grows
+    models.crop_cache(runner.cache, 10)  # never grows
     assert runner.cache.get_seq_length() == 4
 
 

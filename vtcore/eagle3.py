@@ -68,7 +68,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vtcore import models
 from vtcore.errors import VTError
+from vtcore.workspace import repo_root
 
 DEFAULT_EAGLE3 = "smollm2-135m-eagle3"
 WEIGHTS_FILE = "model.safetensors"
@@ -77,8 +79,6 @@ SPECULATORS_ARCHS = {"Eagle3Speculator", "Eagle3DraftModel"}
 
 
 def default_eagle3_dir() -> Path:
-    from vtcore.workspace import repo_root
-
     return repo_root() / "weights" / DEFAULT_EAGLE3
 
 
@@ -543,9 +543,7 @@ def target_forward(target, input_ids: torch.Tensor, aux_ids, cache=None, attenti
     Cache, or None) and return (last hidden state after the final norm — the logits input —,
     the aux states concatenated [.., T, k*Ht] in `aux_ids` order). Forward hooks on just the
     needed layers: no copy of every layer's hidden state."""
-    from vtcore.speculative import _cache_kwarg, _decoder
-
-    dec = _decoder(target)
+    dec = models.decoder_of(target)
     layers = dec.layers
     L = len(layers)
     squeeze = input_ids.dim() == 1
@@ -564,7 +562,7 @@ def target_forward(target, input_ids: torch.Tensor, aux_ids, cache=None, attenti
         mod = dec.embed_tokens if i == 0 else layers[i - 1]   # HF index i = output of layer i-1
         hooks.append(mod.register_forward_hook(grab(i)))
     try:
-        kw = {"use_cache": False} if cache is None else {_cache_kwarg(dec): cache, "use_cache": True}
+        kw = {"use_cache": False} if cache is None else {models.cache_kwarg(dec): cache, "use_cache": True}
         out = dec(input_ids=ids, attention_mask=attention_mask, **kw)
     finally:
         for h in hooks:
@@ -609,8 +607,6 @@ def load_eagle3(path_or_hub_id: str | os.PathLike, device="cpu", dtype=None, tar
     """An Eagle3Draft from a local dir in the SpecForge or speculators layout, or a hub id (via
     vtcore.models.resolve_model: only from the local HF cache when offline). A missing
     embed_tokens (or lm_head of a tied / full-vocabulary draft) is shared from `target`."""
-    from vtcore import models
-
     path = Path(models.resolve_model(path_or_hub_id, workspace))
     cfg = read_config(path)
     state = _load_state(path)

@@ -17,6 +17,7 @@ the embedding/head is the target's own tensor, shared at load time.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import os
 import shutil
@@ -261,3 +262,32 @@ def load_default_pair(device: str = "auto", workspace=None):
     target.config.name_or_path = DEFAULT_TARGET
     draft = build_default_draft(target)
     return target, draft, load_tokenizer_from(path)
+
+
+# ---------------------------------------------------------------- KV caches of HF models
+
+
+def cache_kwarg(model) -> str:
+    """transformers 5.2x calls the KV cache argument `cache`; older releases `past_key_values`."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def new_cache(model):
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.config)
+
+
+def crop_cache(cache, length: int) -> None:
+    """Drop a HF cache's positions beyond `length` (a rejected draft's keys and values)."""
+    extra = cache.get_seq_length() - length
+    if extra <= 0:
+        return
+    name = next(iter(inspect.signature(cache.crop).parameters))
+    cache.crop(length if name == "max_length" else -extra)  # older API: absolute length
+
+
+def decoder_of(model):
+    """The decoder stack of a causal LM (its layers, without the head)."""
+    return model.get_decoder() if hasattr(model, "get_decoder") else model.model

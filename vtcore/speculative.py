@@ -23,7 +23,6 @@ after it are fed on that model's next forward. Rolling back is a crop to the com
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import time
@@ -238,31 +237,6 @@ class GenResult:
 # ---------------------------------------------------------------- model plumbing
 
 
-def _cache_kwarg(model) -> str:
-    """transformers 5.2x calls the KV cache argument `cache`; older releases `past_key_values`."""
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
-def _new_cache(model):
-    from transformers import DynamicCache
-
-    return DynamicCache(config=model.config)
-
-
-def _crop(cache, length: int) -> None:
-    """Drop cached positions beyond `length` (a rejected draft's keys and values)."""
-    extra = cache.get_seq_length() - length
-    if extra <= 0:
-        return
-    name = next(iter(inspect.signature(cache.crop).parameters))
-    cache.crop(length if name == "max_length" else -extra)  # older API: absolute length
-
-
-def _decoder(model):
-    return model.get_decoder() if hasattr(model, "get_decoder") else model.model
-
-
 def _postprocess_logits(model, logits: torch.Tensor) -> torch.Tensor:
     """Elementwise logit transforms some architectures apply after the head (Cohere, Gemma 2)."""
     cfg = model.config
@@ -280,9 +254,9 @@ class _Runner:
 
     def __init__(self, model):
         self.model = model
-        self.decoder = _decoder(model)
-        self.kw = _cache_kwarg(self.decoder)
-        self.cache = _new_cache(model)
+        self.decoder = models.decoder_of(model)
+        self.kw = models.cache_kwarg(self.decoder)
+        self.cache = models.new_cache(model)
 
     @property
     def cached(self) -> int:
@@ -422,7 +396,7 @@ class StandaloneProposer:
 
     def rollback(self, n_seq: int) -> None:
         """Keep every committed token but the last one (it is fed on the next step)."""
-        _crop(self.runner.cache, n_seq - 1)
+        models.crop_cache(self.runner.cache, n_seq - 1)
 
 
 def _accept(logits: torch.Tensor, prop: Proposal, kept: torch.Tensor | None, cfg: SpecConfig,
@@ -510,7 +484,7 @@ def speculative_generate(target, draft: Draft, prompt_ids, cfg: SpecConfig,
         n_seq += len(new)
         out.extend(new)
         # roll back: the caches may hold every committed token but the last one, nothing rejected
-        _crop(tgt.cache, n_seq - 1)
+        models.crop_cache(tgt.cache, n_seq - 1)
         proposer.rollback(n_seq)
         if stop is not None:
             break
