@@ -60,3 +60,34 @@ def write_hf_draft(model, kept, path: Path) -> None:
     t2d[kept] = True
     state["t2d"] = t2d
     save_file(state, str(path / "model.safetensors"))
+
+
+def tiny_eagle3(target_dir: Path, path: Path, draft_ids=None, layout: str = "speculators", seed: int = 0) -> Path:
+    """A random EAGLE-3 head for tiny_pair's 2-layer target, saved in `layout` without the
+    embedding (taken from the target at load time, as real EAGLE-3 checkpoints do). Its head
+    rows are the target's own rows of `draft_ids` (default: every id), so it proposes plausible
+    tokens; it reads the target's states at HF indices (0, 1, 2)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from vtcore import eagle3 as E
+
+    target = AutoModelForCausalLM.from_pretrained(str(target_dir))
+    c = target.config
+    ids = torch.arange(c.vocab_size) if draft_ids is None else torch.as_tensor(sorted(draft_ids))
+    cfg = E.config_from_dict({"architectures": ["LlamaForCausalLMEagle3"], "hidden_size": c.hidden_size,
+                              "intermediate_size": 32, "num_attention_heads": 2, "num_key_value_heads": 1,
+                              "head_dim": 8, "vocab_size": c.vocab_size, "draft_vocab_size": int(ids.numel()),
+                              "rms_norm_eps": 1e-6, "max_position_embeddings": 2048})
+    draft = E.Eagle3Draft(cfg)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in draft.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2 + (1.0 if p.dim() == 1 else 0.0))
+    draft.embed_weight = target.get_input_embeddings().weight.detach()
+    draft.head = target.get_output_embeddings().weight.detach()[ids].contiguous()
+    draft.d2t = ids - torch.arange(ids.numel())
+    draft.t2d = torch.zeros(c.vocab_size, dtype=torch.bool)
+    draft.t2d[ids] = True
+    draft.aux_ids = (0, 1, 2)
+    return E.save_eagle3(draft, path, layout=layout, include_embed=False)

@@ -35,8 +35,8 @@ def ws(tmp_path_factory):
 
 def _cfg(pair, ws, **kw):
     tdir, ddir, _ = pair
-    base = dict(target=str(tdir), draft=str(ddir), prompts=2, max_new_tokens=8, repeats=2, warmup=1,
-                device="cpu", workspace=str(ws), threads=1, k_from="coverage")
+    base = dict(target=str(tdir), draft=str(ddir), prompts=2, max_new_tokens=8, repeats=2, warmup=1, gamma=4,
+                device="cpu", workspace=str(ws), threads=1, k_from="coverage", min_coverage=0.99)
     base.update(kw)
     return bench.BenchConfig(**base)
 
@@ -77,11 +77,39 @@ def test_bench_default_token_map_and_results_store(pair, ws):
     assert stored[-1]["config"]["k"] == 512 and stored[-1]["identical_outputs"] is True
 
 
-def test_k_from_the_search_modules_speedup_optimum(pair, ws):
-    r = bench.run_bench(_cfg(pair, ws, k_from="search", min_coverage=0.995, prompts=1, repeats=1, save=False))
+def test_k_and_gamma_from_the_search_modules_speedup_optimum(pair, ws):
+    r = bench.run_bench(_cfg(pair, ws, k_from="search", gamma=None, min_coverage=0.995, prompts=1, repeats=1,
+                             save=False))
     assert "vtcore.search speed-up optimum" in r["token_map"]
     assert "calibrated on 2 held-out prompts not benchmarked" in r["token_map"]
     assert r["coverage_k"] >= 0.995 and r["identical_outputs"] is True
+    cal = r["calibration"]
+    assert r["gamma_from"] == "search" and 1 <= r["gamma"] <= bench.GAMMA_MAX
+    assert len(cal["verify_costs"]) == bench.GAMMA_MAX and all(v > 0 for v in cal["verify_costs"])
+    # the search's choice is the model's optimum for the measured costs: no other gamma predicts more
+    from vtcore.search import predicted_speedup
+
+    c = cal["draft_ms_per_token"] / cal["target_ms"] * (1 - cal["head_share"] * (1 - r["k"] / 151936))
+    S = [float(predicted_speedup(cal["a0"] * r["coverage_k"], g, c, cal["verify_costs"][g - 1]))
+         for g in range(1, bench.GAMMA_MAX + 1)]
+    assert S[r["gamma"] - 1] == pytest.approx(max(S), rel=0.02)
+
+
+def test_an_eagle3_checkpoint_is_benchmarked_full_vs_sub_trimmed(pair, ws, tmp_path):
+    """The draft kind is read from the checkpoint; the sub-trimmed head keeps ids of the draft's own
+    vocabulary; outputs stay the target's."""
+    from drafthelpers import tiny_eagle3
+
+    tdir, _, _ = pair
+    draft_ids = set(range(0, 30000)) | {151643, 151645}
+    for layout in ("speculators", "specforge"):
+        edir = tiny_eagle3(tdir, tmp_path / layout, draft_ids, layout=layout)
+        r = bench.run_bench(_cfg(pair, ws, draft=str(edir), prompts=1, repeats=1, save=False, min_coverage=0.9))
+        assert r["draft_kind"] == "eagle3" and r["draft_vocab_size"] == len(draft_ids)
+        assert r["identical_outputs"] is True and r["k"] < len(draft_ids)
+        assert r["full"]["draft_ms_per_token"] > 0 and r["trimmed"]["lm_head_ms_per_token"] > 0
+    with pytest.raises(VTError, match="30,002-token vocabulary covers at most 0.96"):
+        bench.run_bench(_cfg(pair, ws, draft=str(edir), prompts=1, repeats=1, save=False))
 
 
 def test_bench_stops_when_asked(pair, ws):
@@ -110,6 +138,7 @@ def test_hf_draft_directory_is_benchmarked_as_the_trimmed_draft(pair, ws, tmp_pa
     load_tokenizer().save_pretrained(out)
     r = bench.run_bench(_cfg(pair, ws, draft=str(out), prompts=1, repeats=1, save=False))
     assert r["k"] == len(kept) and r["full"] is None and r["speedup_trimmed_vs_full"] is None
+    assert r["verdict_trimmed_vs_full"] is None and r["verdict_trimmed_vs_target"] is not None
     assert r["identical_outputs"] is True and any("hf-draft" in n for n in r["notes"])
 
 
@@ -162,3 +191,93 @@ def test_auto_device_falls_back_to_cpu_and_says_so(pair, ws):
         pytest.skip("a CUDA device is present: auto picks it")
     r = bench.run_bench(_cfg(pair, ws, device="auto", prompts=1, repeats=1, warmup=0, save=False))
     assert r["device"] == "cpu" and any("no CUDA device found" in n for n in r["notes"])
+
+
+# ---------------------------------------------------------------- the dashboard's benchmark: the CLI in a child
+
+
+def test_bench_argv_is_the_cli_of_the_config(tmp_path):
+    """The page runs `python -m vtcore bench` with bench_argv(cfg): parsed back, it is the same config;
+    and the CLI's defaults are BenchConfig's."""
+    import dataclasses
+
+    from vtcore.cli import build_parser
+    from vtcore.cmd import bench as cmd
+
+    cfg = bench.BenchConfig(target="/t", draft="/d", data="/x.jsonl", prompts=3, max_new_tokens=12, gamma=2,
+                            k=700, k_from="coverage", min_coverage=0.9, repeats=1, threads=1, workspace=str(tmp_path),
+                            save=False, mode="sample", temperature=0.7, seed=3)
+    args = build_parser().parse_args(bench.bench_argv(cfg))
+    back = bench.BenchConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(bench.BenchConfig)
+                                if f.name != "save"}, save=not args.no_save)
+    assert back == cfg
+    defaults = bench.BenchConfig()
+    assert all(getattr(defaults, k) == v for k, v in cmd.DEFAULTS.items())
+    parsed = build_parser().parse_args(["bench"])
+    assert all(getattr(parsed, k) == getattr(defaults, k) for k in ("gamma", "k_from", "mode", "warmup", "seed"))
+
+
+def _wait(job, timeout=300):
+    assert job.join(timeout), "the job did not end in time"
+    return job.status()
+
+
+def test_the_pages_benchmark_is_the_clis_run_in_a_child_process(pair, ws, tmp_path):
+    """Same config, same figures' structure, same choices (k, gamma, outputs): the page's job runs
+    the CLI in its own process, and its result is the CLI's JSON."""
+    from vtapp.jobs import bench_job
+
+    cfg = _cfg(pair, ws, prompts=2, repeats=1, save=False, k=900)
+    job = bench_job(cfg).start()
+    s = _wait(job)
+    assert s["state"] == "finished", s
+    page = job.result
+    cli = last_json(run_vtcore(*bench.bench_argv(cfg), "--json", ws=ws))
+    assert set(page) == set(cli)
+    for key in ("k", "gamma", "coverage_k", "identical_outputs", "draft_kind", "ci_method", "token_map"):
+        assert page[key] == cli[key], key
+    for m in ("target_only", "full", "trimmed"):
+        assert [x["tokens"] for x in page[m]["runs"]] == [x["tokens"] for x in cli[m]["runs"]]
+        assert page[m].get("accepted_per_step") == cli[m].get("accepted_per_step")
+    assert job.meta["pid"] is not None and job.meta["pid"] != os.getpid()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped) is not running
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_stop_ends_the_child_process_and_saves_nothing(pair, ws):
+    import time
+
+    from vtapp.jobs import bench_job
+
+    before = len(bench.load_results(ws))
+    job = bench_job(_cfg(pair, ws, prompts=6, repeats=3, max_new_tokens=24)).start()
+    t0 = time.time()
+    while (job.status()["fraction"] < 0.05 or job.meta["pid"] is None) and time.time() - t0 < 240:
+        time.sleep(0.2)   # stop once it is measuring: models loaded, child busy
+    pid = job.meta["pid"]
+    assert pid is not None and _alive(pid)
+    job.stop()
+    s = _wait(job, 60)
+    assert s["state"] == "stopped" and s["error"] is None
+    assert not _alive(pid)
+    assert len(bench.load_results(ws)) == before
+
+
+def test_a_failing_child_reports_its_one_line_reason(pair, ws, tmp_path):
+    from vtapp.jobs import bench_job
+
+    job = bench_job(_cfg(pair, ws, token_map=str(tmp_path / "missing.pt"))).start()
+    s = _wait(job)
+    assert s["state"] == "error" and s["error"].endswith("missing.pt: token map not found"), s
+    assert not _alive(job.meta["pid"])

@@ -452,3 +452,11 @@ def test_default_eagle3_drafts_for_smollm2():
     small = E.subtrim(draft, sorted(set(range(8192)) | set(want)))
     assert small.head.shape == (len(set(range(8192)) | set(want)), 576)
     assert greedy_chain(target, small, prompt, gamma=4, max_new=32)[0][: len(want)] == want
+
+
+def test_aux_ids_round_trip_through_a_specforge_config():
+    for hf in ((2, 15, 27), (0, 1, 2), (3, 10, 20)):
+        assert E._specforge_aux_ids(E.specforge_aux_ids(hf)) == hf
+    assert E.specforge_aux_ids((2, 15, 27)) == [1, 14, 26]   # SpecForge's own default for a 30-layer target
+    with pytest.raises(VTError, match="speculators layout"):
+        E.specforge_aux_ids((1, 5, 9))

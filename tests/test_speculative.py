@@ -319,3 +319,90 @@ def test_hf_draft_written_by_the_export_module_loads(tmp_path, target, draft_mod
     assert torch.equal(d.head, sp.make_draft(draft_model, kept).head)
     cfg_run = sp.SpecConfig(gamma=3, max_new_tokens=20)
     assert sp.speculative_generate(target, d, PROMPTS[1], cfg_run).tokens == sp.target_generate(target, PROMPTS[1], cfg_run).tokens
+
+
+# ---------------------------------------------------------------- EAGLE-3 drafts in the decoding engine
+
+
+def tiny_eagle3(target, seed=3, aux_ids=(3, 2, 1)):
+    """A random EAGLE-3 head for `target`: the target's embedding shared, a full-vocabulary head
+    (the target's own rows, so its proposals are plausible), reading three of the target's layers."""
+    from vtcore import eagle3 as E
+
+    c = target.config
+    cfg = E.config_from_dict({"architectures": ["LlamaForCausalLMEagle3"], "hidden_size": c.hidden_size,
+                              "intermediate_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
+                              "vocab_size": c.vocab_size, "draft_vocab_size": c.vocab_size, "rms_norm_eps": 1e-6,
+                              "max_position_embeddings": 512, "eagle_aux_hidden_state_layer_ids": list(aux_ids)})
+    draft = E.Eagle3Draft(cfg)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in draft.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2 + (1.0 if p.dim() == 1 else 0.0))
+    draft.aux_ids = tuple(aux_ids)
+    draft.embed_weight = target.get_input_embeddings().weight.detach()
+    draft.head = target.get_output_embeddings().weight.detach()
+    return draft.to(target.dtype).eval()
+
+
+def test_eagle3_greedy_identical_full_and_subtrimmed(target):
+    from vtcore import eagle3 as E
+
+    full = tiny_eagle3(target)
+    for prompt in PROMPTS:   # [7]: a one-token prompt, nothing to draft from on the first step
+        cfg = sp.SpecConfig(gamma=4, max_new_tokens=24)
+        want = sp.target_generate(target, prompt, cfg).tokens
+        for draft in (full, E.subtrim(full, sorted(set(want) | {0, 1, 2}))):
+            r = sp.speculative_generate(target, draft, prompt, cfg)
+            assert r.tokens == want
+            assert r.draft_cache.get_seq_length() <= len(prompt) + len(want) - 1
+
+
+def test_eagle3_proposals_equal_a_fresh_recompute(target, monkeypatch):
+    """The loop's draft cache and the target states it keeps are exactly what a from-scratch run
+    on the committed prefix gives: each proposal equals a fresh chain (new caches, one target
+    forward over the prefix)."""
+    from vtcore import eagle3 as E
+
+    draft = tiny_eagle3(target)
+    seen = []
+    real = sp.Eagle3Proposer.propose
+
+    def spy(self, seq, n_seq, g, cfg, gen, clock):
+        prop = real(self, seq, n_seq, g, cfg, gen, clock)
+        seen.append((seq[:n_seq].tolist(), prop.tokens.tolist()))
+        return prop
+
+    monkeypatch.setattr(sp.Eagle3Proposer, "propose", spy)
+    sp.speculative_generate(target, draft, PROMPTS[2], sp.SpecConfig(gamma=3, max_new_tokens=30))
+    assert len(seen) > 3
+    with torch.inference_mode():
+        for prefix, tokens in seen:
+            _, aux = E.target_forward(target, torch.tensor(prefix[:-1]), draft.aux_ids)
+            cache = E.Eagle3Cache()
+            h = draft(torch.tensor(prefix[1:]), draft.fuse(aux), cache)[-1:]
+            fresh = []
+            for _ in tokens:
+                fresh.append(int(draft.head_target_ids[draft.logits(h)[0].argmax()]))
+                h = draft(torch.tensor(fresh[-1:]), h, cache)
+            assert fresh == tokens, (prefix, fresh, tokens)
+
+
+def test_eagle3_sampling_matches_the_target_distribution():
+    from vtcore import eagle3 as E
+
+    target = tiny_llama(vocab=V_S, layers=4, seed=11, head_scale=6.0)
+    full = tiny_eagle3(target, seed=5, aux_ids=(4, 2, 1))
+    prompt = [1, 4, 2]
+    exact = _exact_joint(target, prompt)
+    for name, d in {"eagle3": full, "eagle3 sub-trimmed": E.subtrim(full, [0, 2, 4])}.items():
+        counts, acc, rej = {}, 0, 0
+        for seed in range(N_RUNS):
+            cfg = sp.SpecConfig(gamma=2, max_new_tokens=N_TOK, mode="sample", seed=seed)
+            r = sp.speculative_generate(target, d, prompt, cfg)
+            counts[tuple(r.tokens)] = counts.get(tuple(r.tokens), 0) + 1
+            acc += sum(r.stats.accepted)
+            rej += sum(1 for n, g in zip(r.stats.accepted, r.stats.drafted) if n < g)
+        assert acc > 200 and rej > 200, (name, acc, rej)
+        bad, stat, crit = _chi2_exceeds(counts, exact, N_RUNS)
+        assert not bad, f"{name}: chi2 {stat:.1f} > {crit:.1f}"

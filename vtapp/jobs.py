@@ -10,7 +10,7 @@ from typing import Any
 
 from vtapp import state
 from vtcore.errors import VTError
-from vtcore.jobs import Job, Progress, ShouldStop
+from vtcore.jobs import Job, Progress, ShouldStop, run_child
 
 
 class Registry:
@@ -83,12 +83,28 @@ def counting_job(paths: list[str], tokenizer: str | None = None, mask: str = "te
 
 
 def bench_job(cfg) -> Job:
-    """Run vtcore.bench.run_bench in the background; results are appended to the results store
-    by run_bench itself (cfg.save)."""
-    def fn(progress: Progress, should_stop: ShouldStop) -> dict:
-        from vtcore.bench import run_bench
+    """`python -m vtcore bench` for this BenchConfig in a child process (vtcore.jobs.run_child):
+    what the CLI measures, untouched by the server's reruns. The child appends its result to the
+    results store itself (cfg.save); its pid is in meta["pid"] while it runs."""
+    from vtcore.bench import bench_argv
 
-        return run_bench(cfg, progress=progress, should_stop=should_stop)
+    meta = {"target": cfg.target, "draft": cfg.draft, "pid": None}
+
+    def fn(progress: Progress, should_stop: ShouldStop) -> dict:
+        return run_child(bench_argv(cfg), progress, should_stop, on_start=lambda pid: meta.update(pid=pid))
 
     return Job(fn, name="bench", kept="earlier benchmark runs stay in bench/results.jsonl; this run saved nothing",
-               meta={"target": cfg.target, "draft": cfg.draft})
+               meta=meta)
+
+
+def profile_job(draft: str, device: str = "cpu", threads: int | None = 1, context: int = 1024) -> Job:
+    """`python -m vtcore profile` in a child process: the draft's step latency at a grid of k,
+    saved under <workspace>/profiles where the Frontier page finds it."""
+    args = ["profile", "--draft", draft, "--device", device, "--context", str(context)]
+    args += ["--threads", str(threads)] if threads else []
+
+    def fn(progress: Progress, should_stop: ShouldStop) -> dict:
+        return run_child(args, progress, should_stop)
+
+    return Job(fn, name="profile", kept="earlier profiles stay in the workspace; this run saved nothing",
+               meta={"draft": draft, "device": device})

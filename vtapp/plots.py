@@ -4,7 +4,7 @@ k: the figure stays small (fast reruns) and the log axis looks the same."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -134,21 +134,36 @@ def _methods(result: dict) -> list[str]:
 
 
 def bench_throughput_figure(result: dict) -> go.Figure:
+    """Tokens per second of each method with its interval (whiskers) and every run (dots)."""
     ms = _methods(result)
-    fig = go.Figure(go.Bar(x=[METHOD_LABELS[m] for m in ms], y=[result[m]["tokens_per_s"] for m in ms],
-                           marker_color=["#7f7f7f", "#1f77b4", "#d62728"][:len(ms)] if len(ms) == 3 else None,
-                           text=[f"{result[m]['tokens_per_s']:.1f}" for m in ms], textposition="auto"))
-    fig.update_layout(title="Tokens per second", yaxis=dict(title="tokens/s"), margin=_MARGIN, height=320)
+    x = [METHOD_LABELS[m] for m in ms]
+    y = [result[m]["tokens_per_s"] for m in ms]
+    ci = [result[m].get("tokens_per_s_ci") or [v, v] for m, v in zip(ms, y)]
+    fig = go.Figure(go.Bar(x=x, y=y, marker_color=["#7f7f7f", "#1f77b4", "#d62728"][:len(ms)] if len(ms) == 3 else None,
+                           text=[f"{v:.1f}" for v in y], textposition="inside", name="tokens/s",
+                           error_y=dict(type="data", symmetric=False, array=[hi - v for v, (_, hi) in zip(y, ci)],
+                                        arrayminus=[v - lo for v, (lo, _) in zip(y, ci)], color="#222")))
+    runs = [(METHOD_LABELS[m], r["tokens_per_s"]) for m in ms for r in result[m].get("runs", [])]
+    if runs:
+        fig.add_trace(go.Scatter(x=[a for a, _ in runs], y=[b for _, b in runs], mode="markers", name="runs",
+                                 marker=dict(size=6, color="rgba(0,0,0,0.45)")))
+    fig.update_layout(title="Tokens per second (interval and runs)", yaxis=dict(title="tokens/s"), margin=_MARGIN,
+                      height=320, showlegend=False)
     return fig
 
 
 def bench_acceptance_figure(result: dict) -> go.Figure:
+    """Per draft position j: the share of drafted j-th tokens accepted, full vs trimmed head."""
     ms = [m for m in _methods(result) if m != "target_only"]
-    fig = go.Figure(go.Bar(x=[METHOD_LABELS[m] for m in ms], y=[result[m]["accepted_per_step"] for m in ms],
-                           text=[f"{result[m]['accepted_per_step']:.2f}" for m in ms], textposition="auto",
-                           marker_color=["#1f77b4", "#d62728"][:len(ms)]))
-    fig.update_layout(title=f"Accepted draft tokens per step (γ = {result.get('gamma')})",
-                      yaxis=dict(title="tokens"), margin=_MARGIN, height=320)
+    fig = go.Figure()
+    for m, color in zip(ms, ["#1f77b4", "#d62728"][-len(ms):]):
+        by_pos = result[m].get("accepted_by_position") or []
+        fig.add_trace(go.Bar(name=f"{METHOD_LABELS[m]}: {result[m]['accepted_per_step']:.2f} per step",
+                             x=[f"position {j + 1}" for j in range(len(by_pos))], y=by_pos, marker_color=color,
+                             text=[f"{p:.2f}" if p is not None else "" for p in by_pos], textposition="auto"))
+    fig.update_layout(title=f"Acceptance by draft position (γ = {result.get('gamma')})", barmode="group",
+                      yaxis=dict(title="accepted share", range=[0, 1]), margin=_MARGIN, height=320,
+                      legend=dict(orientation="h", y=-0.2))
     return fig
 
 
@@ -166,17 +181,18 @@ def bench_draft_split_figure(result: dict) -> go.Figure:
 
 
 def bench_speedup_figure(result: dict) -> go.Figure:
-    """Measured vs predicted speed-up of the trimmed draft over the target alone."""
+    """Measured speed-ups with their intervals, and the search's prediction with the verify cost."""
     pred = result.get("prediction") or {}
-    bars: list[tuple[str, Any]] = [
-        ("measured", result.get("speedup_trimmed_vs_target")),
-        ("predicted", pred.get("trimmed_vs_target")),
-        ("predicted with verify cost", pred.get("trimmed_vs_target_with_verify_cost")),
-    ]
-    bars = [(n, v) for n, v in bars if v is not None]
-    fig = go.Figure(go.Bar(x=[n for n, _ in bars], y=[v for _, v in bars], text=[f"{v:.2f}×" for _, v in bars],
-                           textposition="auto", marker_color=["#d62728", "#7f7f7f", "#bcbd22"][:len(bars)]))
+    bars = [(f"trimmed vs {b}", result.get(f"speedup_trimmed_vs_{k}"), result.get(f"speedup_trimmed_vs_{k}_ci"))
+            for k, b in (("target", "target"), ("full", "full draft"))]
+    bars.append(("predicted, trimmed vs target", pred.get("trimmed_vs_target_with_verify_cost"), None))
+    bars = [(n, v, ci) for n, v, ci in bars if v is not None]
+    err = dict(type="data", symmetric=False, array=[(ci[1] - v) if ci else 0 for _, v, ci in bars],
+               arrayminus=[(v - ci[0]) if ci else 0 for _, v, ci in bars], color="#222")
+    fig = go.Figure(go.Bar(x=[n for n, _, _ in bars], y=[v for _, v, _ in bars], error_y=err,
+                           text=[f"{v:.2f}×" for _, v, _ in bars], textposition="inside",
+                           marker_color=["#d62728", "#ff9896", "#bcbd22"][:len(bars)]))
     fig.add_hline(y=1.0, line=dict(color="#444", dash="dot"))
-    fig.update_layout(title="Trimmed draft: speed-up over the target alone", yaxis=dict(title="×"),
-                      margin=_MARGIN, height=320)
+    fig.update_layout(title="Speed-ups (interval) and the prediction", yaxis=dict(title="×"), margin=_MARGIN,
+                      height=320)
     return fig

@@ -1,8 +1,19 @@
 """Benchmark harness: target alone vs target + full draft vs target + trimmed draft.
 
+Drafts are EAGLE-3 heads (vtcore.eagle3: they read the target's hidden states; the SpecForge /
+SGLang and the speculators layouts) or standalone draft LMs; the kind is read from the
+checkpoint. The default pair is SmolLM2-135M-Instruct with its EAGLE-3 head
+(weights/smollm2-135m-eagle3); `--draft smollm2-135m-2l-draft` is its standalone 2-layer draft.
+The trimmed draft keeps k ids: an EAGLE-3 head is sub-trimmed to rows of its own vocabulary.
+
+k and gamma come from vtcore.search's speed-up model fed with a calibration of the full draft on
+held-out prompts the benchmark does not measure: its per-token acceptance a0, its cost per
+drafted token and LM-head share, and the target's verify cost for gamma + 1 tokens, measured
+for every gamma. --k and --gamma fix them.
+
 Prompts are the held-out rows of a dataset (vtcore.split), rendered with the target's chat
-template up to the first assistant turn. Each method runs after a warm-up, several repeats per
-prompt; per-prompt medians are aggregated. Greedy outputs of the three methods are compared
+template up to the first assistant turn. The three methods run interleaved per (prompt, repeat)
+after a warm-up; every figure carries an interval (vtcore.spread). Greedy outputs are compared
 token for token. Results are appended to <workspace>/bench/results.jsonl.
 """
 
@@ -10,11 +21,14 @@ from __future__ import annotations
 
 import json
 import time
+from statistics import median
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from vtcore import models
+import numpy as np
+
+from vtcore import eagle3, models, speculative, spread
 from vtcore.counts import count_dataset
 from vtcore.coverage import k_for_coverage
 from vtcore.data import read_dataset
@@ -84,26 +98,29 @@ def load_prompts(path: str | Path, tokenizer, heldout: bool = True, limit: int |
 
 # ---------------------------------------------------------------- configuration and models
 
+GAMMA_MAX = 8             # the search's gamma range is 1..GAMMA_MAX
+CALIBRATION_PROMPTS = 2
+DEFAULT_DRAFT_NAMES = {"default", "eagle3", eagle3.DEFAULT_EAGLE3}
+STANDALONE_DRAFT_NAMES = {"standalone", models.DEFAULT_DRAFT}
+
 
 @dataclass
 class BenchConfig:
     target: str | None = None        # None: the embedded SmolLM2-135M-Instruct
-    draft: str | None = None         # None: the embedded 2-layer draft (with the default target)
-    token_map: str | None = None     # None: the data's top-k at `coverage` (or `k`)
+    draft: str | None = None         # None: its EAGLE-3 head; "standalone": its 2-layer draft
+    token_map: str | None = None     # None: the data's top-k (k from the search, or `k`)
     data: str | None = None          # None: samples/code.jsonl
     ood_data: str | None = None      # optional out-of-domain prompts, measured the same way
-    prompts: int = 8
-    max_new_tokens: int = 64
-    gamma: int = 4
+    prompts: int = 6
+    max_new_tokens: int = 32
+    gamma: int | None = None         # None: the search's optimum for the measured costs
     mode: str = "greedy"
     temperature: float = 1.0
     device: str = "auto"
     k: int | None = None             # default token map: keep exactly k ids, or else
-    k_from: str = "search"           # "search": the k vtcore.search's speed-up model picks (calibrated), or
-                                     # "coverage": the smallest k reaching `coverage` held out
-    min_coverage: float = 0.95       # k_from="search": the coverage constraint C(k) >= this
-    coverage: float = 0.99           # k_from="coverage"
-    repeats: int = 3
+    k_from: str = "search"           # "search": the speed-up optimum, or "coverage": the smallest k
+    min_coverage: float = 0.95       # whose held-out coverage meets this (also the search's constraint)
+    repeats: int = 2
     warmup: int = 1
     seed: int = 0
     threads: int | None = None       # torch CPU threads (None: torch's default)
@@ -111,16 +128,51 @@ class BenchConfig:
     save: bool = True                # append to <workspace>/bench/results.jsonl
 
 
+def bench_argv(cfg: BenchConfig) -> list[str]:
+    """The `python -m vtcore bench` arguments that run `cfg` (the dashboard runs the CLI in a
+    child process: one code path for both)."""
+    flags = {"--target": cfg.target, "--draft": cfg.draft, "--token-map": cfg.token_map, "--data": cfg.data,
+             "--ood-data": cfg.ood_data, "--prompts": cfg.prompts, "--max-new-tokens": cfg.max_new_tokens,
+             "--gamma": cfg.gamma, "--mode": cfg.mode, "--temperature": cfg.temperature, "--device": cfg.device,
+             "--k": cfg.k, "--k-from": cfg.k_from, "--min-coverage": cfg.min_coverage, "--repeats": cfg.repeats,
+             "--warmup": cfg.warmup, "--seed": cfg.seed, "--threads": cfg.threads, "--workspace": cfg.workspace}
+    argv = ["bench"] + [x for f, v in flags.items() if v is not None for x in (f, str(v))]
+    return argv + ([] if cfg.save else ["--no-save"])
+
+
+@dataclass
+class Calibration:
+    """What the speed-up model needs, measured with the full draft."""
+
+    a0: float                        # per-token acceptance of the full draft
+    draft_ms_per_token: float
+    head_share: float                # share of the draft's time spent in its LM head
+    target_ms: float                 # one-token target step
+    verify_costs: list[float]        # forward of gamma + 1 tokens / one-token step, gamma = 1..GAMMA_MAX
+    gamma: int                       # the gamma the acceptance was measured at
+    prompts: int
+    where: str
+
+    @property
+    def cost_ratio(self) -> float:
+        return self.draft_ms_per_token / self.target_ms
+
+
 @dataclass
 class Setup:
     target: Any
     tokenizer: Any
-    full: Any                        # speculative.Draft over the whole vocabulary (None for an hf-draft)
-    trimmed: Any                     # speculative.Draft over the kept ids
+    full: Any                        # the full-vocabulary draft (None for an already trimmed one)
+    trimmed: Any                     # the draft over the kept ids
+    kind: str                        # "eagle3" | "standalone"
     target_name: str
     draft_name: str
     token_map: str                   # where the kept ids came from
+    gamma: int
+    gamma_from: str                  # "search" | "given" | "default"
     counts: Any = None               # CountsFile of the data (target tokenizer), for C(k)
+    calibration: Calibration | None = None
+    predicted: float | None = None   # the search's predicted speed-up at (k, gamma)
     notes: list = field(default_factory=list)
 
 
@@ -135,35 +187,43 @@ def eos_ids(model, tokenizer) -> tuple[int, ...]:
     return tuple(dict.fromkeys(int(i) for i in ids if i is not None))
 
 
-def load_models(cfg: BenchConfig, device, log=None) -> tuple[Any, Any, Any, str, str]:
-    """(target, tokenizer, draft, target name, draft name): the embedded pair, or the user's
-    models with their tokenizers checked to be the same."""
-    from vtcore import speculative
+def _is_default(name: str | None, names: set[str]) -> bool:
+    return name is not None and str(name).lower() in names
 
+
+def load_models(cfg: BenchConfig, device, log=None) -> tuple[Any, Any, Any, str, str, str]:
+    """(target, tokenizer, draft, target name, draft name, draft kind): the embedded pair, or the
+    user's models (a standalone draft's tokenizer checked to be the target's; an EAGLE-3 head's
+    vocabulary to be the target's)."""
     log = log or (lambda msg: None)
     default_target = cfg.target is None or str(cfg.target).lower() in models.DEFAULT_NAMES
-    if cfg.draft is None:
+    if cfg.draft is None or _is_default(cfg.draft, DEFAULT_DRAFT_NAMES | STANDALONE_DRAFT_NAMES):
         if not default_target:
-            raise VTError(f"--target {cfg.target} needs --draft: the embedded draft belongs to SmolLM2-135M-Instruct")
+            raise VTError(f"--target {cfg.target} needs --draft: the embedded drafts belong to SmolLM2-135M-Instruct")
         target_dir = models.default_target_dir(cfg.workspace, log)
         target = models.load_model(target_dir, device)
-        draft_model = models.build_default_draft(target)
         tok = models.load_tokenizer_from(target_dir)
-        draft = speculative.make_draft(draft_model, name=models.DEFAULT_DRAFT)
-        return target, tok, draft, models.DEFAULT_TARGET, models.DEFAULT_DRAFT
+        if _is_default(cfg.draft, STANDALONE_DRAFT_NAMES):
+            draft = speculative.make_draft(models.build_default_draft(target), name=models.DEFAULT_DRAFT)
+            return target, tok, draft, models.DEFAULT_TARGET, models.DEFAULT_DRAFT, "standalone"
+        return target, tok, eagle3.build_default_eagle3(target), models.DEFAULT_TARGET, eagle3.DEFAULT_EAGLE3, "eagle3"
     target_dir = Path(models.resolve_model(cfg.target, cfg.workspace))
     target = models.load_model(target_dir, device)
     tok = models.load_tokenizer_from(target_dir)
+    tname = models.DEFAULT_TARGET if default_target else str(cfg.target)
+    V = int(target.get_output_embeddings().weight.shape[0])
     draft_dir = Path(models.resolve_model(cfg.draft, cfg.workspace))
+    if eagle3.is_eagle3_checkpoint(draft_dir):
+        draft = eagle3.load_eagle3(draft_dir, device, target.dtype, target=target)
+        if draft.cfg.vocab_size != V:
+            raise VTError(f"{cfg.draft}: the EAGLE-3 head is for a {draft.cfg.vocab_size:,}-token vocabulary, "
+                          f"the target has {V:,}")
+        return target, tok, draft, tname, str(cfg.draft), "eagle3"
     if not _has_tokenizer(draft_dir):
         raise VTError(f"{draft_dir}: the draft has no tokenizer files, so it cannot be checked against the "
                       "target's; copy the tokenizer it was trained with into that directory")
-    models.check_same_tokenizer(models.load_tokenizer_from(draft_dir), tok, f"draft {cfg.draft}",
-                                f"target {cfg.target or models.DEFAULT_TARGET}")
-    V = int(target.get_output_embeddings().weight.shape[0])
-    draft = speculative.load_draft(draft_dir, device, vocab_size=V)
-    tname = models.DEFAULT_TARGET if default_target else str(cfg.target)
-    return target, tok, draft, tname, str(cfg.draft)
+    models.check_same_tokenizer(models.load_tokenizer_from(draft_dir), tok, f"draft {cfg.draft}", f"target {tname}")
+    return target, tok, speculative.load_draft(draft_dir, device, vocab_size=V), tname, str(cfg.draft), "standalone"
 
 
 def count_data(path: str | Path, tokenizer, workspace=None):
@@ -172,118 +232,158 @@ def count_data(path: str | Path, tokenizer, workspace=None):
     return cf
 
 
-def default_kept_ids(cf, k: int | None, coverage: float, extra_keep=()) -> tuple[Any, int, str]:
-    """Kept ids from the data's ranking (fit rows, so held-out prompts stay unseen): exactly k
-    (given, or picked by search_k), or the smallest k whose held-out coverage reaches `coverage`."""
-    cov = cf.coverage(extra_keep=list(extra_keep))
-    if k is None:
-        k = k_for_coverage(cov.curve("heldout"), coverage)
-        how = f"smallest k with held-out coverage >= {coverage}"
-    else:
-        if not 1 <= k <= cov.vocab_size:
-            raise VTError(f"--k must be between 1 and {cov.vocab_size}, got {k}")
-        how = f"k = {k} given"
-    return cov.kept("heldout", k), int(k), how
+def proposable_ids(draft) -> np.ndarray | None:
+    """Target ids the draft's head scores (None: every id)."""
+    if isinstance(draft, eagle3.Eagle3Draft):
+        return draft.head_target_ids.cpu().numpy()
+    return None if draft.kept is None else draft.kept.cpu().numpy()
+
+
+def trim(draft, kept):
+    """The draft over the kept ids: an EAGLE-3 head sub-trimmed, a standalone head cut."""
+    if isinstance(draft, eagle3.Eagle3Draft):
+        return eagle3.subtrim(draft, kept)
+    return speculative.make_draft(draft.model, kept, name=f"{draft.name} @ k={len(kept)}")
+
+
+def ranking(cf, keep, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The fit rows' ranking (held-out prompts stay unseen), restricted to the ids the draft can
+    propose, and its held-out coverage C(k) for k = 0..len(ranking)."""
+    order = cf.coverage(extra_keep=list(keep)).order("heldout")
+    if allowed is not None:
+        mask = np.zeros(order.size, dtype=bool)
+        allowed = np.asarray(allowed)
+        mask[allowed[allowed < order.size]] = True
+        order = order[mask[order]]
+    counts = cf.counts_heldout if int(cf.counts_heldout.sum()) > 0 else cf.counts
+    return order, np.concatenate([[0.0], np.cumsum(counts[order]) / max(int(counts.sum()), 1)])
 
 
 def kept_coverage(cf, kept) -> float:
     """Share of the data's held-out assistant tokens (all tokens when none are held out) in `kept`."""
-    import numpy as np
-
     counts = cf.counts_heldout if int(cf.counts_heldout.sum()) > 0 else cf.counts
     kept = np.asarray(kept, dtype=np.int64)
     kept = kept[kept < counts.shape[0]]
     return float(counts[kept].sum() / max(int(counts.sum()), 1))
 
 
-def prepare(cfg: BenchConfig, log=None) -> Setup:
-    """Load models, build the trimmed draft and count the data: everything before timing."""
-    import torch
+# ---------------------------------------------------------------- calibration and the search
 
-    from vtcore import speculative
+
+def calibrate(cfg: BenchConfig, target, tok, draft, eos: tuple[int, ...]) -> Calibration:
+    """The full draft's acceptance and costs and the target's verify costs, on held-out prompts
+    the benchmark does not measure (a draft may have been trained on the other rows, as the
+    default ones were: its acceptance there would be too high)."""
+    data = cfg.data or default_data()
+    prompts = load_prompts(data, tok, heldout=True, limit=cfg.prompts + CALIBRATION_PROMPTS)[cfg.prompts:]
+    where = "held-out prompts not benchmarked"
+    if not prompts:
+        prompts = load_prompts(data, tok, heldout=False, limit=CALIBRATION_PROMPTS)
+        where = "non-held-out prompts (too few held-out rows to spare)"
+    gamma = cfg.gamma or 4
+    c = speculative.SpecConfig(gamma=gamma, max_new_tokens=cfg.max_new_tokens, eos_ids=eos)
+    short = speculative.SpecConfig(gamma=gamma, max_new_tokens=8, eos_ids=eos)
+    speculative.target_generate(target, prompts[0].ids, short)          # warm-up
+    speculative.speculative_generate(target, draft, prompts[0].ids, short)
+    f_runs = [speculative.speculative_generate(target, draft, p.ids, c).stats for p in prompts]
+    a0 = _acceptance(f_runs)
+    if not a0:
+        raise VTError("the full draft accepted no token in calibration (a0 = 0); pass --k and --gamma, "
+                      "or use --k-from coverage with --gamma")
+    per_token = [(d / g, h / g) for s in f_runs for d, h, g in zip(s.draft_s, s.head_s, s.drafted) if g]
+    aux_ids = tuple(draft.aux_ids) if isinstance(draft, eagle3.Eagle3Draft) else None
+    verify = speculative.verify_ms(target, prompts[0].ids, GAMMA_MAX + 1, aux_ids=aux_ids)
+    return Calibration(a0=a0, draft_ms_per_token=1000 * median(d for d, _ in per_token),
+                       head_share=median(h / d for d, h in per_token if d > 0), target_ms=verify[0],
+                       verify_costs=[v / verify[0] for v in verify[1:]], gamma=gamma, prompts=len(prompts),
+                       where=where)
+
+
+def search_k_gamma(cfg: BenchConfig, cal: Calibration, C: np.ndarray, n_keep: int) -> tuple[int, int, float]:
+    """(k, gamma, predicted speed-up): vtcore.search's exact speed-up optimum at C(k) >= min_coverage,
+    the draft's time linear in k (t(k) = t(N) (1 - s (1 - k/N)), s its head share) and the verify
+    cost measured for every gamma. A given --gamma fixes gamma."""
+    N = C.shape[0] - 1
+    gammas = (cfg.gamma, cfg.gamma) if cfg.gamma else (1, GAMMA_MAX)
+    best = solve_exact(Problem(coverage=C, reduction=cal.head_share * (1.0 - np.arange(N + 1) / N),
+                               objective="speedup", a0=cal.a0, cost_ratio_full=cal.cost_ratio,
+                               verify_costs=tuple(cal.verify_costs), gamma_min=gammas[0], gamma_max=gammas[1],
+                               min_coverage=cfg.min_coverage, k_min=max(n_keep, 1), latency_source="measured"))
+    return best.best_k, best.best_gamma, float(best.speedup)
+
+
+def best_gamma_at(cal: Calibration, coverage_k: float, k: int, N: int) -> tuple[int, float]:
+    """The speed-up model's best gamma for a fixed token set of k ids covering coverage_k."""
+    gammas = np.arange(1, GAMMA_MAX + 1)
+    c = cal.cost_ratio * (1.0 - cal.head_share * (1.0 - k / N))
+    S = predicted_speedup(cal.a0 * coverage_k, gammas, c, np.asarray(cal.verify_costs))
+    i = int(np.argmax(S))
+    return int(gammas[i]), float(S[i])
+
+
+def prepare(cfg: BenchConfig, log=None) -> Setup:
+    """Load models, count the data, calibrate, build the trimmed draft: everything before timing."""
+    import torch
 
     log = log or (lambda msg: None)
     device, note = models.pick_device(cfg.device)
     notes = [note] if note else []
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    target, tok, draft, tname, dname = load_models(cfg, device, log)
+    target, tok, draft, tname, dname, kind = load_models(cfg, device, log)
     data = cfg.data or default_data()
     cf = count_data(data, tok, cfg.workspace)
-    keep_always = eos_ids(target, tok)
-    if draft.trimmed:  # an hf-draft directory is already trimmed; there is no full head to compare
+    keep = eos_ids(target, tok)
+    N = len(proposable_ids(draft)) if proposable_ids(draft) is not None else int(target.get_output_embeddings().weight.shape[0])
+    if kind == "standalone" and draft.trimmed:   # an hf-draft export: no full head to compare
         if cfg.token_map:
             raise VTError(f"{cfg.draft} is already trimmed; do not pass --token-map too")
-        full, trimmed, source = None, draft, f"{cfg.draft} (d2t)"
-        notes.append("the draft is an hf-draft (trimmed head only): no full-vocabulary draft to compare")
-    elif cfg.token_map:
-        kept = read_token_ids(cfg.token_map)
-        full, trimmed, source = draft, speculative.make_draft(draft.model, kept, name=f"{dname} @ token map"), str(cfg.token_map)
+        notes.append("the draft is already trimmed (an hf-draft export): no full-vocabulary draft to compare")
+        return Setup(target, tok, None, draft, kind, tname, dname, f"{cfg.draft} (d2t)", cfg.gamma or 4,
+                     "given" if cfg.gamma else "default", cf, notes=notes)
+    if cfg.k_from not in ("coverage", "search"):
+        raise VTError(f"--k-from must be 'coverage' or 'search', got {cfg.k_from!r}")
+    needs_search = cfg.gamma is None or (cfg.k is None and cfg.k_from == "search" and not cfg.token_map)
+    cal = calibrate(cfg, target, tok, draft, keep) if needs_search else None
+    predicted = None
+    if cfg.token_map:
+        kept = np.asarray(read_token_ids(cfg.token_map))
+        source = str(cfg.token_map)
     else:
-        k_pick, how = cfg.k, None
-        if cfg.k is None and cfg.k_from == "search":
-            k_pick, how = search_k(cfg, target, tok, draft, cf, keep_always)
-        elif cfg.k_from not in ("coverage", "search"):
-            raise VTError(f"--k-from must be 'coverage' or 'search', got {cfg.k_from!r}")
-        kept, k, how0 = default_kept_ids(cf, k_pick, cfg.coverage, keep_always)
-        how = how or how0
-        full = draft
-        trimmed = speculative.make_draft(draft.model, kept, name=f"{dname} @ k={k}")
+        order, C = ranking(cf, keep, proposable_ids(draft))
+        if cfg.k is None and C[-1] < cfg.min_coverage:
+            raise VTError(f"the draft's {order.size:,}-token vocabulary covers at most {C[-1]:.4f} of the held-out "
+                          f"tokens, below --min-coverage {cfg.min_coverage}")
+        if cfg.k is not None:
+            if not 1 <= cfg.k <= order.size:
+                raise VTError(f"--k must be between 1 and {order.size} (the ids the draft can propose), got {cfg.k}")
+            k, how = cfg.k, f"k = {cfg.k} given"
+        elif cfg.k_from == "search":
+            k, gamma, predicted = search_k_gamma(cfg, cal, C, len(keep))
+            how = (f"vtcore.search speed-up optimum at held-out C(k) >= {cfg.min_coverage} (calibrated on "
+                   f"{cal.prompts} {cal.where}: a0 {cal.a0:.3f}, c {cal.cost_ratio:.3f}, head share "
+                   f"{cal.head_share:.2f}, verify cost at gamma {gamma} {cal.verify_costs[gamma - 1]:.2f})")
+        else:
+            k = max(k_for_coverage(C, cfg.min_coverage), len(keep), 1)
+            how = f"smallest k with held-out coverage >= {cfg.min_coverage}"
+        kept = order[:k]
         source = f"{Path(data).name}: {how}"
-    missing = [i for i in keep_always if int(i) not in set(trimmed.kept.tolist())]
+    trimmed = trim(draft, kept)
+    if cfg.gamma is not None:
+        gamma, gamma_from = cfg.gamma, "given"
+    elif predicted is not None:
+        gamma_from = "search"
+    else:
+        gamma, predicted = best_gamma_at(cal, kept_coverage(cf, kept), len(kept), N)
+        gamma_from = "search"
+    missing = [i for i in keep if int(i) not in set(np.asarray(kept).tolist())]
     if missing:
         notes.append(f"the token map does not keep EOS id(s) {missing}: the trimmed draft can never propose them")
-    return Setup(target, tok, full, trimmed, tname, dname, source, cf, notes)
-
-
-def search_k(cfg: BenchConfig, target, tok, draft, cf, keep_always) -> tuple[int, str]:
-    """k from vtcore.search's exact speed-up optimum, fed with a measured calibration: the full
-    draft's acceptance a0, its cost ratio c = draft ms per token / target ms per token, and its
-    LM-head share s, on two held-out prompts that the benchmark itself does not use (a draft may
-    have been trained on the other rows, as the default one was: its a0 there would be too high).
-    The latency model is linear in k: t_draft(k) = t_draft(V) (1 - s (1 - k/V))."""
-    import numpy as np
-
-    from vtcore import speculative as sp
-
-    data = cfg.data or default_data()
-    prompts = load_prompts(data, tok, heldout=True, limit=cfg.prompts + 2)[cfg.prompts:]
-    where = "held-out prompts not benchmarked"
-    if not prompts:
-        prompts = load_prompts(data, tok, heldout=False, limit=2)
-        where = "non-held-out prompts (too few held-out rows to spare)"
-    c = sp.SpecConfig(gamma=cfg.gamma, max_new_tokens=cfg.max_new_tokens, eos_ids=keep_always)
-    short = sp.SpecConfig(gamma=cfg.gamma, max_new_tokens=8, eos_ids=keep_always)
-    sp.target_generate(target, prompts[0].ids, short)          # warm-up
-    sp.speculative_generate(target, draft, prompts[0].ids, short)
-    t_runs = [sp.target_generate(target, p.ids, c).stats for p in prompts]
-    f_runs = [sp.speculative_generate(target, draft, p.ids, c).stats for p in prompts]
-    a0 = _acceptance(f_runs)
-    if not a0:
-        raise VTError("--k-from search: the full draft accepted no token in calibration (a0 = 0); "
-                      "pass --k or use --k-from coverage")
-    t_target = _median([x for s in t_runs for x in s.target_s])
-    per_token = [(d / g, h / g) for s in f_runs for d, h, g in zip(s.draft_s, s.head_s, s.drafted) if g]
-    c_full = _median([d for d, _ in per_token]) / t_target
-    share = _median([h / d for d, h in per_token if d > 0])
-    cov = cf.coverage(extra_keep=list(keep_always))
-    C = cov.curve("heldout")
-    V = C.shape[0] - 1
-    R = share * (1.0 - np.arange(V + 1) / V)
-    best = solve_exact(Problem(coverage=C, reduction=R, objective="speedup", a0=a0, cost_ratio_full=c_full,
-                               gamma_min=cfg.gamma, gamma_max=cfg.gamma, min_coverage=cfg.min_coverage,
-                               k_min=max(len(cov.always_keep), 1), latency_source="measured"))
-    return best.best_k, (f"vtcore.search speed-up optimum at C(k) >= {cfg.min_coverage} (calibrated on {len(prompts)} "
-                         f"{where}: a0 {a0:.3f}, c {c_full:.3f}, head share {share:.2f}; predicted {best.speedup:.2f}x)")
+    return Setup(target, tok, draft, trimmed, kind, tname, dname, source, gamma, gamma_from, cf, cal,
+                 predicted, notes)
 
 
 # ---------------------------------------------------------------- measuring
-
-
-def _median(xs) -> float:
-    from statistics import median
-
-    return median(xs)
 
 
 def _acceptance(stats_list) -> float | None:
@@ -293,30 +393,41 @@ def _acceptance(stats_list) -> float | None:
     return acc / (acc + rej) if acc + rej else None
 
 
-def _aggregate(runs: dict[int, list], method: str) -> dict:
-    """Per-prompt medians over repeats, then totals over prompts."""
-    from statistics import median
+def accepted_by_position(stats_list, gamma: int) -> list[float | None]:
+    """For draft position j = 1..gamma: the share of steps that drafted j tokens whose j-th was
+    accepted (so position 1 is the first token's acceptance)."""
+    out = []
+    for j in range(1, gamma + 1):
+        steps = [(n, g) for s in stats_list for n, g in zip(s.accepted, s.drafted) if g >= j]
+        out.append(sum(n >= j for n, _ in steps) / len(steps) if steps else None)
+    return out
 
-    stats = [s for reps in runs.values() for s in reps]
-    walls = {p: median(s.wall_s for s in reps) for p, reps in runs.items()}
-    tokens = {p: median(s.new_tokens for s in reps) for p, reps in runs.items()}
+
+def _aggregate(runs: dict[tuple[int, int], Any], method: str, gamma: int) -> dict:
+    """Totals over every (prompt, repeat), per-run values kept, and intervals (vtcore.spread)."""
+    stats = [runs[u] for u in sorted(runs)]
+    points = {u: (s.new_tokens, s.wall_s) for u, s in runs.items()}
     draft_steps = [x for s in stats for x in s.draft_s]
     target_steps = [x for s in stats for x in s.target_s]
     drafted = sum(sum(s.drafted) for s in stats)
     # medians over steps: a busy shared CPU adds rare, long stalls that would swamp a mean
     per_token = [(d / g, h / g) for s in stats for d, h, g in zip(s.draft_s, s.head_s, s.drafted) if g]
     out = {
-        "tokens_per_s": sum(tokens.values()) / sum(walls.values()),
-        "latency_s": median(walls.values()),
-        "new_tokens": sum(tokens.values()),
+        "tokens_per_s": spread.throughput(points),
+        "tokens_per_s_ci": list(spread.throughput_ci(points)),
+        "new_tokens": sum(s.new_tokens for s in stats),
+        "latency_s": median(s.wall_s for s in stats),
         "target_ms_per_step": 1000 * median(target_steps),
         "prefill_ms": 1000 * median(s.prefill_s for s in stats),
-        "runs": len(stats),
+        "runs": [{"prompt": p, "repeat": r, "tokens": s.new_tokens, "wall_s": s.wall_s,
+                  "tokens_per_s": s.tokens_per_s, "accepted_per_step": s.accepted_per_step if s.drafted else None}
+                 for (p, r), s in sorted(runs.items())],
     }
     if method != "target_only":
         steps = sum(s.steps for s in stats)
         out.update({
             "accepted_per_step": sum(sum(s.accepted) for s in stats) / steps,
+            "accepted_by_position": accepted_by_position(stats, gamma),
             "tokens_per_step": sum(s.new_tokens for s in stats) / steps,
             "acceptance_rate": sum(sum(s.accepted) for s in stats) / max(drafted, 1),
             "acceptance": _acceptance(stats),
@@ -331,73 +442,78 @@ def _aggregate(runs: dict[int, list], method: str) -> dict:
 def measure(setup: Setup, prompts: list[Prompt], cfg: BenchConfig, progress, should_stop, done: list,
             total: int) -> dict | None:
     """Run the three methods over `prompts`, interleaved per repeat so load drifts hit all alike."""
-    from vtcore import speculative as sp
-
     eos = eos_ids(setup.target, setup.tokenizer)
-    methods = [("target_only", None), ("full", setup.full), ("trimmed", setup.trimmed)]
-    methods = [(m, d) for m, d in methods if m == "target_only" or d is not None]
+    methods = [(m, d) for m, d in (("target_only", None), ("full", setup.full), ("trimmed", setup.trimmed))
+               if m == "target_only" or d is not None]
 
-    def run(method, draft, ids, max_new, seed):
-        c = sp.SpecConfig(gamma=cfg.gamma, max_new_tokens=max_new, mode=cfg.mode, temperature=cfg.temperature,
+    def run(draft, ids, max_new, seed):
+        c = speculative.SpecConfig(gamma=setup.gamma, max_new_tokens=max_new, mode=cfg.mode, temperature=cfg.temperature,
                           seed=seed, eos_ids=eos)
         if draft is None:
-            return sp.target_generate(setup.target, ids, c)
-        return sp.speculative_generate(setup.target, draft, ids, c, should_stop=should_stop)
+            return speculative.target_generate(setup.target, ids, c)
+        return speculative.speculative_generate(setup.target, draft, ids, c, should_stop=should_stop)
 
     for _ in range(cfg.warmup):  # first calls pay for allocation and kernel selection
         for m, d in methods:
-            run(m, d, prompts[0].ids, min(16, cfg.max_new_tokens), cfg.seed)
+            run(d, prompts[0].ids, min(16, cfg.max_new_tokens), cfg.seed)
             done[0] += 1
             progress(done[0] / total, f"warm-up {m}")
-    runs = {m: {} for m, _ in methods}
-    outputs = {m: {} for m, _ in methods}
+    runs: dict[str, dict] = {m: {} for m, _ in methods}
+    outputs: dict[str, dict] = {m: {} for m, _ in methods}
     for pi, p in enumerate(prompts):
         for r in range(cfg.repeats):
             for m, d in methods:
                 if should_stop():
                     return None
-                res = run(m, d, p.ids, cfg.max_new_tokens, cfg.seed + pi)
-                runs[m].setdefault(pi, []).append(res.stats)
-                outputs[m].setdefault(pi, []).append(res.tokens)
+                res = run(d, p.ids, cfg.max_new_tokens, cfg.seed + pi)
+                runs[m][(pi, r)] = res.stats
+                outputs[m][(pi, r)] = res.tokens
                 done[0] += 1
                 progress(done[0] / total, f"prompt {pi + 1}/{len(prompts)} repeat {r + 1} {m}: "
                                           f"{res.stats.tokens_per_s:.1f} tok/s")
-    out = {m: _aggregate(runs[m], m) for m, _ in methods}
+    out: dict[str, Any] = {m: _aggregate(runs[m], m, setup.gamma) for m, _ in methods}
+    out.update(_speedups({m: {u: (s.new_tokens, s.wall_s) for u, s in runs[m].items()} for m, _ in methods}))
     if cfg.mode == "greedy":
         ref = outputs["target_only"]
-        out["identical_outputs"] = all(o == ref[pi][0] for m, _ in methods for pi, outs in outputs[m].items()
-                                       for o in outs)
+        out["identical_outputs"] = all(o == ref[u] for m, _ in methods for u, o in outputs[m].items())
     else:
         out["identical_outputs"] = None  # samples differ run to run; the distribution is tested in tests/
     out["prompts"] = len(prompts)
-    out["sample_output"] = setup.tokenizer.decode(outputs["target_only"][0][0])
+    out["sample_output"] = setup.tokenizer.decode(outputs["target_only"][(0, 0)])
     return out
 
 
-def _speedups(res: dict) -> dict:
-    t = res["target_only"]["tokens_per_s"]
-    full = res.get("full")
-    trim = res["trimmed"]["tokens_per_s"]
-    return {"speedup_trimmed_vs_full": trim / full["tokens_per_s"] if full else None,
-            "speedup_trimmed_vs_target": trim / t,
-            "speedup_full_vs_target": full["tokens_per_s"] / t if full else None}
+def _speedups(points: dict[str, dict]) -> dict:
+    """Each ratio with its interval and verdict (vtcore.spread)."""
+    out = {}
+    for name, a, b in (("trimmed_vs_full", "trimmed", "full"), ("trimmed_vs_target", "trimmed", "target_only"),
+                       ("full_vs_target", "full", "target_only")):
+        if a not in points or b not in points:
+            out.update({f"speedup_{name}": None, f"speedup_{name}_ci": None, f"verdict_{name}": None})
+            continue
+        ci = spread.ratio_ci(points[a], points[b])
+        out.update({f"speedup_{name}": spread.throughput(points[a]) / spread.throughput(points[b]),
+                    f"speedup_{name}_ci": list(ci), f"verdict_{name}": spread.verdict(ci)})
+    n_prompts = len({u[0] for u in points["target_only"]})
+    out["ci_method"] = spread.method(n_prompts)
+    return out
 
 
 def prediction(res: dict, gamma: int, coverage_k: float, a0_override: float | None = None) -> dict:
     """The search module's speed-up model fed with what was measured: a0 (full draft), a(k) =
-    a0 C(k), c = draft ms per token / target ms per one-token step. Also the same model with
-    the measured verify cost (a (gamma+1)-token target forward is not free on a CPU)."""
+    a0 C(k), c = draft ms per token / target ms per one-token step, and the verify cost (a
+    (gamma+1)-token target forward in one-token steps: not free on a CPU)."""
     t1 = res["target_only"]["target_ms_per_step"]
-    full, trim = res.get("full"), res["trimmed"]
+    full, trim_ = res.get("full"), res["trimmed"]
     a0 = a0_override if a0_override is not None else (full["acceptance"] if full else None)
     out = {"a0": a0, "coverage_k": coverage_k, "target_ms_per_token": t1,
-           "a_trimmed_measured": trim["acceptance"], "gamma": gamma}
+           "a_trimmed_measured": trim_["acceptance"], "gamma": gamma}
     if a0 is None:
         return out
     a_k = a0 * coverage_k
     c_full = full["draft_ms_per_token"] / t1 if full else None
-    c_trim = trim["draft_ms_per_token"] / t1
-    verify = trim["target_ms_per_step"] / t1
+    c_trim = trim_["draft_ms_per_token"] / t1
+    verify = trim_["target_ms_per_step"] / t1
 
     def speedup(a: float, c: float, verify_cost: float = 1.0) -> float:
         return float(predicted_speedup(a, gamma, c, verify_cost))
@@ -422,21 +538,27 @@ def _device_name(device) -> str:
     return "cpu"
 
 
+def _summary(res: dict, setup: Setup, cfg: BenchConfig, kept_cov: float) -> dict:
+    """One measured set of prompts as the result reports it."""
+    return {"target_only": res["target_only"], "full": res.get("full"), "trimmed": res["trimmed"],
+            **{k: v for k, v in res.items() if k.startswith(("speedup_", "verdict_")) or k == "ci_method"},
+            "identical_outputs": res["identical_outputs"], "prompts": res["prompts"],
+            "prediction": prediction(res, setup.gamma, kept_cov)}
+
+
 def run_bench(cfg: BenchConfig, progress: Callable[[float, str], None] | None = None,
               should_stop: Callable[[], bool] | None = None, log=None) -> dict:
     """Benchmark target alone, target + full draft and target + trimmed draft (see module doc).
-    `progress(frac, text)` and `should_stop()` let a background thread report and be stopped."""
+    `progress(frac, text)` and `should_stop()` let a caller report and stop it."""
     import torch
 
-    from vtcore.speculative import SpecConfig
-
-    SpecConfig(gamma=cfg.gamma, max_new_tokens=cfg.max_new_tokens, mode=cfg.mode, temperature=cfg.temperature)
+    speculative.SpecConfig(gamma=cfg.gamma or 1, max_new_tokens=cfg.max_new_tokens, mode=cfg.mode, temperature=cfg.temperature)
     if cfg.prompts < 1 or cfg.repeats < 1 or cfg.warmup < 0:
         raise VTError("--prompts and --repeats must be >= 1, --warmup >= 0")
     progress = progress or (lambda frac, text="": None)
     should_stop = should_stop or (lambda: False)
     t0 = time.perf_counter()
-    progress(0.0, "loading models")
+    progress(0.0, "loading models and calibrating")
     setup = prepare(cfg, log)
     device = setup.target.get_output_embeddings().weight.device
     data = cfg.data or default_data()
@@ -448,32 +570,31 @@ def run_bench(cfg: BenchConfig, progress: Callable[[float, str], None] | None = 
     res = measure(setup, prompts, cfg, progress, should_stop, done, total)
     if res is None:
         return {"stopped": True, "device": _device_name(device), "target": setup.target_name,
-                "draft": setup.draft_name, "k": setup.trimmed.k}
-    c_k = kept_coverage(setup.counts, setup.trimmed.kept.tolist())
+                "draft": setup.draft_name, "k": setup.trimmed.k if setup.kind == "standalone" else setup.trimmed.n}
+    kept = proposable_ids(setup.trimmed)
+    c_k = kept_coverage(setup.counts, kept)
+    cal = setup.calibration
     result = {
         "device": _device_name(device),
         "threads": torch.get_num_threads() if device.type == "cpu" else None,
         "dtype": str(setup.target.dtype).replace("torch.", ""),
-        "target": setup.target_name, "draft": setup.draft_name,
-        "k": setup.trimmed.k, "vocab_size": int(setup.target.get_output_embeddings().weight.shape[0]),
+        "target": setup.target_name, "draft": setup.draft_name, "draft_kind": setup.kind,
+        "k": int(len(kept)), "vocab_size": int(setup.target.get_output_embeddings().weight.shape[0]),
+        "draft_vocab_size": None if setup.full is None else (
+            int(len(proposable_ids(setup.full))) if proposable_ids(setup.full) is not None else None),
         "token_map": setup.token_map, "coverage_k": c_k,
-        "data": str(data), "prompts": res.pop("prompts"), "mode": cfg.mode, "gamma": cfg.gamma,
+        "data": str(data), "mode": cfg.mode, "gamma": setup.gamma, "gamma_from": setup.gamma_from,
         "max_new_tokens": cfg.max_new_tokens, "repeats": cfg.repeats, "warmup": cfg.warmup,
-        "target_only": res["target_only"], "full": res.get("full"), "trimmed": res["trimmed"],
-        **_speedups(res),
-        "identical_outputs": res["identical_outputs"],
+        **_summary(res, setup, cfg, c_k),
+        "calibration": None if cal is None else asdict(cal),
+        "search_predicted_speedup": setup.predicted,
     }
-    pred = prediction(res, cfg.gamma, c_k)
-    result["predicted_speedup"] = pred.get("trimmed_vs_target")
-    result["prediction"] = pred
+    result["predicted_speedup"] = result["prediction"].get("trimmed_vs_target_with_verify_cost")
     if ood:
         o = measure(setup, ood, cfg, progress, should_stop, done, total)
         if o is not None:
-            c_ood = kept_coverage(count_data(cfg.ood_data, setup.tokenizer, cfg.workspace), setup.trimmed.kept.tolist())
-            result["ood"] = {"data": str(cfg.ood_data), "prompts": o.pop("prompts"), "coverage_k": c_ood,
-                             "target_only": o["target_only"], "full": o.get("full"), "trimmed": o["trimmed"],
-                             **_speedups(o), "identical_outputs": o["identical_outputs"],
-                             "prediction": prediction(o, cfg.gamma, c_ood)}
+            c_ood = kept_coverage(count_data(cfg.ood_data, setup.tokenizer, cfg.workspace), kept)
+            result["ood"] = {"data": str(cfg.ood_data), "coverage_k": c_ood, **_summary(o, setup, cfg, c_ood)}
     result["sample_output"] = res["sample_output"][:300]
     result["notes"] = setup.notes
     result["seconds"] = time.perf_counter() - t0

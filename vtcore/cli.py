@@ -16,7 +16,7 @@ import importlib
 import json
 import sys
 
-from vtcore.cmd.common import bar_open, dumps
+from vtcore.cmd.common import bar_open, dumps, set_progress_file
 from vtcore.errors import VTError
 from vtcore.files import plain_json
 
@@ -41,12 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         p = importlib.import_module(f"vtcore.cmd.{name}").register(sub)
         p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+        p.add_argument("--progress-file", metavar="FILE", help=argparse.SUPPRESS)   # for vtcore.jobs.run_child
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    set_progress_file(args.progress_file)
     try:
         result = args.func(args)
     except VTError as e:

@@ -144,6 +144,17 @@ def _specforge_aux_ids(ids) -> tuple[int, ...] | None:
     return tuple(i + 1 for i in ids) if ids[0] == 1 else tuple(ids)
 
 
+def specforge_aux_ids(hf_ids) -> list[int]:
+    """HF indices as a SpecForge/SGLang config writes them, so _specforge_aux_ids reads them back:
+    SpecForge's own default (HF 2, ...) in its layer-output convention (1, ...), anything else as
+    HF indices. A first HF index of 1 has no unambiguous spelling there."""
+    ids = [int(i) for i in hf_ids]
+    if ids[0] == 1:
+        raise VTError(f"aux layers {ids} (HF indices) cannot be written unambiguously in the SpecForge layout "
+                      "(SGLang would read them as layer outputs): save in the speculators layout")
+    return [i - 1 for i in ids] if ids[0] == 2 else ids
+
+
 def config_from_dict(d: dict) -> Eagle3Config:
     """An Eagle3Config from a config.json in the SpecForge/SGLang layout (flat Llama config +
     draft_vocab_size) or the speculators layout (speculators_model_type "eagle3")."""
@@ -709,8 +720,8 @@ def save_eagle3(draft: Eagle3Draft, path: str | os.PathLike, layout: str = "spec
         d = {"architectures": ["LlamaForCausalLMEagle3"], **layer, "draft_vocab_size": cfg.draft_vocab_size,
              "target_hidden_size": cfg.target_hidden_size, "tie_word_embeddings": cfg.tie_word_embeddings,
              "norm_output": cfg.norm_logits, "fc_norm": cfg.fc_norm, "bias": cfg.fc_bias}
-        if draft.aux_ids:   # written in the SGLang/SpecForge output convention (HF index - 1)
-            d["eagle_config"] = {"eagle_aux_hidden_state_layer_ids": [i - 1 for i in draft.aux_ids],
+        if draft.aux_ids:
+            d["eagle_config"] = {"eagle_aux_hidden_state_layer_ids": specforge_aux_ids(draft.aux_ids),
                                  "use_aux_hidden_state": True}
     d.update(extra_config or {})
     (path / "config.json").write_text(json.dumps(d, indent=1) + "\n")

@@ -1,16 +1,26 @@
 """A background job: one thread running fn(progress, should_stop), with progress(frac, text),
 a stop flag, the result, or the error with what was kept. The search's StudyRunner runs on one;
 the dashboard (vtapp.jobs) runs its counting and benchmark work on them and polls `status()`.
+`run_child` runs a CLI command in a process of its own (the dashboard's benchmarks and
+latency profiles: timings must not share the server's cores and GIL).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import traceback
+from pathlib import Path
 from typing import Any, Callable
 
 from vtcore.errors import VTError
+from vtcore.workspace import repo_root
 
 Progress = Callable[[float, str], None]
 ShouldStop = Callable[[], bool]
@@ -33,7 +43,7 @@ class Job:
     def __init__(self, fn: JobFn, name: str = "job", kept: str | Callable[[], str] | None = None,
                  meta: dict | None = None):
         self.fn, self.name, self._kept = fn, name, kept
-        self.meta = dict(meta or {})      # what the caller wants to remember (inputs, labels)
+        self.meta = meta if meta is not None else {}   # what the caller wants to remember (inputs, labels)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -121,3 +131,91 @@ class Job:
             return {"name": self.name, "state": self.state, "fraction": self.fraction, "text": self.text,
                     "error": self.error, "kept": self.kept, "running": self.running,
                     "elapsed": round(self.elapsed(), 3), "meta": dict(self.meta)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Work in a child process
+
+
+class Stopped(VTError):
+    """The work was asked to stop and did."""
+
+
+def _read_progress(path: Path, offset: int, progress: Progress) -> int:
+    """Forward the complete JSON lines written to `path` since `offset`; return the new offset."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except FileNotFoundError:
+        return offset
+    end = data.rfind(b"\n") + 1   # a line still being written waits for the next poll
+    for line in data[:end].splitlines():
+        try:
+            rec = json.loads(line)
+            progress(float(rec["fraction"]), str(rec.get("text", "")))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return offset + end
+
+
+def _end(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
+    """Stop a child and everything it started (its own process group): TERM, then KILL."""
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, grace_s)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _error_line(stderr: str) -> str | None:
+    """The CLI's one-line reason ("error: ...") among the progress bars on stderr."""
+    lines = [ln.strip() for ln in stderr.replace("\r", "\n").splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error: ")]
+    return errors[-1][len("error: "):] if errors else (lines[-1] if lines else None)
+
+
+def run_child(args: list[str], progress: Progress, should_stop: ShouldStop, poll_s: float = 0.3,
+              on_start: Callable[[int], None] | None = None) -> dict:
+    """Run `python -m vtcore ARGS --json` in a process of its own and return its JSON result.
+
+    The dashboard times nothing in its own process: a benchmark there would share the server's
+    cores and GIL with every page rerun. Progress comes back through a file of JSON lines
+    (--progress-file); should_stop() ends the child (and its process group); a failure raises
+    VTError with the child's one-line reason. `on_start(pid)` is told the child's pid."""
+    root = repo_root()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)}
+    with tempfile.TemporaryDirectory(prefix="vtcore-child-") as tmp:
+        prog, out, err = Path(tmp) / "progress.jsonl", Path(tmp) / "stdout", Path(tmp) / "stderr"
+        cmd = [sys.executable, "-m", "vtcore", *args, "--json", "--progress-file", str(prog)]
+        with open(out, "wb") as fo, open(err, "wb") as fe:
+            proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, stdin=subprocess.DEVNULL, cwd=root, env=env,
+                                    start_new_session=True)
+        if on_start is not None:
+            on_start(proc.pid)
+        offset = 0
+        try:
+            while proc.poll() is None:
+                if should_stop():
+                    _end(proc)
+                    raise Stopped("stopped; the child process was ended")
+                offset = _read_progress(prog, offset, progress)
+                time.sleep(poll_s)
+        finally:
+            _end(proc)   # whatever happened here, no child outlives the job
+        _read_progress(prog, offset, progress)
+        stdout = out.read_text(encoding="utf-8", errors="replace")
+        stderr = err.read_text(encoding="utf-8", errors="replace")
+    if proc.returncode != 0:
+        raise VTError(_error_line(stderr) or f"the child process exited with status {proc.returncode}")
+    try:
+        return json.loads(stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise VTError("the child process printed no JSON result") from None

@@ -121,6 +121,8 @@ class Problem:
     k_log: bool = True
     a0: float = 0.7                 # acceptance of the draft with its full vocabulary
     cost_ratio_full: float | None = None   # t_draft(V) / t_target (speed-up objective)
+    verify_costs: tuple[float, ...] | None = None   # verify of gamma+1 tokens / one target step, for
+                                                    # gamma = 1, 2, ... (None: 1, a GPU's cost)
     gamma_min: int = 1
     gamma_max: int = 8
     coverage_source: str = "heldout"
@@ -166,6 +168,13 @@ class Problem:
             if not 1 <= self.gamma_min <= self.gamma_max:
                 raise VTError(f"gamma range must satisfy 1 <= gamma_min <= gamma_max, got "
                               f"{self.gamma_min}..{self.gamma_max}")
+            if self.verify_costs is not None and len(self.verify_costs) < self.gamma_max:
+                raise VTError(f"verify costs are known up to gamma {len(self.verify_costs)}, not {self.gamma_max}")
+
+    def verify_cost(self, gamma: np.ndarray | int) -> np.ndarray | float:
+        if self.verify_costs is None:
+            return 1.0
+        return np.asarray(self.verify_costs, dtype=np.float64)[np.asarray(gamma) - 1]
 
     def cost_ratio(self, k: np.ndarray | int) -> np.ndarray:
         """c(k) = t_draft(k) / t_target = c_full * (1 - R(k))."""
@@ -179,7 +188,7 @@ class Problem:
         if self.objective == "speedup":
             g = int(gamma if gamma is not None else self.gamma_min)
             out["gamma"] = g
-            out["speedup"] = float(predicted_speedup(self.a0 * c, g, self.cost_ratio(k)))
+            out["speedup"] = float(predicted_speedup(self.a0 * c, g, self.cost_ratio(k), self.verify_cost(g)))
         return out
 
     def fingerprint(self) -> dict[str, Any]:
@@ -189,6 +198,8 @@ class Problem:
               "coverage_sha": _sha(self.coverage), "reduction_sha": _sha(self.reduction),
               "coverage_source": self.coverage_source, "latency_source": self.latency_source}
         if self.objective == "speedup":
+            if self.verify_costs is not None:
+                fp["verify_costs"] = list(self.verify_costs)
             fp.update(a0=self.a0, cost_ratio_full=self.cost_ratio_full,
                       gamma_min=self.gamma_min, gamma_max=self.gamma_max)
         return fp
@@ -222,7 +233,7 @@ def solve_exact(p: Problem) -> ExactResult:
     n = ks.size
     if p.objective == "speedup":
         gammas = np.arange(p.gamma_min, p.gamma_max + 1)[:, None]
-        S = predicted_speedup(p.a0 * C[None, :], gammas, p.cost_ratio(ks)[None, :])   # [G, K]
+        S = predicted_speedup(p.a0 * C[None, :], gammas, p.cost_ratio(ks)[None, :], p.verify_cost(gammas))   # [G, K]
         gi = np.argmax(S, axis=0)
         value = S[gi, np.arange(n)]
         gamma_by_k = gammas[gi, 0]

@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 import torch
 
-from vtcore import models
+from vtcore import eagle3, models
 from vtcore.errors import VTError
 from vtcore.formats import read_token_ids, read_trimmed_draft
 
@@ -252,25 +252,33 @@ def _postprocess_logits(model, logits: torch.Tensor) -> torch.Tensor:
 class _Runner:
     """Forward passes of one model with its cache, the committed sequence fed lazily."""
 
-    def __init__(self, model):
+    def __init__(self, model, aux_ids: tuple[int, ...] | None = None):
         self.model = model
         self.decoder = models.decoder_of(model)
         self.kw = models.cache_kwarg(self.decoder)
         self.cache = models.new_cache(model)
+        self.aux_ids = aux_ids    # EAGLE-3: the target layers whose hidden states the draft reads
 
     @property
     def cached(self) -> int:
         return self.cache.get_seq_length()
 
-    def hidden(self, ids: torch.Tensor) -> torch.Tensor:
-        """Final hidden states [L, H] of `ids` (shape [1, L]) appended to the cache."""
+    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Final hidden states [L, H] of `ids` (shape [1, L]) appended to the cache, and the
+        aux-layer states [L, k*Ht] when an EAGLE-3 draft reads them."""
+        if self.aux_ids is not None:
+            return eagle3.target_forward(self.model, ids[0], self.aux_ids, cache=self.cache)
         out = self.decoder(input_ids=ids, use_cache=True, **{self.kw: self.cache})
-        return out.last_hidden_state[0]
+        return out.last_hidden_state[0], None
 
-    def logits(self, ids: torch.Tensor, last: int) -> torch.Tensor:
-        """Full-vocabulary logits [last, V] of the last `last` positions (the target's head)."""
-        h = self.hidden(ids)[-last:]
-        return _postprocess_logits(self.model, self.model.get_output_embeddings()(h)).float()
+    def hidden(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.forward(ids)[0]
+
+    def logits(self, ids: torch.Tensor, last: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Full-vocabulary logits [last, V] of the last `last` positions (the target's head), and
+        the aux states of every position fed (EAGLE-3)."""
+        h, aux = self.forward(ids)
+        return _postprocess_logits(self.model, self.model.get_output_embeddings()(h[-last:])).float(), aux
 
 
 def _sample(probs: torch.Tensor, gen: torch.Generator) -> int:
@@ -315,7 +323,7 @@ def target_generate(target, prompt_ids, cfg: SpecConfig) -> GenResult:
     steps = []
     while len(out) < cfg.max_new_tokens:
         a = clock.now()
-        logits = tgt.logits(pending[None], 1)[0]
+        logits = tgt.logits(pending[None], 1)[0][0]
         b = clock.now()
         steps.append((a, b))
         if cfg.mode == "greedy":
@@ -359,16 +367,19 @@ class StandaloneProposer:
     """A standalone draft LM proposing a chain of tokens with its own KV cache, which holds a
     prefix of the committed sequence (rolled back to it after each verify)."""
 
+    aux_ids = None
+
     def __init__(self, draft: Draft):
         self.draft = draft
         self.runner = _Runner(draft.model)
         self.head_t = draft.head.t()
+        self.kept = draft.kept
 
     @property
     def cache(self):
         return self.runner.cache
 
-    def prefill(self, seq: torch.Tensor, n_seq: int) -> None:
+    def prefill(self, seq: torch.Tensor, n_seq: int, aux: torch.Tensor | None) -> None:
         self.runner.hidden(seq[None, : n_seq - 1])
 
     def propose(self, seq: torch.Tensor, n_seq: int, g: int, cfg: SpecConfig, gen: torch.Generator,
@@ -394,9 +405,68 @@ class StandaloneProposer:
             prop.head_iv.append((ha, hb))
         return prop
 
-    def rollback(self, n_seq: int) -> None:
+    def commit(self, n_seq: int, aux: torch.Tensor | None) -> None:
         """Keep every committed token but the last one (it is fed on the next step)."""
         models.crop_cache(self.runner.cache, n_seq - 1)
+
+
+class Eagle3Proposer:
+    """An EAGLE-3 head (vtcore.eagle3). At position t it reads the target's fused aux states at t
+    with the embedding of token t+1 and predicts token t+2. The first step of a round feeds every
+    newly committed position with the target's states (which also rewrites the draft's KV cache
+    there); later steps feed the draft's own output state. Rolling back crops the draft's cache
+    to the positions computed from target states."""
+
+    def __init__(self, draft: eagle3.Eagle3Draft):
+        self.draft = draft
+        self.cache = eagle3.Eagle3Cache()
+        self.aux_ids = tuple(draft.aux_ids)
+        self.kept = draft.head_target_ids   # the target id of each head row, ascending
+        self.aux: torch.Tensor | None = None   # the target's aux states of positions 0..n_seq-2
+        self.from_target = 0                # draft cache positions computed from target states
+
+    def prefill(self, seq: torch.Tensor, n_seq: int, aux: torch.Tensor | None) -> None:
+        self.aux = aux
+        if n_seq > 2:   # every pair but the last; the first propose feeds that one
+            self.draft(seq[1: n_seq - 1], self.draft.fuse(aux[: n_seq - 2]), self.cache)
+
+    def propose(self, seq: torch.Tensor, n_seq: int, g: int, cfg: SpecConfig, gen: torch.Generator,
+                clock: Clock) -> Proposal:
+        d = self.draft
+        if self.aux is None or self.aux.shape[0] < n_seq - 1 or n_seq < 2:
+            g = 0   # nothing the target has seen yet to draft from (a one-token prompt)
+        prop = Proposal(torch.empty(g, dtype=torch.long, device=seq.device),
+                        torch.empty(g, dtype=torch.long, device=seq.device))
+        base = self.cache.length
+        for j in range(g):
+            a = clock.now()
+            if j == 0:
+                h = d(seq[base + 1: n_seq], d.fuse(self.aux[base: n_seq - 1]), self.cache)[-1:]
+                self.from_target = self.cache.length
+            else:
+                h = d(prop.tokens[j - 1: j], h, self.cache)
+            ha = clock.now()
+            z = d.logits(h)[0]                     # [n]: only the head's rows are computed
+            hb = clock.now()
+            row, q = _pick(z.float(), cfg.mode == "greedy", cfg.temperature, gen)
+            if q is not None:
+                prop.q.append(q)
+            prop.rows[j], prop.tokens[j] = row, self.kept[row]
+            prop.draft_iv.append((a, clock.now()))
+            prop.head_iv.append((ha, hb))
+        return prop
+
+    def commit(self, n_seq: int, aux: torch.Tensor | None) -> None:
+        """Keep the target's states of the committed positions (the verify fed the uncommitted
+        tail and the drafts: the first ones are now committed), and drop the draft's own."""
+        have = 0 if self.aux is None else self.aux.shape[0]
+        new = aux[: n_seq - 1 - have]
+        self.aux = new if self.aux is None else torch.cat([self.aux, new])
+        self.cache.crop(self.from_target)
+
+
+def make_proposer(draft: Draft | eagle3.Eagle3Draft) -> StandaloneProposer | Eagle3Proposer:
+    return Eagle3Proposer(draft) if isinstance(draft, eagle3.Eagle3Draft) else StandaloneProposer(draft)
 
 
 def _accept(logits: torch.Tensor, prop: Proposal, kept: torch.Tensor | None, cfg: SpecConfig,
@@ -428,24 +498,26 @@ def _accept(logits: torch.Tensor, prop: Proposal, kept: torch.Tensor | None, cfg
     return g, new + [_sample(p[g], gen)]
 
 
-def _check_vocab(draft: Draft, V: int) -> None:
-    if draft.kept is not None and int(draft.kept.max()) >= V:
-        raise VTError(f"the draft keeps token id {int(draft.kept.max())}, beyond the target's vocabulary ({V})")
-    if draft.kept is None and draft.k > V:
-        raise VTError(f"the draft's head has {draft.k} rows but the target's vocabulary has {V}; "
+def _check_vocab(proposer: StandaloneProposer | Eagle3Proposer, V: int) -> None:
+    kept = proposer.kept
+    if kept is not None and int(kept.max()) >= V:
+        raise VTError(f"the draft keeps token id {int(kept.max())}, beyond the target's vocabulary ({V})")
+    if kept is None and proposer.draft.k > V:
+        raise VTError(f"the draft's head has {proposer.draft.k} rows but the target's vocabulary has {V}; "
                       "build the Draft with make_draft(model, vocab_size=V)")
 
 
 @torch.inference_mode()
-def speculative_generate(target, draft: Draft, prompt_ids, cfg: SpecConfig,
+def speculative_generate(target, draft: Draft | eagle3.Eagle3Draft, prompt_ids, cfg: SpecConfig,
                          should_stop: Callable[[], bool] | None = None) -> GenResult:
     """Generate with the draft proposing and the target verifying; lossless (see module doc)."""
     device = target.get_output_embeddings().weight.device
     clock = Clock(device)
     prompt = _prompt_tensor(prompt_ids, device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    _check_vocab(draft, int(target.get_output_embeddings().weight.shape[0]))
-    tgt, proposer = _Runner(target), StandaloneProposer(draft)
+    proposer = make_proposer(draft)
+    _check_vocab(proposer, int(target.get_output_embeddings().weight.shape[0]))
+    tgt = _Runner(target, proposer.aux_ids)
     stats = RunStats(prompt_tokens=int(prompt.numel()), gamma=cfg.gamma)
 
     # committed sequence: the prompt, then the accepted/corrected tokens (a growing device buffer)
@@ -459,8 +531,8 @@ def speculative_generate(target, draft: Draft, prompt_ids, cfg: SpecConfig,
     prefill = None
     if n_seq > 1:  # prefill both caches with all but the last prompt token
         a = clock.now()
-        tgt.hidden(seq[None, : n_seq - 1])
-        proposer.prefill(seq, n_seq)
+        _, aux = tgt.forward(seq[None, : n_seq - 1])
+        proposer.prefill(seq, n_seq, aux)
         prefill = (a, clock.now())
 
     out: list[int] = []
@@ -471,11 +543,11 @@ def speculative_generate(target, draft: Draft, prompt_ids, cfg: SpecConfig,
         prop = proposer.propose(seq, n_seq, g, cfg, gen, clock)
         # verify: the target scores the uncommitted tail and every draft token in one forward
         a = clock.now()
-        logits = tgt.logits(torch.cat([seq[tgt.cached: n_seq], prop.tokens])[None], g + 1)   # row i follows draft i-1
-        marks.append((prop.draft_iv, prop.head_iv, (a, clock.now())))
-        n, new = _accept(logits, prop, draft.kept, cfg, gen)
+        logits, aux = tgt.logits(torch.cat([seq[tgt.cached: n_seq], prop.tokens])[None], prop.tokens.numel() + 1)
+        marks.append((prop.draft_iv, prop.head_iv, (a, clock.now())))   # logits row i follows draft i-1
+        n, new = _accept(logits, prop, proposer.kept, cfg, gen)
         stats.accepted.append(n)
-        stats.drafted.append(g)
+        stats.drafted.append(prop.tokens.numel())
         new = new[: cfg.max_new_tokens - len(out)]
         stop = _first_eos(new, cfg.eos_ids)
         if stop is not None:
@@ -485,7 +557,7 @@ def speculative_generate(target, draft: Draft, prompt_ids, cfg: SpecConfig,
         out.extend(new)
         # roll back: the caches may hold every committed token but the last one, nothing rejected
         models.crop_cache(tgt.cache, n_seq - 1)
-        proposer.rollback(n_seq)
+        proposer.commit(n_seq, aux)
         if stop is not None:
             break
 
@@ -499,3 +571,24 @@ def speculative_generate(target, draft: Draft, prompt_ids, cfg: SpecConfig,
         stats.target_s.append(clock.seconds(*t_iv))
     stats.new_tokens = len(out)
     return GenResult(out, stats, tgt.cache, proposer.cache)
+
+
+@torch.inference_mode()
+def verify_ms(target, prompt_ids, n_max: int, repeats: int = 5, aux_ids: tuple[int, ...] | None = None) -> list[float]:
+    """Median milliseconds of one target forward over n = 1..n_max new tokens after the prompt
+    (a verify of gamma drafts feeds gamma + 1), cropped back after each: the verify cost the
+    speed-up model needs. Sizes are interleaved per round so load drifts hit all alike."""
+    device = target.get_output_embeddings().weight.device
+    clock = Clock(device)
+    seq = _prompt_tensor(prompt_ids, device)
+    tgt = _Runner(target, aux_ids)
+    tgt.hidden(seq[None])
+    base = tgt.cached
+    times: dict[int, list[float]] = {n: [] for n in range(1, n_max + 1)}
+    ids = seq[-1:].repeat(n_max)[None]
+    for _ in range(repeats + 1):   # the first round warms up
+        for n in times:
+            ms = clock.time_ms(lambda: tgt.logits(ids[:, :n], n))
+            models.crop_cache(tgt.cache, base)
+            times[n].append(ms)
+    return [median(v[1:]) for v in times.values()]

@@ -12,6 +12,7 @@ from vtcore.coverage import CURVES
 from vtcore.files import plain_json
 
 _bar = [False]   # a progress bar line is on stderr without its newline yet
+_progress_file: list[str | None] = [None]   # --progress-file: progress as JSON lines for a parent process
 
 
 def dumps(result: dict) -> str:
@@ -47,9 +48,17 @@ def progress_printer(label: str, stream=None) -> Callable[[float, str], None]:
         end = "\n" if frac >= 1.0 else ""
         stream.write(f"\r{label} [{bar:<30}] {frac * 100:5.1f}% {text}"[:160] + end)
         stream.flush()
+        if _progress_file[0]:
+            with open(_progress_file[0], "a", encoding="utf-8") as f:
+                f.write(json.dumps({"fraction": frac, "text": str(text)}) + "\n")
         _bar[0] = frac < 1.0
 
     return show
+
+
+def set_progress_file(path: str | None) -> None:
+    """Progress also goes to this file, one JSON object a line (vtcore.jobs.run_child reads it)."""
+    _progress_file[0] = path
 
 
 def bar_open() -> bool:
