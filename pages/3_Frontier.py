@@ -62,6 +62,10 @@ with c2:
     st.markdown(f"**{arch.name}**: {arch.kind}, {arch.layers} layer(s), hidden {arch.hidden:,}, "
                 f"vocabulary {arch.vocab:,} rows  \n<small>{arch.source}</small>", unsafe_allow_html=True)
     profiles = [str(p) for p in sorted(vstate.subdir("profiles").glob("*.json"))]
+    measured = ui.registry().get("profile")
+    if measured is not None and measured.state == "finished" and not measured.meta.get("shown"):
+        measured.meta["shown"] = True   # a profile just measured becomes the latency model, once
+        st.session_state["latency"] = measured.result["profile_path"]
     if st.session_state.get("latency") not in ["flops", "paper-flops"] + profiles:
         st.session_state["latency"] = s.latency if s.latency in ["flops", "paper-flops"] + profiles else "flops"
     latency = st.selectbox("Latency model", ["flops", "paper-flops"] + profiles, key="latency",
@@ -69,6 +73,20 @@ with c2:
                                                   "paper-flops": "FLOPs, the seed paper's proxy"}.get(x, f"measured: {Path(x).name}"),
                            help="measured profiles come from `python -m vtcore profile` (saved in the workspace)")
     context = int(st.number_input("KV-cache context (tokens)", 0, 1 << 20, 1024, step=256, key="context"))
+    profiling = ui.registry().get("profile")
+    if st.button("Measure latency on this machine", key="run_profile",
+                 disabled=profiling is not None and profiling.running,
+                 help="times this draft's step (random weights) at a grid of k on the CPU, one thread, in a process "
+                      "of its own (`python -m vtcore profile`); seconds for small drafts, minutes for 8B-class heads"):
+        from vtapp.jobs import profile_job
+
+        try:
+            ui.registry().start("profile", profile_job(spec_draft, device="cpu", threads=1, context=context))
+        except VTError as err:
+            st.error(str(err))
+        else:
+            st.rerun()
+    ui.job_panel("profile", "Latency profile")
 if latency != s.latency:
     s = ui.save(latency=latency)
 

@@ -4,6 +4,7 @@ study's results (and finding them again after a refresh), the exports, a benchma
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -13,10 +14,10 @@ from streamlit.testing.v1 import AppTest
 from apphelpers import CODE, ROOT, code_rows, malformed_rows
 from drafthelpers import tiny_pair
 from vtapp import state
+from vtapp.jobs import counting_job
 from vtcore import search
 from vtcore.countsfile import load_counts
 from vtcore.coverage import k_for_coverage
-from vtapp.jobs import counting_job
 
 APP = str(ROOT / "app.py")
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -294,8 +295,6 @@ def test_counting_can_be_stopped_from_the_page(workspace):
 
 
 def test_frontier_with_an_uploaded_config_and_a_measured_profile(workspace):
-    import json
-
     from vtcore import cost
     from vtcore.profile import measure_profile, save_profile
 
@@ -338,3 +337,22 @@ def test_export_page_trims_a_draft_directory_into_a_zip(workspace, tmp_path):
                                                            "valid json", "valid summary"]
     at.text_input(key="hf_dir").set_value(str(tmp_path / "missing")).run()
     assert any("no such directory" in e.value for e in at.error) and len(at.success) == 4
+
+
+def test_frontier_measures_a_latency_profile_in_a_child_process(workspace):
+    """The button runs `python -m vtcore profile` out of the server; its profile becomes the latency model."""
+    count_sample()
+    config = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": 32,
+              "intermediate_size": 64, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16,
+              "num_hidden_layers": 1, "vocab_size": 151936, "tie_word_embeddings": True}
+    at = open_app("pages/3_Frontier.py")
+    at.radio(key="draft_kind").set_value("config.json").run()
+    at.file_uploader(key="config_upload").set_value(("tiny-draft.json", json.dumps(config).encode(),
+                                                     "application/json")).run()
+    at.number_input(key="context").set_value(64).run()
+    at.button(key="run_profile").click().run()
+    settle(at, timeout=180)
+    assert not at.error, [e.value for e in at.error]
+    latency = state.load_state().latency
+    assert latency.endswith(".json") and "L64" in latency
+    assert any("Measured on" in c.value for c in at.caption)   # the breakdown now shows measured ms
