@@ -356,3 +356,18 @@ def test_frontier_measures_a_latency_profile_in_a_child_process(workspace):
     latency = state.load_state().latency
     assert latency.endswith(".json") and "L64" in latency
     assert any("Measured on" in c.value for c in at.caption)   # the breakdown now shows measured ms
+
+
+def test_frontier_paper_settings_are_the_clis_paper_switch(workspace):
+    from vtcore import problem
+
+    counts_path = count_sample()
+    state.update_state(draft="eagle3-qwen3-8b")
+    at = open_app("pages/3_Frontier.py")
+    at.button(key="paper").click().run()
+    ok(at)
+    s = state.load_state()
+    assert (s.objective, s.alpha, s.min_coverage, s.curve, s.latency, s.k_min, s.k_max, s.k_scale, s.trials,
+            s.seed) == ("utility", 0.5, 0.0, "insample", "paper-flops", 50, 50000, "linear", 30, 42)
+    setup = problem.build(load_counts(counts_path), problem.paper_spec("eagle3-qwen3-8b", 151936))
+    assert as_int(metric(at, "exact best k")) == search.solve_exact(setup.problem).best_k
