@@ -313,20 +313,21 @@ def test_export_downloads_validate(page, server, tmp_path):
 
 
 def _default_pair_for_screenshots() -> bool:
-    """README screenshots show the bundled SmolLM2 pair (real numbers) when its draft is there;
-    the test otherwise uses a tiny random pair, which runs in seconds."""
-    from vtcore.models import default_draft_dir
+    """README screenshots show the bundled pair (SmolLM2 and its EAGLE-3 head, real numbers) when its
+    head is there; the test otherwise uses a tiny random pair, which runs in seconds."""
+    from vtcore.eagle3 import WEIGHTS_FILE, default_eagle3_dir
 
-    return os.environ.get("VTCORE_SCREENSHOTS") == "1" and (default_draft_dir() / "layers.safetensors").is_file()
+    return os.environ.get("VTCORE_SCREENSHOTS") == "1" and (default_eagle3_dir() / WEIGHTS_FILE).is_file()
 
 
 def test_short_cpu_benchmark(page, server, tmp_path):
     if _default_pair_for_screenshots():
-        target, settings = "default", (("prompts", "2"), ("new tokens", "32"))
+        target, settings = "default", ()   # the page's defaults: what a first click runs
     else:
         tdir, ddir, _ = tiny_pair(tmp_path)
         target = str(tdir)
-        settings = (("Target model", str(tdir)), ("Draft model", str(ddir)), ("prompts", "1"), ("new tokens", "8"))
+        settings = (("Target model", str(tdir)), ("Draft model", str(ddir)), ("prompts", "1"), ("new tokens", "8"),
+                    ("repeats", "1"), ("γ (0: from the search)", "4"))
     visit(page, server, "Benchmark")
     expect(page.get_by_text("Device:")).to_be_visible()
     for label, value in settings:
