@@ -294,18 +294,25 @@ def test_counting_can_be_stopped_from_the_page(workspace):
     assert state.load_state().counts_path is None and not at.error
 
 
+def frontier_with_a_tiny_config(hidden: int) -> AppTest:
+    """The Frontier page with an uploaded config.json of a one-layer Qwen3-shaped draft (Qwen3's
+    padded vocabulary, so the bundled tokenizer's counts fit)."""
+    config = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": hidden,
+              "intermediate_size": 2 * hidden, "num_attention_heads": hidden // 16, "num_key_value_heads": 1,
+              "head_dim": 16, "num_hidden_layers": 1, "vocab_size": 151936, "tie_word_embeddings": True}
+    at = open_app("pages/3_Frontier.py")
+    at.radio(key="draft_kind").set_value("config.json").run()
+    at.file_uploader(key="config_upload").set_value(("tiny-draft.json", json.dumps(config).encode(),
+                                                     "application/json")).run()
+    return at
+
+
 def test_frontier_with_an_uploaded_config_and_a_measured_profile(workspace):
     from vtcore import cost
     from vtcore.profile import measure_profile, save_profile
 
     counts_path = count_sample()
-    config = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": 64,
-              "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
-              "num_hidden_layers": 1, "vocab_size": 151936, "tie_word_embeddings": True}
-    at = open_app("pages/3_Frontier.py")
-    at.radio(key="draft_kind").set_value("config.json").run()
-    at.file_uploader(key="config_upload").set_value(("tiny-draft.json", json.dumps(config).encode(),
-                                                     "application/json")).run()
+    at = frontier_with_a_tiny_config(hidden=64)
     ok(at)
     spec = state.load_state().draft
     assert spec.endswith("-tiny-draft.json")
@@ -342,13 +349,7 @@ def test_export_page_trims_a_draft_directory_into_a_zip(workspace, tmp_path):
 def test_frontier_measures_a_latency_profile_in_a_child_process(workspace):
     """The button runs `python -m vtcore profile` out of the server; its profile becomes the latency model."""
     count_sample()
-    config = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": 32,
-              "intermediate_size": 64, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16,
-              "num_hidden_layers": 1, "vocab_size": 151936, "tie_word_embeddings": True}
-    at = open_app("pages/3_Frontier.py")
-    at.radio(key="draft_kind").set_value("config.json").run()
-    at.file_uploader(key="config_upload").set_value(("tiny-draft.json", json.dumps(config).encode(),
-                                                     "application/json")).run()
+    at = frontier_with_a_tiny_config(hidden=32)
     at.number_input(key="context").set_value(64).run()
     at.button(key="run_profile").click().run()
     settle(at, timeout=180)

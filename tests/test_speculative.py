@@ -204,6 +204,21 @@ def _chi2_exceeds(counts, probs, n, z=3.09):
     return stat > crit, stat, crit
 
 
+def assert_samples_follow(target, draft, prompt, exact, name):
+    """N_RUNS sampled generations with `draft` follow the target's exact joint distribution (and the
+    draft was both accepted and rejected often, so both branches of the rule were exercised)."""
+    counts, acc, rej = {}, 0, 0
+    for seed in range(N_RUNS):
+        cfg = sp.SpecConfig(gamma=2, max_new_tokens=N_TOK, mode="sample", seed=seed)
+        r = sp.speculative_generate(target, draft, prompt, cfg)
+        counts[tuple(r.tokens)] = counts.get(tuple(r.tokens), 0) + 1
+        acc += sum(r.stats.accepted)
+        rej += sum(1 for n, g in zip(r.stats.accepted, r.stats.drafted) if n < g)
+    assert acc > 200 and rej > 200, (name, acc, rej)
+    bad, stat, crit = _chi2_exceeds(counts, exact, N_RUNS)
+    assert not bad, f"{name}: chi2 {stat:.1f} > {crit:.1f}"
+
+
 def test_sampling_matches_the_target_distribution():
     target = tiny_llama(vocab=V_S, layers=2, seed=11, head_scale=6.0)
     other = tiny_llama(vocab=V_S, layers=1, seed=12, head_scale=6.0)   # a poor draft: many rejections
@@ -212,16 +227,7 @@ def test_sampling_matches_the_target_distribution():
     assert abs(sum(exact.values()) - 1) < 1e-9
     drafts = {"full": sp.make_draft(other), "trimmed": sp.make_draft(other, [0, 2, 4])}
     for name, d in drafts.items():
-        counts, acc, rej = {}, 0, 0
-        for seed in range(N_RUNS):
-            cfg = sp.SpecConfig(gamma=2, max_new_tokens=N_TOK, mode="sample", seed=seed)
-            r = sp.speculative_generate(target, d, prompt, cfg)
-            counts[tuple(r.tokens)] = counts.get(tuple(r.tokens), 0) + 1
-            acc += sum(r.stats.accepted)
-            rej += sum(1 for n, g in zip(r.stats.accepted, r.stats.drafted) if n < g)
-        assert acc > 200 and rej > 200, (name, acc, rej)
-        bad, stat, crit = _chi2_exceeds(counts, exact, N_RUNS)
-        assert not bad, f"{name}: chi2 {stat:.1f} > {crit:.1f}"
+        assert_samples_follow(target, d, prompt, exact, name)
     # the test has power: the draft's own distribution, sampled as often, is rejected
     draft_exact = _exact_joint(other, prompt)
     gen = torch.Generator().manual_seed(0)
@@ -396,13 +402,4 @@ def test_eagle3_sampling_matches_the_target_distribution():
     prompt = [1, 4, 2]
     exact = _exact_joint(target, prompt)
     for name, d in {"eagle3": full, "eagle3 sub-trimmed": E.subtrim(full, [0, 2, 4])}.items():
-        counts, acc, rej = {}, 0, 0
-        for seed in range(N_RUNS):
-            cfg = sp.SpecConfig(gamma=2, max_new_tokens=N_TOK, mode="sample", seed=seed)
-            r = sp.speculative_generate(target, d, prompt, cfg)
-            counts[tuple(r.tokens)] = counts.get(tuple(r.tokens), 0) + 1
-            acc += sum(r.stats.accepted)
-            rej += sum(1 for n, g in zip(r.stats.accepted, r.stats.drafted) if n < g)
-        assert acc > 200 and rej > 200, (name, acc, rej)
-        bad, stat, crit = _chi2_exceeds(counts, exact, N_RUNS)
-        assert not bad, f"{name}: chi2 {stat:.1f} > {crit:.1f}"
+        assert_samples_follow(target, d, prompt, exact, name)
