@@ -1,4 +1,5 @@
-"""Export: the selected point as token maps (SGLang, EAGLE-3, JSON, trimmed draft), each validated."""
+"""Export: the selected point as token maps (SGLang, EAGLE-3, speculators, JSON, trimmed drafts), each
+validated, sized by the target model's vocabulary V (shown with where it came from)."""
 
 from pathlib import Path
 
@@ -29,24 +30,31 @@ if sel is None:
 
 
 @st.cache_resource(max_entries=8, show_spinner="Rendering and validating the exports ...")
-def make_bundle(counts_path: str, mtime: float, sel: Selection, draft: str | None, hf_dir: str | None):
+def make_bundle(counts_path: str, mtime: float, sel: Selection, draft: str | None, hf_dir: str | None,
+                target: str | None):
     choice = ex.choose(ui.counts(counts_path), sel)
-    formats = ["sglang", "eagle3", "json"] + (["hf-draft"] if hf_dir else [])
-    return ex.export(choice, formats, draft=hf_dir or draft)
+    vocab = ex.target_vocab(choice, target=target, draft=hf_dir or draft)
+    # a V that is only len(tokenizer): the formats whose readers check V are left out (the CLI refuses them)
+    formats = ["sglang", "json"] if vocab.guessed else "all"
+    return ex.export(choice, formats, target=target, draft=hf_dir or draft)
 
 
 draft = s.draft if s.draft else None
-with st.expander("Target vocabulary and trimmed draft", expanded=False):
-    st.caption("The maps are sized to the target model's vocabulary: taken from the draft chosen on the Frontier "
-               f"page ({draft or 'none: the tokenizer size is used'}).")
-    hf_dir = st.text_input("Draft model directory to trim (hf-draft; config.json + weights, same tokenizer)",
+with st.expander("Target model and trimmed draft", expanded=not s.target):
+    target = (st.text_input("Target model, for its vocabulary size V (config.json, model directory, hub id or "
+                            "preset)", placeholder="Qwen/Qwen3-8B, /models/target, qwen3-8b",
+                            **ui.persisted("export_target", "target")) or "").strip() or None
+    st.caption("Without it V comes from the draft chosen on the Frontier page "
+               f"({draft or 'none'}), or from the tokenizer when vtcore knows its models.")
+    hf_dir = st.text_input("Draft model directory to trim (a standalone draft, or an EAGLE-3 draft in SpecForge / "
+                           "SGLang or speculators layout; same tokenizer)",
                            key="hf_dir", placeholder="/models/my-draft").strip() or None
     if hf_dir and not Path(hf_dir).is_dir() and hf_dir.lower() not in ex.DEFAULT_DRAFT_NAMES:
         st.error(f"{hf_dir}: no such directory")
         hf_dir = None
 
 try:
-    bundle = make_bundle(s.counts_path, ui.mtime(s.counts_path), sel, draft, hf_dir)
+    bundle = make_bundle(s.counts_path, ui.mtime(s.counts_path), sel, draft, hf_dir, target)
 except VTError as e:
     st.error(str(e))
     st.stop()
@@ -54,23 +62,36 @@ except VTError as e:
 ch = bundle.choice
 st.subheader(f"Selected: k = {ch.k:,} of {bundle.vocab_size:,}")
 held = "–" if ch.coverage_heldout_rows is None else f"{ch.coverage_heldout_rows:.4f}"
-m = st.columns(4)
+m = st.columns(5)
 m[0].metric("kept tokens k", f"{ch.k:,}", help=ch.how)
+m[4].metric("target vocabulary V", f"{bundle.vocab_size:,}", help=bundle.vocab_source)
 m[1].metric(f"{ch.curve} C(k)", "–" if ch.coverage is None else f"{ch.coverage:.4f}",
             help=f"the coverage shown for this k; the ids are the ranking made on {ex.RANKED_ON[ch.curve]}")
 m[2].metric("covers, all rows / held-out rows", f"{ch.coverage_all_rows:.4f} / {held}")
 lat = ch.extra.get("latency_reduction")
 m[3].metric("latency reduction", "–" if lat is None else f"{lat:.4f}", help=ch.extra.get("latency_estimate") or "")
-st.caption(f"Chosen by {ch.how}; model vocabulary from {bundle.vocab_source}.")
+st.caption(f"Chosen by {ch.how}. V = {bundle.vocab_size:,} from {bundle.vocab_source}.")
+if bundle.vocab.guessed:
+    st.warning(f"V = {bundle.vocab_size:,} is only the tokenizer's size, a guess: the EAGLE-3, speculators and "
+               "draft exports need the target model's vocab_size (their readers check it), so only the SGLang map "
+               "and the JSON are offered. Name the target model above.", icon=":material/warning:")
 for n in bundle.notes:
     st.info(n)
+offer_speculators = hf_dir and not bundle.retrain_needed and ex.draft_is_eagle3(ex.draft_dir(hf_dir))
+if offer_speculators and "speculators" not in bundle.artifacts:
+    st.info("Name the target model as a hub id or directory to export this EAGLE-3 draft in speculators' layout "
+            "too: vLLM serves it with that model as the verifier.")
 
 DESCRIBE = {"sglang": "SGLang `--speculative-token-map`: int64 tensor of target ids, frequency order",
             "eagle3": "EAGLE-3 / SpecForge vocab mapping: {d2t, t2d}",
+            "speculators-vocab": "speculators training: d2t-{k}.npy + t2d-{k}.npy (zip)",
             "json": "JSON: token_ids + vocab_size + manifest",
-            "hf-draft": "trimmed draft directory (zip): lm_head cut to k rows + d2t/t2d",
+            "hf-draft": "trimmed draft (zip): lm_head cut to k rows + d2t/t2d; an EAGLE-3 draft in SpecForge / "
+                        "SGLang layout, a standalone one for vtcore bench only",
+            "speculators": "EAGLE-3 draft in speculators' layout (zip): what `vllm serve` reads",
             "summary": "summary of the choice (coverage, latency, provenance)"}
-MIME = {"json": "application/json", "summary": "application/json", "hf-draft": "application/zip"}
+MIME = {"json": "application/json", "summary": "application/json", "hf-draft": "application/zip",
+        "speculators": "application/zip", "speculators-vocab": "application/zip"}
 for fmt, art in bundle.artifacts.items():
     c1, c2, c3 = st.columns([2, 3, 3])
     c1.markdown(f"**{fmt}**  \n<small>{DESCRIBE.get(fmt, '')}</small>", unsafe_allow_html=True)

@@ -91,3 +91,39 @@ def tiny_eagle3(target_dir: Path, path: Path, draft_ids=None, layout: str = "spe
     draft.t2d[ids] = True
     draft.aux_ids = (0, 1, 2)
     return E.save_eagle3(draft, path, layout=layout, include_embed=False)
+
+
+def eagle3_checkpoint(path: Path, vocab: int, kept_sorted, hidden: int = 16, seed: int = 0) -> dict:
+    """An EAGLE-3 draft checkpoint in SpecForge's serving layout (to_sglang.py): fc, midlayer.*,
+    norm, lm_head [N, H] and the d2t/t2d buffers; random weights (tests/test_engines.py makes a
+    real one with SpecForge itself)."""
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    from vtcore.formats import eagle3_mapping
+
+    g = torch.Generator().manual_seed(seed)
+    n = int(np.asarray(kept_sorted).size)
+    w = {"fc.weight": torch.randn(hidden, 3 * hidden, generator=g),
+         "midlayer.self_attn.q_proj.weight": torch.randn(hidden, 2 * hidden, generator=g),
+         "midlayer.input_layernorm.weight": torch.ones(hidden),
+         "norm.weight": torch.ones(hidden),
+         "lm_head.weight": torch.randn(n, hidden, generator=g)}
+    w.update(eagle3_mapping(kept_sorted, vocab))
+    path.mkdir(parents=True)
+    save_file(w, str(path / "model.safetensors"), metadata={"format": "pt"})
+    (path / "config.json").write_text(json.dumps({
+        "architectures": ["LlamaForCausalLMEagle3"], "model_type": "llama", "hidden_size": hidden,
+        "intermediate_size": 2 * hidden, "num_attention_heads": 2, "num_key_value_heads": 1,
+        "num_hidden_layers": 1, "vocab_size": vocab, "draft_vocab_size": n, "tie_word_embeddings": False}))
+    return w
+
+
+def tiny_target_config(path: Path, vocab: int = V) -> Path:
+    """A target model's directory with only its config.json: enough for V and the speculators verifier."""
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
+                                                  "vocab_size": vocab, "hidden_size": 16,
+                                                  "max_position_embeddings": 40960}))
+    return path

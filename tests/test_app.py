@@ -200,13 +200,14 @@ def test_export_page_offers_each_format_validated(workspace):
     assert any(f"study export-test trial {row['number']}" in c.value for c in at.caption)
     labels = [b.proto.label for b in at.get("download_button")]
     assert labels == [f"token_map_sglang_k{row['k']}.pt", f"vocab_mapping_eagle3_k{row['k']}.pt",
-                      f"token_ids_k{row['k']}.json", f"summary_k{row['k']}.json"]
-    assert len(at.success) == 4 and all(s.value.startswith("valid") for s in at.success)
+                      f"speculators_vocab_k{row['k']}.zip", f"token_ids_k{row['k']}.json", f"summary_k{row['k']}.json"]
+    assert len(at.success) == 5 and all(s.value.startswith("valid") for s in at.success)
+    assert metric(at, "target vocabulary V") == "151,936"      # from the draft preset chosen on the Frontier
     assert float(metric(at, "latency reduction")) == pytest.approx(row["latency_reduction"], abs=1e-4)
     at.button(key="save_exports").click().run()
     ok(at)
     out = state.subdir("exports") / f"{load_counts(counts_path).manifest['cache_key']}-k{row['k']}"
-    assert sorted(p.name for p in out.iterdir()) == sorted(labels)
+    assert sorted(p.name for p in out.iterdir()) == sorted(n.removesuffix(".zip") for n in labels)
 
 
 def test_export_page_without_a_selection_exports_any_k(workspace):
@@ -216,7 +217,7 @@ def test_export_page_without_a_selection_exports_any_k(workspace):
     at.number_input(key="export_k").set_value(512).run()
     ok(at)
     assert metric(at, "kept tokens k") == "512"
-    assert len(at.success) == 4
+    assert len(at.success) == 5
 
 
 def test_benchmark_page_runs_a_tiny_pair_in_the_background(workspace, tmp_path):
@@ -339,11 +340,46 @@ def test_export_page_trims_a_draft_directory_into_a_zip(workspace, tmp_path):
     at.text_input(key="hf_dir").set_value(str(ddir)).run()
     ok(at)
     labels = [b.proto.label for b in at.get("download_button")]
-    assert labels[0] == "hf_draft_k512.zip" and len(labels) == 5, labels
+    assert labels[0] == "hf_draft_k512.zip" and len(labels) == 6, labels
     assert [s.value.split(":")[0] for s in at.success] == ["valid hf-draft", "valid sglang", "valid eagle3",
-                                                           "valid json", "valid summary"]
+                                                           "valid speculators-vocab", "valid json", "valid summary"]
     at.text_input(key="hf_dir").set_value(str(tmp_path / "missing")).run()
-    assert any("no such directory" in e.value for e in at.error) and len(at.success) == 4
+    assert any("no such directory" in e.value for e in at.error) and len(at.success) == 5
+
+
+def test_export_page_shows_v_and_where_it_came_from(workspace, tmp_path):
+    import dataclasses
+
+    from drafthelpers import eagle3_checkpoint, tiny_target_config
+    from vtcore.countsfile import save_counts
+
+    counts_path = count_sample()
+    at = open_app("pages/4_Export.py")
+    at.number_input(key="export_k").set_value(300).run()
+    assert metric(at, "target vocabulary V") == "151,936"                 # the bundled tokenizer's models
+    assert any("bundled Qwen3 tokenizer" in c.value for c in at.caption)
+    # a target named on the page: its config's V, remembered in the dashboard state
+    target = tiny_target_config(tmp_path / "target", vocab=152064)
+    at.text_input(key="export_target").set_value(str(target)).run()
+    ok(at)
+    assert metric(at, "target vocabulary V") == "152,064" and state.load_state().target == str(target)
+    # with an EAGLE-3 draft and that target as its verifier, the speculators layout for vLLM too
+    cf = load_counts(counts_path)
+    eagle3_checkpoint(tmp_path / "eagle3", 152064, np.sort(cf.coverage().kept("heldout", 2000)))
+    at.text_input(key="hf_dir").set_value(str(tmp_path / "eagle3")).run()
+    ok(at)
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels[:2] == ["eagle3_draft_k300.zip", "speculators_draft_k300.zip"], labels
+    # counts from a tokenizer vtcore does not know, no target: V is a guess, only the SGLang map and JSON
+    other = tmp_path / "other.npz"
+    save_counts(other, dataclasses.replace(cf, manifest={**cf.manifest, "tokenizer_sha256": "0" * 64}))
+    state.update_state(counts_path=str(other), target=None)
+    at = open_app("pages/4_Export.py")
+    at.number_input(key="export_k").set_value(300).run()
+    ok(at)
+    assert metric(at, "target vocabulary V") == "151,669" and any("a guess" in w.value for w in at.warning)
+    assert [b.proto.label for b in at.get("download_button")] == ["token_map_sglang_k300.pt", "token_ids_k300.json",
+                                                                  "summary_k300.json"]
 
 
 def test_frontier_measures_a_latency_profile_in_a_child_process(workspace):

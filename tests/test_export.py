@@ -25,8 +25,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from vtcore import export as ex  # noqa: E402
 from vtcore.countsfile import load_counts, save_counts  # noqa: E402
 from vtcore.errors import VTError  # noqa: E402
-from vtcore.formats import eagle3_mapping  # noqa: E402
 from vtcore.speculative import load_draft  # noqa: E402
+
+from tests.drafthelpers import eagle3_checkpoint, tiny_target_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CODE = ROOT / "samples" / "code.jsonl"
@@ -208,6 +209,72 @@ def test_vocab_size_from_a_model_config(cf, tmp_path):
         ex.export(ex.choose_k(cf, 50), ["eagle3"], vocab_size=QWEN3_LEN, model_config=tmp_path / "config.json")
 
 
+# ---------------------------------------------------------------- the target's V, made explicit
+
+@pytest.fixture(scope="module")
+def unknown_tok_counts(cf, export_ws) -> Path:
+    """The same counts as if made with a tokenizer vtcore does not know: V is then only a guess."""
+    import dataclasses
+
+    path = export_ws / "unknown-tokenizer.npz"
+    save_counts(path, dataclasses.replace(cf, manifest={**cf.manifest, "tokenizer": "my/tokenizer",
+                                                        "tokenizer_sha256": "0" * 64}))
+    return path
+
+
+def test_eagle3_from_the_bundled_tokenizer_is_sized_for_qwen3_models(counts_path, tmp_path):
+    rc, out, err = run_cli("export", "--counts", str(counts_path), "--k", "300", "--format", "eagle3",
+                           "--out", str(tmp_path), "--json")
+    assert rc == 0, err
+    assert out["validated"] and out["vocab_size"] == QWEN3_MODEL_V and out["vocab_size_guessed"] is False
+    assert "bundled Qwen3 tokenizer" in out["vocab_size_from"] and out["warnings"] == []
+    assert torch.load(out["files"]["eagle3"], weights_only=True)["t2d"].shape == (QWEN3_MODEL_V,)
+
+
+def test_a_guessed_v_is_refused_where_readers_check_it(unknown_tok_counts, tmp_path):
+    for fmt in ("eagle3", "speculators-vocab", "all"):
+        rc, out, err = run_cli("export", "--counts", str(unknown_tok_counts), "--k", "300", "--format", fmt,
+                               "--out", str(tmp_path), "--json")
+        assert rc == 2 and out is None and len(err.strip().splitlines()) == 1, (fmt, err)
+        assert "len(tokenizer) = 151,669" in err and "--target" in err
+    assert not any(tmp_path.iterdir())
+    # the SGLang map and the JSON fall back to len(tokenizer), and say so
+    rc, out, err = run_cli("export", "--counts", str(unknown_tok_counts), "--k", "300", "--format", "sglang", "json",
+                           "--out", str(tmp_path), "--json")
+    assert rc == 0 and out["validated"] and out["vocab_size"] == QWEN3_LEN and out["vocab_size_guessed"], err
+    assert any("a guess" in w for w in out["warnings"])
+    summary = json.loads(Path(out["files"]["summary"]).read_text())
+    assert summary["vocab_size_guessed"] is True and any("a guess" in n for n in summary["notes"])
+    # an explicit V is taken as given
+    rc, out, err = run_cli("export", "--counts", str(unknown_tok_counts), "--k", "300", "--format", "eagle3",
+                           "--vocab-size", str(QWEN3_MODEL_V), "--out", str(tmp_path / "v"), "--json")
+    assert rc == 0 and out["vocab_size_from"] == "--vocab-size" and not out["vocab_size_guessed"], err
+
+
+def test_target_names_v_in_every_form(cf, unknown_tok_counts, tmp_path):
+    from transformers import Qwen3Config
+
+    choice = ex.choose_k(load_counts(unknown_tok_counts), 50)
+    Qwen3Config(vocab_size=QWEN3_MODEL_V, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                num_key_value_heads=1, head_dim=8, intermediate_size=32).save_pretrained(tmp_path / "target")
+    for target, source in ((tmp_path / "target", "target "), (tmp_path / "target" / "config.json", "target config"),
+                           ("qwen3-8b", "preset qwen3-8b")):
+        b = ex.export(choice, ["eagle3"], target=target)
+        assert b.vocab_size == QWEN3_MODEL_V and b.vocab_source.startswith(source) and not b.vocab.guessed
+    assert ex.export(choice, ["eagle3"], model_config=tmp_path / "target").vocab_size == QWEN3_MODEL_V  # the old name
+    with pytest.raises(VTError, match="model hub is off"):          # a hub id: its config.json only, never offline
+        ex.export(choice, ["eagle3"], target="nobody/not-cached-model")
+    with pytest.raises(VTError, match="neither a config.json"):
+        ex.export(choice, ["eagle3"], target="no-such-thing")
+    rc, out, err = run_cli("export", "--counts", str(unknown_tok_counts), "--k", "50", "--format", "eagle3",
+                           "--target", str(tmp_path / "target"), "--vocab-size", str(QWEN3_LEN),
+                           "--out", str(tmp_path / "o"), "--json")
+    assert rc == 2 and "vocabulary sizes disagree" in err
+    rc, out, err = run_cli("export", "--counts", str(unknown_tok_counts), "--k", "50", "--format", "eagle3",
+                           "--model-config", str(tmp_path / "target"), "--out", str(tmp_path / "o"), "--json")
+    assert rc == 0 and out["vocab_size"] == QWEN3_MODEL_V, err
+
+
 # ---------------------------------------------------------------- json + summary
 
 def test_json_and_summary_round_trip(cf, counts_path, tmp_path):
@@ -220,7 +287,7 @@ def test_json_and_summary_round_trip(cf, counts_path, tmp_path):
     assert out["coverage"]["curve"] == "heldout" and out["coverage"]["all_rows"] == pytest.approx(choice.coverage_all_rows)
     doc = json.loads(Path(out["files"]["json"]).read_text())
     assert doc["token_ids"] == choice.ids.tolist()
-    assert doc["vocab_size"] == QWEN3_LEN
+    assert doc["vocab_size"] == QWEN3_MODEL_V        # the bundled tokenizer's models: Qwen3, vocab_size 151,936
     assert doc["manifest"]["tokenizer_sha256"] == cf.manifest["tokenizer_sha256"]
     summary = json.loads(Path(out["files"]["summary"]).read_text())
     assert summary["k"] == choice.k
@@ -241,7 +308,7 @@ def test_all_formats_from_the_cli_each_validate(counts_path, tmp_path):
     for fmt in ("sglang", "eagle3"):
         rc, rep, err = run_cli("validate", out["files"][fmt], "--json")
         assert rc == 0 and rep["valid"] and rep["n"] == 256, err
-        assert rep["vocab_size"] == QWEN3_LEN      # read from the summary written beside it
+        assert rep["vocab_size"] == QWEN3_MODEL_V  # read from the summary written beside it
 
 
 # ---------------------------------------------------------------- study
@@ -331,27 +398,6 @@ def test_trimmed_hf_draft_logits_equal_the_full_drafts_at_kept_ids(cf, tmp_path,
         assert torch.allclose(trimmed(ids).logits, full_logits[..., kept], atol=1e-6, rtol=0)
 
 
-def eagle3_checkpoint(path: Path, vocab: int, kept_sorted: np.ndarray, hidden: int = 16, seed: int = 0) -> dict:
-    """An EAGLE-3 draft checkpoint in SpecForge's serving layout (to_sglang.py): fc, midlayer.*,
-    norm, lm_head [N, H] and the d2t/t2d buffers; random weights."""
-    from safetensors.torch import save_file
-
-    g = torch.Generator().manual_seed(seed)
-    n = kept_sorted.size
-    w = {"fc.weight": torch.randn(hidden, 3 * hidden, generator=g),
-         "midlayer.self_attn.q_proj.weight": torch.randn(hidden, 2 * hidden, generator=g),
-         "midlayer.input_layernorm.weight": torch.ones(hidden),
-         "norm.weight": torch.ones(hidden),
-         "lm_head.weight": torch.randn(n, hidden, generator=g)}
-    w.update(eagle3_mapping(kept_sorted, vocab))
-    path.mkdir(parents=True)
-    save_file(w, str(path / "model.safetensors"), metadata={"format": "pt"})
-    (path / "config.json").write_text(json.dumps({
-        "architectures": ["LlamaForCausalLMEagle3"], "model_type": "llama", "hidden_size": hidden,
-        "num_hidden_layers": 1, "vocab_size": vocab, "draft_vocab_size": int(n), "tie_word_embeddings": False}))
-    return w
-
-
 def test_eagle3_checkpoint_is_sub_trimmed_without_retraining(cf, tmp_path):
     old_kept = np.sort(ex.choose_k(cf, 2000).ids)
     old = eagle3_checkpoint(tmp_path / "eagle3", QWEN3_MODEL_V, old_kept)
@@ -390,13 +436,98 @@ def test_eagle3_checkpoint_missing_ids_says_retrain_and_exports_the_mapping(cf, 
     assert m["t2d"].shape == (QWEN3_MODEL_V,)        # V from the draft's config
 
 
+# ---------------------------------------------------------------- speculators' layout (vLLM)
+
+def test_speculators_layout_of_a_sub_trimmed_eagle3_draft(cf, tmp_path):
+    from safetensors.torch import load_file
+
+    old_kept = np.sort(ex.choose_k(cf, 2000).ids)
+    old = eagle3_checkpoint(tmp_path / "eagle3", QWEN3_MODEL_V, old_kept)
+    target = tiny_target_config(tmp_path / "target")
+    choice = ex.choose_k(cf, 300)
+    bundle = ex.export(choice, ["speculators"], draft=tmp_path / "eagle3", target=target)
+    assert bundle.validated and bundle.artifacts["speculators"].report.format == "speculators", bundle.problems
+    out = ex.write_bundle(bundle, tmp_path / "out")["speculators"]
+    assert out.name == "speculators_draft_k300" and sorted(p.name for p in out.iterdir()) == ["config.json",
+                                                                                             "model.safetensors"]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["architectures"] == ["Eagle3Speculator"] and cfg["speculators_model_type"] == "eagle3"
+    # SpecForge's layer adds the residual before hidden_norm; vLLM assumes true when the field is missing
+    assert cfg["draft_vocab_size"] == 300 and cfg["norm_before_residual"] is False
+    layer = cfg["transformer_layer_config"]
+    assert layer["vocab_size"] == QWEN3_MODEL_V and layer["hidden_size"] == 16 and "draft_vocab_size" not in layer
+    assert layer["max_position_embeddings"] == 40960                                  # at least the target's
+    assert cfg["speculators_config"]["verifier"] == {"name_or_path": str(target), "architectures": ["Qwen3ForCausalLM"]}
+    assert cfg["speculators_config"]["proposal_methods"][0]["speculative_tokens"] == 3
+    w = load_file(str(out / "model.safetensors"))
+    assert not any(k.startswith("midlayer.") for k in w) and "layers.0.self_attn.q_proj.weight" in w
+    assert torch.equal(w["layers.0.self_attn.q_proj.weight"], old["midlayer.self_attn.q_proj.weight"])
+    assert np.array_equal((w["d2t"] + torch.arange(300)).numpy(), choice.sorted_ids)
+    pos = torch.from_numpy(np.searchsorted(old_kept, choice.sorted_ids))
+    assert torch.equal(w["lm_head.weight"], old["lm_head.weight"][pos]) and w["t2d"].shape == (QWEN3_MODEL_V,)
+    # a local verifier: vllm serve DIR resolves only hub ids there, so the export says how to serve it
+    assert any("--speculative-config" in n for n in bundle.notes)
+    # the layout is read back as a draft: validate, the FLOPs estimate, a further sub-trim
+    from vtcore.validate import validate_path
+
+    assert validate_path(out).ok and validate_path(out).format == "speculators"
+    again = ex.export(ex.choose_k(cf, 100), ["hf-draft", "speculators"], draft=out)
+    assert again.validated and again.choice.extra["latency_reduction"] is not None, again.problems
+    sglang_layout = ex.write_bundle(again, tmp_path / "again")["hf-draft"]
+    assert sglang_layout.name == "eagle3_draft_k100"
+    assert json.loads((sglang_layout / "config.json").read_text())["architectures"] == ["LlamaForCausalLMEagle3"]
+    assert "midlayer.self_attn.q_proj.weight" in load_file(str(sglang_layout / "model.safetensors"))
+
+
+def test_speculators_needs_an_eagle3_draft_and_its_verifier(cf, tmp_path):
+    choice = ex.choose_k(cf, 64)
+    with pytest.raises(VTError, match="needs an EAGLE-3 draft"):
+        ex.export(choice, ["speculators"], draft=tiny_llama(tmp_path / "full", tie=True))
+    eagle3_checkpoint(tmp_path / "eagle3", QWEN3_MODEL_V, np.sort(ex.choose_k(cf, 2000).ids))
+    with pytest.raises(VTError, match="needs --target MODEL"):
+        ex.export(choice, ["speculators"], draft=tmp_path / "eagle3")
+    # all: every format the inputs allow (speculators only once a verifier is known)
+    assert "speculators" not in ex.export(choice, "all", draft=tmp_path / "eagle3").artifacts
+    assert "speculators" in ex.export(choice, "all", draft=tmp_path / "eagle3",
+                                      target=tiny_target_config(tmp_path / "target")).artifacts
+    with pytest.raises(VTError, match="model hub is off"):          # a hub-id draft is fetched like any model
+        ex.export(choice, ["speculators"], draft="nobody/not-cached-draft")
+
+
+def test_norm_before_residual_stays_in_the_speculators_layout(cf, tmp_path):
+    eagle3_checkpoint(tmp_path / "eagle3", QWEN3_MODEL_V, np.sort(ex.choose_k(cf, 2000).ids))
+    out = ex.write_bundle(ex.export(ex.choose_k(cf, 300), ["speculators"], draft=tmp_path / "eagle3",
+                                    target=tiny_target_config(tmp_path / "target")), tmp_path / "o")["speculators"]
+    cfg = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**cfg, "norm_before_residual": True}))
+    with pytest.raises(VTError, match="norm_before_residual: true"):   # SGLang's EAGLE-3 layer has no such option
+        ex.export(ex.choose_k(cf, 100), ["hf-draft"], draft=out)
+    b = ex.export(ex.choose_k(cf, 100), ["speculators"], draft=out)
+    assert json.loads(b.artifacts["speculators"].files["config.json"])["norm_before_residual"] is True
+
+
+def test_speculators_vocab_pair_holds_the_eagle3_mapping(cf, tmp_path):
+    choice = ex.choose_k(cf, 500)
+    paths = ex.write_bundle(ex.export(choice, ["eagle3", "speculators-vocab"]), tmp_path)
+    pair = paths["speculators-vocab"]
+    assert pair.name == "speculators_vocab_k500" and sorted(p.name for p in pair.iterdir()) == ["d2t-500.npy",
+                                                                                               "t2d-500.npy"]
+    d2t, t2d = np.load(pair / "d2t-500.npy"), np.load(pair / "t2d-500.npy")   # what speculators' training CLI does
+    m = torch.load(paths["eagle3"], weights_only=True)
+    assert d2t.dtype == np.int64 and t2d.dtype == np.bool_ and t2d.shape == (QWEN3_MODEL_V,)
+    assert np.array_equal(d2t, m["d2t"].numpy()) and np.array_equal(t2d, m["t2d"].numpy())
+
+
 def test_download_bytes_match_the_written_files(cf, tmp_path):
     full_dir = tiny_llama(tmp_path / "full", tie=True)
     bundle = ex.export(ex.choose_k(cf, 64), "all", draft=full_dir)
-    assert set(bundle.artifacts) == {"sglang", "eagle3", "json", "hf-draft", "summary"}
+    # all: every format this input allows (speculators needs an EAGLE-3 draft)
+    assert set(bundle.artifacts) == {"sglang", "eagle3", "speculators-vocab", "json", "hf-draft", "summary"}
     paths = ex.write_bundle(bundle, tmp_path / "out")
     for fmt in ("sglang", "eagle3", "json", "summary"):
         assert bundle.artifacts[fmt].data() == paths[fmt].read_bytes()
+    with zipfile.ZipFile(io.BytesIO(bundle.artifacts["speculators-vocab"].data())) as z:
+        assert sorted(z.namelist()) == ["speculators_vocab_k64/d2t-64.npy", "speculators_vocab_k64/t2d-64.npy"]
     art = bundle.artifacts["hf-draft"]
     assert art.download_name == "hf_draft_k64.zip"
     with zipfile.ZipFile(io.BytesIO(art.data())) as z:

@@ -314,3 +314,63 @@ def test_not_a_token_map(tmp_path):
     only(validate_path(save(tmp_path / "y.pt", {"ids": "1 2 3"})).problems, "not a token map")
     (tmp_path / "junk.pt").write_bytes(b"\x00not a torch file")
     only(validate_path(tmp_path / "junk.pt").problems, "not a readable torch file")
+
+
+# ---------------------------------------------------------------- speculators: the .npy pair and the draft layout
+
+@pytest.fixture()
+def npy_pair(choice, tmp_path) -> Path:
+    return ex.write_bundle(ex.export(choice, ["speculators-vocab"]), tmp_path / "out")["speculators-vocab"]
+
+
+def test_npy_pair_passes_as_a_folder_or_either_file(npy_pair):
+    for path in (npy_pair, npy_pair / "d2t-200.npy", npy_pair / "t2d-200.npy"):
+        rc, rep, err = validate_cli(str(path), "--tokenizer", "qwen3")
+        assert rc == 0 and rep["format"] == "speculators-vocab" and rep["n"] == 200, (path, rep, err)
+        assert rep["vocab_size"] == 151936 and rep["warnings"] == []     # V from the summary beside the folder
+
+
+def test_npy_pair_defects(npy_pair):
+    np.save(npy_pair / "t2d-200.npy", np.load(npy_pair / "t2d-200.npy")[:QWEN3_LEN])
+    only(validate_path(npy_pair, Expect(vocab_size=151936)).problems, "t2d has length 151669")
+    (npy_pair / "t2d-200.npy").unlink()
+    only(validate_path(npy_pair).problems, "d2t-200.npy has no t2d-200.npy")
+    d2t = np.load(npy_pair / "d2t-200.npy")
+    np.save(npy_pair / "d2t-200.npy", d2t[:199])
+    t2d = np.zeros(151936, dtype=bool)
+    t2d[d2t[:199] + np.arange(199)] = True
+    np.save(npy_pair / "t2d-200.npy", t2d)
+    only(validate_path(npy_pair).problems, "its file name says 200")      # speculators finds it by that name
+    np.save(npy_pair / "t2d-200.npy", t2d.astype(np.float32))
+    only(validate_path(npy_pair).problems, "t2d must be a 1-D bool tensor")
+
+
+@pytest.fixture()
+def speculators_dir(choice, tmp_path) -> Path:
+    from tests.drafthelpers import eagle3_checkpoint, tiny_target_config
+
+    eagle3_checkpoint(tmp_path / "eagle3", 151936, np.sort(np.concatenate([choice.ids, np.arange(300, 700)])))
+    bundle = ex.export(choice, ["speculators"], draft=tmp_path / "eagle3", target=tiny_target_config(tmp_path / "t"))
+    return ex.write_bundle(bundle, tmp_path / "out")["speculators"]
+
+
+def test_speculators_draft_passes(speculators_dir):
+    rc, rep, err = validate_cli(str(speculators_dir), "--tokenizer", "qwen3")
+    assert rc == 0 and rep["format"] == "speculators" and rep["n"] == 200 and rep["vocab_size"] == 151936, (rep, err)
+
+
+def test_speculators_draft_defects(speculators_dir):
+    cfg = json.loads((speculators_dir / "config.json").read_text())
+
+    def edit(**changes):
+        (speculators_dir / "config.json").write_text(json.dumps({**cfg, **changes}))
+        return validate_path(speculators_dir)
+
+    layer = {**cfg["transformer_layer_config"], "vocab_size": QWEN3_LEN}
+    only(edit(transformer_layer_config=layer).problems, "t2d has length 151936 but the target vocabulary size is 151669")
+    spec = {**cfg["speculators_config"], "verifier": {"architectures": []}}
+    only(edit(speculators_config=spec).problems, "verifier.name_or_path")
+    only(edit(draft_vocab_size=150).problems, "lm_head.weight has 200 rows but config draft_vocab_size is 150")
+    del cfg["norm_before_residual"]
+    r = edit()
+    assert r.ok and any("norm_before_residual" in w for w in r.warnings)

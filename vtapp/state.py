@@ -33,6 +33,7 @@ class AppState:
     mask: str = "template"
     skip_bad: bool = False
     draft: str | None = None            # preset name or a config.json path
+    target: str | None = None           # the target model for V (Export): config.json, directory, hub id, preset
     latency: str = "flops"              # flops | paper-flops | a latency profile path
     curve: str = "heldout"              # the coverage curve: heldout | insample
     min_coverage: float = 0.95          # the coverage constraint (Coverage and Frontier pages)

@@ -27,6 +27,7 @@ import numpy as np
 
 from vtcore.errors import VTError
 from vtcore.files import read_json
+from vtcore.formats import flat_eagle3_config
 
 MODES = ("flops", "paper-flops")
 DEFAULT_CONTEXT = 1024
@@ -167,6 +168,7 @@ def arch_from_config(cfg: dict | str | os.PathLike, name: str | None = None) -> 
             raise VTError(f"{where}: a config.json must hold a JSON object")
         name = name or path.parent.name or path.stem
     raw = dict(cfg)
+    cfg = flat_eagle3_config(cfg, where)   # a draft in speculators' layout: its layer config + EAGLE-3 fields
     family = _family_of(cfg, where)
     if family == "gemma3" and isinstance(cfg.get("text_config"), dict):
         cfg = {**_gemma3_text_defaults(), **cfg["text_config"]}

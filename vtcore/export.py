@@ -5,9 +5,14 @@ ids) -> `export(...)` renders every requested format to bytes in memory and vali
 them (the dashboard offers those bytes as downloads) -> `write_bundle(...)` writes them
 atomically under an output folder, never overwriting without force.
 
-Formats: `sglang` (1-D int64 tensor, frequency order), `eagle3` ({"d2t", "t2d"}), `json`
-(token_ids + vocab_size + manifest), `hf-draft` (a trimmed copy of a draft directory), and
-always a `summary` JSON of the choice.
+Formats: `sglang` (1-D int64 tensor, frequency order), `eagle3` ({"d2t", "t2d"}),
+`speculators-vocab` (d2t-{N}.npy + t2d-{N}.npy), `json` (token_ids + vocab_size + manifest),
+`hf-draft` (a trimmed copy of a draft directory; an EAGLE-3 draft is sub-trimmed in the
+SpecForge / SGLang layout), `speculators` (an EAGLE-3 draft sub-trimmed in speculators' layout,
+what vLLM serves), and always a `summary` JSON of the choice.
+
+V, the target's vocabulary size, comes from vtcore.target; the formats whose readers check V
+refuse a V that is only len(tokenizer).
 """
 
 from __future__ import annotations
@@ -25,20 +30,27 @@ from typing import Any
 import numpy as np
 
 from vtcore import __version__, models
-from vtcore.cost import DEFAULT_CONTEXT, arch_from_config, latency_reduction, resolve_draft
+from vtcore.cost import DEFAULT_CONTEXT, PRESETS, arch_from_config, latency_reduction, resolve_draft
 from vtcore.countsfile import CountsFile
 from vtcore.errors import VTError
-from vtcore.files import atomic_file, plain_json, read_json, tmp_sibling
-from vtcore.formats import (eagle3_mapping, ids_from_d2t, load_weights, read_config, safetensors_bytes, side_files,
+from vtcore.files import atomic_file, plain_json, tmp_sibling
+from vtcore.formats import (DraftCheckpoint, eagle3_mapping, flat_eagle3_config, ids_from_d2t, is_eagle3,
+                            is_speculators_config, read_config, read_draft, safetensors_bytes, side_files,
+                            specforge_config, speculators_config, speculators_names, speculators_vocab_files,
                             tensor_source, torch_bytes)
 from vtcore.search import read_trial
 from vtcore.selection import Selection, for_min_coverage
+from vtcore.target import TargetVocab, config_vocab_size, looks_like_hub_id, resolve_vocab
 from vtcore.tokens import sha256_file
-from vtcore.validate import (Expect, Report, check_ids, head_key, is_eagle3, manifest_tokenizer_name,
-                             manifest_tokenizer_sha, validate_bytes, validate_draft)
+from vtcore.validate import (Expect, Report, check_ids, head_key, manifest_tokenizer_name, manifest_tokenizer_sha,
+                             validate_bytes, validate_draft, validate_npy_pair, validate_speculators)
 from vtcore.workspace import subdir
 
-FORMATS = ["sglang", "eagle3", "json", "hf-draft"]
+FORMATS = ["sglang", "eagle3", "speculators-vocab", "json", "hf-draft", "speculators"]
+DRAFT_FORMATS = ("hf-draft", "speculators")
+# Their readers check V (SpecForge and speculators compare t2d's length with the model config's
+# vocab_size; a draft's config states it): a V that is only len(tokenizer) is refused for them.
+CHECKS_V = ("eagle3", "speculators-vocab", "hf-draft", "speculators")
 
 
 # ---------------------------------------------------------------- the choice
@@ -145,42 +157,28 @@ def choose(cf: CountsFile, sel: Selection, extra_keep: list[int] | None = None,
 
 # ---------------------------------------------------------------- vocabulary size
 
-def config_vocab_size(config: dict | str | os.PathLike) -> int:
-    """vocab_size of an HF config (dict, config.json, or a model directory)."""
-    if not isinstance(config, dict):
-        p = Path(config)
-        config = read_json(p / "config.json" if p.is_dir() else p, "model config")
-    V = config.get("vocab_size", (config.get("text_config") or {}).get("vocab_size"))
-    if not isinstance(V, int) or V <= 0:
-        raise VTError("model config has no positive integer 'vocab_size'")
-    return V
+def draft_vocab(draft: str | os.PathLike | None, d: Path | None) -> TargetVocab | None:
+    """The V a draft states: its config's vocab_size (an EAGLE-3 draft's is the target's), or a preset's."""
+    if draft is None:
+        return None
+    if d is not None:
+        return TargetVocab(config_vocab_size(read_config(d)), f"draft config {draft}")
+    if Path(draft).is_file():
+        return TargetVocab(config_vocab_size(draft), f"draft config {draft}")
+    return TargetVocab(resolve_draft(str(draft)).vocab, f"draft preset {draft}")
 
 
-def resolve_vocab_size(choice: TokenChoice, vocab_size: int | None = None,
-                       model_config: dict | str | os.PathLike | None = None,
-                       draft: str | os.PathLike | None = None) -> tuple[int, str]:
-    """The target model's V: --vocab-size, a model config, the draft's config, else len(tokenizer)."""
-    found: list[tuple[int, str]] = []
-    if vocab_size is not None:
-        found.append((int(vocab_size), "--vocab-size"))
-    if model_config is not None:
-        found.append((config_vocab_size(model_config), f"model config {model_config}"))
-    if draft is not None:
-        if draft_dir(draft) is not None or Path(draft).is_file():
-            found.append((config_vocab_size(draft_dir(draft) or draft), f"draft config {draft}"))
-        else:
-            found.append((resolve_draft(str(draft)).vocab, f"draft preset {draft}"))
-    for V, src in found[1:]:
-        if V != found[0][0]:
-            raise VTError(f"vocabulary sizes disagree: {found[0][1]} says {found[0][0]}, {src} says {V}")
-    V, src = found[0] if found else (choice.tokenizer_vocab, "len(tokenizer) of the counts")
-    if V <= 0:
-        raise VTError(f"vocabulary size must be positive, got {V}")
+def target_vocab(choice: TokenChoice, vocab_size: int | None = None, target: str | os.PathLike | None = None,
+                 draft: str | os.PathLike | None = None, d: Path | None = None) -> TargetVocab:
+    """The target model's V for this choice (vtcore.target), checked against the largest kept id.
+    `d` is the draft's directory when the caller already resolved it (draft_dir)."""
+    d = d if d is not None else draft_dir(draft)
+    tv = resolve_vocab(choice.tokenizer_vocab, choice.manifest, vocab_size, target, draft_vocab(draft, d))
     top = int(choice.ids.max())
-    if top >= V:
-        raise VTError(f"vocabulary size {V} ({src}) is smaller than the largest kept id {top}: "
+    if top >= tv.size:
+        raise VTError(f"vocabulary size {tv.size} ({tv.source}) is smaller than the largest kept id {top}: "
                       "this tokenizer does not belong to that model")
-    return V, src
+    return tv
 
 
 DEFAULT_DRAFT_NAMES = ("default", "smollm2-135m-2l-draft")
@@ -188,13 +186,18 @@ DEFAULT_DRAFT_NAMES = ("default", "smollm2-135m-2l-draft")
 
 def draft_dir(draft: str | os.PathLike | None) -> Path | None:
     """The draft as a model directory (config.json + weights), or None for a preset / config file.
-    'default' is the embedded SmolLM2 2-layer draft, saved once as a standalone HF directory."""
+    'default' is the embedded SmolLM2 2-layer draft, saved once as a standalone HF directory; a hub
+    id (org/name) is fetched like any model (vtcore.models.resolve_model: offline only if cached)."""
     if draft is None:
         return None
     if str(draft).lower() in DEFAULT_DRAFT_NAMES:
         return default_draft_as_dir()
     p = Path(draft).expanduser()
-    return p if p.is_dir() and (p / "config.json").is_file() else None
+    if p.is_dir() and (p / "config.json").is_file():
+        return p
+    if str(draft) not in PRESETS and looks_like_hub_id(str(draft)):
+        return Path(models.resolve_model(str(draft)))
+    return None
 
 
 def default_draft_as_dir(workspace: str | os.PathLike | None = None) -> Path:
@@ -263,13 +266,12 @@ def coverage_doc(choice: TokenChoice) -> dict:
     }
 
 
-def summary_doc(choice: TokenChoice, vocab_size: int, vocab_source: str, files: dict[str, str],
-                notes: list[str]) -> dict:
+def summary_doc(choice: TokenChoice, vocab: TargetVocab, files: dict[str, str], notes: list[str]) -> dict:
     m, x = choice.manifest, choice.extra
     lat = x.get("latency_reduction")
     return {
         "k": choice.k,
-        "vocab_size": vocab_size, "vocab_size_from": vocab_source,
+        "vocab_size": vocab.size, "vocab_size_from": vocab.source, "vocab_size_guessed": vocab.guessed,
         "tokenizer_vocab_size": choice.tokenizer_vocab,
         "chosen_by": choice.how,
         "coverage": coverage_doc(choice),
@@ -302,7 +304,8 @@ def file_name(fmt: str, k: int) -> str:
     """Output names are built here from the format and k only (never from user text)."""
     return {"sglang": f"token_map_sglang_k{k}.pt", "eagle3": f"vocab_mapping_eagle3_k{k}.pt",
             "json": f"token_ids_k{k}.json", "summary": f"summary_k{k}.json",
-            "hf-draft": f"hf_draft_k{k}", "eagle3-draft": f"eagle3_draft_k{k}"}[fmt]
+            "hf-draft": f"hf_draft_k{k}", "eagle3-draft": f"eagle3_draft_k{k}",
+            "speculators": f"speculators_draft_k{k}", "speculators-vocab": f"speculators_vocab_k{k}"}[fmt]
 
 
 # ---------------------------------------------------------------- draft trimming
@@ -388,11 +391,19 @@ class Artifact:
 @dataclass
 class Bundle:
     choice: TokenChoice
-    vocab_size: int
-    vocab_source: str
+    vocab: TargetVocab
     artifacts: dict[str, Artifact]          # format (and "summary") -> artifact
     notes: list[str] = field(default_factory=list)
     retrain_needed: bool = False
+    messages: list[str] = field(default_factory=list)   # warnings about the export as a whole
+
+    @property
+    def vocab_size(self) -> int:
+        return self.vocab.size
+
+    @property
+    def vocab_source(self) -> str:
+        return self.vocab.source
 
     @property
     def validated(self) -> bool:
@@ -404,7 +415,7 @@ class Bundle:
 
     @property
     def warnings(self) -> list[str]:
-        seen: dict[str, None] = {}
+        seen: dict[str, None] = dict.fromkeys(self.messages)
         for a in self.artifacts.values():
             for w in a.report.warnings:
                 seen.setdefault(w, None)
@@ -422,31 +433,120 @@ def default_keep_ids(choice: TokenChoice) -> dict[int, str]:
     return keep
 
 
-def normalise_formats(formats: list[str] | str | None, draft: Any) -> list[str]:
+def draft_is_eagle3(d: Path | None) -> bool:
+    """Whether a draft directory holds an EAGLE-3 draft (either layout), from its config and tensor names."""
+    if d is None:
+        return False
+    cfg = read_config(d)
+    return is_eagle3(cfg, dict.fromkeys(tensor_source(directory=d).shapes, ()))
+
+
+def normalise_formats(formats: list[str] | str | None, d: Path | None, draft: Any = None,
+                      verifier: bool = True) -> list[str]:
+    """The formats asked for, checked against the inputs. 'all' is every format the inputs allow:
+    hf-draft with a draft directory, speculators with an EAGLE-3 draft and a verifier for it."""
     formats = [formats] if isinstance(formats, str) else list(formats or ["all"])
+    eagle = draft_is_eagle3(d)
     out: list[str] = []
     for f in formats:
         f = f.strip().lower()
         if f == "all":
-            out += FORMATS if draft_dir(draft) is not None else [x for x in FORMATS if x != "hf-draft"]
+            out += [x for x in FORMATS if x not in DRAFT_FORMATS]
+            out += (["hf-draft"] if d is not None else []) + (["speculators"] if eagle and verifier else [])
         elif f in FORMATS:
             out.append(f)
         else:
             raise VTError(f"unknown format {f!r} (choose from {', '.join(FORMATS)} or all)")
     out = list(dict.fromkeys(out))
-    if "hf-draft" in out and draft_dir(draft) is None:
-        raise VTError("--format hf-draft needs --draft DIR, the draft model directory to trim (config.json + weights)"
-                      + (f"; {draft} is not one" if draft is not None else ""))
+    for f in DRAFT_FORMATS:
+        if f in out and d is None:
+            raise VTError(f"--format {f} needs --draft DIR, the draft model directory to trim (config.json + weights)"
+                          + (f"; {draft} is not one" if draft is not None else ""))
+    if "speculators" in out and not eagle:
+        raise VTError(f"--format speculators needs an EAGLE-3 draft (SpecForge / SGLang or speculators layout); "
+                      f"{draft} is a standalone causal LM (its trimmed copy is --format hf-draft)")
     return out
+
+
+def check_vocab_for(fmts: list[str], vocab: TargetVocab) -> list[str]:
+    """Refuse the formats whose readers check V when V is only len(tokenizer); the others fall back
+    to it with a warning (returned)."""
+    if not vocab.guessed:
+        return []
+    strict = [f for f in fmts if f in CHECKS_V]
+    if strict:
+        verb = "needs" if len(strict) == 1 else "need"
+        raise VTError(f"{', '.join(strict)} {verb} the target model's vocabulary size and V is only len(tokenizer) = "
+                      f"{vocab.size:,}: pass --target (config.json, model directory, hub id or preset) or "
+                      "--vocab-size V, or export only --format sglang json")
+    return [f"V = {vocab.size:,} is len(tokenizer), a guess: ids were checked against it and the JSON states it, "
+            "but the target model may have more embedding rows; pass --target or --vocab-size to be sure"]
+
+
+def verifier_of(vocab: TargetVocab, draft_config: dict | None) -> dict | None:
+    """The speculators verifier: the target given as a hub id or directory, else the one a
+    speculators draft already names."""
+    if vocab.model is not None:
+        return {"name_or_path": vocab.model, "architectures": list((vocab.config or {}).get("architectures") or [])}
+    if draft_config is not None and is_speculators_config(draft_config):
+        return (draft_config.get("speculators_config") or {}).get("verifier")
+    return None
+
+
+def _speculators_artifact(choice: TokenChoice, ck: DraftCheckpoint, cfg: dict, trimmed: dict, vocab: TargetVocab,
+                          expect: Expect, notes: list[str]) -> Artifact:
+    verifier = verifier_of(vocab, ck.speculators)
+    if verifier is None:
+        raise VTError("--format speculators needs --target MODEL (a hub id or model directory): vLLM serves the "
+                      "draft with that verifier")
+    spec = speculators_config(cfg, verifier if vocab.model is not None or ck.speculators is None else None,
+                              ck.speculators, vocab.config)
+    name = file_name("speculators", choice.k)
+    files = {"config.json": (json.dumps(spec, indent=2) + "\n").encode(),
+             "model.safetensors": safetensors_bytes(speculators_names(trimmed))}
+    report = validate_speculators(spec, flat_eagle3_config(spec), tensor_source(weights=trimmed), name, expect)
+    who = str(verifier.get("name_or_path"))
+    if not looks_like_hub_id(who):
+        notes.append(f"the speculators draft names the local verifier {who}: `vllm serve {name}` resolves only a hub "
+                     f"id there, so serve it as `vllm serve {who} --speculative-config "
+                     f"'{{\"model\": \"{name}\", \"method\": \"eagle3\", \"num_speculative_tokens\": 3}}'`")
+    return Artifact("speculators", name, files, report, is_dir=True)
+
+
+def _hf_draft_artifact(choice: TokenChoice, d: Path, cfg: dict, trimmed: dict, kind: str, expect: Expect,
+                       notes: list[str]) -> Artifact:
+    name = file_name(kind, choice.k)
+    files = side_files(d)
+    if kind == "eagle3-draft":
+        cfg = specforge_config(cfg)
+        notes.append("sub-trimmed an EAGLE-3 checkpoint: head rows selected and d2t/t2d rebuilt "
+                     "(no retraining needed: every kept id was in its vocabulary)")
+        files = {k: v for k, v in files.items() if not k.endswith(".py")}   # a speculators config.py
+    else:
+        notes.append("hf-draft is a trimmed standalone draft for vtcore bench and research code: SGLang and vLLM "
+                     "do not load it (their loaders expect a full-size head or an EAGLE-3 draft)")
+    files["config.json"] = (json.dumps(cfg, indent=2) + "\n").encode()
+    files["model.safetensors"] = safetensors_bytes(trimmed)
+    report = validate_draft(cfg, tensor_source(weights=trimmed), name, expect,
+                            [f for f in files if f.startswith("tokenizer")])
+    return Artifact("hf-draft", name, files, report, is_dir=True)
 
 
 def export(choice: TokenChoice, formats: list[str] | str | None = None, vocab_size: int | None = None,
            model_config: dict | str | os.PathLike | None = None, draft: str | os.PathLike | None = None,
            keep_ids: dict[int, str] | None = None, tokenizer_sha256: str | None = None,
-           tokenizer_name: str | None = None) -> Bundle:
-    """Render and validate every requested format in memory; nothing is written here."""
-    fmts = normalise_formats(formats, draft)
-    V, vsrc = resolve_vocab_size(choice, vocab_size, model_config, draft)
+           tokenizer_name: str | None = None, target: str | os.PathLike | None = None) -> Bundle:
+    """Render and validate every requested format in memory; nothing is written here.
+    `target` (or its older name `model_config`) is the target model for V: a config.json, a model
+    directory, a hub id or a preset (vtcore.target)."""
+    if model_config is not None and target is not None and str(model_config) != str(target):
+        raise VTError("give the target once: --target and --model-config name two different things")
+    target = target if target is not None else model_config
+    d = draft_dir(draft)
+    vocab = target_vocab(choice, vocab_size, target, draft, d)
+    fmts = normalise_formats(formats, d, draft, verifier_of(vocab, read_config(d) if d else None) is not None)
+    messages = check_vocab_for(fmts, vocab)
+    V = vocab.size
     if choice.extra.get("latency_reduction") is None and draft is not None:
         R, how = estimate_latency(choice, draft)
         choice = replace(choice, extra=dict(choice.extra, latency_reduction=R, latency_estimate=how))
@@ -464,40 +564,38 @@ def export(choice: TokenChoice, formats: list[str] | str | None = None, vocab_si
         name = file_name(fmt, choice.k)
         arts[fmt] = Artifact(fmt, name, {name: blob}, validate_bytes(blob, name, expect))
 
-    if "hf-draft" in fmts:
-        d = draft_dir(draft)
-        config, weights = read_config(d), load_weights(d)
+    if d is not None and any(f in fmts for f in DRAFT_FORMATS):
+        ck = read_draft(d)
         try:
-            cfg, trimmed, kind = trim_draft(config, weights, choice.sorted_ids)
+            cfg, trimmed, kind = trim_draft(ck.config, ck.weights, choice.sorted_ids)
         except NotInDraft as e:
             retrain = True
-            notes.append(f"the draft must be retrained for this set: {e}; exported the eagle3 mapping only "
-                         "(train with it, e.g. SpecForge --vocab-mapping)")
-            if "eagle3" not in fmts:
-                fmts.append("eagle3")
+            extra = ["eagle3"] + (["speculators-vocab"] if "speculators" in fmts else [])
+            notes.append(f"the draft must be retrained for this set: {e}; exported the {' and '.join(extra)} "
+                         "mapping only (train with it: SpecForge's vocab mapping file, speculators' d2t/t2d .npy)")
+            fmts = [f for f in fmts if f not in DRAFT_FORMATS] + [f for f in extra if f not in fmts]
         else:
-            name = file_name(kind, choice.k)
-            files = side_files(d)
-            files["config.json"] = (json.dumps(cfg, indent=2) + "\n").encode()
-            files["model.safetensors"] = safetensors_bytes(trimmed)
-            report = validate_draft(cfg, tensor_source(weights=trimmed), name, expect,
-                                    [f for f in files if f.startswith("tokenizer")])
-            arts["hf-draft"] = Artifact("hf-draft", name, files, report, is_dir=True)
-            if kind == "eagle3-draft":
-                notes.append("sub-trimmed an EAGLE-3 checkpoint: head rows selected and d2t/t2d rebuilt "
-                             "(no retraining needed: every kept id was in its vocabulary)")
-        del weights
+            if "hf-draft" in fmts:
+                arts["hf-draft"] = _hf_draft_artifact(choice, d, cfg, trimmed, kind, expect, notes)
+            if "speculators" in fmts:
+                arts["speculators"] = _speculators_artifact(choice, ck, cfg, trimmed, vocab, expect, notes)
+            del trimmed
+        del ck   # the draft's weights can be GBs: let them go before rendering the rest
     if "sglang" in fmts:
         single("sglang", torch_bytes(sglang_tensor(choice)))
     if "eagle3" in fmts:
         single("eagle3", torch_bytes(eagle3_mapping(choice.sorted_ids, V)))
+    if "speculators-vocab" in fmts:
+        name = file_name("speculators-vocab", choice.k)
+        files = speculators_vocab_files(choice.sorted_ids, V)
+        arts["speculators-vocab"] = Artifact("speculators-vocab", name, files, validate_npy_pair(files, name, expect),
+                                             is_dir=True)
     if "json" in fmts:
         single("json", _json_bytes(json_doc(choice, V)))
     names = {fmt: a.name for fmt, a in arts.items()}
-    summary = summary_doc(choice, V, vsrc, names, notes)
+    summary = summary_doc(choice, vocab, names, notes + messages)
     single("summary", _json_bytes(summary))
-    return Bundle(choice=choice, vocab_size=V, vocab_source=vsrc, artifacts=arts, notes=notes,
-                  retrain_needed=retrain)
+    return Bundle(choice=choice, vocab=vocab, artifacts=arts, notes=notes, retrain_needed=retrain, messages=messages)
 
 
 # ---------------------------------------------------------------- writing

@@ -4,8 +4,15 @@
 - EAGLE-3 vocab mapping: torch.save({"d2t": int64[N], "t2d": bool[V]}); the kept ids sorted
   ascending, target id = i + d2t[i], t2d marks the kept ids.
 - JSON token ids: {"token_ids": [...], "vocab_size": V, "manifest": {...}}.
+- speculators' training vocabulary: d2t-{N}.npy (int64[N]) and t2d-{N}.npy (bool[V]), np.save.
 - A trimmed draft directory: config.json with draft_vocab_size N, weights with lm_head [N, H]
   (row i scores the i-th smallest kept id), d2t and t2d beside them, tokenizer files.
+- EAGLE-3 drafts in two layouts: SpecForge / SGLang (a flat Llama config with architectures
+  LlamaForCausalLMEagle3, the decoder layer named midlayer.*) and speculators' Eagle3Speculator
+  (config with speculators_model_type "eagle3", the layer's own config in
+  transformer_layer_config, the layer named layers.0.*), which `vllm serve DIR` reads.
+  `read_draft` returns either in the first form; `speculators_config` / `speculators_names`
+  write the second.
 
 Reading never runs code: .pt/.bin with torch.load(weights_only=True) only (a pickle that
 carries code is refused, not executed), .safetensors with safetensors, JSON with json.
@@ -243,6 +250,37 @@ def eagle3_mapping(sorted_ids: np.ndarray, vocab_size: int) -> dict:
     return {"d2t": torch.from_numpy(d2t_from_ids(s)), "t2d": t2d}
 
 
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def speculators_vocab_names(n: int) -> tuple[str, str]:
+    """The names speculators' training CLI looks for in its --data-path (train/cli.py)."""
+    return f"d2t-{n}.npy", f"t2d-{n}.npy"
+
+
+def speculators_vocab_files(sorted_ids: np.ndarray, vocab_size: int) -> dict[str, bytes]:
+    """d2t (int64[N]) and t2d (bool[V]) as two .npy files, as speculators' training CLI reads them."""
+    s = np.asarray(sorted_ids, dtype=np.int64)
+    t2d = np.zeros(vocab_size, dtype=bool)
+    t2d[s] = True
+    d2t_name, t2d_name = speculators_vocab_names(s.size)
+    return {d2t_name: npy_bytes(d2t_from_ids(s)), t2d_name: npy_bytes(t2d)}
+
+
+def read_npy(source: str | os.PathLike | bytes) -> np.ndarray:
+    """A .npy array, never unpickling objects (allow_pickle=False)."""
+    where = "data" if isinstance(source, (bytes, bytearray)) else str(source)
+    try:
+        return np.load(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source, allow_pickle=False)
+    except FileNotFoundError:
+        raise VTError(f"{where}: file not found") from None
+    except ValueError as e:
+        raise VTError(f"{where}: not a plain .npy array ({str(e).splitlines()[0][:200]})") from None
+
+
 # ---------------------------------------------------------------- draft directories
 
 def safetensors_bytes(weights: dict) -> bytes:
@@ -281,10 +319,11 @@ class TrimmedDraft:
 
 def read_trimmed_draft(directory: str | os.PathLike) -> TrimmedDraft:
     """A trimmed draft (config.json with draft_vocab_size, lm_head [N, H], d2t and t2d), checked:
-    N rows everywhere, ascending ids inside the vocabulary, t2d marking exactly them."""
+    N rows everywhere, ascending ids inside the vocabulary, t2d marking exactly them. Either
+    EAGLE-3 layout is read too (config and names in the SpecForge form)."""
     directory = Path(directory)
-    config = read_config(directory)
-    weights = load_weights(directory)
+    ck = read_draft(directory)
+    config, weights = ck.config, ck.weights
     for key in ("lm_head.weight", "d2t"):
         if key not in weights:
             raise VTError(f"{directory}: not a trimmed draft (its weights lack '{key}')")
@@ -302,3 +341,161 @@ def read_trimmed_draft(directory: str | os.PathLike) -> TrimmedDraft:
     if t2d is not None and (t2d.numel() != V or not np.array_equal(np.flatnonzero(t2d.numpy()), kept)):
         raise VTError(f"{directory}: t2d does not mark exactly the ids d2t maps to")
     return TrimmedDraft(config, weights, kept)
+
+
+# ---------------------------------------------------------------- EAGLE-3 layouts
+
+SPECULATORS_VERSION = "0.9.0"          # the speculators release whose layout is written and tested
+SPECFORGE_LAYER, SPECULATORS_LAYER = "midlayer.", "layers.0."
+SPECFORGE_ARCH = "LlamaForCausalLMEagle3"
+# An Eagle3SpeculatorConfig's own fields (beside transformer_layer_config and speculators_config)
+EAGLE3_FIELDS = ("draft_vocab_size", "target_hidden_size", "norm_before_residual", "norm_before_fc", "fc_norm",
+                 "norm_output")
+
+
+def is_eagle3(config: dict, shapes: dict[str, tuple]) -> bool:
+    """An EAGLE-3 draft, in either layout: by its architecture or by its fc / decoder-layer tensors."""
+    if is_speculators_config(config):
+        return config.get("speculators_model_type") == "eagle3"
+    arch = " ".join(config.get("architectures") or [])
+    return ("eagle3" in arch.lower() or "fc.weight" in shapes or any(k.startswith(SPECFORGE_LAYER) for k in shapes))
+
+
+def is_speculators_config(config: dict) -> bool:
+    return bool(config.get("speculators_model_type"))
+
+
+def flat_eagle3_config(config: dict, where: str = "config.json") -> dict:
+    """The SpecForge / SGLang form of an EAGLE-3 draft config. A speculators config becomes its
+    transformer_layer_config plus draft_vocab_size and the EAGLE-3 fields (the aux layer ids under
+    eagle_config, where SGLang reads them); any other config is returned unchanged."""
+    if not is_speculators_config(config):
+        return config
+    kind = config.get("speculators_model_type")
+    if kind != "eagle3":
+        raise VTError(f"{where}: speculators_model_type is {kind!r}; only eagle3 drafts are read")
+    layer = config.get("transformer_layer_config")
+    if not isinstance(layer, dict):
+        raise VTError(f"{where}: a speculators config needs a 'transformer_layer_config' object")
+    flat = {k: v for k, v in layer.items() if k != "architectures"}
+    flat["architectures"] = [SPECFORGE_ARCH]
+    flat.update({k: config[k] for k in EAGLE3_FIELDS if config.get(k) is not None})
+    if config.get("eagle_aux_hidden_state_layer_ids"):
+        flat["eagle_config"] = {"eagle_aux_hidden_state_layer_ids": list(config["eagle_aux_hidden_state_layer_ids"])}
+    flat["tie_word_embeddings"] = False
+    return flat
+
+
+def specforge_names(weights: dict) -> dict:
+    """speculators' tensor names -> SpecForge's: the first decoder layer is midlayer.*."""
+    return {SPECFORGE_LAYER + k[len(SPECULATORS_LAYER):] if k.startswith(SPECULATORS_LAYER) else k: v
+            for k, v in weights.items()}
+
+
+def speculators_names(weights: dict) -> dict:
+    """SpecForge's tensor names -> speculators' (and vLLM's): midlayer.* is layers.0.*."""
+    return {SPECULATORS_LAYER + k[len(SPECFORGE_LAYER):] if k.startswith(SPECFORGE_LAYER) else k: v
+            for k, v in weights.items()}
+
+
+def specforge_config(flat: dict) -> dict:
+    """A flat EAGLE-3 config as SGLang's LlamaForCausalLMEagle3 reads it; refuses what it cannot say."""
+    if flat.get("norm_before_residual"):
+        raise VTError("the draft has norm_before_residual: true, which SGLang's LlamaForCausalLMEagle3 "
+                      "(and SpecForge's) cannot express; export it with --format speculators instead")
+    return {k: v for k, v in flat.items() if k != "norm_before_residual"}
+
+
+def speculators_config(flat: dict, verifier: dict | None, base: dict | None = None,
+                       target_config: dict | None = None) -> dict:
+    """The config.json of an Eagle3Speculator draft (speculators' layout, what vLLM reads), from a
+    flat EAGLE-3 config with draft_vocab_size and vocab_size already set.
+
+    From a speculators draft (`base`) every field is kept and only the sizes (and the verifier,
+    when given) change. Otherwise the fields are those speculators' Eagle3Converter writes: the
+    decoder layer's config under transformer_layer_config (max_position_embeddings at least the
+    target's), norm_before_residual false (SpecForge's layer adds the residual before hidden_norm;
+    vLLM assumes true when the field is missing), one greedy proposal of 3 tokens, the verifier."""
+    if base is not None:
+        out = json.loads(json.dumps(base))
+        out["draft_vocab_size"] = int(flat["draft_vocab_size"])
+        out["transformer_layer_config"]["vocab_size"] = int(flat["vocab_size"])
+        if verifier is not None:
+            out.setdefault("speculators_config", {})["verifier"] = verifier
+        return out
+    if verifier is None:
+        raise VTError("a speculators config needs its verifier (the target model: a hub id or directory)")
+    layer = {k: v for k, v in flat.items()
+             if k not in EAGLE3_FIELDS and k not in ("architectures", "eagle_config", "draft_vocab_size")}
+    layer["tie_word_embeddings"] = False
+    target_len = (target_config or {}).get("max_position_embeddings")
+    if isinstance(target_len, int) and target_len > int(layer.get("max_position_embeddings") or 0):
+        layer["max_position_embeddings"] = target_len
+    aux = (flat.get("eagle_config") or {}).get("eagle_aux_hidden_state_layer_ids")
+    return {
+        "architectures": ["Eagle3Speculator"],
+        "speculators_model_type": "eagle3",
+        "speculators_version": SPECULATORS_VERSION,
+        "draft_vocab_size": int(flat["draft_vocab_size"]),
+        "target_hidden_size": flat.get("target_hidden_size"),
+        "norm_before_residual": bool(flat.get("norm_before_residual", False)),
+        "norm_before_fc": bool(flat.get("norm_before_fc", False)),
+        "fc_norm": bool(flat.get("fc_norm", False)),
+        "norm_output": bool(flat.get("norm_output", False)),
+        "eagle_aux_hidden_state_layer_ids": list(aux) if aux else None,
+        "embed_requires_grad": False,
+        "tie_word_embeddings": False,
+        "transformer_layer_config": layer,
+        "speculators_config": {
+            "algorithm": "eagle3",
+            "default_proposal_method": "greedy",
+            "proposal_methods": [{"proposal_type": "greedy", "speculative_tokens": 3, "accept_tolerance": 0.0,
+                                  "verifier_accept_k": 1}],
+            "verifier": verifier,
+        },
+    }
+
+
+@dataclass
+class DraftCheckpoint:
+    """A draft directory as read: a flat config and SpecForge tensor names whatever its layout."""
+
+    config: dict                    # flat: a causal LM's config, or SpecForge's EAGLE-3 config
+    weights: dict[str, Any]
+    layout: str                     # hf | specforge | speculators
+    speculators: dict | None = None  # the original config.json of a speculators draft
+
+    @property
+    def eagle3(self) -> bool:
+        return self.layout != "hf"
+
+
+def draft_layout(config: dict, shapes: dict[str, tuple]) -> str:
+    if is_speculators_config(config):
+        return "speculators"
+    return "specforge" if is_eagle3(config, shapes) else "hf"
+
+
+def read_draft(directory: str | os.PathLike) -> DraftCheckpoint:
+    """A draft directory in any layout vtcore reads: a standalone causal LM, an EAGLE-3 draft in
+    SpecForge / SGLang layout, or one in speculators' layout (renamed to the SpecForge form)."""
+    raw = read_config(directory)
+    weights = load_weights(directory)
+    layout = draft_layout(raw, {k: tuple(v.shape) for k, v in weights.items()})
+    if layout == "speculators":
+        return DraftCheckpoint(flat_eagle3_config(raw, f"{directory}/config.json"), specforge_names(weights),
+                               layout, raw)
+    return DraftCheckpoint(raw, weights, layout)
+
+
+def draft_source(directory: str | os.PathLike, config: dict) -> tuple[dict, TensorSource, str]:
+    """(flat config, tensors under SpecForge names, layout) of a draft directory, tensors read lazily."""
+    src = tensor_source(directory=directory)
+    layout = draft_layout(config, src.shapes)
+    if layout != "speculators":
+        return config, src, layout
+    rename = {k: k2 for k, k2 in zip(src.shapes, specforge_names(dict.fromkeys(src.shapes)))}
+    back = {v: k for k, v in rename.items()}
+    return (flat_eagle3_config(config, f"{directory}/config.json"),
+            TensorSource({rename[k]: s for k, s in src.shapes.items()}, lambda name: src.get(back[name])), layout)
+

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from vtcore.errors import VTError
-from vtcore.formats import TensorSource, UnsafeFile, ids_from_d2t, safe_torch_load, tensor_source
+from vtcore.formats import TensorSource, UnsafeFile, draft_source, ids_from_d2t, is_eagle3, read_npy, safe_torch_load
 from vtcore.tokens import load_tokenizer, tokenizer_info
 
 _K_IN_NAME = re.compile(r"_k(\d+)(?:\.|$)")
@@ -33,7 +33,8 @@ class Report:
     """The outcome of validating one export (a file, or a draft directory)."""
 
     path: str
-    format: str = "unknown"       # sglang | eagle3 | json | summary | hf-draft | eagle3-draft | unknown
+    format: str = "unknown"       # sglang | eagle3 | speculators-vocab | json | summary | hf-draft | eagle3-draft
+    #                               | speculators | unknown
     n: int | None = None          # kept tokens
     vocab_size: int | None = None
     problems: list[str] = field(default_factory=list)
@@ -302,11 +303,6 @@ def embed_key(shapes: dict[str, tuple]) -> str | None:
     return keys[0] if keys else None
 
 
-def is_eagle3(config: dict, shapes: dict[str, tuple]) -> bool:
-    arch = " ".join(config.get("architectures") or [])
-    return "eagle3" in arch.lower() or "fc.weight" in shapes or any(k.startswith("midlayer.") for k in shapes)
-
-
 def validate_draft(config: dict, src: TensorSource, path: str, expect: Expect,
                    tokenizer_files: list[str] | None = None) -> Report:
     """A trimmed draft directory (ours: hf-draft; or an EAGLE-3 checkpoint)."""
@@ -359,6 +355,59 @@ def validate_draft(config: dict, src: TensorSource, path: str, expect: Expect,
     return r
 
 
+def validate_speculators(raw: dict, flat: dict, src: TensorSource, path: str, expect: Expect) -> Report:
+    """A draft in speculators' Eagle3Speculator layout: the EAGLE-3 checks on its flat form, plus
+    the fields vLLM's speculators config reader needs (transformers_utils/configs/speculators)."""
+    r = validate_draft(flat, src, path, expect)
+    r.format = "speculators"
+    spec = raw.get("speculators_config")
+    try:
+        spec["proposal_methods"][0]["speculative_tokens"]
+        spec["verifier"]["name_or_path"]
+    except (KeyError, IndexError, TypeError):
+        r.problems.append("speculators_config needs proposal_methods[0].speculative_tokens and "
+                          "verifier.name_or_path (vLLM reads both)")
+    if "norm_before_residual" not in raw:
+        r.warnings.append("config.json does not say norm_before_residual: vLLM then assumes true, which a "
+                          "SpecForge-trained draft is not")
+    return r
+
+
+def validate_speculators_vocab(d2t: np.ndarray, t2d: np.ndarray, path: str, expect: Expect,
+                               declared_n: int | None = None) -> Report:
+    """d2t-{N}.npy and t2d-{N}.npy as speculators' training CLI loads them (np.load, then torch)."""
+    import torch
+
+    r = Report(path=path, format="speculators-vocab", vocab_size=expect.vocab_size)
+    declared = expect.n if expect.n is not None else declared_n
+    ids, problems = check_mapping(d2t, torch.from_numpy(np.ascontiguousarray(t2d)), expect.vocab_size, declared)
+    r.problems += problems
+    if declared_n is not None and d2t.ndim == 1 and d2t.shape[0] != declared_n:
+        r.problems.append(f"d2t has {d2t.shape[0]} entries but its file name says {declared_n}")
+    if ids is not None:
+        r.n = int(ids.size)
+        r.vocab_size = expect.vocab_size or int(t2d.shape[0])
+        _, w = check_ids(ids, None, None, expect.keep_ids, "kept ids")
+        r.warnings += w
+    return r
+
+
+def validate_npy_pair(files: dict[str, bytes], path: str, expect: Expect) -> Report:
+    """The speculators-vocab pair given as {name: bytes}: exactly one d2t-{N}.npy and its t2d-{N}.npy."""
+    d2t_names = [n for n in files if re.fullmatch(r"d2t-\d+\.npy", n)]
+    if len(d2t_names) != 1:
+        return Report(path=path, format="speculators-vocab",
+                      problems=[f"expected one d2t-{{N}}.npy, found {len(d2t_names)}"])
+    n = int(d2t_names[0][4:-4])
+    if f"t2d-{n}.npy" not in files:
+        return Report(path=path, format="speculators-vocab", problems=[f"d2t-{n}.npy has no t2d-{n}.npy beside it"])
+    try:
+        d2t, t2d = read_npy(files[d2t_names[0]]), read_npy(files[f"t2d-{n}.npy"])
+    except VTError as e:
+        return Report(path=path, format="speculators-vocab", problems=[str(e).replace("data: ", "", 1)])
+    return validate_speculators_vocab(d2t, t2d, path, expect, declared_n=n)
+
+
 # ---------------------------------------------------------------- entry points
 
 def validate_object(obj: Any, path: str, expect: Expect) -> Report:
@@ -407,19 +456,30 @@ def validate_path(path: str | os.PathLike, expect: Expect | None = None) -> Repo
     if p.is_dir():
         cfg = p / "config.json"
         if not cfg.is_file():
-            return Report(path=str(p), problems=["a directory to validate must be a draft with config.json"])
+            npys = {f.name: f.read_bytes() for f in p.glob("*.npy")}
+            if npys:
+                return validate_npy_pair(npys, str(p), expect)
+            return Report(path=str(p), problems=["a directory to validate must be a draft with config.json, or "
+                                                 "hold d2t-{N}.npy and t2d-{N}.npy"])
         try:
             config = json.loads(cfg.read_text())
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             return Report(path=str(p), problems=[f"config.json is not valid JSON ({e})"])
         try:
-            src = tensor_source(directory=p)
+            flat, src, layout = draft_source(p, config)
         except UnsafeFile as e:
             return Report(path=str(p), format="refused", problems=[str(e)])
         except VTError as e:
             return Report(path=str(p), problems=[str(e)])
+        if layout == "speculators":
+            return validate_speculators(config, flat, src, str(p), expect)
         tok_files = [f.name for f in p.iterdir() if f.name in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")]
         return validate_draft(config, src, str(p), expect, tok_files)
+    if p.suffix == ".npy":
+        n = re.fullmatch(r"[dt]2[td]-(\d+)\.npy", p.name)
+        pair = [p.parent / f"d2t-{n.group(1)}.npy", p.parent / f"t2d-{n.group(1)}.npy"] if n else [p]
+        r = validate_npy_pair({f.name: f.read_bytes() for f in pair if f.is_file()}, str(p), expect)
+        return r
     if p.suffix == ".safetensors":
         return validate_path(p.parent, expect) if (p.parent / "config.json").is_file() else Report(
             path=str(p), problems=["a .safetensors file is validated with its draft directory (config.json)"])

@@ -9,11 +9,17 @@ from vtcore.cmd.common import curve_arg, repeatable
 
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "export", help="export a trimmed vocabulary (SGLang token map, EAGLE-3 d2t/t2d, JSON, trimmed HF draft)",
+        "export", help="export a trimmed vocabulary (SGLang token map, EAGLE-3 d2t/t2d, speculators, JSON, drafts)",
         description="Choose the kept tokens from a counts file (--k, --min-coverage or a study trial) and write them "
-                    "in each requested format under --out, validated. Names are built by the tool "
-                    "(token_map_sglang_k{K}.pt, vocab_mapping_eagle3_k{K}.pt, token_ids_k{K}.json, hf_draft_k{K}/, "
-                    "summary_k{K}.json); existing files are kept unless --force.")
+                    "in each requested format under --out, validated. Names are built by the tool: "
+                    "token_map_sglang_k{K}.pt (sglang), vocab_mapping_eagle3_k{K}.pt (eagle3), "
+                    "speculators_vocab_k{K}/d2t-{K}.npy + t2d-{K}.npy (speculators-vocab), token_ids_k{K}.json "
+                    "(json), hf_draft_k{K}/ (hf-draft of a standalone draft) or eagle3_draft_k{K}/ (hf-draft of an "
+                    "EAGLE-3 draft, SpecForge / SGLang layout), speculators_draft_k{K}/ (speculators: an EAGLE-3 "
+                    "draft in speculators' layout, what vLLM serves), summary_k{K}.json. V, the target model's "
+                    "vocabulary size, comes from --vocab-size, --target, the draft's config or a known tokenizer; "
+                    "eagle3, speculators-vocab and the drafts refuse a V that is only len(tokenizer). Existing "
+                    "files are kept unless --force.")
     p.add_argument("--counts", required=True, metavar="FILE.npz", help="counts file from `python -m vtcore count`")
     pick = p.add_mutually_exclusive_group(required=True)
     pick.add_argument("--k", type=int, help="keep the first k tokens of the --coverage curve's ranking "
@@ -28,14 +34,20 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="heldout (default): rank on the fit rows, coverage measured on the held-out rows; "
                         "insample: rank and measure on all rows. The exported ids are that curve's ranking")
     repeatable(p, "--format", metavar="FMT",
-               help="sglang | eagle3 | json | hf-draft | all (repeatable; default all, hf-draft only with --draft)")
+               help="sglang | eagle3 | speculators-vocab | json | hf-draft | speculators | all (repeatable; default "
+                    "all: hf-draft only with a --draft directory, speculators only with an EAGLE-3 --draft and a "
+                    "verifier)")
     p.add_argument("--vocab-size", type=int, metavar="V",
-                   help="the target model's vocabulary size (config vocab_size; default: a given config, else len(tokenizer))")
-    p.add_argument("--model-config", metavar="PATH", help="the target model's config.json (or its directory) for V")
-    p.add_argument("--draft", metavar="DIR|PRESET|default",
-                   help="the draft: a model directory to trim (hf-draft; an EAGLE-3 checkpoint is sub-trimmed), "
-                        "'default' (the embedded SmolLM2 draft), or a cost preset / config.json (for V and the "
-                        "FLOPs latency estimate only)")
+                   help="the target model's vocabulary size (its config's vocab_size, e.g. 151936 for Qwen3)")
+    p.add_argument("--target", "--model-config", dest="target", metavar="CONFIG|DIR|HUB_ID|PRESET",
+                   help="the target model, for V: its config.json, model directory, hub id (only its config.json is "
+                        "read) or a preset; a directory or hub id is also the verifier of --format speculators. "
+                        "--model-config is the older name")
+    p.add_argument("--draft", metavar="DIR|HUB_ID|PRESET|default",
+                   help="the draft: a model directory or hub id to trim (hf-draft; an EAGLE-3 draft in SpecForge / "
+                        "SGLang or speculators layout is sub-trimmed, and --format speculators writes it in "
+                        "speculators' layout), 'default' (the embedded SmolLM2 draft), or a cost preset / config.json "
+                        "(for V and the FLOPs latency estimate only)")
     p.add_argument("--tokenizer", metavar="NAME|DIR",
                    help="check the set keeps this tokenizer's EOS / end-of-turn and that the counts were made with it")
     repeatable(p, "--keep", type=int, metavar="ID", help="extra token ids to always keep (repeatable)")
@@ -80,8 +92,7 @@ def run(args) -> dict:
             raise VTError(f"tokenizer {args.tokenizer} has {tok['tokenizer_vocab']} tokens but the counts file "
                           f"{args.counts} was made with a {cf.vocab_size}-token tokenizer")
         tok.pop("tokenizer_vocab")
-    bundle = ex.export(choice, args.format, vocab_size=args.vocab_size, model_config=args.model_config,
-                       draft=args.draft, **tok)
+    bundle = ex.export(choice, args.format, vocab_size=args.vocab_size, target=args.target, draft=args.draft, **tok)
     out = args.out if args.out is not None else subdir("exports")
     paths = ex.write_bundle(bundle, out, force=args.force)
     warnings = list(bundle.warnings)
@@ -94,6 +105,7 @@ def run(args) -> dict:
         "coverage": ex.coverage_doc(choice),
         "vocab_size": bundle.vocab_size,
         "vocab_size_from": bundle.vocab_source,
+        "vocab_size_guessed": bundle.vocab.guessed,
         "chosen_by": choice.how,
         "latency_reduction": bundle.choice.extra.get("latency_reduction"),
         "latency_estimate": bundle.choice.extra.get("latency_estimate"),

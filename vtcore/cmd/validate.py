@@ -13,9 +13,13 @@ def register(subparsers) -> argparse.ArgumentParser:
                     "end-of-turn kept (warning), d2t + arange = the sorted kept ids, t2d marks exactly them, "
                     "the manifest's tokenizer is the given one. Exit 0 when valid, 2 otherwise (with --json the "
                     "report is still printed as the last stdout line).")
-    p.add_argument("file", metavar="FILE", help=".pt token map or vocab mapping, token_ids JSON, summary JSON, or a draft directory")
+    p.add_argument("file", metavar="FILE", help=".pt token map or vocab mapping, token_ids JSON, summary JSON, a "
+                                                "d2t-{N}.npy / t2d-{N}.npy pair (or its folder), or a draft directory "
+                                                "(hf-draft, EAGLE-3 in SpecForge / SGLang or speculators layout)")
     p.add_argument("--vocab-size", type=int, metavar="V", help="the target model's vocabulary size")
-    p.add_argument("--model-config", metavar="PATH", help="the target model's config.json (or directory) for V")
+    p.add_argument("--target", "--model-config", dest="target", metavar="CONFIG|DIR|HUB_ID|PRESET",
+                   help="the target model for V: its config.json, model directory, hub id or a preset "
+                        "(--model-config is the older name)")
     p.add_argument("--tokenizer", metavar="NAME|DIR", help="tokenizer whose EOS / end-of-turn must be kept and whose hash the manifest must carry")
     p.add_argument("--k", type=int, metavar="N", help="expected number of kept tokens (default: from the _k{N} in the file name)")
     p.set_defaults(func=run, human=human)
@@ -44,14 +48,14 @@ def run(args) -> dict:
 
     from vtcore.cmd.common import dumps
     from vtcore.errors import VTError
-    from vtcore.export import config_vocab_size
+    from vtcore.target import from_target
     from vtcore.validate import Expect, check_manifest, validate_path
 
     V = args.vocab_size
-    if args.model_config is not None:
-        Vc = config_vocab_size(args.model_config)
+    if args.target is not None:
+        Vc = from_target(args.target).size
         if V is not None and V != Vc:
-            raise VTError(f"--vocab-size {V} disagrees with {args.model_config} (vocab_size {Vc})")
+            raise VTError(f"--vocab-size {V} disagrees with {args.target} (vocab_size {Vc})")
         V = Vc
     expect = Expect(vocab_size=V, n=args.k)
     checked = []
@@ -72,7 +76,8 @@ def run(args) -> dict:
     if side is not None:
         report.problems += check_manifest(side.get("manifest"), expect)
         checked.append(f"summary {side.get('k')}")
-    if expect.keep_ids is None and report.format in ("sglang", "eagle3", "hf-draft", "eagle3-draft"):
+    if expect.keep_ids is None and report.format in ("sglang", "eagle3", "speculators-vocab", "hf-draft", "eagle3-draft",
+                                                     "speculators"):
         report.warnings.append("EOS / end-of-turn not checked: pass --tokenizer")
     result = report.as_dict()
     result["checked_with"] = checked
