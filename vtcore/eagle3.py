@@ -68,7 +68,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vtcore import models
+from vtcore import formats, models
 from vtcore.errors import VTError
 from vtcore.workspace import repo_root
 
@@ -208,29 +208,21 @@ def _build(layer: dict, top: dict, layout: str, aux, norm_logits: bool, feed_nor
 
 
 def read_config(path: str | os.PathLike) -> Eagle3Config:
+    """The Eagle3Config of a checkpoint directory (or its config.json), in either layout."""
     p = Path(path)
-    f = p / "config.json" if p.is_dir() else p
-    try:
-        d = json.loads(f.read_text())
-    except FileNotFoundError:
-        raise VTError(f"{f}: no config.json") from None
-    except ValueError as e:
-        raise VTError(f"{f}: not valid JSON ({e})") from None
+    d = formats.read_config(p if p.is_dir() else p.parent)
     try:
         return config_from_dict(d)
     except VTError as e:
-        raise VTError(f"{f}: {e}") from None
+        raise VTError(f"{p}: {e}") from None
 
 
 def is_eagle3_checkpoint(path: str | os.PathLike) -> bool:
     """True when `path` (a directory) holds an EAGLE-3 draft's config.json, in either layout."""
-    f = Path(path) / "config.json"
     try:
-        d = json.loads(f.read_text())
-    except (OSError, ValueError):
+        return formats.draft_layout(formats.read_config(path), {}) != "hf"
+    except VTError:
         return False
-    archs = set(d.get("architectures") or [])
-    return (d.get("speculators_model_type") == "eagle3" or bool(archs & (SPECFORGE_ARCHS | SPECULATORS_ARCHS)))
 
 
 def default_aux_layer_ids(num_target_layers: int) -> tuple[int, int, int]:
@@ -590,20 +582,9 @@ _KEY_MAP = (("model.", ""), ("midlayer.", "layer."), ("layers.0.", "layer."), ("
 
 
 def _load_state(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    state: dict[str, torch.Tensor] = {}
-    files = sorted(path.glob("*.safetensors"))
-    for f in files:
-        state.update(load_file(str(f)))
-    if not files:
-        bins = sorted(path.glob("*.bin"))
-        if not bins:
-            raise VTError(f"{path}: no .safetensors or .bin weights")
-        for f in bins:
-            state.update(torch.load(f, map_location="cpu", weights_only=True))
+    """The checkpoint's tensors (read by vtcore.formats, in either layout) under this module's names."""
     out = {}
-    for k, v in state.items():
+    for k, v in formats.load_weights(path).items():
         if k.startswith(("verifier_", "model.verifier_")) or "rotary_emb" in k:
             continue   # speculators keeps the verifier's norm/head copies; not part of the draft
         for a, b in _KEY_MAP:

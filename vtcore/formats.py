@@ -379,7 +379,11 @@ def flat_eagle3_config(config: dict, where: str = "config.json") -> dict:
         raise VTError(f"{where}: a speculators config needs a 'transformer_layer_config' object")
     flat = {k: v for k, v in layer.items() if k != "architectures"}
     flat["architectures"] = [SPECFORGE_ARCH]
-    flat.update({k: config[k] for k in EAGLE3_FIELDS if config.get(k) is not None})
+    flat.update({k: config[k] for k in EAGLE3_FIELDS if k != "norm_output" and config.get(k) is not None})
+    # speculators' norm_output (EAGLE 3.1: the draft feeds norm(h) back) is not SpecForge's norm_output
+    # (logits from norm(h), which speculators always does): kept under its own name
+    if config.get("norm_output"):
+        flat["speculators_norm_output"] = True
     if config.get("eagle_aux_hidden_state_layer_ids"):
         flat["eagle_config"] = {"eagle_aux_hidden_state_layer_ids": list(config["eagle_aux_hidden_state_layer_ids"])}
     flat["tie_word_embeddings"] = False
@@ -400,10 +404,12 @@ def speculators_names(weights: dict) -> dict:
 
 def specforge_config(flat: dict) -> dict:
     """A flat EAGLE-3 config as SGLang's LlamaForCausalLMEagle3 reads it; refuses what it cannot say."""
-    if flat.get("norm_before_residual"):
-        raise VTError("the draft has norm_before_residual: true, which SGLang's LlamaForCausalLMEagle3 "
-                      "(and SpecForge's) cannot express; export it with --format speculators instead")
-    return {k: v for k, v in flat.items() if k != "norm_before_residual"}
+    for key in ("norm_before_residual", "speculators_norm_output"):
+        if flat.get(key):
+            raise VTError(f"the draft has {key.replace('speculators_', '')}: true (speculators' meaning), which "
+                          "SGLang's LlamaForCausalLMEagle3 (and SpecForge's) cannot express; export it with "
+                          "--format speculators instead")
+    return {k: v for k, v in flat.items() if k not in ("norm_before_residual", "speculators_norm_output")}
 
 
 def speculators_config(flat: dict, verifier: dict | None, base: dict | None = None,
@@ -425,8 +431,11 @@ def speculators_config(flat: dict, verifier: dict | None, base: dict | None = No
         return out
     if verifier is None:
         raise VTError("a speculators config needs its verifier (the target model: a hub id or directory)")
-    layer = {k: v for k, v in flat.items()
-             if k not in EAGLE3_FIELDS and k not in ("architectures", "eagle_config", "draft_vocab_size")}
+    if flat.get("norm_output") is False:
+        raise VTError("the draft has norm_output: false (SpecForge: logits from the un-normed state), which the "
+                      "speculators layout cannot express")
+    layer = {k: v for k, v in flat.items() if k not in EAGLE3_FIELDS
+             and k not in ("architectures", "eagle_config", "draft_vocab_size", "speculators_norm_output")}
     layer["tie_word_embeddings"] = False
     target_len = (target_config or {}).get("max_position_embeddings")
     if isinstance(target_len, int) and target_len > int(layer.get("max_position_embeddings") or 0):
@@ -441,7 +450,7 @@ def speculators_config(flat: dict, verifier: dict | None, base: dict | None = No
         "norm_before_residual": bool(flat.get("norm_before_residual", False)),
         "norm_before_fc": bool(flat.get("norm_before_fc", False)),
         "fc_norm": bool(flat.get("fc_norm", False)),
-        "norm_output": bool(flat.get("norm_output", False)),
+        "norm_output": bool(flat.get("speculators_norm_output", False)),
         "eagle_aux_hidden_state_layer_ids": list(aux) if aux else None,
         "embed_requires_grad": False,
         "tie_word_embeddings": False,
