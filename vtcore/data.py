@@ -303,7 +303,7 @@ def hub_revision(spec: HubSpec, arg: str) -> str:
 
         return HfApi().dataset_info(spec.name).sha
     except Exception as e:
-        raise DataError(f"cannot reach the dataset on the hub ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})", arg)
+        raise DataError(f"cannot reach the dataset on the hub ({_why(e)})", arg)
 
 
 def _iter_hub(spec: HubSpec, arg: str) -> Iterator[tuple[int, dict]]:
@@ -318,9 +318,22 @@ def _iter_hub(spec: HubSpec, arg: str) -> Iterator[tuple[int, dict]]:
             ds = ds["train"] if "train" in ds else datasets.concatenate_datasets([ds[s] for s in sorted(ds)])
         rows = iter(ds)
     except Exception as e:
-        raise DataError(f"cannot load the dataset ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})", arg)
-    for i, rec in enumerate(rows, start=1):
-        yield i, {k: _maybe_json(v) for k, v in rec.items()}
+        raise DataError(f"cannot load the dataset ({_why(e)})", arg)
+    row = 0
+    while True:
+        try:
+            rec = next(rows)
+        except StopIteration:
+            return
+        except Exception as e:   # a stream can fail mid-way: files that do not cast, the network
+            raise DataError(f"cannot read the dataset ({_why(e)})", arg, row + 1)
+        row += 1
+        yield row, {k: _maybe_json(v) for k, v in rec.items()}
+
+
+def _why(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def iter_records(path: str | Path, pos: _Position | None = None) -> Iterator[tuple[int, dict | DataError]]:
