@@ -20,6 +20,7 @@ import itertools
 import logging
 import os
 import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -33,7 +34,7 @@ from vtcore.split import is_heldout
 from vtcore.tally import DataSource, Tally
 
 ENGINES = ("local", "ray")
-RAY_REQUIREMENT = "ray[data]==2.60.0"
+RAY_REQUIREMENT = "ray[data]==2.60.0"   # as requirements-ray.txt pins it
 
 
 @dataclass
@@ -256,11 +257,15 @@ def count_ray(sources: list[DataSource], datasets: list[dict], tok, assistant: A
     ray.data.DataContext.get_current().enable_progress_bars = False   # progress is ours: CLI bar, dashboard
     logging.getLogger("ray.data").setLevel(logging.ERROR)             # and so is what stderr says
     actors = cfg.actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    # one read task per dataset, its blocks as they are (Ray Data would split them for parallelism);
+    # reading is light next to tokenizing: the read tasks leave the CPUs to the actors
     ds = ray.data.read_datasource(_datasource_class()(sources, schema, skip_bad, cfg.block_rows),
-                                  num_cpus=0)   # reading is light next to tokenizing: leave the CPUs to the actors
+                                  override_num_blocks=len(sources), num_cpus=0)
     ds = ds.map_batches(BlockCounter, batch_size=None, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
                         fn_constructor_kwargs={"tok_bytes": pickle.dumps(tok), "mode": assistant.mode,
                                                "decided": decided, "vocab_size": vocab_size})
+    # one input block per dataset by design (above): Ray Data's advice to split it is not for us
+    warnings.filterwarnings("ignore", message="The minimum number of concurrent actors", category=UserWarning)
     reduce = _Reduce(len(sources), vocab_size, assistant)
     total_bytes = sum(d["bytes"] for d in datasets) or 1
     progress(0.0, f"Ray: {actors} tokenizer actors starting")
