@@ -261,6 +261,9 @@ def count_ray(sources: list[DataSource], datasets: list[dict], tok, assistant: A
     # reading is light next to tokenizing: the read tasks leave the CPUs to the actors
     ds = ray.data.read_datasource(_datasource_class()(sources, schema, skip_bad, cfg.block_rows),
                                   override_num_blocks=len(sources), num_cpus=0)
+    # each block a read task yields is one unit of work for the actors: Ray Data must not merge
+    # them (by default it merges small blocks up to 128 MiB, which would leave one actor busy)
+    ds.context.target_max_block_size = 1
     ds = ds.map_batches(BlockCounter, batch_size=None, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
                         fn_constructor_kwargs={"tok_bytes": pickle.dumps(tok), "mode": assistant.mode,
                                                "decided": decided, "vocab_size": vocab_size})
