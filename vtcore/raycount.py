@@ -169,8 +169,8 @@ class BlockCounter:
         plan = self.assistant.plan(convs)
         part.add(keys, self.assistant.collect(plan, self.assistant.encode_texts(plan)))
         after = self.assistant.stats.counters()
-        return {"domains": part.domains, "first": [first[d] for d in part.domains], "rows": len(convs),
-                "fit": np.stack(part.fit), "held": np.stack(part.held),
+        # what travels is the nonzero part: kilobytes a block, where the dense arrays are 2 x 8V bytes
+        return {"first": {d: first[d] for d in part.domains}, "rows": len(convs), "counts": part.nonzero(),
                 "mask": {k: after[k] - before[k] for k in after}}
 
 
@@ -204,9 +204,10 @@ class _Reduce:
     def add(self, kind: str, file: int, fraction: float, payload: bytes) -> None:
         part = pickle.loads(payload)
         if kind == "rows":
-            self.tally.merge(part["domains"], part["fit"], part["held"])
-            for name, at in zip(part["domains"], part["first"]):
-                self.first[name] = min(self.first.get(name, at), tuple(at))
+            for name, held, ids, counts in part["counts"]:
+                self.tally.merge(name, held, ids, counts)
+            for name, at in part["first"].items():
+                self.first[name] = min(self.first.get(name, at), at)
             self.assistant.stats.add(part["mask"])
             self.rows += part["rows"]
             self.fraction[file] = max(self.fraction[file], fraction)

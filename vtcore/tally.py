@@ -46,12 +46,19 @@ class Tally:
             if flat.size:
                 (self.held if held else self.fit)[d] += np.bincount(flat, minlength=self.vocab_size)
 
-    def merge(self, domains: list[str], fit: np.ndarray, held: np.ndarray) -> None:
-        """Add another tally's counts (int64[D, V] each, rows named by `domains`)."""
-        for name, f, h in zip(domains, fit, held):
-            d = self.domain_index(name)
-            self.fit[d] += f
-            self.held[d] += h
+    def nonzero(self) -> list[tuple[str, bool, np.ndarray, np.ndarray]]:
+        """(domain, held out, ids, counts) of each domain and split's nonzero counts: what merge()
+        adds, a few thousand ids where the arrays hold V."""
+        out = []
+        for name, f, h in zip(self.domains, self.fit, self.held):
+            for held, c in ((False, f), (True, h)):
+                ids = np.flatnonzero(c)
+                out.append((name, held, ids.astype(np.int32), c[ids]))
+        return out
+
+    def merge(self, name: str, held: bool, ids: np.ndarray, counts: np.ndarray) -> None:
+        """Add another tally's counts of one domain and split, as its nonzero (ids, counts)."""
+        (self.held if held else self.fit)[self.domain_index(name)][ids] += counts
 
     def reorder(self, names: list[str]) -> None:
         """Put the domains in this order (an engine that merges out of order restores the
