@@ -111,25 +111,24 @@ def test_the_first_bad_row_in_file_order_is_the_error(tmp_path, qwen_tok, worksp
     assert str(ray.value) == str(local.value) and "first.jsonl:41" in str(ray.value)
 
 
-def test_stop_ends_promptly_and_keeps_nothing(qwen_tok, workspace):
-    from vtcore.jobs import Job
+def test_stop_ends_promptly_and_keeps_nothing(workspace):
+    """The dashboard's counting job on Ray: stopped once rows are counted, it ends within seconds,
+    writes no counts file (not even to the cache) and leaves the current counts as they were."""
+    from vtapp import state
+    from vtapp.jobs import counting_job
 
-    def fn(progress, should_stop):
-        return count_dataset([str(SAMPLES / "chat.jsonl.gz")], tokenizer=qwen_tok, engine="ray", progress=progress,
-                             should_stop=should_stop, ray=RayConfig(block_rows=64))
-
-    job = Job(fn, name="count").start()
+    job = counting_job([str(SAMPLES / "chat.jsonl.gz")], engine="ray").start()
     deadline = time.monotonic() + 90
-    while "rows" not in job.status()["text"] or job.status()["text"].startswith("0 rows"):
+    while not job.status()["text"].endswith("actors") or job.status()["text"].startswith("0 rows"):
         assert time.monotonic() < deadline and job.running, job.status()
         time.sleep(0.05)
     frac = job.status()["fraction"]
     asked = time.monotonic()
     job.stop()
     assert job.join(30), "the Ray count did not stop"
-    assert job.state == "stopped" and 0 < frac < 1
+    assert job.state == "stopped" and job.error is None and 0 < frac < 1
     assert time.monotonic() - asked < 15
-    assert not list(workspace.rglob("*.npz"))   # nothing written, not even in the cache
+    assert not list(workspace.rglob("*.npz")) and state.load_state().counts_path is None
 
 
 def test_cli_joins_a_running_cluster_by_address(tmp_path, ray_local, qwen_tok, workspace):
