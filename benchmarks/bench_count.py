@@ -55,9 +55,10 @@ def count_rate(data: str, tok, mask: str, ws: str) -> tuple[float, int]:
     return cf.counts.sum() / dt, int(cf.counts.sum())
 
 
-def timed_count(data: str, tok, engine: str, ws: str) -> tuple[float, int, np.ndarray]:
+def timed_count(data: str, tok, engine: str, ws: str, actors: int | None = None) -> tuple[float, int, np.ndarray]:
     t = time.perf_counter()
-    cf, _ = count_dataset([data], tokenizer=tok, cache=False, workspace=ws, engine=engine, ray=RayConfig())
+    cf, _ = count_dataset([data], tokenizer=tok, cache=False, workspace=ws, engine=engine,
+                          ray=RayConfig(actors=actors))
     return time.perf_counter() - t, int(cf.counts.sum()), cf.counts
 
 
@@ -91,7 +92,7 @@ def engines(args) -> dict:
         for _ in range(args.repeats):  # interleaved, so drift in machine load hits both engines alike
             for engine in ("local", "ray"):
                 for n in (1, 3):
-                    dt, tokens[n], counts = timed_count(data[n], tok, engine, ws)
+                    dt, tokens[n], counts = timed_count(data[n], tok, engine, ws, args.ray_actors)
                     runs[engine, n].append(dt)
                     if not np.array_equal(reference.setdefault(n, counts), counts):
                         raise SystemExit(f"{engine} counts differ from the local engine's on {data[n]}")
@@ -102,6 +103,7 @@ def engines(args) -> dict:
         "data": args.data,
         "cpus": os.cpu_count(),
         "ray_cluster_cpus": ray_cpus(),
+        "ray_actors": args.ray_actors or ray_cpus(),
         "tokens": {"1x": tokens[1], "3x": tokens[3]},
         "seconds_median": {f"{e}_{n}x": round(med[e, n], 2) for e, n in med},
         "seconds_all": {f"{e}_{n}x": [round(x, 2) for x in v] for (e, n), v in runs.items()},
@@ -120,6 +122,7 @@ def main() -> None:
     ap.add_argument("--engine", choices=["local", "ray"], default="local",
                     help="ray: the local and the Ray engine side by side (marginal rates, start-up)")
     ap.add_argument("--ray-address", default=None, help="with --engine ray: a running cluster (default: a local Ray)")
+    ap.add_argument("--ray-actors", type=int, default=None, help="with --engine ray: tokenizer actors (default: one per CPU)")
     args = ap.parse_args()
     if args.engine == "ray":
         print(json.dumps(engines(args), indent=1))
