@@ -258,8 +258,9 @@ def count_ray(sources: list[DataSource], datasets: list[dict], tok, assistant: A
     ray.data.DataContext.get_current().enable_progress_bars = False   # progress is ours: CLI bar, dashboard
     logging.getLogger("ray.data").setLevel(logging.ERROR)             # and so is what stderr says
     actors = cfg.actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    # one read task per dataset, its blocks as they are (Ray Data would split them for parallelism);
-    # reading is light next to tokenizing: the read tasks leave the CPUs to the actors
+    # one read task per dataset (Ray Data would add a step splitting its output for parallelism:
+    # the blocks are the parallelism here); reading is light next to tokenizing, so the read
+    # tasks leave the CPUs to the actors
     ds = ray.data.read_datasource(_datasource_class()(sources, schema, skip_bad, cfg.block_rows),
                                   override_num_blocks=len(sources), num_cpus=0)
     # each block a read task yields is one unit of work for the actors: Ray Data must not merge
@@ -268,7 +269,7 @@ def count_ray(sources: list[DataSource], datasets: list[dict], tok, assistant: A
     ds = ds.map_batches(BlockCounter, batch_size=None, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
                         fn_constructor_kwargs={"tok_bytes": pickle.dumps(tok), "mode": assistant.mode,
                                                "decided": decided, "vocab_size": vocab_size})
-    # one input block per dataset by design (above): Ray Data's advice to split it is not for us
+    # a dataset of fewer blocks than actors leaves some idle: Ray Data's advice about it is not for users
     warnings.filterwarnings("ignore", message="The minimum number of concurrent actors", category=UserWarning)
     reduce = _Reduce(len(sources), vocab_size, assistant)
     total_bytes = sum(d["bytes"] for d in datasets) or 1
