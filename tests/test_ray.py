@@ -36,17 +36,6 @@ def assert_same_counts(local, ray) -> None:
     assert (local.manifest["engine"], ray.manifest["engine"]) == ("local", "ray")
 
 
-def test_samples_count_identically_and_cache_by_engine(qwen_tok, workspace):
-    data = [str(SAMPLES / "code.jsonl"), str(SAMPLES / "chat.jsonl.gz")]
-    local, _ = count_dataset(data, tokenizer=qwen_tok)
-    ray, info = count_dataset(data, tokenizer=qwen_tok, engine="ray", ray=RayConfig(block_rows=300))
-    assert not info["cache_hit"] and info["engine"] == "ray"   # the local result is not the Ray one's cache
-    assert_same_counts(local, ray)
-    assert ray.manifest["cache_key"] != local.manifest["cache_key"]
-    _, again = count_dataset(data, tokenizer=qwen_tok, engine="ray")
-    assert again["cache_hit"]
-
-
 def write_jsonl(path, rows, bad_every: int = 0):
     lines = [json.dumps(r) for r in rows]
     if bad_every:   # malformed lines and rows without an assistant turn, between good rows
@@ -131,14 +120,22 @@ def test_stop_ends_promptly_and_keeps_nothing(workspace):
     assert not list(workspace.rglob("*.npz")) and state.load_state().counts_path is None
 
 
-def test_cli_joins_a_running_cluster_by_address(tmp_path, ray_local, qwen_tok, workspace):
+def test_cli_joins_the_cluster_counts_both_samples_identically_and_caches_by_engine(tmp_path, ray_local, qwen_tok):
+    """`count --engine ray --ray-address ADDR` in a fresh process joins the session's Ray (the path
+    a cluster takes: vtcore shipped to the workers) and gives the local engine's counts."""
     from vtcore.countsfile import load_counts
 
+    ws, out = tmp_path / "ws", tmp_path / "c.npz"
+    data = [str(SAMPLES / "code.jsonl"), str(SAMPLES / "chat.jsonl.gz")]
+    local, _ = count_dataset(data, tokenizer=qwen_tok, workspace=str(ws))
     address = ray_local.get_runtime_context().gcs_address
-    out = tmp_path / "c.npz"
-    p = run_vtcore("count", "--data", str(SAMPLES / "code.jsonl"), "--engine", "ray", "--ray-address", address,
-                   "--out", str(out), "--json", ws=tmp_path / "ws")
+    p = run_vtcore("count", "--data", *data, "--engine", "ray", "--ray-address", address, "--out", str(out),
+                   "--json", ws=ws)
     r = last_json(p)
-    assert r["engine"] == "ray" and r["rows"] == 164 and "counting" in p.stderr and "100.0%" in p.stderr
-    local, _ = count_dataset([str(SAMPLES / "code.jsonl")], tokenizer=qwen_tok)
-    assert_same_counts(local, load_counts(out))
+    assert r["engine"] == "ray" and not r["cache_hit"]   # the local result is not the Ray one's cache
+    assert "counting" in p.stderr and "100.0%" in p.stderr
+    ray = load_counts(out)
+    assert_same_counts(local, ray)
+    assert ray.manifest["cache_key"] != local.manifest["cache_key"]
+    _, again = count_dataset(data, tokenizer=qwen_tok, workspace=str(ws), engine="ray")
+    assert again["cache_hit"]

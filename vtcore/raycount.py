@@ -34,6 +34,7 @@ from vtcore.split import is_heldout
 from vtcore.tally import DataSource, Tally
 
 ENGINES = ("local", "ray")
+READER_FEEDS = 16   # actors one read task keeps busy (reading is ~2% of the work per row)
 RAY_REQUIREMENT = "ray[data]==2.60.0"   # as requirements-ray.txt pins it
 
 
@@ -259,10 +260,12 @@ def count_ray(sources: list[DataSource], datasets: list[dict], tok, assistant: A
     logging.getLogger("ray.data").setLevel(logging.ERROR)             # and so is what stderr says
     actors = cfg.actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
     # one read task per dataset (Ray Data would add a step splitting its output for parallelism:
-    # the blocks are the parallelism here); reading is light next to tokenizing, so the read
-    # tasks leave the CPUs to the actors
+    # the blocks are the parallelism here). Reading is about 2% of the work: the read tasks
+    # leave the CPUs to the actors, and one reader at a time feeds up to READER_FEEDS actors
+    # (each reader is a worker process of its own to start)
     ds = ray.data.read_datasource(_datasource_class()(sources, schema, skip_bad, cfg.block_rows),
-                                  override_num_blocks=len(sources), num_cpus=0)
+                                  override_num_blocks=len(sources), num_cpus=0,
+                                  concurrency=min(len(sources), -(-actors // READER_FEEDS)))
     # each block a read task yields is one unit of work for the actors: Ray Data must not merge
     # them (by default it merges small blocks up to 128 MiB, which would leave one actor busy)
     ds.context.target_max_block_size = 1
