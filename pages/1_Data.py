@@ -67,6 +67,14 @@ with c2:
                                  "content": "assistant message text only"}.get)
     schema = st.selectbox("Schema", SCHEMAS, key="schema")
     skip_bad = st.checkbox("Skip malformed rows (count them instead of stopping)", value=s.skip_bad, key="skip_bad")
+    engine = st.radio("Engine", ["local", "ray"], horizontal=True, key="engine",
+                      format_func={"local": "this machine", "ray": "Ray Data"}.get,
+                      help="Ray Data counts on a local Ray, or on a running Ray cluster; the counts are "
+                           "identical (needs ray[data]: bash scripts/setup.sh --with-ray).")
+    ray_address = None
+    if engine == "ray":
+        ray_address = st.text_input("Ray cluster address (empty: start a local Ray)", key="ray_address",
+                                    placeholder="auto or HOST:PORT").strip() or None
 
 # ---- count
 job = ui.registry().get("count")
@@ -75,7 +83,7 @@ if st.button("Count tokens", type="primary", disabled=busy or not paths or (kind
              key="count_btn"):
     try:
         ui.registry().start("count", counting_job(paths, tokenizer=tok_name, mask=mask, schema=schema,
-                                                  skip_bad=skip_bad))
+                                                  skip_bad=skip_bad, engine=engine, ray_address=ray_address))
     except VTError as e:
         st.error(str(e))
     st.rerun()

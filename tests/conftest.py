@@ -39,3 +39,15 @@ def workspace(tmp_path, monkeypatch):
     ws = tmp_path / "ws"
     monkeypatch.setenv("VTCORE_WORKSPACE", str(ws))
     return ws
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray (2 CPUs, no dashboard) for the whole session's Ray tests, shut down at the end;
+    skipped where ray[data] is not installed (bash scripts/setup.sh --dev installs it)."""
+    ray = pytest.importorskip("ray", reason="ray[data] is not installed (bash scripts/setup.sh --dev installs it)")
+    from vtcore.raycount import connect
+
+    connect(num_cpus=2)
+    yield ray
+    ray.shutdown()

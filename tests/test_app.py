@@ -137,6 +137,30 @@ def test_data_page_counts_an_uploaded_jsonl(workspace):
     assert s.datasets == chosen
 
 
+def test_data_page_passes_the_engine_choice_to_the_counting_job(workspace, monkeypatch):
+    import vtapp.jobs
+    from vtcore.jobs import Job
+
+    calls = []
+
+    def fake_job(paths, **kw):   # the Ray engine itself is tested in test_ray.py
+        calls.append(kw)
+        return Job(lambda progress, should_stop: None, name="count")
+
+    monkeypatch.setattr(vtapp.jobs, "counting_job", fake_job)
+    at = open_app("pages/1_Data.py")
+    assert "ray_address" not in [t.key for t in at.text_input]   # only for the Ray engine
+    at.radio(key="engine").set_value("ray").run()
+    at.text_input(key="ray_address").set_value("127.0.0.1:6379").run()
+    at.button(key="count_btn").click().run()
+    ok(at)
+    assert calls[-1]["engine"] == "ray" and calls[-1]["ray_address"] == "127.0.0.1:6379"
+    at.radio(key="engine").set_value("local").run()
+    at.button(key="count_btn").click().run()
+    ok(at)
+    assert calls[-1]["engine"] == "local" and calls[-1]["ray_address"] is None
+
+
 def test_a_malformed_upload_shows_the_error_and_the_app_keeps_working(workspace):
     before = count_sample()
     at = open_app("pages/1_Data.py")

@@ -168,3 +168,56 @@ def test_progress_reaches_one(qwen_tok, workspace):
     seen = []
     count_dataset([str(SAMPLES / "code.jsonl")], tokenizer=qwen_tok, progress=lambda f, t="": seen.append(f))
     assert seen[-1] == 1.0 and all(0 <= f <= 1 for f in seen)
+
+
+def test_hf_folder_counts_like_its_file_and_caches_on_its_files(tmp_path, qwen_tok, workspace):
+    folder = tmp_path / "code"
+    folder.mkdir()
+    shutil.copy(SAMPLES / "code.jsonl", folder / "train.jsonl")
+    from_file, _ = count_dataset([str(SAMPLES / "code.jsonl")], tokenizer=qwen_tok)
+    from_hub, info = count_dataset([f"hf:{folder}"], tokenizer=qwen_tok)
+    assert not info["cache_hit"] and from_hub.domain_names == ["code"]
+    for name in ("counts", "counts_fit", "counts_heldout", "counts_by_domain"):
+        assert np.array_equal(getattr(from_hub, name), getattr(from_file, name)), name
+    assert count_dataset([f"hf:{folder}"], tokenizer=qwen_tok)[1]["cache_hit"]
+    lines = (folder / "train.jsonl").read_text().splitlines(keepends=True)
+    (folder / "train.jsonl").write_text("".join(lines[:-1]))
+    changed, info = count_dataset([f"hf:{folder}"], tokenizer=qwen_tok)
+    assert not info["cache_hit"] and changed.manifest["rows"] == 163
+
+
+def test_hub_id_offline_fails_before_counting(qwen_tok, workspace):
+    with pytest.raises(VTError, match=r"hf:org/name: a hub dataset needs the model hub, which is off"):
+        count_dataset(["hf:org/name"], tokenizer=qwen_tok)
+
+
+def test_local_cache_key_is_the_one_it_was_before_the_engine_field(qwen_tok, workspace):
+    from pathlib import Path
+
+    from vtcore.countsfile import save_counts
+    from vtcore.tokens import sha256_bytes
+
+    cf, info = count_dataset([str(SAMPLES / "code.jsonl")], tokenizer=qwen_tok)
+    m = cf.manifest
+    before = sha256_bytes(json.dumps({k: m[k] for k in KEY_FIELDS if k != "engine"}, sort_keys=True).encode())[:24]
+    assert m["engine"] == "local" and Path(info["counts_path"]).stem == before == m["cache_key"]
+    older = dict(m)
+    del older["engine"]   # a counts file written before the field: still this count's cache
+    save_counts(info["counts_path"], type(cf)(**{**cf.__dict__, "manifest": older}))
+    assert count_dataset([str(SAMPLES / "code.jsonl")], tokenizer=qwen_tok)[1]["cache_hit"]
+
+
+def test_engine_choice_errors(monkeypatch, qwen_tok, workspace):
+    import sys
+    from pathlib import Path
+
+    from vtcore.raycount import RAY_REQUIREMENT
+
+    with pytest.raises(VTError, match="engine must be one of local, ray"):
+        count_dataset([str(SAMPLES / "code.jsonl")], tokenizer=qwen_tok, engine="spark")
+    monkeypatch.setitem(sys.modules, "ray", None)   # as where ray is not installed
+    with pytest.raises(VTError, match=r"the Ray engine needs ray\[data\]==2\.60\.0: pip install"):
+        count_dataset([str(SAMPLES / "code.jsonl")], tokenizer=qwen_tok, engine="ray", cache=False)
+    pinned = [ln for ln in (Path(__file__).parent.parent / "requirements-ray.txt").read_text().splitlines()
+              if ln and not ln.startswith("#")]
+    assert pinned == [RAY_REQUIREMENT]

@@ -203,3 +203,64 @@ def test_missing_and_unknown_files(tmp_path):
     (tmp_path / "d.txt").write_text("hello")
     with pytest.raises(DataError, match="unknown dataset format"):
         list(iter_records(tmp_path / "d.txt"))
+
+
+# ------------------------------------------------------------------ hf: ids
+
+
+def test_hub_ids_parse():
+    from vtcore.data import HubSpec, parse_hub
+
+    assert parse_hub("hf:org/name") == HubSpec("org/name")
+    assert parse_hub("hf:org/name:cfg") == HubSpec("org/name", "cfg")
+    assert parse_hub("hf:org/name::test") == HubSpec("org/name", None, "test")
+    assert parse_hub("hf:org/name:cfg:train") == HubSpec("org/name", "cfg", "train")
+    assert parse_hub("data.jsonl") is None
+    for bad in ("hf:", "hf:org/name:a:b:c", "hf:org/name:cfg:"):
+        with pytest.raises(DataError, match="expected hf:ORG/NAME"):
+            parse_hub(bad)
+
+
+def test_hub_id_offline_is_a_clear_error():
+    with pytest.raises(DataError, match=r"^hf:org/name: a hub dataset needs the model hub, which is off "
+                                        r"\(HF_HUB_OFFLINE=1\)"):
+        read_all("hf:org/name")
+
+
+def test_hf_local_parquet_folder_reads_like_its_files(tmp_path):
+    import pandas as pd
+
+    folder = tmp_path / "pq"
+    folder.mkdir()
+    rows = [{"prompt": f"p{i}", "response": f"r{i}"} for i in range(7)]
+    pd.DataFrame(rows[:4]).to_parquet(folder / "train-00000-of-00002.parquet")
+    pd.DataFrame(rows[4:]).to_parquet(folder / "train-00001-of-00002.parquet")
+    convs, stats = read_all(f"hf:{folder}")
+    assert [c.messages[1]["content"] for c in convs] == [r["response"] for r in rows]
+    assert [c.index for c in convs] == list(range(7)) and {c.domain for c in convs} == {"pq"}
+    assert stats.schema == "prompt_response" and convs[0].source == f"hf:{folder}:1"
+
+
+def test_hf_local_dataset_folder_splits_and_config(tmp_path):
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    write_jsonl(folder / "train.jsonl", [{"messages": CHAT}] * 3)
+    test_chat = [{"role": "user", "content": "P"}, {"role": "assistant", "content": "R"}]
+    write_jsonl(folder / "test.jsonl", [{"messages": test_chat}])
+    convs, _ = read_all(f"hf:{folder}")            # no split named: train
+    assert len(convs) == 3 and convs[0].messages == CHAT
+    convs, _ = read_all(f"hf:{folder}::test", domain="t")
+    assert [c.messages for c in convs] == [test_chat] and convs[0].domain == "t"
+    with pytest.raises(DataError, match=r"ds::nosuch: cannot load the dataset"):
+        read_all(f"hf:{folder}::nosuch")
+
+
+def test_hf_stream_failing_mid_way_names_the_row(tmp_path):
+    import pandas as pd
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    pd.DataFrame([{"prompt": "p", "response": "r"}] * 2).to_parquet(folder / "train-0.parquet")
+    pd.DataFrame([{"other": 1}]).to_parquet(folder / "train-1.parquet")
+    with pytest.raises(DataError, match=r"mixed:3: cannot read the dataset \(Couldn.t cast"):
+        read_all(f"hf:{folder}")

@@ -55,18 +55,21 @@ class Registry:
 
 
 def counting_job(paths: list[str], tokenizer: str | None = None, mask: str = "template", schema: str = "auto",
-                 skip_bad: bool = False, workspace: str | None = None) -> Job:
+                 skip_bad: bool = False, workspace: str | None = None, engine: str = "local",
+                 ray_address: str | None = None) -> Job:
     """Count a dataset and make the result the workspace's current counts (vtapp.state), so
     the pages find it even if the browser was closed while it ran. The result is count_dataset's
-    summary dict."""
+    summary dict. `engine` "ray" counts on Ray Data (a local Ray, or the cluster at `ray_address`)."""
 
     before = state.load_state(workspace).counts_path
 
     def fn(progress: Progress, should_stop: ShouldStop) -> dict:
         from vtcore.counts import count_dataset
+        from vtcore.raycount import RayConfig
 
         _, info = count_dataset(list(paths), tokenizer=tokenizer, mask=mask, schema=schema, skip_bad=skip_bad,
-                                progress=progress, should_stop=should_stop, workspace=workspace)
+                                progress=progress, should_stop=should_stop, workspace=workspace, engine=engine,
+                                ray=RayConfig(address=ray_address or None))
         st = state.load_state(workspace)
         changed = st.counts_path != info["counts_path"]
         st.counts_path, st.datasets, st.tokenizer = info["counts_path"], [str(p) for p in paths], tokenizer
@@ -79,7 +82,7 @@ def counting_job(paths: list[str], tokenizer: str | None = None, mask: str = "te
     kept = ("nothing changed: the current counts are still " + (Path(before).name if before else "none yet")
             + "; uploaded files stay in the workspace")
     return Job(fn, name="count", kept=kept, meta={"paths": [str(p) for p in paths], "tokenizer": tokenizer,
-                                                   "mask": mask})
+                                                   "mask": mask, "engine": engine})
 
 
 def bench_job(cfg) -> Job:

@@ -11,7 +11,6 @@ import itertools
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -20,10 +19,12 @@ import numpy as np
 import vtcore
 from vtcore.countsfile import FORMAT, CountsFile, load_counts, save_counts
 from vtcore.coverage import k_for_coverage
-from vtcore.data import ReadStats, parse_data_arg, read_dataset
+from vtcore.data import ReadStats, hub_revision, parse_data_arg, parse_hub, read_dataset
 from vtcore.errors import VTError
 from vtcore.mask import AssistantTokens
+from vtcore.raycount import ENGINES, RayConfig, count_ray
 from vtcore.split import HELDOUT_EVERY, is_heldout
+from vtcore.tally import DataSource, Tally
 from vtcore.tokens import always_keep_ids, load_tokenizer, sha256_bytes, sha256_file, tokenizer_info
 from vtcore.workspace import subdir
 
@@ -31,15 +32,12 @@ Progress = Callable[[float, str], None]
 BATCH_ROWS = 1024  # rows per batch: big enough that the tokenizer call dominates, small enough to overlap
 FIRST_BATCH_ROWS = 128
 
-# manifest fields that decide the result: a cache hit needs every one to match
+# manifest fields that decide the result: a cache hit needs every one to match. "engine" is
+# there as the issue asked (#14), though the engines' counts are equal (tests/test_ray.py).
 KEY_FIELDS = ("format", "datasets", "dataset_sha256", "schema", "tokenizer", "tokenizer_sha256",
-              "chat_template_sha256", "mask_mode", "heldout_every", "skip_bad", "vtcore_version")
-
-
-@dataclass
-class DataSource:
-    path: str
-    domain: str | None = None
+              "chat_template_sha256", "mask_mode", "heldout_every", "skip_bad", "vtcore_version", "engine")
+# what a field absent from an older counts file meant: "engine" came later, all were local
+KEY_DEFAULTS = {"engine": "local"}
 
 
 def _sources(paths: Iterable[str | DataSource | tuple]) -> list[DataSource]:
@@ -58,7 +56,15 @@ def _sources(paths: Iterable[str | DataSource | tuple]) -> list[DataSource]:
 
 
 def dataset_sha256(path: str | Path) -> tuple[str, int]:
-    """sha256 and size of a file's bytes, or of every file under a saved-dataset folder."""
+    """sha256 and size of a file's bytes, or of every file under a saved-dataset folder; of an
+    hf: id, its local folder's files or the hub's revision, with its config and split."""
+    spec = parse_hub(path)
+    if spec is not None:
+        if spec.local:
+            sha, size = dataset_sha256(Path(spec.name).expanduser())
+        else:
+            sha, size = f"{spec.name}@{hub_revision(spec, str(path))}", 0
+        return sha256_bytes(f"{sha}:{spec.config}:{spec.split}".encode()), size
     path = Path(path)
     if not path.exists():
         raise VTError(f"{path}: dataset not found")
@@ -72,10 +78,13 @@ def dataset_sha256(path: str | Path) -> tuple[str, int]:
 
 
 def _manifest_key(manifest: dict) -> str:
-    return sha256_bytes(json.dumps({k: manifest[k] for k in KEY_FIELDS}, sort_keys=True).encode())[:24]
+    # a field at its default is left out, so local counts keep the cache key they had before "engine"
+    key = {k: manifest[k] for k in KEY_FIELDS if not (k in KEY_DEFAULTS and manifest[k] == KEY_DEFAULTS[k])}
+    return sha256_bytes(json.dumps(key, sort_keys=True).encode())[:24]
 
 
-def dataset_manifest(sources: list[DataSource], tinfo, schema: str, mask: str, skip_bad: bool) -> tuple[dict, list[dict]]:
+def dataset_manifest(sources: list[DataSource], tinfo, schema: str, mask: str, skip_bad: bool,
+                     engine: str = "local") -> tuple[dict, list[dict]]:
     """The manifest fields that decide the result (KEY_FIELDS), and each dataset's path, hash and size."""
     datasets = []
     for s in sources:
@@ -93,6 +102,7 @@ def dataset_manifest(sources: list[DataSource], tinfo, schema: str, mask: str, s
         "heldout_every": HELDOUT_EVERY,
         "skip_bad": bool(skip_bad),
         "vtcore_version": vtcore.__version__,
+        "engine": engine,
     }
     return manifest, datasets
 
@@ -105,35 +115,7 @@ def cached_counts(path: Path, manifest: dict) -> CountsFile | None:
         cf = load_counts(path)
     except VTError:
         return None   # unreadable cache entry: count again and overwrite it
-    return cf if all(cf.manifest.get(k) == manifest[k] for k in KEY_FIELDS) else None
-
-
-@dataclass
-class Tally:
-    """Counting's running result: per-domain bincounts of the fit and the held-out rows."""
-
-    vocab_size: int
-    domains: list[str] = field(default_factory=list)
-    fit: list[np.ndarray] = field(default_factory=list)    # int64[V] per domain
-    held: list[np.ndarray] = field(default_factory=list)
-    reads: list[ReadStats] = field(default_factory=list)   # one per dataset
-
-    def domain_index(self, name: str) -> int:
-        if name not in self.domains:
-            self.domains.append(name)
-            self.fit.append(np.zeros(self.vocab_size, dtype=np.int64))
-            self.held.append(np.zeros(self.vocab_size, dtype=np.int64))
-        return self.domains.index(name)
-
-    def add(self, keys: list[tuple[int, bool]], ids_per_row: list[list[int]]) -> None:
-        """Rows' ids under their (domain index, held out) keys, one bincount per key."""
-        buckets: dict[tuple[int, bool], list[list[int]]] = {}
-        for key, ids in zip(keys, ids_per_row):
-            buckets.setdefault(key, []).append(ids)
-        for (d, held), rows in buckets.items():
-            flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64)
-            if flat.size:
-                (self.held if held else self.fit)[d] += np.bincount(flat, minlength=self.vocab_size)
+    return cf if all(cf.manifest.get(k, KEY_DEFAULTS.get(k)) == manifest[k] for k in KEY_FIELDS) else None
 
 
 def count_local(sources: list[DataSource], datasets: list[dict], assistant: AssistantTokens, vocab_size: int,
@@ -218,19 +200,23 @@ def counts_file(tally: Tally, manifest: dict, datasets: list[dict], tok, tinfo, 
 def count_dataset(paths: Sequence[str | DataSource | tuple], tokenizer=None, mask: str = "template",
                   schema: str = "auto", skip_bad: bool = False, progress: Progress | None = None,
                   cache: bool = True, workspace: str | None = None, out: str | Path | None = None,
-                  should_stop: Callable[[], bool] | None = None) -> tuple[CountsFile, dict]:
+                  should_stop: Callable[[], bool] | None = None, engine: str = "local",
+                  ray: RayConfig | None = None) -> tuple[CountsFile, dict]:
     """Count assistant-only tokens of one or more datasets.
 
     `tokenizer`: None (bundled Qwen3), a hub id / local dir, or a loaded fast tokenizer.
     `cache`: reuse a cached result whose manifest matches; the result is cached either way.
+    `engine`: "local" (this process) or "ray" (Ray Data, `ray` says where); equal counts.
     Returns the counts file and a summary (rows, skipped rows and why, tokens, speed, cache hit).
     """
     t0 = time.perf_counter()
     progress = progress or (lambda frac, text="": None)
+    if engine not in ENGINES:
+        raise VTError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     sources = _sources(paths)
     tok = tokenizer if hasattr(tokenizer, "backend_tokenizer") else load_tokenizer(tokenizer)
     tinfo = tokenizer_info(tok)
-    manifest, datasets = dataset_manifest(sources, tinfo, schema, mask, skip_bad)
+    manifest, datasets = dataset_manifest(sources, tinfo, schema, mask, skip_bad, engine)
     cache_path = subdir("counts", workspace) / f"{_manifest_key(manifest)}.npz"
     cf = cached_counts(cache_path, manifest) if cache else None
     if cf is not None:
@@ -239,7 +225,11 @@ def count_dataset(paths: Sequence[str | DataSource | tuple], tokenizer=None, mas
             save_counts(out, cf)
         return cf, _summary(cf, time.perf_counter() - t0, out or cache_path, cache_hit=True)
     assistant = AssistantTokens(tok, mask)
-    tally = count_local(sources, datasets, assistant, tinfo.vocab_size, schema, skip_bad, progress, should_stop)
+    if engine == "ray":
+        tally = count_ray(sources, datasets, tok, assistant, tinfo.vocab_size, schema, skip_bad, progress,
+                          should_stop, ray)
+    else:
+        tally = count_local(sources, datasets, assistant, tinfo.vocab_size, schema, skip_bad, progress, should_stop)
     cf = counts_file(tally, manifest, datasets, tok, tinfo, assistant, time.perf_counter() - t0)
     save_counts(cache_path, cf)
     if out is not None:
@@ -282,6 +272,7 @@ def _summary(cf: CountsFile, seconds: float, path, cache_hit: bool) -> dict:
         "heldout_tokens": int(cf.counts_heldout.sum()),
         "mask": m["mask_mode_used"],
         "tokenizer": m["tokenizer"],
+        "engine": m.get("engine", "local"),
     }
     info.update(coverage_summary(cf))
     info.update({

@@ -1,8 +1,10 @@
 """Read chat datasets and normalise them to conversations of {role, content}.
 
 Files: JSONL (.jsonl/.ndjson, optionally .gz), JSON arrays (.json, streamed), Parquet, CSV,
-and directories written by `datasets.Dataset.save_to_disk`. Every reader streams: rows come
-one at a time, the file is never read whole into memory.
+and directories written by `datasets.Dataset.save_to_disk`; and `hf:ORG/NAME[:CONFIG][:SPLIT]`,
+a dataset streamed by `datasets.load_dataset(..., streaming=True)` from the hub (online only) or
+from a local folder of data files. Every reader streams: rows come one at a time, the file is
+never read whole into memory.
 
 Schemas (detected from the first row, or chosen): OpenAI-style `messages`/`conversations`
 of {role, content} (content may be a list of {type: "text", text} parts), ShareGPT
@@ -17,6 +19,7 @@ import csv
 import gzip
 import io
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,10 +252,103 @@ def _iter_hf_disk(path: Path, pos: _Position) -> Iterator[tuple[int, dict]]:
         yield i, {k: _maybe_json(v) for k, v in rec.items()}
 
 
+# ---------------------------------------------------------------- hub ids
+
+HUB_PREFIX = "hf:"
+
+
+@dataclass(frozen=True)
+class HubSpec:
+    name: str                # ORG/NAME on the hub, or a local folder of data files
+    config: str | None = None
+    split: str | None = None
+
+    @property
+    def local(self) -> bool:
+        return Path(self.name).expanduser().is_dir()
+
+    @property
+    def domain(self) -> str:
+        return Path(self.name.rstrip("/")).name
+
+
+def parse_hub(arg: str | Path) -> HubSpec | None:
+    """`hf:ORG/NAME[:CONFIG][:SPLIT]` -> its parts (an empty CONFIG is the default one); None
+    for anything that does not start with hf:."""
+    arg = str(arg)
+    if not arg.startswith(HUB_PREFIX):
+        return None
+    parts = arg[len(HUB_PREFIX):].split(":")
+    if not parts[0] or len(parts) > 3 or (len(parts) == 3 and not parts[2]):
+        raise DataError("expected hf:ORG/NAME[:CONFIG][:SPLIT]", arg)
+    return HubSpec(parts[0], (parts[1] or None) if len(parts) > 1 else None, parts[2] if len(parts) > 2 else None)
+
+
+def hub_offline(spec: HubSpec) -> bool:
+    """A hub id (not a local folder) while the hub is off: nothing can be streamed."""
+    return not spec.local and os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+
+
+def _offline_error(arg: str) -> DataError:
+    return DataError("a hub dataset needs the model hub, which is off (HF_HUB_OFFLINE=1); pass a local "
+                     "folder of data files as hf:/path/to/folder, or a file", arg)
+
+
+def hub_revision(spec: HubSpec, arg: str) -> str:
+    """The commit the hub serves for a dataset id: what a cached count of it is keyed on."""
+    if hub_offline(spec):
+        raise _offline_error(arg)
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().dataset_info(spec.name).sha
+    except Exception as e:
+        raise DataError(f"cannot reach the dataset on the hub ({_why(e)})", arg)
+
+
+def _iter_hub(spec: HubSpec, arg: str) -> Iterator[tuple[int, dict]]:
+    if hub_offline(spec):
+        raise _offline_error(arg)
+    try:
+        import datasets
+
+        name = str(Path(spec.name).expanduser()) if spec.local else spec.name
+        ds = datasets.load_dataset(name, spec.config, split=spec.split, streaming=True)
+        if isinstance(ds, datasets.IterableDatasetDict):   # no split named: as for save_to_disk folders
+            ds = ds["train"] if "train" in ds else datasets.concatenate_datasets([ds[s] for s in sorted(ds)])
+        rows = iter(ds)
+    except Exception as e:
+        raise DataError(f"cannot load the dataset ({_why(e)})", arg)
+    row = 0
+    while True:
+        try:
+            rec = next(rows)
+        except StopIteration:
+            return
+        except Exception as e:   # a stream can fail mid-way: files that do not cast, the network
+            raise DataError(f"cannot read the dataset ({_why(e)})", arg, row + 1)
+        row += 1
+        yield row, {k: _maybe_json(v) for k, v in rec.items()}
+
+
+def _why(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def iter_records(path: str | Path, pos: _Position | None = None) -> Iterator[tuple[int, dict | DataError]]:
-    """(line or row number, record) for every row of a dataset file or saved directory.
+    """(line or row number, record) for every row of a dataset file, saved directory or hf: id.
     In JSONL a bad line comes as (line, DataError) so a caller may skip it; other formats
     raise, since a reader cannot resync after a broken row there."""
+    spec = parse_hub(path)
+    if spec is not None:
+        empty = True
+        for line, rec in _iter_hub(spec, str(path)):
+            empty = False
+            yield line, rec
+        if empty:
+            raise DataError("dataset is empty (no rows)", str(path))
+        return
     path = Path(path)
     if not path.exists():
         raise DataError("dataset not found", str(path))
@@ -395,10 +491,11 @@ def read_dataset(path: str | Path, schema: str = "auto", domain: str | None = No
     if schema not in SCHEMAS:
         raise DataError(f"unknown schema {schema!r}; known: {', '.join(SCHEMAS)}", str(path))
     stats = stats if stats is not None else ReadStats()
-    path = Path(path)
-    if path.exists():
+    spec = parse_hub(path)
+    path = str(path) if spec is not None else Path(path)   # hf: ids are not paths: keep them as written
+    if spec is None and path.exists():
         stats.position = _Position(path)
-    default_domain = domain or path.name.split(".")[0]
+    default_domain = domain or (spec.domain if spec is not None else path.name.split(".")[0])
     resolved = None if schema == "auto" else schema
     for index, (line, rec) in enumerate(iter_records(path, stats.position)):
         try:
@@ -430,8 +527,8 @@ def _reason_key(reason: str) -> str:
 
 
 def parse_data_arg(arg: str) -> tuple[str, str | None]:
-    """`PATH` or `DOMAIN=PATH` (the CLI's --data)."""
-    if "=" in arg and not Path(arg).exists():
+    """`PATH` or `DOMAIN=PATH` (the CLI's --data); PATH may be an hf: id."""
+    if "=" in arg and not Path(arg).exists() and not arg.startswith(HUB_PREFIX):
         name, _, p = arg.partition("=")
         if name and "/" not in name and "\\" not in name:
             return p, name

@@ -44,6 +44,23 @@ class MaskStats:
     path: str = "segment"          # "segment" (fast) or "full" after a failed self-check
     warnings: list[str] = field(default_factory=list)
 
+    def counters(self) -> dict[str, int]:
+        """The additive fields: what another process's counting adds to this one."""
+        return {"turns": self.turns, "turns_unlocated": self.turns_unlocated,
+                "rows_full_path": self.rows_full_path, "spans_reencoded": self.spans_reencoded}
+
+    def add(self, counters: dict[str, int]) -> None:
+        for name, n in counters.items():
+            setattr(self, name, getattr(self, name) + int(n))
+
+
+@dataclass(frozen=True)
+class MaskCheck:
+    """What the self-check on a run's first rows decided. Other processes (Ray actors) adopt
+    it instead of checking their own first rows, so every row is encoded the same way."""
+    path: str           # "segment" or "full"
+    slow_render: bool   # the fast renderer differed from apply_chat_template: use the latter
+
 
 def _think_parts(content: str) -> tuple[str, str] | None:
     """(reasoning, final answer) of a content that carries an inline <think> block."""
@@ -86,6 +103,21 @@ class AssistantTokens:
     def encode(self, convs: list[Conversation]) -> list[list[int]]:
         """Assistant-only ids of each conversation (preformatted text rows: all their ids)."""
         return self.run(self.plan(convs))
+
+    def check(self, convs: list[Conversation]) -> MaskCheck:
+        """Run the self-check on these rows (a run's first rows: the first batch's first
+        SELF_CHECK_ROWS) unless it has run, and say what it decided."""
+        if not self._checked:
+            self._self_check(convs[:SELF_CHECK_ROWS])
+        return MaskCheck(path=self.stats.path, slow_render=self.mode == "template" and
+                         not getattr(self.render, "is_fast", False))
+
+    def adopt(self, decided: MaskCheck) -> None:
+        """Encode as another instance's check decided, without checking rows here."""
+        self._checked = True
+        self.stats.path = decided.path
+        if decided.slow_render and self.mode == "template":
+            self.render = slow_renderer(self.tok)
 
     def plan(self, convs: list[Conversation]) -> "_Plan":
         """The pure-Python half (render, locate): what to encode. Split from run() so a

@@ -14,8 +14,10 @@ def register(sub) -> argparse.ArgumentParser:
                        description="Count the tokens a draft must predict (assistant turns + end-of-turn) "
                                    "over one or more datasets, cache the counts, print coverage figures.")
     repeatable(p, "--data", required=True, metavar="[DOMAIN=]PATH",
-                   help="dataset file (.jsonl/.json/.parquet/.csv, .gz ok) or saved-dataset folder; repeat "
-                        "for several; DOMAIN= names its domain when rows have no 'domain' field")
+                   help="dataset file (.jsonl/.json/.parquet/.csv, .gz ok), saved-dataset folder, or "
+                        "hf:ORG/NAME[:CONFIG][:SPLIT] (a hub dataset, streamed; online only) or hf:FOLDER "
+                        "(a local folder of data files); repeat for several; DOMAIN= names its domain when "
+                        "rows have no 'domain' field")
     p.add_argument("--tokenizer", default=None, metavar="NAME|DIR",
                    help="hub id or local directory (default: the bundled Qwen3 tokenizer)")
     p.add_argument("--schema", default="auto", choices=SCHEMAS)
@@ -25,6 +27,12 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, metavar="FILE.npz", help="also write the counts file here")
     p.add_argument("--skip-bad", action="store_true", help="skip bad rows (and count them) instead of failing")
     p.add_argument("--no-cache", action="store_true", help="count again even when a cached result matches")
+    p.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local: this process (default); ray: Ray Data, on a local Ray or the cluster at "
+                        "--ray-address (needs ray[data], docs/scale.md); the counts are identical")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="with --engine ray: join the running cluster at ADDR ('auto', HOST:PORT); "
+                        "without it a local Ray starts on this machine")
     p.add_argument("--workspace", default=None, help="workspace folder (default $VTCORE_WORKSPACE or "
                                                      "~/.cache/vocab-trim-studio)")
     p.set_defaults(func=run, human=human)
@@ -34,10 +42,15 @@ def register(sub) -> argparse.ArgumentParser:
 def run(args) -> dict:
     from vtcore.cmd.common import progress_printer
     from vtcore.counts import count_dataset
+    from vtcore.errors import VTError
+    from vtcore.raycount import RayConfig
 
+    if args.ray_address and args.engine != "ray":
+        raise VTError("--ray-address needs --engine ray")
     _, info = count_dataset(args.data, tokenizer=args.tokenizer, mask=args.mask, schema=args.schema,
                             skip_bad=args.skip_bad, progress=progress_printer("counting"),
-                            cache=not args.no_cache, workspace=args.workspace, out=args.out)
+                            cache=not args.no_cache, workspace=args.workspace, out=args.out,
+                            engine=args.engine, ray=RayConfig(address=args.ray_address))
     return info
 
 

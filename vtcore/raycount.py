@@ -1,0 +1,296 @@
+"""Counting on Ray Data (`--engine ray`): the same Tally as counts.count_local, from the CPUs of
+a Ray cluster, or of a local Ray started on this machine (docs/scale.md).
+
+- read: one Ray read task per dataset runs data.read_dataset itself, on the driver's node (the
+  files need only be there), so schema detection, bad rows, domains and each row's index in its
+  file (the held-out split) are exactly the local engine's. It yields blocks of `block_rows`
+  conversations, then the file's ReadStats, or the error that ended it.
+- map: a pool of actors, each holding the tokenizer and an AssistantTokens that adopts the
+  driver's first-rows self-check, turns each block into a Tally (int64[V] per domain and split).
+- reduce: the driver sums the tallies as they arrive and puts the domains back in the order
+  they first appear in the data.
+
+Ray is an optional extra: nothing here imports it until a count asks for this engine.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import os
+import pickle
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from vtcore.data import Conversation, ReadStats, read_dataset
+from vtcore.errors import VTError
+from vtcore.mask import SELF_CHECK_ROWS, AssistantTokens, MaskCheck
+from vtcore.split import is_heldout
+from vtcore.tally import DataSource, Tally
+
+ENGINES = ("local", "ray")
+READER_FEEDS = 16   # actors one read task keeps busy (reading is ~2% of the work per row)
+RAY_REQUIREMENT = "ray[data]==2.60.0"   # as requirements-ray.txt pins it
+
+
+@dataclass
+class RayConfig:
+    address: str | None = None   # a running cluster ("auto", "HOST:PORT"); None: start a local Ray here
+    actors: int | None = None    # tokenizer actors; None: one per CPU of the cluster
+    block_rows: int = 256        # conversations per block: one actor call, one bincount per domain and split
+
+
+def import_ray():
+    """The ray module, or a VTError that says how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401  (the [data] extra)
+    except ImportError as e:
+        raise VTError(f"the Ray engine needs {RAY_REQUIREMENT}: pip install '{RAY_REQUIREMENT}' "
+                      "(or bash scripts/setup.sh --with-ray)") from e
+    return ray
+
+
+_joined: list[str | None] = []   # the address this process connected to, when connect() did it
+
+
+def connect(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Join the Ray cluster at `address`, or start a local Ray on this machine (loopback only,
+    `num_cpus` or all). A process that already has Ray keeps it, unless connect() made it for
+    another address (the dashboard's user changed it): then it leaves that one first."""
+    ray = import_ray()
+    if ray.is_initialized():
+        if not _joined or _joined[0] == address:   # started by the caller (a test), or the same
+            return
+        ray.shutdown()
+        _joined.clear()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")   # no usage report: nothing leaves the machine
+    # the workers import vtcore from this copy, shipped with the job: a worker needs only the
+    # Python packages (docs/scale.md)
+    common = {"logging_level": logging.ERROR, "log_to_driver": False,
+              "runtime_env": {"py_modules": [str(Path(__file__).resolve().parent)], "excludes": ["__pycache__"]}}
+    try:
+        if address:
+            ray.init(address=address, **common)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **common)
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
+        where = f"the Ray cluster at {address}" if address else "a local Ray"
+        raise VTError(f"cannot start or reach {where} ({_first_line(e)})") from e
+    _joined[:] = [address]
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+# ---------------------------------------------------------------- read: one task per dataset
+
+
+def _block(kind: str, file: int, payload: Any, fraction: float = 0.0):
+    """One Ray Data block of one row: what a read task sends down the pipeline."""
+    import pyarrow as pa
+
+    return pa.table({"kind": [kind], "file": [file], "fraction": [fraction],
+                     "payload": [pickle.dumps(payload, protocol=5)]})
+
+
+def read_blocks(file: int, source: DataSource, schema: str, skip_bad: bool, block_rows: int) -> Iterator:
+    """A dataset as blocks: ("rows", conversations) while it reads, then ("end", ReadStats) or
+    ("error", the VTError that stopped the reader). Rows keep their index in their file."""
+    stats = ReadStats()
+    rows = read_dataset(source.path, schema=schema, domain=source.domain, skip_bad=skip_bad, stats=stats)
+    try:
+        while batch := list(itertools.islice(rows, block_rows)):
+            yield _block("rows", file, batch, stats.position.fraction if stats.position else 0.0)
+    except VTError as e:   # the driver raises the first error in file order, as the local engine does
+        yield _block("error", file, VTError(str(e)))
+        return
+    stats.position = None   # holds the open file: not sent
+    yield _block("end", file, stats)
+
+
+@functools.lru_cache(maxsize=1)
+def _datasource_class():
+    """The Ray Data source of a count's datasets (a class made on first use: Ray is optional)."""
+    from ray.data import Datasource, ReadTask
+    from ray.data.block import BlockMetadata
+
+    class VTDatasets(Datasource):
+        def __init__(self, sources: list[DataSource], schema: str, skip_bad: bool, block_rows: int):
+            super().__init__()
+            self.sources, self.schema, self.skip_bad, self.block_rows = sources, schema, skip_bad, block_rows
+
+        def estimate_inmemory_data_size(self) -> int | None:
+            return None
+
+        def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
+                           data_context: Any = None) -> list:
+            meta = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
+            return [ReadTask(functools.partial(read_blocks, i, s, self.schema, self.skip_bad, self.block_rows), meta)
+                    for i, s in enumerate(self.sources)]
+
+        @property
+        def supports_distributed_reads(self) -> bool:
+            return False   # read where the driver runs: the files need not be on the workers
+
+    return VTDatasets
+
+
+# ---------------------------------------------------------------- map: a tokenizer per actor
+
+
+class BlockCounter:
+    """A Ray actor's work: the tokenizer, loaded once, turning blocks of conversations into
+    per-domain int64[V] bincounts of the fit and the held-out rows."""
+
+    def __init__(self, tok_bytes: bytes, mode: str, decided: MaskCheck, vocab_size: int):
+        self.assistant = AssistantTokens(pickle.loads(tok_bytes), mode)
+        self.assistant.adopt(decided)
+        self.vocab_size = vocab_size
+
+    def __call__(self, batch: dict) -> dict:
+        payloads = [pickle.dumps(self.count(int(f), pickle.loads(p)), protocol=5) if k == "rows" else p
+                    for k, f, p in zip(batch["kind"], batch["file"], batch["payload"])]
+        return {"kind": batch["kind"], "file": batch["file"], "fraction": batch["fraction"],
+                "payload": np.array(payloads, dtype=object)}
+
+    def count(self, file: int, convs: list[Conversation]) -> dict:
+        part, first, keys = Tally(self.vocab_size), {}, []
+        for c in convs:
+            keys.append((part.domain_index(c.domain), is_heldout(c.index)))
+            first.setdefault(c.domain, (file, c.index))   # a block's rows are in file order
+        before = self.assistant.stats.counters()
+        plan = self.assistant.plan(convs)
+        part.add(keys, self.assistant.collect(plan, self.assistant.encode_texts(plan)))
+        after = self.assistant.stats.counters()
+        # what travels is the nonzero part: kilobytes a block, where the dense arrays are 2 x 8V bytes
+        return {"first": {d: first[d] for d in part.domains}, "rows": len(convs), "counts": part.nonzero(),
+                "mask": {k: after[k] - before[k] for k in after}}
+
+
+# ---------------------------------------------------------------- reduce: on the driver
+
+
+def first_rows(sources: list[DataSource], schema: str, skip_bad: bool) -> list[Conversation]:
+    """The rows the local engine's self-check sees: the first SELF_CHECK_ROWS of the first
+    dataset that has any (its first batch lies inside one file)."""
+    for s in sources:
+        rows = list(itertools.islice(read_dataset(s.path, schema=schema, domain=s.domain, skip_bad=skip_bad),
+                                     SELF_CHECK_ROWS))
+        if rows:
+            return rows
+    return []
+
+
+class _Reduce:
+    """The driver's side: sums the blocks' tallies, keeps each file's ReadStats, and raises the
+    error the local engine would have raised (the first in file order) once it is known."""
+
+    def __init__(self, n_files: int, vocab_size: int, assistant: AssistantTokens):
+        self.tally = Tally(vocab_size)
+        self.tally.reads = [None] * n_files
+        self.assistant = assistant
+        self.first: dict[str, tuple[int, int]] = {}
+        self.errors: dict[int, VTError] = {}
+        self.fraction = [0.0] * n_files
+        self.rows = 0
+
+    def add(self, kind: str, file: int, fraction: float, payload: bytes) -> None:
+        part = pickle.loads(payload)
+        if kind == "rows":
+            for name, held, ids, counts in part["counts"]:
+                self.tally.merge(name, held, ids, counts)
+            for name, at in part["first"].items():
+                self.first[name] = min(self.first.get(name, at), at)
+            self.assistant.stats.add(part["mask"])
+            self.rows += part["rows"]
+            self.fraction[file] = max(self.fraction[file], fraction)
+        elif kind == "end":
+            self.tally.reads[file] = part
+            self.fraction[file] = 1.0
+        else:
+            self.errors[file] = part
+        self.raise_known_error()
+
+    def raise_known_error(self, finished: bool = False) -> None:
+        if self.errors:
+            f = min(self.errors)
+            if finished or all(r is not None for r in self.tally.reads[:f]):
+                raise self.errors[f]
+
+    def result(self) -> Tally:
+        self.raise_known_error(finished=True)
+        missing = [i for i, r in enumerate(self.tally.reads) if r is None]
+        if missing:
+            raise VTError(f"Ray returned no end of dataset {missing[0] + 1}: counting incomplete")
+        self.tally.reorder(sorted(self.first, key=self.first.get))
+        return self.tally
+
+
+def _raise_user_error(e: BaseException, ray) -> None:
+    """A VTError raised inside a Ray task comes back wrapped: raise it as itself."""
+    seen, x = set(), e
+    while x is not None and id(x) not in seen:
+        seen.add(id(x))
+        if isinstance(x, VTError):
+            raise VTError(str(x)) from e
+        x = getattr(x, "cause", None) or x.__cause__
+    if isinstance(e, ray.exceptions.RayError):
+        raise VTError(f"counting on Ray failed: {_first_line(e)}") from e
+
+
+def count_ray(sources: list[DataSource], datasets: list[dict], tok, assistant: AssistantTokens, vocab_size: int,
+              schema: str, skip_bad: bool, progress: Callable[[float, str], None],
+              should_stop: Callable[[], bool] | None, cfg: RayConfig | None = None) -> Tally:
+    """Count on Ray: the Tally count_local would return for the same inputs (see the module doc)."""
+    cfg = cfg or RayConfig()
+    ray = import_ray()
+    # the self-check runs here, on the rows the local engine checks; every actor adopts its outcome
+    decided = assistant.check(first_rows(sources, schema, skip_bad) if assistant.mode == "template" else [])
+    progress(0.0, "starting Ray")
+    connect(cfg.address)
+    ray.data.DataContext.get_current().enable_progress_bars = False   # progress is ours: CLI bar, dashboard
+    logging.getLogger("ray.data").setLevel(logging.ERROR)             # and so is what stderr says
+    actors = cfg.actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    # one read task per dataset (Ray Data would add a step splitting its output for parallelism:
+    # the blocks are the parallelism here). Reading is about 2% of the work: the read tasks
+    # leave the CPUs to the actors, and one reader at a time feeds up to READER_FEEDS actors
+    # (each reader is a worker process of its own to start)
+    ds = ray.data.read_datasource(_datasource_class()(sources, schema, skip_bad, cfg.block_rows),
+                                  override_num_blocks=len(sources), num_cpus=0,
+                                  concurrency=min(len(sources), -(-actors // READER_FEEDS)))
+    # each block a read task yields is one unit of work for the actors: Ray Data must not merge
+    # them (by default it merges small blocks up to 128 MiB, which would leave one actor busy)
+    ds.context.target_max_block_size = 1
+    ds = ds.map_batches(BlockCounter, batch_size=None, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
+                        fn_constructor_kwargs={"tok_bytes": pickle.dumps(tok), "mode": assistant.mode,
+                                               "decided": decided, "vocab_size": vocab_size})
+    # a dataset of fewer blocks than actors leaves some idle: Ray Data's advice about it is not for users
+    warnings.filterwarnings("ignore", message="The minimum number of concurrent actors", category=UserWarning)
+    reduce = _Reduce(len(sources), vocab_size, assistant)
+    total_bytes = sum(d["bytes"] for d in datasets) or 1
+    progress(0.0, f"Ray: {actors} tokenizer actors starting")
+    blocks = iter(ds.iter_batches(batch_size=None, batch_format="numpy"))
+    try:
+        for batch in blocks:
+            for kind, file, fraction, payload in zip(batch["kind"], batch["file"], batch["fraction"], batch["payload"]):
+                reduce.add(str(kind), int(file), float(fraction), payload)
+            if should_stop is not None and should_stop():
+                raise VTError("counting stopped")
+            done = sum(d["bytes"] * f for d, f in zip(datasets, reduce.fraction)) / total_bytes
+            progress(min(done, 0.999), f"{reduce.rows:,} rows · Ray, {actors} actors")
+    except VTError:
+        raise
+    except Exception as e:
+        _raise_user_error(e, ray)
+        raise
+    finally:
+        blocks.close()   # stops the pipeline: its actors and read tasks end with it
+    return reduce.result()
