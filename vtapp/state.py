@@ -90,7 +90,7 @@ def save_state(state: AppState, workspace: str | os.PathLike | None = None) -> P
     path = state_path(workspace)
     state.updated = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     data = json.dumps(state.as_dict(), indent=1, sort_keys=True)
-    with atomic_file(path) as f:
+    with atomic_file(path, force=True, flag="dashboard state") as f:
         f.write((data + "\n").encode())
     return path
 
@@ -128,7 +128,7 @@ def save_upload(name: str, data: bytes, workspace: str | os.PathLike | None = No
     target = subdir(folder, workspace) / f"{digest}-{safe_name(name)}"
     if target.is_file() and target.stat().st_size == len(data):
         return target
-    with atomic_file(target) as f:
+    with atomic_file(target, force=True, flag="upload") as f:   # same hash and name: the same bytes
         f.write(data)
     return target
 

@@ -22,6 +22,7 @@ from vtcore.countsfile import FORMAT, CountsFile, load_counts, save_counts
 from vtcore.coverage import k_for_coverage
 from vtcore.data import ReadStats, parse_data_arg, read_dataset
 from vtcore.errors import VTError
+from vtcore.files import check_target, same_file
 from vtcore.mask import AssistantTokens
 from vtcore.split import HELDOUT_EVERY, is_heldout
 from vtcore.tokens import always_keep_ids, load_tokenizer, sha256_bytes, sha256_file, tokenizer_info
@@ -218,16 +219,20 @@ def counts_file(tally: Tally, manifest: dict, datasets: list[dict], tok, tinfo, 
 def count_dataset(paths: Sequence[str | DataSource | tuple], tokenizer=None, mask: str = "template",
                   schema: str = "auto", skip_bad: bool = False, progress: Progress | None = None,
                   cache: bool = True, workspace: str | None = None, out: str | Path | None = None,
-                  should_stop: Callable[[], bool] | None = None) -> tuple[CountsFile, dict]:
+                  should_stop: Callable[[], bool] | None = None, force: bool = False) -> tuple[CountsFile, dict]:
     """Count assistant-only tokens of one or more datasets.
 
     `tokenizer`: None (bundled Qwen3), a hub id / local dir, or a loaded fast tokenizer.
     `cache`: reuse a cached result whose manifest matches; the result is cached either way.
+    `out`: also write the counts there; an existing file only with `force`, a dataset never
+    (checked before counting, so a refusal costs nothing).
     Returns the counts file and a summary (rows, skipped rows and why, tokens, speed, cache hit).
     """
     t0 = time.perf_counter()
     progress = progress or (lambda frac, text="": None)
     sources = _sources(paths)
+    if out is not None:
+        check_target(out, force, [s.path for s in sources])
     tok = tokenizer if hasattr(tokenizer, "backend_tokenizer") else load_tokenizer(tokenizer)
     tinfo = tokenizer_info(tok)
     manifest, datasets = dataset_manifest(sources, tinfo, schema, mask, skip_bad)
@@ -235,15 +240,15 @@ def count_dataset(paths: Sequence[str | DataSource | tuple], tokenizer=None, mas
     cf = cached_counts(cache_path, manifest) if cache else None
     if cf is not None:
         progress(1.0, "cached")
-        if out is not None and Path(out).resolve() != cache_path.resolve():
-            save_counts(out, cf)
+        if out is not None and not same_file(out, cache_path):
+            save_counts(out, cf, force=force, inputs=[s.path for s in sources])
         return cf, _summary(cf, time.perf_counter() - t0, out or cache_path, cache_hit=True)
     assistant = AssistantTokens(tok, mask)
     tally = count_local(sources, datasets, assistant, tinfo.vocab_size, schema, skip_bad, progress, should_stop)
     cf = counts_file(tally, manifest, datasets, tok, tinfo, assistant, time.perf_counter() - t0)
-    save_counts(cache_path, cf)
-    if out is not None:
-        save_counts(out, cf)
+    save_counts(cache_path, cf, force=True, flag="counts cache")   # the tool's own cache entry
+    if out is not None and not same_file(out, cache_path):
+        save_counts(out, cf, force=force, inputs=[s.path for s in sources])
     progress(1.0, f"{cf.manifest['rows']:,} rows")
     return cf, _summary(cf, time.perf_counter() - t0, out or cache_path, cache_hit=False)
 

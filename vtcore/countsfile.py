@@ -11,6 +11,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -52,10 +53,11 @@ class CountsFile:
         return out_of_domain(self.domain_counts(rank_on), self.domain_counts(measure_on), self.always_keep)
 
 
-def save_counts(path: str | os.PathLike, cf: CountsFile) -> Path:
-    """Write atomically (temp file + rename), so a crash never leaves half a file."""
+def save_counts(path: str | os.PathLike, cf: CountsFile, force: bool = False,
+                inputs: Iterable[str | os.PathLike] = (), flag: str = "--out") -> Path:
+    """Write atomically (temp file + rename), so a crash never leaves half a file; an existing
+    file is replaced only with force, an input of the command never (vtcore.files.atomic_file)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {
         "counts": cf.counts.astype(np.int64),
         "manifest": np.array(json.dumps(cf.manifest, sort_keys=True)),
@@ -65,7 +67,7 @@ def save_counts(path: str | os.PathLike, cf: CountsFile) -> Path:
     }
     if cf.counts_by_domain is not None:
         arrays["counts_by_domain"] = cf.counts_by_domain.astype(np.int64)
-    with atomic_file(path) as f:
+    with atomic_file(path, force=force, inputs=inputs, flag=flag) as f:
         np.savez_compressed(f, **arrays)
     return path
 

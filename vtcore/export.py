@@ -28,7 +28,7 @@ from vtcore import __version__, models
 from vtcore.cost import DEFAULT_CONTEXT, arch_from_config, latency_reduction, resolve_draft
 from vtcore.countsfile import CountsFile
 from vtcore.errors import VTError
-from vtcore.files import atomic_file, plain_json, read_json, tmp_sibling
+from vtcore.files import atomic_file, check_target, os_reason, plain_json, read_json, tmp_sibling
 from vtcore.formats import (eagle3_mapping, ids_from_d2t, load_weights, read_config, safetensors_bytes, side_files,
                             tensor_source, torch_bytes)
 from vtcore.search import read_trial
@@ -508,14 +508,15 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _write_file_atomic(target: Path, blob: bytes) -> None:
-    with atomic_file(target, fsync=True) as f:
+def _write_file_atomic(target: Path, blob: bytes, force: bool = False) -> None:
+    with atomic_file(target, fsync=True, force=force) as f:
         f.write(blob)
         if target.is_dir() and not target.is_symlink():   # --force over an old export of another kind
             shutil.rmtree(target)
 
 
-def _write_dir_atomic(target: Path, files: dict[str, bytes]) -> None:
+def _write_dir_atomic(target: Path, files: dict[str, bytes], force: bool = False) -> None:
+    check_target(target, force)
     tmp = tmp_sibling(target)
     tmp.mkdir(mode=0o777)
     old = None
@@ -540,16 +541,23 @@ def _write_dir_atomic(target: Path, files: dict[str, bytes]) -> None:
             old.unlink(missing_ok=True)
 
 
-def write_bundle(bundle: Bundle, out_dir: str | os.PathLike, force: bool = False) -> dict[str, Path]:
-    """Write every artifact under out_dir (temp file + rename each); refuse to overwrite without
-    force; refuse to write anything that failed validation."""
+def write_bundle(bundle: Bundle, out_dir: str | os.PathLike, force: bool = False,
+                 inputs: list[str | os.PathLike] = ()) -> dict[str, Path]:
+    """Write every artifact under out_dir through vtcore.files' one writer (temp file + rename
+    each); refuse to overwrite without force, or to write over an input (`inputs`) at all; refuse
+    to write anything that failed validation. Every target is checked before the first write."""
     if not bundle.validated:
         raise VTError("export failed validation, nothing written: " + "; ".join(bundle.problems))
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise VTError(f"--out {out} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise VTError(f"--out {out}: cannot create the folder ({os_reason(e)})") from e
     targets = {fmt: out / _check_name(a.name) for fmt, a in bundle.artifacts.items()}
+    for p in targets.values():
+        check_target(p, True, inputs)
     existing = [p.name for p in targets.values() if p.exists() or p.is_symlink()]
     if existing and not force:
         raise VTError(f"{out}: {', '.join(existing)} already exist; pass --force to overwrite")
@@ -557,7 +565,7 @@ def write_bundle(bundle: Bundle, out_dir: str | os.PathLike, force: bool = False
     for fmt in order:
         a = bundle.artifacts[fmt]
         if a.is_dir:
-            _write_dir_atomic(targets[fmt], a.files)
+            _write_dir_atomic(targets[fmt], a.files, force)
         else:
-            _write_file_atomic(targets[fmt], a.files[a.name])
+            _write_file_atomic(targets[fmt], a.files[a.name], force)
     return targets

@@ -22,7 +22,9 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--mask", default="template", choices=["template", "content"],
                    help="template: exactly as the chat template renders the assistant turns (default); "
                         "content: assistant contents encoded alone + one end-of-turn (faster)")
-    p.add_argument("--out", default=None, metavar="FILE.npz", help="also write the counts file here")
+    p.add_argument("--out", default=None, metavar="FILE.npz", help="also write the counts file here (an existing "
+                                                                    "file only with --force; never a --data file)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     p.add_argument("--skip-bad", action="store_true", help="skip bad rows (and count them) instead of failing")
     p.add_argument("--no-cache", action="store_true", help="count again even when a cached result matches")
     p.add_argument("--workspace", default=None, help="workspace folder (default $VTCORE_WORKSPACE or "
@@ -37,7 +39,7 @@ def run(args) -> dict:
 
     _, info = count_dataset(args.data, tokenizer=args.tokenizer, mask=args.mask, schema=args.schema,
                             skip_bad=args.skip_bad, progress=progress_printer("counting"),
-                            cache=not args.no_cache, workspace=args.workspace, out=args.out)
+                            cache=not args.no_cache, workspace=args.workspace, out=args.out, force=args.force)
     return info
 
 

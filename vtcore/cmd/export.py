@@ -83,7 +83,7 @@ def run(args) -> dict:
     bundle = ex.export(choice, args.format, vocab_size=args.vocab_size, model_config=args.model_config,
                        draft=args.draft, **tok)
     out = args.out if args.out is not None else subdir("exports")
-    paths = ex.write_bundle(bundle, out, force=args.force)
+    paths = ex.write_bundle(bundle, out, force=args.force, inputs=[args.counts])
     warnings = list(bundle.warnings)
     if choice.extra.get("feasible") is False:
         warnings.append(f"{choice.how} violates the study's constraint (coverage >= {choice.extra.get('min_coverage')}); "
