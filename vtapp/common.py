@@ -38,13 +38,20 @@ POLL_S = 0.7
 def page(title: str) -> vstate.AppState:
     """Page config + sidebar summary; returns the saved state."""
     st.set_page_config(page_title=f"{title} · Vocab Trim Studio", page_icon=":material/content_cut:", layout="wide")
-    s = vstate.load_state()
     with st.sidebar:
         # our own navigation (client.showSidebarNavigation = false): the home page is "Home", not "app"
         for key, label in NAV:
             st.page_link(PAGES[key], label=label, icon=ICONS[key])
         st.divider()
-        st.caption(f"Workspace: `{workspace_dir()}`")
+    try:
+        s = vstate.load_state()
+        ws = workspace_dir()
+    except VTError as e:   # every page says which folder, why, and what to do; nothing else can work
+        st.title(title)
+        st.error(str(e), icon=":material/folder_off:")
+        st.stop()
+    with st.sidebar:
+        st.caption(f"Workspace: `{ws}`")
         if s.counts_path:
             st.caption(f"Counts: {dataset_label(s)}")
         sel = selection(s)
