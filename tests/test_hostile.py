@@ -78,3 +78,116 @@ def test_1_export_and_profile_share_the_writer(tmp_path):
     link.hardlink_to(target)
     with pytest.raises(VTError, match="is an input of this command"):
         check_target(link, force=True, inputs=[target])
+
+
+# ------------------------------------------------------------------ 2. bounded memory, no hang
+
+def test_2_a_line_over_the_row_cap_is_a_bad_row_read_in_bounded_pieces(capsys, tmp_path, workspace):
+    big = {"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "x " * 40_000}]}
+    data = write(tmp_path / "big.jsonl", GOOD + (json.dumps(big) + "\n").encode() + GOOD)
+    code, _, err = cli(capsys, "count", "--data", data, "--max-row-mb", "0.05", "--json")
+    one_error(code, err, r"big\.jsonl:2: row over the size cap \(0\.1 MB > 0\.05 MB; raise it with --max-row-mb")
+    code, out, _ = cli(capsys, "count", "--data", data, "--max-row-mb", "0.05", "--skip-bad", "--json")
+    r = result(out)
+    assert code == 0 and r["rows"] == 2 and r["skipped"] == {"row over the size cap": 1}
+    code, out, _ = cli(capsys, "count", "--data", data, "--max-row-mb", "1", "--json")   # raised: counted
+    assert code == 0 and result(out)["rows"] == 3
+
+
+def test_2_the_cap_holds_for_json_arrays_csv_and_lines_without_a_newline(tmp_path):
+    from vtcore.data import iter_records
+    from vtcore.errors import DataError
+
+    long = "y" * 5000
+    (tmp_path / "a.json").write_text(json.dumps([ROW, {"text": long}]))
+    (tmp_path / "a.csv").write_text(f"prompt,response\nhi,{long}\n")
+    (tmp_path / "a.jsonl").write_text(json.dumps(ROW) + "\n" + "z" * 5000)   # no newline at the end
+    for name, line in (("a.json", 1), ("a.csv", 2)):
+        with pytest.raises(DataError, match=rf"{name}:{line}: row over the size cap"):
+            list(iter_records(tmp_path / name, max_row_bytes=1000))
+    rows = list(iter_records(tmp_path / "a.jsonl", max_row_bytes=1000))
+    assert rows[0] == (1, ROW) and isinstance(rows[1][1], DataError) and "size cap" in str(rows[1][1])
+
+
+def test_2_fifos_and_devices_are_refused_before_anything_reads_them(capsys, tmp_path, workspace):
+    zero = tmp_path / "zero.jsonl"
+    zero.symlink_to("/dev/zero")
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)
+    for path, kind in ((zero, "a character device"), (fifo, r"a FIFO \(named pipe\)")):
+        code, _, err = cli(capsys, "count", "--data", path, "--json")   # would hang or grow without end
+        one_error(code, err, rf"{path.name}: refused: this is {kind}, not a regular file")
+    code, _, err = cli(capsys, "validate", fifo, "--vocab-size", "10", "--json")
+    one_error(code, err, r"pipe\.jsonl.*FIFO")
+
+
+# ------------------------------------------------------------------ 4. one line and exit 2, never a traceback
+
+@pytest.fixture
+def gz_files(tmp_path):
+    import gzip
+
+    z = gzip.compress((SAMPLES / "code.jsonl").read_bytes())   # 164 rows
+    cut = write(tmp_path / "cut.jsonl.gz", z[: len(z) // 2])
+    plain = write(tmp_path / "plain.jsonl.gz", GOOD * 3)    # named .gz, not gzip
+    return cut, plain
+
+
+def test_4_cut_or_foreign_gzip_is_the_files_error(capsys, gz_files, workspace):
+    cut, plain = gz_files
+    code, _, err = cli(capsys, "count", "--data", cut, "--json")
+    one_error(code, err, r"cut\.jsonl\.gz:\d+: the gzip stream is cut short \(truncated file\)")
+    code, _, err = cli(capsys, "count", "--data", plain, "--json")
+    one_error(code, err, r"plain\.jsonl\.gz:1: not a valid gzip stream")
+    # --skip-bad: the rows before the cut are kept, and the cut is reported
+    code, out, _ = cli(capsys, "count", "--data", cut, "--skip-bad", "--json")
+    r = result(out)
+    assert code == 0 and 0 < r["rows"] < 164 and r["skipped"] == {"the gzip stream is cut short": 1}
+    assert any("cut short" in w and f"{r['rows']:,} rows before it were kept" in w for w in r["warnings"])
+    code, _, err = cli(capsys, "count", "--data", plain, "--skip-bad", "--json")
+    one_error(code, err, r"no rows to count \(all skipped: \{'not a valid gzip stream': 1\}\)")
+
+
+def test_4_gzip_errors_in_json_arrays_and_csv(tmp_path):
+    import gzip
+
+    from vtcore.data import iter_records
+    from vtcore.errors import DataError
+
+    for name, data in (("a.json.gz", json.dumps([ROW] * 300).encode()), ("a.csv.gz", b"prompt,response\n" + b"p,r\n" * 3000)):
+        z = gzip.compress(data)
+        write(tmp_path / name, z[: len(z) - 20])
+        with pytest.raises(DataError, match=rf"{re.escape(name)}.*gzip stream is cut short"):
+            list(iter_records(tmp_path / name))
+
+
+def test_4_unusable_workspace_is_named_with_reason_and_fix(capsys, tmp_path, monkeypatch):
+    afile = write(tmp_path / "ws-file", b"")
+    for ws, why in ((afile, "it exists and is not a folder"), (afile / "sub", r"cannot create it \(Not a directory\)")):
+        monkeypatch.setenv("VTCORE_WORKSPACE", str(ws))
+        code, _, err = cli(capsys, "count", "--data", SAMPLES / "code.jsonl", "--json")
+        line = one_error(code, err, rf"workspace {re.escape(str(ws))} cannot be used: {why}")
+        assert "set VTCORE_WORKSPACE" in line
+
+
+def test_4_out_that_cannot_be_made_and_long_names(capsys, tmp_path, workspace):
+    data = write(tmp_path / "d.jsonl", GOOD * 2)
+    afile = write(tmp_path / "afile", b"")
+    code, _, err = cli(capsys, "count", "--data", data, "--out", afile / "sub" / "c.npz", "--json")
+    one_error(code, err, r"cannot write --out .*afile/sub/c\.npz")
+    long_out = tmp_path / ("c" * 251 + ".npz")            # 255 bytes: legal, but its temp name was not
+    code, out, err = cli(capsys, "count", "--data", data, "--out", long_out, "--json")
+    assert code == 0 and long_out.is_file(), err
+    code, _, err = cli(capsys, "count", "--data", data, "--out", tmp_path / ("c" * 300 + ".npz"), "--json")
+    one_error(code, err, r"the name is too long")
+    code, _, err = cli(capsys, "count", "--data", tmp_path / ("d" * 300 + ".jsonl"), "--json")
+    one_error(code, err, r"d{20}.*\.jsonl: cannot open the dataset \(File name too long\)")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through any permission bits")
+def test_4_out_in_a_folder_without_permission(capsys, tmp_path, workspace):
+    data = write(tmp_path / "d.jsonl", GOOD * 2)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    code, _, err = cli(capsys, "count", "--data", data, "--out", locked / "c.npz", "--json")
+    one_error(code, err, r"cannot write --out .*locked/c\.npz \(Permission denied\)")

@@ -20,7 +20,7 @@ import numpy as np
 import vtcore
 from vtcore.countsfile import FORMAT, CountsFile, load_counts, save_counts
 from vtcore.coverage import k_for_coverage
-from vtcore.data import ReadStats, parse_data_arg, read_dataset
+from vtcore.data import MAX_ROW_BYTES, ReadStats, dataset_path, dropped_parts_warning, parse_data_arg, read_dataset
 from vtcore.errors import VTError
 from vtcore.files import check_target, same_file
 from vtcore.mask import AssistantTokens
@@ -34,7 +34,7 @@ FIRST_BATCH_ROWS = 128
 
 # manifest fields that decide the result: a cache hit needs every one to match
 KEY_FIELDS = ("format", "datasets", "dataset_sha256", "schema", "tokenizer", "tokenizer_sha256",
-              "chat_template_sha256", "mask_mode", "heldout_every", "skip_bad", "vtcore_version")
+              "chat_template_sha256", "mask_mode", "heldout_every", "skip_bad", "max_row_bytes", "vtcore_version")
 
 
 @dataclass
@@ -58,11 +58,24 @@ def _sources(paths: Iterable[str | DataSource | tuple]) -> list[DataSource]:
     return out
 
 
+def unique_sources(sources: list[DataSource]) -> tuple[list[DataSource], list[str]]:
+    """The sources with a file given twice (same file, or one linked to another) kept once,
+    and a warning for each one dropped: counting it twice would double its tokens."""
+    kept: list[DataSource] = []
+    warnings: list[str] = []
+    for s in sources:
+        dataset_path(s.path)
+        first = next((k for k in kept if same_file(k.path, s.path)), None)
+        if first is None:
+            kept.append(s)
+        else:
+            warnings.append(f"{s.path} was given more than once (as {first.path}): counted once")
+    return kept, warnings
+
+
 def dataset_sha256(path: str | Path) -> tuple[str, int]:
     """sha256 and size of a file's bytes, or of every file under a saved-dataset folder."""
-    path = Path(path)
-    if not path.exists():
-        raise VTError(f"{path}: dataset not found")
+    path = dataset_path(path)   # not found, a FIFO or a device: refused before hashing reads it
     if path.is_file():
         return sha256_file(path), path.stat().st_size
     parts, size = [], 0
@@ -76,7 +89,8 @@ def _manifest_key(manifest: dict) -> str:
     return sha256_bytes(json.dumps({k: manifest[k] for k in KEY_FIELDS}, sort_keys=True).encode())[:24]
 
 
-def dataset_manifest(sources: list[DataSource], tinfo, schema: str, mask: str, skip_bad: bool) -> tuple[dict, list[dict]]:
+def dataset_manifest(sources: list[DataSource], tinfo, schema: str, mask: str, skip_bad: bool,
+                     max_row_bytes: int = MAX_ROW_BYTES) -> tuple[dict, list[dict]]:
     """The manifest fields that decide the result (KEY_FIELDS), and each dataset's path, hash and size."""
     datasets = []
     for s in sources:
@@ -93,6 +107,7 @@ def dataset_manifest(sources: list[DataSource], tinfo, schema: str, mask: str, s
         "mask_mode": mask,
         "heldout_every": HELDOUT_EVERY,
         "skip_bad": bool(skip_bad),
+        "max_row_bytes": int(max_row_bytes),   # decides which rows are read (or skipped as too long)
         "vtcore_version": vtcore.__version__,
     }
     return manifest, datasets
@@ -138,7 +153,8 @@ class Tally:
 
 
 def count_local(sources: list[DataSource], datasets: list[dict], assistant: AssistantTokens, vocab_size: int,
-                schema: str, skip_bad: bool, progress: Progress, should_stop: Callable[[], bool] | None) -> Tally:
+                schema: str, skip_bad: bool, progress: Progress, should_stop: Callable[[], bool] | None,
+                max_row_bytes: int = MAX_ROW_BYTES) -> Tally:
     """Count on this machine: rows are read and rendered (Python) in batches while the previous
     batch is encoded by the Rust tokenizer, which releases the GIL and uses both cores."""
     tally = Tally(vocab_size)
@@ -149,7 +165,8 @@ def count_local(sources: list[DataSource], datasets: list[dict], assistant: Assi
         for ds, src in zip(datasets, sources):
             stats = ReadStats()
             tally.reads.append(stats)
-            rows = read_dataset(src.path, schema=schema, domain=src.domain, skip_bad=skip_bad, stats=stats)
+            rows = read_dataset(src.path, schema=schema, domain=src.domain, skip_bad=skip_bad, stats=stats,
+                                max_row_bytes=max_row_bytes)
             size = FIRST_BATCH_ROWS
             while True:
                 # small first batches: the tokenizer starts sooner, so less planning runs alone
@@ -187,6 +204,7 @@ def counts_file(tally: Tally, manifest: dict, datasets: list[dict], tok, tinfo, 
     fit, held = np.sum(tally.fit, axis=0), np.sum(tally.held, axis=0)
     counts = fit + held
     warnings = [w for s in tally.reads for w in s.warnings] + assistant.stats.warnings
+    warnings += [w for d, s in zip(datasets, tally.reads) if (w := dropped_parts_warning(d["path"], s.dropped_parts))]
     if assistant.stats.turns_unlocated:
         warnings.append(f"{assistant.stats.turns_unlocated} assistant turns were not found verbatim in the "
                         "rendered template: counted content-only")
@@ -219,33 +237,38 @@ def counts_file(tally: Tally, manifest: dict, datasets: list[dict], tok, tinfo, 
 def count_dataset(paths: Sequence[str | DataSource | tuple], tokenizer=None, mask: str = "template",
                   schema: str = "auto", skip_bad: bool = False, progress: Progress | None = None,
                   cache: bool = True, workspace: str | None = None, out: str | Path | None = None,
-                  should_stop: Callable[[], bool] | None = None, force: bool = False) -> tuple[CountsFile, dict]:
+                  should_stop: Callable[[], bool] | None = None, force: bool = False,
+                  max_row_bytes: int = MAX_ROW_BYTES) -> tuple[CountsFile, dict]:
     """Count assistant-only tokens of one or more datasets.
 
     `tokenizer`: None (bundled Qwen3), a hub id / local dir, or a loaded fast tokenizer.
     `cache`: reuse a cached result whose manifest matches; the result is cached either way.
     `out`: also write the counts there; an existing file only with `force`, a dataset never
     (checked before counting, so a refusal costs nothing).
+    `max_row_bytes`: a longer row is a bad row (memory stays bounded whatever the file holds).
+    A file given twice is counted once, with a warning.
     Returns the counts file and a summary (rows, skipped rows and why, tokens, speed, cache hit).
     """
     t0 = time.perf_counter()
     progress = progress or (lambda frac, text="": None)
-    sources = _sources(paths)
+    sources, repeated = unique_sources(_sources(paths))
     if out is not None:
         check_target(out, force, [s.path for s in sources])
     tok = tokenizer if hasattr(tokenizer, "backend_tokenizer") else load_tokenizer(tokenizer)
     tinfo = tokenizer_info(tok)
-    manifest, datasets = dataset_manifest(sources, tinfo, schema, mask, skip_bad)
+    manifest, datasets = dataset_manifest(sources, tinfo, schema, mask, skip_bad, max_row_bytes)
     cache_path = subdir("counts", workspace) / f"{_manifest_key(manifest)}.npz"
     cf = cached_counts(cache_path, manifest) if cache else None
     if cf is not None:
         progress(1.0, "cached")
         if out is not None and not same_file(out, cache_path):
             save_counts(out, cf, force=force, inputs=[s.path for s in sources])
-        return cf, _summary(cf, time.perf_counter() - t0, out or cache_path, cache_hit=True)
+        return cf, _summary(cf, time.perf_counter() - t0, out or cache_path, cache_hit=True, warnings=repeated)
     assistant = AssistantTokens(tok, mask)
-    tally = count_local(sources, datasets, assistant, tinfo.vocab_size, schema, skip_bad, progress, should_stop)
+    tally = count_local(sources, datasets, assistant, tinfo.vocab_size, schema, skip_bad, progress, should_stop,
+                        max_row_bytes)
     cf = counts_file(tally, manifest, datasets, tok, tinfo, assistant, time.perf_counter() - t0)
+    cf.manifest["warnings"] = repeated + cf.manifest["warnings"]
     save_counts(cache_path, cf, force=True, flag="counts cache")   # the tool's own cache entry
     if out is not None and not same_file(out, cache_path):
         save_counts(out, cf, force=force, inputs=[s.path for s in sources])
@@ -273,7 +296,7 @@ def coverage_summary(cf: CountsFile) -> dict:
     return out
 
 
-def _summary(cf: CountsFile, seconds: float, path, cache_hit: bool) -> dict:
+def _summary(cf: CountsFile, seconds: float, path, cache_hit: bool, warnings: list[str] = ()) -> dict:
     m = cf.manifest
     tokens = int(cf.counts.sum())
     info = {
@@ -296,6 +319,6 @@ def _summary(cf: CountsFile, seconds: float, path, cache_hit: bool) -> dict:
         if (m.get("count_seconds") if cache_hit else seconds) else None,
         "counts_path": str(path) if path is not None else None,
         "cache_hit": cache_hit,
-        "warnings": m.get("warnings", []),
+        "warnings": [w for w in warnings if w not in m.get("warnings", [])] + m.get("warnings", []),
     })
     return info

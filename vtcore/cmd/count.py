@@ -26,6 +26,9 @@ def register(sub) -> argparse.ArgumentParser:
                                                                     "file only with --force; never a --data file)")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     p.add_argument("--skip-bad", action="store_true", help="skip bad rows (and count them) instead of failing")
+    p.add_argument("--max-row-mb", type=float, default=64.0, metavar="MB",
+                   help="a row (JSONL line, JSON value, CSV line) larger than this is a bad row (default 64): "
+                        "memory stays bounded whatever a file holds")
     p.add_argument("--no-cache", action="store_true", help="count again even when a cached result matches")
     p.add_argument("--workspace", default=None, help="workspace folder (default $VTCORE_WORKSPACE or "
                                                      "~/.cache/vocab-trim-studio)")
@@ -37,9 +40,14 @@ def run(args) -> dict:
     from vtcore.cmd.common import progress_printer
     from vtcore.counts import count_dataset
 
+    if not args.max_row_mb > 0:
+        from vtcore.errors import VTError
+
+        raise VTError(f"--max-row-mb must be > 0, got {args.max_row_mb}")
     _, info = count_dataset(args.data, tokenizer=args.tokenizer, mask=args.mask, schema=args.schema,
                             skip_bad=args.skip_bad, progress=progress_printer("counting"),
-                            cache=not args.no_cache, workspace=args.workspace, out=args.out, force=args.force)
+                            cache=not args.no_cache, workspace=args.workspace, out=args.out, force=args.force,
+                            max_row_bytes=int(args.max_row_mb * (1 << 20)))
     return info
 
 
