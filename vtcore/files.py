@@ -90,9 +90,20 @@ def check_target(target: str | os.PathLike, force: bool = False, inputs: Iterabl
         if same_file(target, src) or inside:
             raise VTError(f"{flag} {target} is {'inside ' if inside else ''}an input of this command ({src}); "
                           "refusing to overwrite it (write the result to another path)")
-    if (target.exists() or target.is_symlink()) and not force:
+    if _present(target, flag) and not force:
         raise VTError(f"{flag} {target} already exists; pass --force to overwrite it")
     return target
+
+
+def _present(target: Path, flag: str) -> bool:
+    """Something (a file, a folder, a link, even a dangling one) has this name."""
+    try:
+        os.lstat(target)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as e:
+        raise _write_error(target, e, flag) from None
+    return True
 
 
 def _make_parent(target: Path, flag: str) -> None:
@@ -108,7 +119,7 @@ def _make_parent(target: Path, flag: str) -> None:
 def _write_error(target: Path, e: OSError, flag: str) -> VTError:
     if e.errno == errno.ENAMETOOLONG:
         return VTError(f"cannot write {flag} {str(target)[:120]}...: the name is too long for this file system")
-    if e.errno == errno.EISDIR or target.is_dir():
+    if e.errno == errno.EISDIR:
         return VTError(f"cannot write {flag} {target}: it is a folder")
     return VTError(f"cannot write {flag} {target} ({os_reason(e)})")
 
@@ -135,7 +146,7 @@ def atomic_file(target: str | os.PathLike, fsync: bool = False, force: bool = Fa
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())
-        if not force and (target.exists() or target.is_symlink()):   # made while we wrote
+        if not force and _present(target, flag):   # made while we wrote
             raise VTError(f"{flag} {target} appeared while writing; pass --force to overwrite it")
         try:
             os.replace(tmp, target)

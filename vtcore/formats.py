@@ -81,8 +81,21 @@ def safe_torch_load(source: str | os.PathLike | bytes) -> Any:
     except FileNotFoundError:
         raise VTError(f"{where}: file not found") from None
     except Exception as e:  # zip errors, truncated files, wrong magic
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise VTError(f"{where}: not a readable torch file ({first[:200]})") from e
+        text = str(e)
+        if "TorchScript" in text:   # a TorchScript archive is a program: refused like any code
+            raise UnsafeFile(f"{where}: refused: a TorchScript archive carries code, which could run on load; "
+                             "it was not loaded (a token map is a plain tensor saved with torch.save)") from e
+        raise VTError(f"{where}: not a readable torch file ({_torch_reason(e)})") from e
+
+
+def _torch_reason(e: Exception) -> str:
+    """torch's first sentence of an error, without its advice to load with weights_only=False
+    (which would run whatever code the file carries)."""
+    text = str(e).strip()
+    first = text.splitlines()[0] if text else type(e).__name__
+    for cut in ("In PyTorch 2.6", "Re-running `torch.load`", "weights_only"):
+        first = first.split(cut)[0]
+    return first.strip(" .:")[:200] or type(e).__name__
 
 
 _SAFE_GLOBALS = ("torch.", "collections.OrderedDict", "builtins.set", "builtins.frozenset", "numpy.")

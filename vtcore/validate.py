@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from vtcore.errors import VTError
+from vtcore.files import os_reason, regular_file
 from vtcore.formats import TensorSource, UnsafeFile, ids_from_d2t, safe_torch_load, tensor_source
 from vtcore.tokens import load_tokenizer, tokenizer_info
 
@@ -402,7 +403,11 @@ def validate_path(path: str | os.PathLike, expect: Expect | None = None) -> Repo
     """Validate a file or a draft directory on disk."""
     expect = expect or Expect()
     p = Path(path)
-    if not p.exists():
+    try:
+        found = p.exists()
+    except OSError as e:   # e.g. a name longer than the file system allows
+        raise VTError(f"{p}: cannot open ({os_reason(e)})") from None
+    if not found:
         raise VTError(f"{p}: no such file or directory")
     if p.is_dir():
         cfg = p / "config.json"
@@ -423,6 +428,7 @@ def validate_path(path: str | os.PathLike, expect: Expect | None = None) -> Repo
     if p.suffix == ".safetensors":
         return validate_path(p.parent, expect) if (p.parent / "config.json").is_file() else Report(
             path=str(p), problems=["a .safetensors file is validated with its draft directory (config.json)"])
+    regular_file(p, "file to validate")   # a FIFO or a device would hang or never end
     r = validate_bytes(p.read_bytes(), p.name, expect)
     r.path = str(p)
     return r
