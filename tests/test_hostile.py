@@ -191,3 +191,32 @@ def test_4_out_in_a_folder_without_permission(capsys, tmp_path, workspace):
     locked.mkdir(mode=0o500)
     code, _, err = cli(capsys, "count", "--data", data, "--out", locked / "c.npz", "--json")
     one_error(code, err, r"cannot write --out .*locked/c\.npz \(Permission denied\)")
+
+
+def test_2_validate_reads_a_token_map_in_chunks_from_the_file(capsys, tmp_path, monkeypatch):
+    import numpy as np
+    import torch
+
+    from vtcore import validate
+    from vtcore.formats import safe_torch_load, stored_ids
+
+    rng = np.random.default_rng(0)
+    ids = rng.permutation(5000)[:3000].astype(np.int64)
+    ids[2999] = ids[10]           # a duplicate 2989 ids apart: in another chunk
+    ids[1500] = -7
+    ids[1700] = 5003              # >= V
+    path = tmp_path / "token_map_sglang_k3000.pt"
+    torch.save(torch.from_numpy(ids), path)
+    stored = stored_ids(path, safe_torch_load(path, mmap=True))
+    assert stored is not None and stored.size == 3000
+    assert np.array_equal(np.concatenate(list(stored.chunks(128))), ids)   # the file's bytes, chunk by chunk
+    monkeypatch.setattr(validate, "CHUNK_IDS", 128)                        # the big-file path, small
+    code, out, err = cli(capsys, "validate", path, "--vocab-size", "5000", "--json")
+    problems = result(out)["problems"]
+    assert code == 2 and problems == [
+        "token map: negative ids -7",
+        "token map: ids 5003 are >= the vocabulary size 5000",
+        f"token map: duplicate ids {ids[10]} (each id may appear once)"], problems
+    # without V: the mask spans the largest id seen; the same duplicate is found
+    problems, _ = validate.check_ids(np.abs(ids), None, 3000, {int(ids[5]): "kept"}, chunk=100)
+    assert problems == [f"token map: duplicate ids {ids[10]} (each id may appear once)".replace("token map", "token ids")]
