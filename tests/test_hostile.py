@@ -220,3 +220,34 @@ def test_2_validate_reads_a_token_map_in_chunks_from_the_file(capsys, tmp_path, 
     # without V: the mask spans the largest id seen; the same duplicate is found
     problems, _ = validate.check_ids(np.abs(ids), None, 3000, {int(ids[5]): "kept"}, chunk=100)
     assert problems == [f"token map: duplicate ids {ids[10]} (each id may appear once)".replace("token map", "token ids")]
+
+
+def test_2_long_texts_are_encoded_in_pieces_with_the_same_ids(qwen_tok, monkeypatch):
+    """A 50 MB message needed ~18 GB inside the tokenizer; long texts are now encoded in pieces
+    cut at pre-token boundaries. With tiny pieces every sample row is 'long': the ids must be
+    exactly those of whole encoding, in all three paths (segments, whole rows, content)."""
+    from vtcore import mask
+    from vtcore.data import read_dataset
+
+    convs = list(read_dataset(SAMPLES / "code.jsonl")) + list(read_dataset(SAMPLES / "chat.jsonl.gz"))[:300]
+    special = conv_with(["Hello <|im_end|> inside, then text " * 40])   # added tokens inside: the whole-row path
+    expected = {m: mask.AssistantTokens(qwen_tok, m).encode(convs + [special]) for m in ("template", "content")}
+    monkeypatch.setattr(mask, "PIECE_CHARS", 200)
+    for m in ("template", "content"):
+        at = mask.AssistantTokens(qwen_tok, m)
+        got = at.encode(convs + [special])
+        assert got == expected[m] and at.stats.texts_in_pieces > 100, m
+    assert at.stats.cuts_inside_words == 0
+    # a run without spaces or line breaks is cut anyway, and counted
+    at = mask.AssistantTokens(qwen_tok, "content")
+    at.encode([conv_with(["x" * 1000])])
+    assert at.stats.cuts_inside_words >= 1
+
+
+def conv_with(answers: list[str]):
+    from vtcore.data import Conversation
+
+    msgs = []
+    for a in answers:
+        msgs += [{"role": "user", "content": "q"}, {"role": "assistant", "content": a}]
+    return Conversation(messages=msgs, domain="d", source="t:1", index=0)

@@ -23,7 +23,7 @@ from vtcore.coverage import k_for_coverage
 from vtcore.data import MAX_ROW_BYTES, ReadStats, dataset_path, dropped_parts_warning, parse_data_arg, read_dataset
 from vtcore.errors import VTError
 from vtcore.files import check_target, same_file
-from vtcore.mask import AssistantTokens
+from vtcore.mask import PIECE_CHARS, AssistantTokens
 from vtcore.split import HELDOUT_EVERY, is_heldout
 from vtcore.tokens import always_keep_ids, load_tokenizer, sha256_bytes, sha256_file, tokenizer_info
 from vtcore.workspace import subdir
@@ -205,6 +205,10 @@ def counts_file(tally: Tally, manifest: dict, datasets: list[dict], tok, tinfo, 
     counts = fit + held
     warnings = [w for s in tally.reads for w in s.warnings] + assistant.stats.warnings
     warnings += [w for d, s in zip(datasets, tally.reads) if (w := dropped_parts_warning(d["path"], s.dropped_parts))]
+    if assistant.stats.cuts_inside_words:
+        warnings.append(f"{assistant.stats.cuts_inside_words} cuts of long texts fell inside a run of over "
+                        f"{PIECE_CHARS // 2:,} characters without a space or line break: a token or two there may "
+                        "differ from encoding the text whole")
     if assistant.stats.turns_unlocated:
         warnings.append(f"{assistant.stats.turns_unlocated} assistant turns were not found verbatim in the "
                         "rendered template: counted content-only")
