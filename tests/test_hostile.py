@@ -251,3 +251,241 @@ def conv_with(answers: list[str]):
     for a in answers:
         msgs += [{"role": "user", "content": "q"}, {"role": "assistant", "content": a}]
     return Conversation(messages=msgs, domain="d", source="t:1", index=0)
+
+
+# ------------------------------------------------------------------ 3. no job "running" after it died
+
+def test_3_a_job_whose_error_handling_fails_still_ends_in_error():
+    from vtcore.jobs import Job
+
+    def fn(progress, should_stop):
+        raise ValueError("the real error")
+
+    def kept():
+        raise OSError("journal unreadable")   # what jobs._run called outside its own error handling
+
+    job = Job(fn, name="t", kept=kept).start()
+    assert job.join(10)
+    s = job.status()
+    assert s["state"] == "error" and not s["running"] and s["error"] == "ValueError: the real error"
+    assert s["kept"].startswith("unknown: finding out failed too (OSError: journal unreadable)")
+
+
+@pytest.fixture(scope="module")
+def code_counts(tmp_path_factory):
+    from vtcore.counts import count_dataset
+    from vtcore.countsfile import save_counts
+
+    root = tmp_path_factory.mktemp("counts")
+    cf, _ = count_dataset([str(SAMPLES / "code.jsonl")], cache=False, workspace=str(root / "ws"))
+    return save_counts(root / "code.npz", cf)
+
+
+def optimize(capsys, counts, study, trials=5, *extra):
+    return cli(capsys, "optimize", "--counts", counts, "--draft", "qwen3-0.6b", "--study", study,
+               "--trials", trials, *extra, "--json")
+
+
+def test_3_a_torn_last_journal_line_is_dropped_not_appended_onto(capsys, code_counts, workspace):
+    code, out, err = optimize(capsys, code_counts, "torn")
+    first = result(out)
+    journal = workspace / "studies" / "torn.journal"
+    assert code == 0 and first["n_trials"] == 5 and first["notes"] == []
+    with open(journal, "ab") as f:           # a run killed in the middle of a write
+        f.write(b'{"op_code":5,"worker_id":"dead-1","trial_id":7,"para')
+    code, out, err = optimize(capsys, code_counts, "torn")
+    second = result(out)
+    assert code == 0 and second["state"] == "finished" and second["n_trials"] == 10, err
+    assert "recovered study journal torn.journal" in second["notes"][0] and "note: recovered" in err
+    assert journal.read_bytes().endswith(b"\n") and (workspace / "studies" / "torn.journal.bak").is_file()
+    code, out, _ = optimize(capsys, code_counts, "torn")
+    assert code == 0 and result(out)["n_trials"] == 15 and result(out)["notes"] == []
+
+
+def test_3_a_journal_already_glued_by_the_old_append_is_recovered(capsys, code_counts, workspace):
+    from vtcore import search
+
+    optimize(capsys, code_counts, "glued")
+    journal = workspace / "studies" / "glued.journal"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    # what the old code made of a torn line: the next run's records written onto it
+    journal.write_bytes(b"".join(lines[:-3]) + b'{"op_code":5,"wor' + b"".join(lines[-3:]))
+    with pytest.raises(ValueError):           # Optuna itself cannot read it any more
+        search._storage(journal).get_all_studies()
+    settings, rows = search.load_study_rows(journal)
+    assert len([r for r in rows if r["state"] == "COMPLETE"]) == 5
+    code, out, _ = optimize(capsys, code_counts, "glued")
+    assert code == 0 and result(out)["n_trials"] == 10
+
+
+STALE_RUN = """
+import sys, time
+import numpy as np
+from vtcore import search
+V = 1000
+p = search.Problem(np.linspace(0, 1, V + 1), 1 - np.arange(V + 1) / V)
+def slow(k, gamma):
+    if k is not None and len(seen) >= 3:
+        time.sleep(600)   # killed here, mid-trial
+    seen.append(k)
+    return p.evaluate(k, gamma)
+seen = []
+search.StudyRunner(p, "killed", n_trials=50, evaluate=slow).run()
+"""
+
+
+def test_3_a_trial_left_running_by_kill_9_is_failed_on_resume_and_not_counted(workspace):
+    import subprocess
+    import sys
+    import time
+
+    import numpy as np
+
+    from tests.conftest import ROOT
+    from vtcore import search
+
+    env = {**os.environ, "VTCORE_WORKSPACE": str(workspace), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", STALE_RUN], env=env)
+    journal = workspace / "studies" / "killed.journal"
+    try:
+        deadline = time.time() + 120
+        while not (journal.is_file() and any(r["state"] == "RUNNING" for r in search.load_study_rows(journal)[1])):
+            assert time.time() < deadline and proc.poll() is None
+            time.sleep(0.2)
+    finally:
+        proc.kill()                             # kill -9
+        proc.wait()
+    V = 1000
+    p = search.Problem(np.linspace(0, 1, V + 1), 1 - np.arange(V + 1) / V)
+    runner = search.StudyRunner(p, "killed", n_trials=2).run()
+    assert runner.state == "finished"
+    assert runner.notes == ["failed 1 trial(s) left running by a run that was killed (trial 3); they are not counted"]
+    s = search.summarize(runner, search.solve_exact(p))
+    assert s["n_trials"] == 5 and s["n_failed"] == 1
+    assert [r["state"] for r in search.load_study_rows(journal)[1]].count("RUNNING") == 0
+
+
+def test_3_pareto_points_is_checked_before_the_study_runs(capsys, code_counts, workspace):
+    code, _, err = optimize(capsys, code_counts, "pp", 5, "--pareto-points", "-1")
+    one_error(code, err, r"--pareto-points must be >= 1, got -1")
+    assert not (workspace / "studies" / "pp.journal").exists()
+
+
+# ------------------------------------------------------------------ 5. wrong figures are refused
+
+def tampered_counts(src, dst, **change):
+    import numpy as np
+
+    with np.load(src, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    for k, v in change.items():
+        arrays[k] = v(arrays[k]) if callable(v) else v
+    np.savez(dst, **arrays)
+    return dst
+
+
+def test_5_counts_files_are_checked_on_load(capsys, code_counts, tmp_path):
+    import numpy as np
+
+    def negative(c):
+        c = c.copy()
+        c[int(np.argmax(c))] -= 1000
+        return c
+
+    cases = {
+        "negative": ({"counts": negative}, r"field 'counts' has negative counts"),
+        "short": ({"counts_fit": lambda c: c[:-10]}, r"field 'counts_fit' has 151,659 entries but 'counts' has 151,669"),
+        "sum": ({"counts_heldout": lambda c: c * 2}, r"fields 'counts_fit' \+ 'counts_heldout' do not add up to 'counts'"),
+        "manifest": ({"manifest": lambda m: np.array(json.dumps({**json.loads(str(m)), "assistant_tokens": 8036}))},
+                     r"manifest says assistant_tokens 8036 but 'counts' sums to"),
+        "floats": ({"counts": lambda c: c.astype(float)}, r"field 'counts' must be a 1-D integer array, got float64"),
+    }
+    for name, (change, pattern) in cases.items():
+        bad = tampered_counts(code_counts, tmp_path / f"{name}.npz", **change)
+        code, _, err = cli(capsys, "coverage", "--counts", bad, "--min-coverage", "0.9", "--json")
+        one_error(code, err, rf"{name}\.npz: {pattern}")
+
+
+def test_5_export_refuses_a_study_made_on_other_counts(capsys, code_counts, tmp_path, workspace):
+    code, out, _ = optimize(capsys, code_counts, "for-code")
+    assert code == 0
+    other = tmp_path / "other.npz"
+    data = write(tmp_path / "other.jsonl", GOOD * 5)
+    assert cli(capsys, "count", "--data", data, "--out", other, "--json")[0] == 0
+    code, _, err = cli(capsys, "export", "--counts", other, "--from-study", "for-code", "--trial", "best",
+                       "--out", tmp_path / "ex", "--json")
+    one_error(code, err, r"study 'for-code' was run on other counts \(sha256 [0-9a-f]{12}…\) than these")
+    assert not (tmp_path / "ex").exists()
+    code, out, _ = cli(capsys, "export", "--counts", code_counts, "--from-study", "for-code", "--trial", "best",
+                       "--out", tmp_path / "ex", "--json")
+    assert code == 0 and result(out)["validated"]
+
+
+def test_5_bom_duplicates_and_image_parts(capsys, tmp_path, workspace):
+    data = write(tmp_path / "bom.jsonl", b"\xef\xbb\xbf" + GOOD * 4)
+    for extra in ([], ["--skip-bad"]):   # the BOM is accepted, not a malformed first row
+        code, out, _ = cli(capsys, "count", "--data", data, *extra, "--json")
+        assert code == 0 and result(out)["rows"] == 4 and result(out)["rows_skipped"] == 0
+    link = tmp_path / "same.jsonl"
+    link.symlink_to(data)
+    code, out, _ = cli(capsys, "count", "--data", data, link, data, "--json")
+    r = result(out)
+    assert code == 0 and r["rows"] == 4 and r["domains"] == {"bom": r["assistant_tokens"]}
+    assert sum("was given more than once" in w and "counted once" in w for w in r["warnings"]) == 2
+    image = {"messages": [{"role": "user", "content": [{"type": "text", "text": "What is this?"},
+                                                       {"type": "image_url", "image_url": {"url": "x.png"}}]},
+                          {"role": "assistant", "content": [{"type": "text", "text": "A cat."},
+                                                            {"type": "input_audio", "input_audio": {}}]}]}
+    data = write(tmp_path / "mm.jsonl", (json.dumps(image) + "\n").encode() * 3)
+    code, out, _ = cli(capsys, "count", "--data", data, "--json")
+    warning = [w for w in result(out)["warnings"] if "non-text message parts" in w]
+    assert code == 0 and warning and "6 non-text message parts were not counted (image_url: 3, input_audio: 3)" in warning[0]
+
+
+def test_5_a_code_carrying_torchscript_map_is_refused_without_torchs_advice(capsys, tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "token_map_sglang_k3.pt"
+    script = ("import torch, sys\nclass M(torch.nn.Module):\n    def forward(self, x):\n        return x + 1\n"
+              "torch.jit.save(torch.jit.script(M()), sys.argv[1])\n")
+    (tmp_path / "mk.py").write_text(script)
+    subprocess.run([sys.executable, str(tmp_path / "mk.py"), str(path)], check=True)
+    code, out, err = cli(capsys, "validate", path, "--vocab-size", "10", "--json")
+    line = one_error(code, err, r"refused: a TorchScript archive carries code")
+    assert "weights_only" not in line and "succeed" not in line and "weights_only" not in out
+
+
+# ------------------------------------------------------------------ 6. runs on one study draw different k
+
+def test_6_runs_on_one_study_draw_different_seeds(workspace):
+    import threading
+
+    import numpy as np
+
+    from vtcore import search
+
+    V = 5000
+    p = search.Problem(np.linspace(0, 1, V + 1) ** 0.3, 1 - np.arange(V + 1) / V)
+    first = search.StudyRunner(p, "twice", n_trials=8, seed=42).run()
+    second = search.StudyRunner(p, "twice", n_trials=8, seed=42).run()
+    ks = [r["k"] for r in second.snapshot()]
+    assert first.seed_used == 42 and second.seed_used != 42        # a new study alone keeps its seed
+    assert ks[:8] != ks[8:]                                       # the resumed run samples other k
+    # two runs alive at once: the second is not alone, draws another seed, fails none of the first's trials
+    release = threading.Event()
+    started = threading.Event()
+
+    def held(k, gamma):
+        started.set()
+        release.wait(30)
+        return p.evaluate(k, gamma)
+
+    a = search.StudyRunner(p, "together", n_trials=1, seed=7, evaluate=held).start()
+    assert started.wait(30)
+    b = search.StudyRunner(p, "together", n_trials=1, seed=7)
+    assert b.seed_used != a.seed_used and b.notes == []
+    release.set()
+    a.join(30)
+    b.run()
+    assert [r["state"] for r in search.load_study_rows(b.path)[1]] == ["COMPLETE", "COMPLETE"]

@@ -26,7 +26,7 @@ import numpy as np
 
 from vtcore import __version__, models
 from vtcore.cost import DEFAULT_CONTEXT, arch_from_config, latency_reduction, resolve_draft
-from vtcore.countsfile import CountsFile
+from vtcore.countsfile import CountsFile, counts_sha256
 from vtcore.errors import VTError
 from vtcore.files import atomic_file, check_target, os_reason, plain_json, read_json, tmp_sibling
 from vtcore.formats import (eagle3_mapping, ids_from_d2t, load_weights, read_config, safetensors_bytes, side_files,
@@ -120,6 +120,11 @@ def choose_from_study(cf: CountsFile, name: str, trial: int | str, workspace: st
     on; the study's objective facts go into the summary."""
     settings, row = read_trial(name, trial, workspace)
     trial = row["number"]
+    made_for, these = settings.get("counts_sha256"), counts_sha256(cf)
+    if made_for is not None and made_for != these:
+        raise VTError(f"study {name!r} was run on other counts (sha256 {made_for[:12]}…) than these "
+                      f"(sha256 {these[:12]}…): its k does not mean the same coverage here; export with the "
+                      "counts the study was made for, or choose k with --k / --min-coverage")
     choice = choose_k(cf, int(row["k"]), settings.get("coverage_source", "heldout"), extra_keep,
                       how=f"study {name} trial {trial}")
     src = settings.get("latency_source")
@@ -131,6 +136,7 @@ def choose_from_study(cf: CountsFile, name: str, trial: int | str, workspace: st
         "alpha": settings.get("alpha"), "min_coverage": settings.get("min_coverage"),
         "objective": settings.get("objective"), "utility": row.get("utility"),
         "predicted_speedup": row.get("speedup"),
+        "counts_checked": made_for is not None,   # a study from before the counts' hash was recorded
     }
     return choice
 
