@@ -489,3 +489,88 @@ def test_6_runs_on_one_study_draw_different_seeds(workspace):
     a.join(30)
     b.run()
     assert [r["state"] for r in search.load_study_rows(b.path)[1]] == ["COMPLETE", "COMPLETE"]
+
+
+# ------------------------------------------------------------------ the dashboard: errors in place, choices kept
+
+def page(path: str):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import ROOT
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    if path != "app.py":
+        at.switch_page(path).run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_4_an_unusable_workspace_is_named_on_every_page(tmp_path, monkeypatch):
+    monkeypatch.setenv("VTCORE_WORKSPACE", str(write(tmp_path / "ws-file", b"")))
+    for path in ("app.py", "pages/1_Data.py", "pages/2_Coverage.py", "pages/3_Frontier.py", "pages/4_Export.py",
+                 "pages/5_Benchmark.py"):
+        at = page(path)
+        errors = [e.value for e in at.error]
+        assert len(errors) == 1 and "ws-file cannot be used: it exists and is not a folder" in errors[0], (path, errors)
+        assert "set VTCORE_WORKSPACE" in errors[0]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_4_empty_uploads_are_errors_in_place(workspace):
+    from vtapp.jobs import counting_job
+
+    at = page("pages/1_Data.py")
+    at.radio(key="data_source").set_value("Upload").run()
+    at.file_uploader(key="uploader").set_value(("empty.jsonl", b"", "application/jsonl")).run()
+    assert not at.exception and [e.value for e in at.error] == ["empty.jsonl: the uploaded file is empty"]
+    assert at.multiselect(key="uploads_chosen").value == [] and at.button(key="count_btn").disabled
+    job = counting_job([str(SAMPLES / "code.jsonl")]).start()   # a counted dataset, for the Frontier
+    assert job.join(120) and job.state == "finished"
+    at = page("pages/3_Frontier.py")
+    at.radio(key="draft_kind").set_value("config.json").run()
+    at.file_uploader(key="config_upload").set_value(("config.json", b"", "application/json")).run()
+    assert not at.exception
+    assert "config.json: the uploaded file is empty" in [e.value for e in at.error]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_6_the_data_page_keeps_the_chosen_uploads_after_a_refresh(workspace):
+    at = page("pages/1_Data.py")
+    at.radio(key="data_source").set_value("Upload").run()
+    at.file_uploader(key="uploader").set_value(("mine.jsonl", GOOD * 3, "application/jsonl")).run()
+    chosen = at.multiselect(key="uploads_chosen").value
+    assert len(chosen) == 1 and chosen[0].endswith("-mine.jsonl")
+    again = page("pages/1_Data.py")          # a refresh: a new session, the same workspace
+    assert again.radio(key="data_source").value == "Upload"
+    assert again.multiselect(key="uploads_chosen").value == chosen
+    again.button(key="count_btn").click().run()
+    while again.get("progress"):
+        again.run()
+    again.run()
+    assert [m.value for m in again.metric if m.label == "Rows"] == ["3"]
+    assert not [w.value for w in again.warning if "another tab" in w.value]   # this tab's own count
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_6_a_count_in_another_tab_is_said_not_silently_shown(workspace, tmp_path):
+    from vtapp import state
+    from vtapp.jobs import counting_job
+
+    job = counting_job([str(SAMPLES / "code.jsonl")]).start()
+    assert job.join(120) and job.state == "finished"
+    tab = page("pages/3_Frontier.py")
+    tab.number_input(key="trials").set_value(5).run()
+    tab.button(key="run_tpe").click().run()
+    name = state.load_state().study
+    while tab.get("progress"):                # the study runs in the background
+        tab.run()
+    assert name and not tab.warning
+    other = counting_job([str(write(tmp_path / "other.jsonl", GOOD * 5))]).start()   # another tab counts
+    assert other.join(120) and other.state == "finished"
+    tab.query_params["study"] = name          # this tab still shows its study
+    tab.run()
+    warnings = [w.value for w in tab.warning]
+    assert any("The current counts changed to" in w and "another tab or window" in w for w in warnings), warnings
+    assert any(f"Study {name} was run on other counts" in w for w in warnings), warnings

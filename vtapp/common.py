@@ -50,6 +50,7 @@ def page(title: str) -> vstate.AppState:
         st.title(title)
         st.error(str(e), icon=":material/folder_off:")
         st.stop()
+    counts_changed_elsewhere(s)
     with st.sidebar:
         st.caption(f"Workspace: `{ws}`")
         if s.counts_path:
@@ -61,6 +62,20 @@ def page(title: str) -> vstate.AppState:
         if busy:
             st.caption("Running: " + ", ".join(busy))
     return s
+
+
+def counts_changed_elsewhere(s: vstate.AppState) -> None:
+    """Say so when the current counts changed since this browser tab last drew a page and this
+    tab did not count them: another tab or window did, and every page now shows those."""
+    changed = "counts_seen" in st.session_state and st.session_state["counts_seen"] != s.counts_path
+    here = st.session_state.get("counting_here", False)   # set when this tab starts a count
+    if changed and not here:
+        st.warning(f"The current counts changed to {dataset_label(s)} (counted in another tab or window): "
+                   "this page now shows those.", icon=":material/sync_problem:")
+    job = registry().get("count")
+    if here and (changed or job is None or not job.running):
+        st.session_state["counting_here"] = False
+    st.session_state["counts_seen"] = s.counts_path
 
 
 def dataset_label(s: vstate.AppState) -> str:

@@ -29,6 +29,8 @@ FORMAT = "vtcore-state/1"
 class AppState:
     counts_path: str | None = None      # the counts .npz the pages show
     datasets: list[str] = field(default_factory=list)   # what it was counted from (paths)
+    data_source: str | None = None      # the Data page's source: "Bundled sample" | "Upload"
+    uploads: list[str] = field(default_factory=list)    # the uploaded files chosen on the Data page
     tokenizer: str | None = None        # None: the bundled Qwen3
     mask: str = "template"
     skip_bad: bool = False
