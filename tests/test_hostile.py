@@ -62,7 +62,7 @@ def test_1_count_out_refuses_an_existing_file_and_never_replaces_its_input(capsy
     assert code == 0 and result(out)["rows"] == 3 and mine.read_bytes()[:2] == b"PK"
 
 
-def test_1_export_and_profile_share_the_writer(tmp_path):
+def test_1_export_and_profile_share_the_writer(capsys, tmp_path):
     from vtcore.files import atomic_file, check_target
     from vtcore.errors import VTError
 
@@ -73,6 +73,9 @@ def test_1_export_and_profile_share_the_writer(tmp_path):
     assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["t.bin"]   # no temp file left
     with atomic_file(target, force=True) as f:
         f.write(b"new")
+    assert target.read_bytes() == b"new"
+    code, _, err = cli(capsys, "profile", "--draft", "smollm2-135m-2l", "--out", target, "--json")
+    one_error(code, err, r"t\.bin already exists; pass --force")   # refused before measuring
     assert target.read_bytes() == b"new"
     link = tmp_path / "link.bin"
     link.hardlink_to(target)
