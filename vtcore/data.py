@@ -18,7 +18,6 @@ from __future__ import annotations
 import codecs
 import csv
 import gzip
-import io
 import json
 import os
 import stat
