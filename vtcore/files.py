@@ -9,8 +9,8 @@ reason a target cannot be written into one VTError line naming the path.
 
 from __future__ import annotations
 
-import json
 import errno
+import json
 import math
 import os
 import secrets
