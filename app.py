@@ -21,6 +21,7 @@ if st.button("Start with the sample data", type="primary", key="start_sample"):
     from vtapp.jobs import counting_job
 
     path = str(ui.SAMPLES["code"][0])
+    st.session_state["counting_here"] = True
     with st.spinner("Counting samples/code.jsonl with the bundled Qwen3 tokenizer ..."):
         job = counting_job([path], tokenizer=None, mask="template")
         job.start().join()

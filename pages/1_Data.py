@@ -17,8 +17,11 @@ st.title("Data")
 
 # ---- dataset
 st.subheader("1. Dataset")
+if "data_source" not in st.session_state:   # a new session (a refresh): the saved choice
+    counted_upload = s.datasets and not any(str(ui.REPO / "samples") in p for p in s.datasets)
+    st.session_state["data_source"] = s.data_source or ("Upload" if counted_upload else "Bundled sample")
 source = st.radio("Source", ["Bundled sample", "Upload"], horizontal=True, key="data_source",
-                  index=1 if s.datasets and not any(str(ui.REPO / "samples") in p for p in s.datasets) else 0)
+                  on_change=lambda: ui.save(data_source=st.session_state["data_source"]))
 paths: list[str] = []
 if source == "Bundled sample":
     counted = [n for n, (p, _) in ui.SAMPLES.items() if str(p) in s.datasets]
@@ -29,19 +32,28 @@ else:
     limit = st.get_option("server.maxUploadSize")
 
     def keep_uploads() -> None:   # save new uploads into the workspace and select them
-        saved = [str(vstate.save_upload(f.name, f.getvalue())) for f in st.session_state.get("uploader") or []]
+        saved, errors = [], []
+        for f in st.session_state.get("uploader") or []:
+            try:
+                saved.append(str(vstate.save_upload(f.name, f.getvalue())))
+            except VTError as e:   # e.g. an empty file: said next to the uploader, the page goes on
+                errors.append(str(e))
+        st.session_state["upload_errors"] = errors
         if saved:
             st.session_state["uploads_chosen"] = saved
+            ui.save(uploads=saved)
 
     st.file_uploader(f"JSONL, JSON, Parquet or CSV (optionally .gz); up to {limit:,} MB per file",
                      type=["jsonl", "ndjson", "json", "parquet", "pq", "csv", "gz"], accept_multiple_files=True,
                      key="uploader", on_change=keep_uploads,
                      help="Chat rows: OpenAI `messages` / ShareGPT `conversations` / Alpaca / prompt+response / "
                           "text. Uploads are kept in the workspace, so a refresh loses nothing.")
+    for err in st.session_state.get("upload_errors", []):
+        st.error(err)
     uploads = [str(p) for p in vstate.list_uploads()]
-    st.session_state["uploads_chosen"] = [p for p in st.session_state.get("uploads_chosen", []) if p in uploads]
-    paths = st.multiselect("Uploaded files in the workspace", uploads, key="uploads_chosen",
-                           format_func=vstate.upload_label)
+    chosen = ui.persisted("uploads_chosen", field="uploads")   # the saved choice survives a refresh
+    st.session_state["uploads_chosen"] = [p for p in st.session_state["uploads_chosen"] or [] if p in uploads]
+    paths = st.multiselect("Uploaded files in the workspace", uploads, format_func=vstate.upload_label, **chosen)
     st.caption(f"Stored under `{vstate.subdir('uploads')}`; each file's name (or a `domain` field per row) "
                "names its domain.")
 
@@ -81,6 +93,7 @@ job = ui.registry().get("count")
 busy = job is not None and job.running
 if st.button("Count tokens", type="primary", disabled=busy or not paths or (kind != "Bundled Qwen3" and not tok_name),
              key="count_btn"):
+    st.session_state["counting_here"] = True
     try:
         ui.registry().start("count", counting_job(paths, tokenizer=tok_name, mask=mask, schema=schema,
                                                   skip_bad=skip_bad, engine=engine, ray_address=ray_address))

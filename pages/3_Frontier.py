@@ -38,11 +38,17 @@ with c1:
     else:
         def keep_config() -> None:
             f = st.session_state.get("config_upload")
+            st.session_state["config_error"] = None
             if f is not None:
-                st.session_state["draft_config"] = str(vstate.save_upload(f.name, f.getvalue(), folder="configs"))
+                try:
+                    st.session_state["draft_config"] = str(vstate.save_upload(f.name, f.getvalue(), folder="configs"))
+                except VTError as e:   # e.g. an empty file: said in place, the page goes on
+                    st.session_state["config_error"] = str(e)
 
         st.file_uploader("The draft's config.json (Hugging Face format)", type=["json"], key="config_upload",
                          on_change=keep_config)
+        if st.session_state.get("config_error"):
+            st.error(st.session_state["config_error"])
         configs = [str(p) for p in vstate.list_uploads(folder="configs")]
         if not configs:
             st.info("Upload a config.json to continue.")
@@ -287,10 +293,19 @@ def live() -> None:
     if name:
         fp = setup.problem.fingerprint()
         same = settings.get("coverage_sha") == fp["coverage_sha"] and settings.get("reduction_sha") == fp["reduction_sha"]
+        finished = sum(1 for r in rows if r["state"] in ("COMPLETE", "PRUNED"))
+        failed = sum(1 for r in rows if r["state"] == "FAIL")
         st.caption(f"Study **{name}** ({state_}): objective {study_obj}, α = {settings.get('alpha')}, "
                    f"coverage constraint {settings.get('min_coverage')} ({settings.get('coverage_source')}), "
-                   f"{len(rows)} trials"
-                   + ("" if same else " · made for another dataset or draft: its points are not on this frontier"))
+                   f"{finished} trials" + (f" ({failed} failed, not counted)" if failed else "")
+                   + ("" if same else " · made for another draft or settings: its points are not on this frontier"))
+        made_for = settings.get("counts_sha256")
+        if made_for and made_for != fp["counts_sha256"]:   # never silently: the counts changed under it
+            st.warning(f"Study {name} was run on other counts (sha256 {made_for[:12]}…) than the current ones "
+                       f"({ui.dataset_label(s)}): its trials are not on this frontier and it cannot be exported "
+                       "with these counts. Run a new study, or count its dataset again.")
+    for note in (runner.notes if runner is not None else []):
+        st.info(note)
     picked = current_pick()    # read afresh: a click reruns only this fragment
     fig = plots.frontier_figure(front, rows, min_coverage, exact_best=exact_best, best_trial=best, selected=picked)
     st.plotly_chart(fig, key="frontier_plot", on_select=lambda: on_pick(C, R), selection_mode="points",

@@ -83,7 +83,7 @@ def selected_token_map() -> str:
     """The selected point's token set as a JSON token map in the workspace (its path)."""
     choice = ex.choose(ui.counts(s.counts_path), sel)
     path = vstate.subdir("bench") / f"selected-{choice.curve}-k{choice.k}.json"
-    with atomic_file(path) as f:
+    with atomic_file(path, force=True, flag="the selected point's token map") as f:   # the tool's own file
         f.write(json.dumps(ex.json_doc(choice, choice.tokenizer_vocab)).encode())
     return str(path)
 

@@ -141,7 +141,7 @@ def test_cache_needs_every_manifest_field(tmp_path, qwen_tok, workspace):
         tampered = dict(cf.manifest)
         tampered[field] = "something else"
         cf_t = type(cf)(**{**cf.__dict__, "manifest": tampered})
-        save_counts(info["counts_path"], cf_t)
+        save_counts(info["counts_path"], cf_t, force=True)   # over the cache entry on purpose
         _, again = count_dataset([str(data)], tokenizer=qwen_tok)
         assert not again["cache_hit"], field
 

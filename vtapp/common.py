@@ -38,13 +38,21 @@ POLL_S = 0.7
 def page(title: str) -> vstate.AppState:
     """Page config + sidebar summary; returns the saved state."""
     st.set_page_config(page_title=f"{title} · Vocab Trim Studio", page_icon=":material/content_cut:", layout="wide")
-    s = vstate.load_state()
     with st.sidebar:
         # our own navigation (client.showSidebarNavigation = false): the home page is "Home", not "app"
         for key, label in NAV:
             st.page_link(PAGES[key], label=label, icon=ICONS[key])
         st.divider()
-        st.caption(f"Workspace: `{workspace_dir()}`")
+    try:
+        s = vstate.load_state()
+        ws = workspace_dir()
+    except VTError as e:   # every page says which folder, why, and what to do; nothing else can work
+        st.title(title)
+        st.error(str(e), icon=":material/folder_off:")
+        st.stop()
+    counts_changed_elsewhere(s)
+    with st.sidebar:
+        st.caption(f"Workspace: `{ws}`")
         if s.counts_path:
             st.caption(f"Counts: {dataset_label(s)}")
         sel = selection(s)
@@ -54,6 +62,20 @@ def page(title: str) -> vstate.AppState:
         if busy:
             st.caption("Running: " + ", ".join(busy))
     return s
+
+
+def counts_changed_elsewhere(s: vstate.AppState) -> None:
+    """Say so when the current counts changed since this browser tab last drew a page and this
+    tab did not count them: another tab or window did, and every page now shows those."""
+    changed = "counts_seen" in st.session_state and st.session_state["counts_seen"] != s.counts_path
+    here = st.session_state.get("counting_here", False)   # set when this tab starts a count
+    if changed and not here:
+        st.warning(f"The current counts changed to {dataset_label(s)} (counted in another tab or window): "
+                   "this page now shows those.", icon=":material/sync_problem:")
+    job = registry().get("count")
+    if here and (changed or job is None or not job.running):
+        st.session_state["counting_here"] = False
+    st.session_state["counts_seen"] = s.counts_path
 
 
 def dataset_label(s: vstate.AppState) -> str:

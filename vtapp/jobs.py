@@ -11,6 +11,7 @@ from typing import Any
 from vtapp import state
 from vtcore.errors import VTError
 from vtcore.jobs import Job, Progress, ShouldStop, run_child
+from vtcore.workspace import repo_root
 
 
 class Registry:
@@ -74,6 +75,9 @@ def counting_job(paths: list[str], tokenizer: str | None = None, mask: str = "te
         changed = st.counts_path != info["counts_path"]
         st.counts_path, st.datasets, st.tokenizer = info["counts_path"], [str(p) for p in paths], tokenizer
         st.mask, st.skip_bad = mask, skip_bad
+        # the Data page opens on what is now counted (a count from the home page is of the samples)
+        samples = repo_root() / "samples"
+        st.data_source = "Bundled sample" if all(Path(p).parent == samples for p in paths) else "Upload"
         if changed:   # a selection or study made for other counts does not carry over
             st.selected, st.study = None, None
         state.save_state(st, workspace)

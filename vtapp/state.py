@@ -29,6 +29,8 @@ FORMAT = "vtcore-state/1"
 class AppState:
     counts_path: str | None = None      # the counts .npz the pages show
     datasets: list[str] = field(default_factory=list)   # what it was counted from (paths)
+    data_source: str | None = None      # the Data page's source: "Bundled sample" | "Upload"
+    uploads: list[str] = field(default_factory=list)    # the uploaded files chosen on the Data page
     tokenizer: str | None = None        # None: the bundled Qwen3
     mask: str = "template"
     skip_bad: bool = False
@@ -91,7 +93,7 @@ def save_state(state: AppState, workspace: str | os.PathLike | None = None) -> P
     path = state_path(workspace)
     state.updated = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     data = json.dumps(state.as_dict(), indent=1, sort_keys=True)
-    with atomic_file(path) as f:
+    with atomic_file(path, force=True, flag="dashboard state") as f:
         f.write((data + "\n").encode())
     return path
 
@@ -129,7 +131,7 @@ def save_upload(name: str, data: bytes, workspace: str | os.PathLike | None = No
     target = subdir(folder, workspace) / f"{digest}-{safe_name(name)}"
     if target.is_file() and target.stat().st_size == len(data):
         return target
-    with atomic_file(target) as f:
+    with atomic_file(target, force=True, flag="upload") as f:   # same hash and name: the same bytes
         f.write(data)
     return target
 

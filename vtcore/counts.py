@@ -19,9 +19,11 @@ import numpy as np
 import vtcore
 from vtcore.countsfile import FORMAT, CountsFile, load_counts, save_counts
 from vtcore.coverage import k_for_coverage
-from vtcore.data import ReadStats, hub_revision, parse_data_arg, parse_hub, read_dataset
+from vtcore.data import (MAX_ROW_BYTES, ReadStats, dataset_path, dropped_parts_warning, hub_revision, parse_data_arg,
+                         parse_hub, read_dataset)
 from vtcore.errors import VTError
-from vtcore.mask import AssistantTokens
+from vtcore.files import check_target, same_file
+from vtcore.mask import PIECE_CHARS, AssistantTokens
 from vtcore.raycount import ENGINES, RayConfig, count_ray
 from vtcore.split import HELDOUT_EVERY, is_heldout
 from vtcore.tally import DataSource, Tally
@@ -35,7 +37,8 @@ FIRST_BATCH_ROWS = 128
 # manifest fields that decide the result: a cache hit needs every one to match. "engine" is
 # there as the issue asked (#14), though the engines' counts are equal (tests/test_ray.py).
 KEY_FIELDS = ("format", "datasets", "dataset_sha256", "schema", "tokenizer", "tokenizer_sha256",
-              "chat_template_sha256", "mask_mode", "heldout_every", "skip_bad", "vtcore_version", "engine")
+              "chat_template_sha256", "mask_mode", "heldout_every", "skip_bad", "max_row_bytes", "vtcore_version",
+              "engine")
 # what a field absent from an older counts file meant: "engine" came later, all were local
 KEY_DEFAULTS = {"engine": "local"}
 
@@ -55,6 +58,24 @@ def _sources(paths: Iterable[str | DataSource | tuple]) -> list[DataSource]:
     return out
 
 
+def unique_sources(sources: list[DataSource]) -> tuple[list[DataSource], list[str]]:
+    """The sources with a file given twice (same file, or one linked to another) kept once,
+    and a warning for each one dropped: counting it twice would double its tokens."""
+    kept: list[DataSource] = []
+    warnings: list[str] = []
+    for s in sources:
+        if parse_hub(s.path) is None:
+            dataset_path(s.path)
+            first = next((k for k in kept if parse_hub(k.path) is None and same_file(k.path, s.path)), None)
+        else:   # an hf: id: the same id twice
+            first = next((k for k in kept if k.path == s.path), None)
+        if first is None:
+            kept.append(s)
+        else:
+            warnings.append(f"{s.path} was given more than once (as {first.path}): counted once")
+    return kept, warnings
+
+
 def dataset_sha256(path: str | Path) -> tuple[str, int]:
     """sha256 and size of a file's bytes, or of every file under a saved-dataset folder; of an
     hf: id, its local folder's files or the hub's revision, with its config and split."""
@@ -65,9 +86,7 @@ def dataset_sha256(path: str | Path) -> tuple[str, int]:
         else:
             sha, size = f"{spec.name}@{hub_revision(spec, str(path))}", 0
         return sha256_bytes(f"{sha}:{spec.config}:{spec.split}".encode()), size
-    path = Path(path)
-    if not path.exists():
-        raise VTError(f"{path}: dataset not found")
+    path = dataset_path(path)   # not found, a FIFO or a device: refused before hashing reads it
     if path.is_file():
         return sha256_file(path), path.stat().st_size
     parts, size = [], 0
@@ -84,7 +103,7 @@ def _manifest_key(manifest: dict) -> str:
 
 
 def dataset_manifest(sources: list[DataSource], tinfo, schema: str, mask: str, skip_bad: bool,
-                     engine: str = "local") -> tuple[dict, list[dict]]:
+                     engine: str = "local", max_row_bytes: int = MAX_ROW_BYTES) -> tuple[dict, list[dict]]:
     """The manifest fields that decide the result (KEY_FIELDS), and each dataset's path, hash and size."""
     datasets = []
     for s in sources:
@@ -101,6 +120,7 @@ def dataset_manifest(sources: list[DataSource], tinfo, schema: str, mask: str, s
         "mask_mode": mask,
         "heldout_every": HELDOUT_EVERY,
         "skip_bad": bool(skip_bad),
+        "max_row_bytes": int(max_row_bytes),   # decides which rows are read (or skipped as too long)
         "vtcore_version": vtcore.__version__,
         "engine": engine,
     }
@@ -119,7 +139,8 @@ def cached_counts(path: Path, manifest: dict) -> CountsFile | None:
 
 
 def count_local(sources: list[DataSource], datasets: list[dict], assistant: AssistantTokens, vocab_size: int,
-                schema: str, skip_bad: bool, progress: Progress, should_stop: Callable[[], bool] | None) -> Tally:
+                schema: str, skip_bad: bool, progress: Progress, should_stop: Callable[[], bool] | None,
+                max_row_bytes: int = MAX_ROW_BYTES) -> Tally:
     """Count on this machine: rows are read and rendered (Python) in batches while the previous
     batch is encoded by the Rust tokenizer, which releases the GIL and uses both cores."""
     tally = Tally(vocab_size)
@@ -130,7 +151,8 @@ def count_local(sources: list[DataSource], datasets: list[dict], assistant: Assi
         for ds, src in zip(datasets, sources):
             stats = ReadStats()
             tally.reads.append(stats)
-            rows = read_dataset(src.path, schema=schema, domain=src.domain, skip_bad=skip_bad, stats=stats)
+            rows = read_dataset(src.path, schema=schema, domain=src.domain, skip_bad=skip_bad, stats=stats,
+                                max_row_bytes=max_row_bytes)
             size = FIRST_BATCH_ROWS
             while True:
                 # small first batches: the tokenizer starts sooner, so less planning runs alone
@@ -168,6 +190,11 @@ def counts_file(tally: Tally, manifest: dict, datasets: list[dict], tok, tinfo, 
     fit, held = np.sum(tally.fit, axis=0), np.sum(tally.held, axis=0)
     counts = fit + held
     warnings = [w for s in tally.reads for w in s.warnings] + assistant.stats.warnings
+    warnings += [w for d, s in zip(datasets, tally.reads) if (w := dropped_parts_warning(d["path"], s.dropped_parts))]
+    if assistant.stats.cuts_inside_words:
+        warnings.append(f"{assistant.stats.cuts_inside_words} cuts of long texts fell inside a run of over "
+                        f"{PIECE_CHARS // 2:,} characters without a space or line break: a token or two there may "
+                        "differ from encoding the text whole")
     if assistant.stats.turns_unlocated:
         warnings.append(f"{assistant.stats.turns_unlocated} assistant turns were not found verbatim in the "
                         "rendered template: counted content-only")
@@ -200,40 +227,50 @@ def counts_file(tally: Tally, manifest: dict, datasets: list[dict], tok, tinfo, 
 def count_dataset(paths: Sequence[str | DataSource | tuple], tokenizer=None, mask: str = "template",
                   schema: str = "auto", skip_bad: bool = False, progress: Progress | None = None,
                   cache: bool = True, workspace: str | None = None, out: str | Path | None = None,
-                  should_stop: Callable[[], bool] | None = None, engine: str = "local",
+                  should_stop: Callable[[], bool] | None = None, force: bool = False,
+                  max_row_bytes: int = MAX_ROW_BYTES, engine: str = "local",
                   ray: RayConfig | None = None) -> tuple[CountsFile, dict]:
     """Count assistant-only tokens of one or more datasets.
 
     `tokenizer`: None (bundled Qwen3), a hub id / local dir, or a loaded fast tokenizer.
     `cache`: reuse a cached result whose manifest matches; the result is cached either way.
+    `out`: also write the counts there; an existing file only with `force`, a dataset never
+    (checked before counting, so a refusal costs nothing).
+    `max_row_bytes`: a longer row is a bad row (memory stays bounded whatever the file holds).
     `engine`: "local" (this process) or "ray" (Ray Data, `ray` says where); equal counts.
+    A file given twice is counted once, with a warning.
     Returns the counts file and a summary (rows, skipped rows and why, tokens, speed, cache hit).
     """
     t0 = time.perf_counter()
     progress = progress or (lambda frac, text="": None)
     if engine not in ENGINES:
         raise VTError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-    sources = _sources(paths)
+    sources, repeated = unique_sources(_sources(paths))
+    inputs = [s.path for s in sources if parse_hub(s.path) is None]   # files this command must not replace
+    if out is not None:
+        check_target(out, force, inputs)
     tok = tokenizer if hasattr(tokenizer, "backend_tokenizer") else load_tokenizer(tokenizer)
     tinfo = tokenizer_info(tok)
-    manifest, datasets = dataset_manifest(sources, tinfo, schema, mask, skip_bad, engine)
+    manifest, datasets = dataset_manifest(sources, tinfo, schema, mask, skip_bad, engine, max_row_bytes)
     cache_path = subdir("counts", workspace) / f"{_manifest_key(manifest)}.npz"
     cf = cached_counts(cache_path, manifest) if cache else None
     if cf is not None:
         progress(1.0, "cached")
-        if out is not None and Path(out).resolve() != cache_path.resolve():
-            save_counts(out, cf)
-        return cf, _summary(cf, time.perf_counter() - t0, out or cache_path, cache_hit=True)
+        if out is not None and not same_file(out, cache_path):
+            save_counts(out, cf, force=force, inputs=inputs)
+        return cf, _summary(cf, time.perf_counter() - t0, out or cache_path, cache_hit=True, warnings=repeated)
     assistant = AssistantTokens(tok, mask)
     if engine == "ray":
         tally = count_ray(sources, datasets, tok, assistant, tinfo.vocab_size, schema, skip_bad, progress,
-                          should_stop, ray)
+                          should_stop, ray, max_row_bytes)
     else:
-        tally = count_local(sources, datasets, assistant, tinfo.vocab_size, schema, skip_bad, progress, should_stop)
+        tally = count_local(sources, datasets, assistant, tinfo.vocab_size, schema, skip_bad, progress, should_stop,
+                            max_row_bytes)
     cf = counts_file(tally, manifest, datasets, tok, tinfo, assistant, time.perf_counter() - t0)
-    save_counts(cache_path, cf)
-    if out is not None:
-        save_counts(out, cf)
+    cf.manifest["warnings"] = repeated + cf.manifest["warnings"]
+    save_counts(cache_path, cf, force=True, flag="counts cache")   # the tool's own cache entry
+    if out is not None and not same_file(out, cache_path):
+        save_counts(out, cf, force=force, inputs=inputs)
     progress(1.0, f"{cf.manifest['rows']:,} rows")
     return cf, _summary(cf, time.perf_counter() - t0, out or cache_path, cache_hit=False)
 
@@ -258,7 +295,7 @@ def coverage_summary(cf: CountsFile) -> dict:
     return out
 
 
-def _summary(cf: CountsFile, seconds: float, path, cache_hit: bool) -> dict:
+def _summary(cf: CountsFile, seconds: float, path, cache_hit: bool, warnings: list[str] = ()) -> dict:
     m = cf.manifest
     tokens = int(cf.counts.sum())
     info = {
@@ -282,6 +319,6 @@ def _summary(cf: CountsFile, seconds: float, path, cache_hit: bool) -> dict:
         if (m.get("count_seconds") if cache_hit else seconds) else None,
         "counts_path": str(path) if path is not None else None,
         "cache_hit": cache_hit,
-        "warnings": m.get("warnings", []),
+        "warnings": [w for w in warnings if w not in m.get("warnings", [])] + m.get("warnings", []),
     })
     return info

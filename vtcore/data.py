@@ -4,7 +4,10 @@ Files: JSONL (.jsonl/.ndjson, optionally .gz), JSON arrays (.json, streamed), Pa
 and directories written by `datasets.Dataset.save_to_disk`; and `hf:ORG/NAME[:CONFIG][:SPLIT]`,
 a dataset streamed by `datasets.load_dataset(..., streaming=True)` from the hub (online only) or
 from a local folder of data files. Every reader streams: rows come one at a time, the file is
-never read whole into memory.
+never read whole into memory, and no row is read past `max_row_bytes` (default 64 MB, the
+CLI's --max-row-mb): a longer JSONL line or JSON value is a bad row, skipped through in
+bounded pieces. FIFOs and devices are refused before anything reads them; a cut or foreign
+gzip stream is the file's error.
 
 Schemas (detected from the first row, or chosen): OpenAI-style `messages`/`conversations`
 of {role, content} (content may be a list of {type: "text", text} parts), ShareGPT
@@ -17,15 +20,16 @@ from __future__ import annotations
 import codecs
 import csv
 import gzip
-import io
 import json
 import os
-import sys
+import stat
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 from vtcore.errors import DataError
+from vtcore.files import os_reason
 
 SCHEMAS = ["auto", "messages", "sharegpt", "alpaca", "prompt_response", "prompt_completion", "text"]
 
@@ -50,6 +54,10 @@ class Conversation:
     text: str | None = None       # preformatted text (schema "text"): counted whole
 
 
+MAX_ROW_BYTES = 64 << 20   # a JSONL line / JSON value larger than this is a bad row (--max-row-mb)
+GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)   # a cut or foreign .gz stream
+
+
 @dataclass
 class ReadStats:
     rows: int = 0
@@ -57,6 +65,7 @@ class ReadStats:
     warnings: list[str] = field(default_factory=list)
     schema: str | None = None
     position: "_Position | None" = None   # progress through the file being read
+    dropped_parts: dict[str, int] = field(default_factory=dict)   # non-text content part type -> count
 
     def skip(self, reason: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
@@ -77,6 +86,63 @@ class _Position:
         if not self.size or self.raw is None or self.raw.closed:
             return 0.0
         return min(self.raw.tell() / self.size, 1.0)
+
+
+def dataset_path(path: str | Path) -> Path:
+    """The dataset path, checked before anything reads it: it exists and is a regular file or a
+    folder. A FIFO or a device is refused (reading one hangs, or never ends: /dev/zero); a name
+    the file system refuses (too long) is a DataError, not an OSError."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise DataError("dataset not found", str(path)) from None
+    except OSError as e:
+        raise DataError(f"cannot open the dataset ({os_reason(e)})", str(path)) from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+                else "a block device" if stat.S_ISBLK(mode) else "a socket")
+        raise DataError(f"refused: this is {kind}, not a regular file", str(path))
+    return path
+
+
+class StreamError(DataError):
+    """The file cannot be read past this point (a cut or foreign gzip stream): with --skip-bad
+    the rows before it are kept and the file's end is reported."""
+
+
+def _gzip_error(e: BaseException, path: Path, line: int | None) -> StreamError:
+    """A cut (EOFError) or foreign (BadGzipFile, zlib.error) .gz stream as the file's error."""
+    if isinstance(e, EOFError):
+        why = "the gzip stream is cut short (truncated file)"
+    else:
+        why = f"not a valid gzip stream ({str(e).strip() or type(e).__name__})"
+    return StreamError(why, str(path), line)
+
+
+def _too_long(size: int, cap: int) -> str:
+    mb = 1 << 20
+    return f"row over the size cap ({size / mb:,.1f} MB > {cap / mb:,.4g} MB; raise it with --max-row-mb, or fix the row)"
+
+
+def _capped_lines(f, cap: int) -> Iterator[bytes | int]:
+    """The lines of a binary file with at most cap + 1 bytes of any line in memory: a longer
+    line is read through to its end in 1 MB pieces and given as its length (an int)."""
+    while True:
+        line = f.readline(cap + 1)
+        if not line:
+            return
+        if len(line) > cap and not line.endswith(b"\n"):
+            size = len(line)
+            del line
+            while True:
+                rest = f.readline(1 << 20)
+                size += len(rest)
+                if not rest or rest.endswith(b"\n"):
+                    break
+            yield size
+        else:
+            yield line
 
 
 def _open_binary(path: Path, pos: _Position | None = None):
@@ -106,15 +172,30 @@ def _decode_line(raw: bytes, path: Path, line: int) -> str:
         raise DataError(f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})", str(path), line)
 
 
-def _iter_jsonl(path: Path, pos: "_Position") -> Iterator[tuple[int, dict | DataError]]:
+def _iter_jsonl(path: Path, pos: "_Position", cap: int = MAX_ROW_BYTES) -> Iterator[tuple[int, dict | DataError]]:
     # a bad line is yielded as its DataError: the caller raises it, or skips it (--skip-bad)
     with _open_binary(path, pos) as f:
-        for line_no, raw in enumerate(f, start=1):
+        lines = _capped_lines(f, cap)
+        line_no = 0
+        while True:
+            try:
+                raw = next(lines, None)
+            except GZIP_ERRORS as e:   # nothing can be read after it: the last error of the file
+                yield line_no + 1, _gzip_error(e, path, line_no + 1)
+                return
+            if raw is None:
+                return
+            line_no += 1
+            if isinstance(raw, int):
+                yield line_no, DataError(_too_long(raw, cap), str(path), line_no)
+                continue
             try:
                 text = _decode_line(raw, path, line_no)
             except DataError as e:
                 yield line_no, e
                 continue
+            if line_no == 1:
+                text = text.removeprefix("\ufeff")   # a UTF-8 byte order mark is no part of the row
             if not text.strip():
                 continue
             try:
@@ -125,8 +206,10 @@ def _iter_jsonl(path: Path, pos: "_Position") -> Iterator[tuple[int, dict | Data
             yield line_no, rec
 
 
-def _iter_json_array(path: Path, where: _Position, chunk_size: int = 1 << 20) -> Iterator[tuple[int, dict]]:
-    """Stream the elements of a top-level JSON array without loading the file."""
+def _iter_json_array(path: Path, where: _Position, chunk_size: int = 1 << 20,
+                     cap: int = MAX_ROW_BYTES) -> Iterator[tuple[int, dict]]:
+    """Stream the elements of a top-level JSON array without loading the file; a value longer
+    than `cap` characters is an error (the reader cannot resync past it)."""
     decoder = json.JSONDecoder()
     utf8 = codecs.getincrementaldecoder("utf-8")()
     buf, pos, line_base, eof = "", 0, 1, False
@@ -137,7 +220,10 @@ def _iter_json_array(path: Path, where: _Position, chunk_size: int = 1 << 20) ->
             nonlocal buf, pos, line_base, eof, bytes_read
             if eof:
                 return False
-            chunk = f.read(chunk_size)
+            try:
+                chunk = f.read(chunk_size)
+            except GZIP_ERRORS as e:
+                raise _gzip_error(e, path, None) from None
             try:
                 text = utf8.decode(chunk, final=not chunk)
             except UnicodeDecodeError as e:
@@ -162,13 +248,15 @@ def _iter_json_array(path: Path, where: _Position, chunk_size: int = 1 << 20) ->
             return line_base + buf.count("\n", 0, p)
 
         fill()
+        if buf.startswith("\ufeff"):   # a UTF-8 byte order mark
+            pos = 1
         skip_ws()
         if pos >= len(buf):
             raise DataError("file is empty (no rows)", str(path))
         if buf[pos] != "[":
             # a .json file holding JSON Lines is common enough to accept
             if buf[pos] == "{":
-                yield from _iter_jsonl(path, where)
+                yield from _iter_jsonl(path, where, cap)
                 return
             raise DataError("expected a JSON array of rows (or JSON Lines)", str(path), line_at(pos))
         pos += 1
@@ -193,10 +281,14 @@ def _iter_json_array(path: Path, where: _Position, chunk_size: int = 1 << 20) ->
                         raise ValueError
                     break
                 except (json.JSONDecodeError, ValueError) as e:
+                    if len(buf) - pos > cap:
+                        raise DataError(_too_long(len(buf) - pos, cap), str(path), line_at(pos)) from None
                     if not fill():
                         msg = e.msg if isinstance(e, json.JSONDecodeError) else "truncated value"
                         raise DataError(f"malformed JSON ({msg})", str(path), line_at(pos))
             line = line_at(pos)
+            if end - pos > cap:   # read whole within one chunk: still over the cap
+                raise DataError(_too_long(end - pos, cap), str(path), line)
             pos = end
             yield line, rec
 
@@ -211,16 +303,24 @@ def _maybe_json(value):
     return value
 
 
-def _iter_csv(path: Path, pos: _Position) -> Iterator[tuple[int, dict]]:
-    csv.field_size_limit(sys.maxsize)
+def _csv_lines(f, path: Path, cap: int) -> Iterator[str]:
+    """Text lines for csv.reader, each read within the row cap (a CSV record may span lines)."""
+    for n, raw in enumerate(_capped_lines(f, cap), start=1):
+        if isinstance(raw, int):
+            raise DataError(_too_long(raw, cap), str(path), n)
+        text = _decode_line(raw, path, n)
+        yield text.removeprefix("\ufeff") if n == 1 else text
+
+
+def _iter_csv(path: Path, pos: _Position, cap: int = MAX_ROW_BYTES) -> Iterator[tuple[int, dict]]:
+    csv.field_size_limit(cap)
     with _open_binary(path, pos) as fb:
-        f = io.TextIOWrapper(fb, encoding="utf-8", newline="")
-        reader = csv.DictReader(f)
+        reader = csv.DictReader(_csv_lines(fb, path, cap))
         try:
             for row in reader:
                 yield reader.line_num, {k: _maybe_json(v) for k, v in row.items() if k is not None}
-        except UnicodeDecodeError as e:
-            raise DataError(f"not valid UTF-8 (byte 0x{e.object[e.start]:02x})", str(path), reader.line_num + 1)
+        except GZIP_ERRORS as e:
+            raise _gzip_error(e, path, reader.line_num + 1) from None
         except csv.Error as e:
             raise DataError(f"malformed CSV ({e})", str(path), reader.line_num)
 
@@ -336,10 +436,12 @@ def _why(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def iter_records(path: str | Path, pos: _Position | None = None) -> Iterator[tuple[int, dict | DataError]]:
+def iter_records(path: str | Path, pos: _Position | None = None,
+                 max_row_bytes: int = MAX_ROW_BYTES) -> Iterator[tuple[int, dict | DataError]]:
     """(line or row number, record) for every row of a dataset file, saved directory or hf: id.
-    In JSONL a bad line comes as (line, DataError) so a caller may skip it; other formats
-    raise, since a reader cannot resync after a broken row there."""
+    In JSONL a bad line (one over max_row_bytes too, and a gzip stream cut short, which ends
+    the file) comes as (line, DataError) so a caller may skip it; other formats raise, since a
+    reader cannot resync after a broken row there."""
     spec = parse_hub(path)
     if spec is not None:
         empty = True
@@ -349,20 +451,22 @@ def iter_records(path: str | Path, pos: _Position | None = None) -> Iterator[tup
         if empty:
             raise DataError("dataset is empty (no rows)", str(path))
         return
-    path = Path(path)
-    if not path.exists():
-        raise DataError("dataset not found", str(path))
+    path = dataset_path(path)
+    if max_row_bytes < 1:
+        raise DataError(f"the row size cap must be positive, got {max_row_bytes} bytes", str(path))
     kind = _kind(path)
     if kind == "unknown":
         raise DataError("unknown dataset format (use .jsonl, .json, .parquet, .csv, optionally .gz, "
                         "or a directory saved by datasets.save_to_disk)", str(path))
     if path.is_file() and path.stat().st_size == 0:
         raise DataError("file is empty (no rows)", str(path))
-    reader = {"jsonl": _iter_jsonl, "json": _iter_json_array, "csv": _iter_csv,
-              "parquet": _iter_parquet, "hf-disk": _iter_hf_disk}[kind]
     pos = pos or _Position(path)
+    capped = {"jsonl": lambda: _iter_jsonl(path, pos, max_row_bytes),
+              "json": lambda: _iter_json_array(path, pos, cap=max_row_bytes),
+              "csv": lambda: _iter_csv(path, pos, max_row_bytes),
+              "parquet": lambda: _iter_parquet(path, pos), "hf-disk": lambda: _iter_hf_disk(path, pos)}
     empty = True
-    for line, rec in reader(path, pos):
+    for line, rec in capped[kind]():
         empty = False
         yield line, rec
     if empty:
@@ -484,20 +588,23 @@ def normalize(rec: dict, schema: str, path: str, line: int) -> tuple[list[dict],
 
 
 def read_dataset(path: str | Path, schema: str = "auto", domain: str | None = None, skip_bad: bool = False,
-                 stats: ReadStats | None = None) -> Iterator[Conversation]:
+                 stats: ReadStats | None = None, max_row_bytes: int = MAX_ROW_BYTES) -> Iterator[Conversation]:
     """Normalised conversations of one file. Bad rows raise DataError, or with skip_bad are
-    counted in `stats.skipped` by reason. The row's `domain` field wins over `domain`;
-    without either the file's stem names the domain."""
+    counted in `stats.skipped` by reason (a gzip stream cut short also ends the file, with a
+    warning). Non-text content parts (images, audio) are counted in `stats.dropped_parts`.
+    The row's `domain` field wins over `domain`; without either the file's stem names the domain."""
     if schema not in SCHEMAS:
         raise DataError(f"unknown schema {schema!r}; known: {', '.join(SCHEMAS)}", str(path))
     stats = stats if stats is not None else ReadStats()
     spec = parse_hub(path)
-    path = str(path) if spec is not None else Path(path)   # hf: ids are not paths: keep them as written
-    if spec is None and path.exists():
+    if spec is None:
+        path = dataset_path(path)
         stats.position = _Position(path)
+    else:
+        path = str(path)   # hf: ids are not paths: keep them as written
     default_domain = domain or (spec.domain if spec is not None else path.name.split(".")[0])
     resolved = None if schema == "auto" else schema
-    for index, (line, rec) in enumerate(iter_records(path, stats.position)):
+    for index, (line, rec) in enumerate(iter_records(path, stats.position, max_row_bytes)):
         try:
             if isinstance(rec, DataError):
                 raise rec
@@ -513,12 +620,41 @@ def read_dataset(path: str | Path, schema: str = "auto", domain: str | None = No
         except DataError as e:
             if skip_bad:
                 stats.skip(_reason_key(e.reason))
+                if isinstance(e, StreamError):
+                    stats.warnings.append(f"{e}: the {stats.rows:,} rows before it were kept")
                 continue
             raise
         stats.rows += 1
+        if resolved in ("messages", "sharegpt"):
+            _count_dropped_parts(rec, stats.dropped_parts)
         row_domain = rec.get("domain") if isinstance(rec.get("domain"), str) else None
         yield Conversation(messages=messages, domain=row_domain or default_domain, source=f"{path}:{line}",
                            index=index, text=text)
+
+
+def _count_dropped_parts(rec: dict, dropped: dict[str, int]) -> None:
+    """Content parts that are not text (image_url, input_audio, ...): not tokenized, so counted
+    here to be reported."""
+    for key in ("messages", "conversations", "conversation"):
+        msgs = rec.get(key)
+        if isinstance(msgs, list):
+            for m in msgs:
+                content = m.get("content", m.get("value")) if isinstance(m, dict) else None
+                if type(content) is list:
+                    for part in content:
+                        if isinstance(part, dict) and part.get("type", "text") != "text":
+                            kind = str(part.get("type"))[:40]
+                            dropped[kind] = dropped.get(kind, 0) + 1
+            return
+
+
+def dropped_parts_warning(path: str | Path, dropped: dict[str, int]) -> str | None:
+    """The note for non-text parts a file's rows carried, or None."""
+    if not dropped:
+        return None
+    kinds = ", ".join(f"{k}: {n:,}" for k, n in sorted(dropped.items()))
+    return (f"{path}: {sum(dropped.values()):,} non-text message parts were not counted ({kinds}); "
+            "only text is tokenized")
 
 
 def _reason_key(reason: str) -> str:
@@ -528,7 +664,11 @@ def _reason_key(reason: str) -> str:
 
 def parse_data_arg(arg: str) -> tuple[str, str | None]:
     """`PATH` or `DOMAIN=PATH` (the CLI's --data); PATH may be an hf: id."""
-    if "=" in arg and not Path(arg).exists() and not arg.startswith(HUB_PREFIX):
+    try:
+        exists = Path(arg).exists()
+    except OSError:   # e.g. a name longer than the file system allows: dataset_path says so
+        exists = False
+    if "=" in arg and not exists and not arg.startswith(HUB_PREFIX):
         name, _, p = arg.partition("=")
         if name and "/" not in name and "\\" not in name:
             return p, name

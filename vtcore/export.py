@@ -31,9 +31,9 @@ import numpy as np
 
 from vtcore import __version__, models
 from vtcore.cost import DEFAULT_CONTEXT, PRESETS, arch_from_config, latency_reduction, resolve_draft
-from vtcore.countsfile import CountsFile
+from vtcore.countsfile import CountsFile, counts_sha256
 from vtcore.errors import VTError
-from vtcore.files import atomic_file, plain_json, tmp_sibling
+from vtcore.files import atomic_file, check_target, os_reason, plain_json, tmp_sibling
 from vtcore.formats import (DraftCheckpoint, eagle3_mapping, flat_eagle3_config, ids_from_d2t, is_eagle3,
                             is_speculators_config, read_config, read_draft, safetensors_bytes, side_files,
                             specforge_config, speculators_config, speculators_names, speculators_vocab_files,
@@ -132,6 +132,11 @@ def choose_from_study(cf: CountsFile, name: str, trial: int | str, workspace: st
     on; the study's objective facts go into the summary."""
     settings, row = read_trial(name, trial, workspace)
     trial = row["number"]
+    made_for, these = settings.get("counts_sha256"), counts_sha256(cf)
+    if made_for is not None and made_for != these:
+        raise VTError(f"study {name!r} was run on other counts (sha256 {made_for[:12]}…) than these "
+                      f"(sha256 {these[:12]}…): its k does not mean the same coverage here; export with the "
+                      "counts the study was made for, or choose k with --k / --min-coverage")
     choice = choose_k(cf, int(row["k"]), settings.get("coverage_source", "heldout"), extra_keep,
                       how=f"study {name} trial {trial}")
     src = settings.get("latency_source")
@@ -143,6 +148,7 @@ def choose_from_study(cf: CountsFile, name: str, trial: int | str, workspace: st
         "alpha": settings.get("alpha"), "min_coverage": settings.get("min_coverage"),
         "objective": settings.get("objective"), "utility": row.get("utility"),
         "predicted_speedup": row.get("speedup"),
+        "counts_checked": made_for is not None,   # a study from before the counts' hash was recorded
     }
     return choice
 
@@ -606,14 +612,15 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _write_file_atomic(target: Path, blob: bytes) -> None:
-    with atomic_file(target, fsync=True) as f:
+def _write_file_atomic(target: Path, blob: bytes, force: bool = False) -> None:
+    with atomic_file(target, fsync=True, force=force) as f:
         f.write(blob)
         if target.is_dir() and not target.is_symlink():   # --force over an old export of another kind
             shutil.rmtree(target)
 
 
-def _write_dir_atomic(target: Path, files: dict[str, bytes]) -> None:
+def _write_dir_atomic(target: Path, files: dict[str, bytes], force: bool = False) -> None:
+    check_target(target, force)
     tmp = tmp_sibling(target)
     tmp.mkdir(mode=0o777)
     old = None
@@ -638,16 +645,23 @@ def _write_dir_atomic(target: Path, files: dict[str, bytes]) -> None:
             old.unlink(missing_ok=True)
 
 
-def write_bundle(bundle: Bundle, out_dir: str | os.PathLike, force: bool = False) -> dict[str, Path]:
-    """Write every artifact under out_dir (temp file + rename each); refuse to overwrite without
-    force; refuse to write anything that failed validation."""
+def write_bundle(bundle: Bundle, out_dir: str | os.PathLike, force: bool = False,
+                 inputs: list[str | os.PathLike] = ()) -> dict[str, Path]:
+    """Write every artifact under out_dir through vtcore.files' one writer (temp file + rename
+    each); refuse to overwrite without force, or to write over an input (`inputs`) at all; refuse
+    to write anything that failed validation. Every target is checked before the first write."""
     if not bundle.validated:
         raise VTError("export failed validation, nothing written: " + "; ".join(bundle.problems))
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise VTError(f"--out {out} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise VTError(f"--out {out}: cannot create the folder ({os_reason(e)})") from e
     targets = {fmt: out / _check_name(a.name) for fmt, a in bundle.artifacts.items()}
+    for p in targets.values():
+        check_target(p, True, inputs)
     existing = [p.name for p in targets.values() if p.exists() or p.is_symlink()]
     if existing and not force:
         raise VTError(f"{out}: {', '.join(existing)} already exist; pass --force to overwrite")
@@ -655,7 +669,7 @@ def write_bundle(bundle: Bundle, out_dir: str | os.PathLike, force: bool = False
     for fmt in order:
         a = bundle.artifacts[fmt]
         if a.is_dir:
-            _write_dir_atomic(targets[fmt], a.files)
+            _write_dir_atomic(targets[fmt], a.files, force)
         else:
-            _write_file_atomic(targets[fmt], a.files[a.name])
+            _write_file_atomic(targets[fmt], a.files[a.name], force)
     return targets

@@ -1,15 +1,23 @@
 """Files the tool reads from users and writes for them: JSON read with errors that name the
-file, and every write atomic (temp file + one rename), so a crash never leaves half a file."""
+file, and every write atomic (temp file + one rename), so a crash never leaves half a file.
+
+`atomic_file` is the one writer: it refuses to replace an existing file unless `force`
+(the CLI's --force; the tool's own files, the counts cache and the dashboard state, pass
+force=True), never replaces a file the same command reads (`inputs`), and turns every
+reason a target cannot be written into one VTError line naming the path.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import secrets
+import stat
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator
 
 from vtcore.errors import VTError
 
@@ -18,36 +26,132 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
     """The parsed file; a missing file or bad JSON is a VTError naming the path (`what` says
     what the file should have been: "config file", "latency profile", ...)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise VTError(f"{path}: {what} not found")
+    regular_file(path, what)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise VTError(f"{path}: cannot read the {what} ({os_reason(e)})") from e
+    except UnicodeDecodeError as e:
+        raise VTError(f"{path}: not valid JSON ({e})") from e
+    if not text.strip():
+        raise VTError(f"{path}: the {what} is empty")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
         raise VTError(f"{path}: not valid JSON ({e})") from e
 
 
+def os_reason(e: OSError) -> str:
+    """An OSError's reason without the path Python glues to it ("Permission denied")."""
+    return e.strerror or type(e).__name__
+
+
+def regular_file(path: str | os.PathLike, what: str = "file") -> Path:
+    """`path` when it is a regular file (symlinks followed); a FIFO, device or socket is refused
+    before anything opens it (reading one hangs, or never ends: /dev/zero)."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise VTError(f"{str(path)[:300]}: cannot open the {what} ({os_reason(e)})") from e
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+                else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "a directory" if stat.S_ISDIR(mode) else "not a regular file")
+        raise VTError(f"{path}: refused: the {what} is {kind}, not a regular file")
+    return path
+
+
 def tmp_sibling(target: Path) -> Path:
-    """A fresh hidden name beside target (same filesystem, so the final rename is atomic)."""
-    return target.parent / f".tmp-{target.name}-{os.getpid()}-{secrets.token_hex(4)}"
+    """A fresh hidden name beside target (same filesystem, so the final rename is atomic).
+    At most 40 bytes of the target's name are kept, so a legal 255-byte name still has a
+    legal temp name."""
+    stem = os.fsencode(target.name)[:40].decode("utf-8", "ignore")
+    return target.parent / f".tmp-{stem}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Both paths name one file (links and relative paths included); False when either is missing."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_target(target: str | os.PathLike, force: bool = False, inputs: Iterable[str | os.PathLike] = (),
+                 flag: str = "--out") -> Path:
+    """Refuse to write `target` over an input of the same command (even with --force) or over
+    an existing file without force; the reason is one line naming the path."""
+    target = Path(target)
+    for src in inputs:
+        inside = Path(src).is_dir() and Path(src).resolve() in Path(os.path.abspath(target)).parents
+        if same_file(target, src) or inside:
+            raise VTError(f"{flag} {target} is {'inside ' if inside else ''}an input of this command ({src}); "
+                          "refusing to overwrite it (write the result to another path)")
+    if _present(target, flag) and not force:
+        raise VTError(f"{flag} {target} already exists; pass --force to overwrite it")
+    return target
+
+
+def _present(target: Path, flag: str) -> bool:
+    """Something (a file, a folder, a link, even a dangling one) has this name."""
+    try:
+        os.lstat(target)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as e:
+        raise _write_error(target, e, flag) from None
+    return True
+
+
+def _make_parent(target: Path, flag: str) -> None:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as e:
+        raise VTError(f"cannot write {flag} {target}: {e.filename} exists and is not a folder") from e
+    except OSError as e:
+        raise VTError(f"cannot write {flag} {target}: cannot create the folder {target.parent} "
+                      f"({os_reason(e)})") from e
+
+
+def _write_error(target: Path, e: OSError, flag: str) -> VTError:
+    if e.errno == errno.ENAMETOOLONG:
+        return VTError(f"cannot write {flag} {str(target)[:120]}...: the name is too long for this file system")
+    if e.errno == errno.EISDIR:
+        return VTError(f"cannot write {flag} {target}: it is a folder")
+    return VTError(f"cannot write {flag} {target} ({os_reason(e)})")
 
 
 @contextmanager
-def atomic_file(target: str | os.PathLike, fsync: bool = False) -> Iterator[BinaryIO]:
-    """Yield a binary file that replaces `target` when the block ends without error; on an error
-    the temp file is removed and `target` is untouched. fsync=True also flushes it to disk
-    first (exports; not the dashboard state written on every widget change)."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+def atomic_file(target: str | os.PathLike, fsync: bool = False, force: bool = False,
+                inputs: Iterable[str | os.PathLike] = (), flag: str = "--out") -> Iterator[BinaryIO]:
+    """Yield a binary file that becomes `target` when the block ends without error; on an error
+    the temp file is removed and `target` is untouched. An existing target is replaced only
+    with force=True, an input of the command (`inputs`) never (check_target). fsync=True also
+    flushes it to disk first (exports; not the dashboard state written on every widget
+    change). `flag` names the target in messages ("--out", "counts cache", ...)."""
+    target = check_target(target, force, inputs, flag)
+    _make_parent(target, flag)
     tmp = tmp_sibling(target)
     # os.open with 0o666 lets the umask decide the mode, as a plain open() would (mkstemp forces 0600)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as e:
+        raise _write_error(target, e, flag) from e
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())
-        os.replace(tmp, target)
+        if not force and _present(target, flag):   # made while we wrote
+            raise VTError(f"{flag} {target} appeared while writing; pass --force to overwrite it")
+        try:
+            os.replace(tmp, target)
+        except OSError as e:
+            raise _write_error(target, e, flag) from e
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

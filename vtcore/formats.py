@@ -26,10 +26,12 @@ import io
 import json
 import os
 import pickle
+import struct
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
@@ -64,16 +66,19 @@ class UnsafeFile(VTError):
     """A pickle that wants to build objects other than plain tensors: refused, not run."""
 
 
-def safe_torch_load(source: str | os.PathLike | bytes) -> Any:
-    """torch.load with weights_only=True: tensors, dicts, lists, numbers only."""
+def safe_torch_load(source: str | os.PathLike | bytes, mmap: bool = False) -> Any:
+    """torch.load with weights_only=True: tensors, dicts, lists, numbers only. mmap=True (a
+    path to a torch zip file) maps the tensors' bytes instead of reading them: loading costs no
+    memory, and stored_ids can then read a big tensor in chunks."""
     import torch
 
     where = "data" if isinstance(source, (bytes, bytearray)) else str(source)
     f = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+    mmap = mmap and not isinstance(source, (bytes, bytearray)) and zipfile.is_zipfile(source)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")   # e.g. "pickle protocol 4": noise next to our own message
-            return torch.load(f, map_location="cpu", weights_only=True)
+            return torch.load(f, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "weights only" in str(e).lower() or "weights_only" in str(e).lower():
@@ -88,8 +93,70 @@ def safe_torch_load(source: str | os.PathLike | bytes) -> Any:
     except FileNotFoundError:
         raise VTError(f"{where}: file not found") from None
     except Exception as e:  # zip errors, truncated files, wrong magic
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise VTError(f"{where}: not a readable torch file ({first[:200]})") from e
+        text = str(e)
+        if "TorchScript" in text:   # a TorchScript archive is a program: refused like any code
+            raise UnsafeFile(f"{where}: refused: a TorchScript archive carries code, which could run on load; "
+                             "it was not loaded (a token map is a plain tensor saved with torch.save)") from e
+        raise VTError(f"{where}: not a readable torch file ({_torch_reason(e)})") from e
+
+
+def _torch_reason(e: Exception) -> str:
+    """torch's first sentence of an error, without its advice to load with weights_only=False
+    (which would run whatever code the file carries)."""
+    text = str(e).strip()
+    first = text.splitlines()[0] if text else type(e).__name__
+    for cut in ("In PyTorch 2.6", "Re-running `torch.load`", "weights_only"):
+        first = first.split(cut)[0]
+    return first.strip(" .:")[:200] or type(e).__name__
+
+
+@dataclass
+class StoredIds:
+    """A 1-D integer tensor inside a torch zip file, read from the file in chunks: checking
+    150 M ids needs memory for one chunk, not for the file (validate)."""
+
+    path: Path
+    offset: int          # of the first element, in the file
+    dtype: np.dtype      # little-endian, as torch writes
+    size: int
+
+    def chunks(self, n: int) -> Iterator[np.ndarray]:
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            for start in range(0, self.size, n):
+                want = min(n, self.size - start)
+                part = np.fromfile(f, dtype=self.dtype, count=want)
+                if part.size != want:
+                    raise VTError(f"{self.path}: the tensor's data is cut short")
+                yield part
+
+
+def stored_ids(path: str | os.PathLike, tensor: Any) -> StoredIds | None:
+    """Where `tensor` (as safe_torch_load(path, mmap=True) returned it) lies in the file, when
+    it is a contiguous 1-D integer tensor of the file's only, uncompressed storage; else None
+    (the caller reads the tensor itself)."""
+    import torch
+
+    if (not isinstance(tensor, torch.Tensor) or tensor.ndim != 1 or tensor.dtype.is_floating_point
+            or tensor.dtype.is_complex or tensor.dtype == torch.bool or not tensor.is_contiguous()):
+        return None
+    try:
+        with zipfile.ZipFile(path) as z:
+            data = [i for i in z.infolist() if "/data/" in i.filename and not i.filename.endswith(".pkl")]
+            order = z.read(next(n for n in z.namelist() if n.endswith("/byteorder"))).decode().strip()
+    except (zipfile.BadZipFile, StopIteration, OSError, UnicodeDecodeError):
+        return None
+    storage = tensor.untyped_storage()
+    if len(data) != 1 or data[0].compress_type != zipfile.ZIP_STORED or data[0].file_size != storage.nbytes():
+        return None
+    with open(path, "rb") as f:   # the member's data starts after its local header
+        f.seek(data[0].header_offset)
+        head = f.read(30)
+    name_len, extra_len = struct.unpack("<HH", head[26:30])
+    itemsize = tensor.element_size()
+    dtype = np.dtype(str(tensor.dtype).replace("torch.", "")).newbyteorder("<" if order == "little" else ">")
+    return StoredIds(Path(path), data[0].header_offset + 30 + name_len + extra_len
+                     + tensor.storage_offset() * itemsize, dtype, int(tensor.numel()))
 
 
 _SAFE_GLOBALS = ("torch.", "collections.OrderedDict", "builtins.set", "builtins.frozenset", "numpy.")

@@ -29,6 +29,15 @@ JobFn = Callable[[Progress, ShouldStop], Any]
 STATES = ("created", "running", "stopping", "finished", "stopped", "error")
 
 
+def _one_line(e: BaseException) -> str:
+    """A VTError's own message (it names the file / line / field), anything else prefixed with
+    its type; first line only."""
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    if isinstance(e, VTError):
+        return msg
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
 class Job:
     """Runs fn(progress, should_stop) -> result in a daemon thread.
 
@@ -68,6 +77,8 @@ class Job:
         return self._stop.is_set()
 
     def _run(self) -> None:
+        # Whatever happens here, in fn or in the error handling itself, the job ends in a final
+        # state: a job shown "running" after its thread died is the one outcome not allowed.
         try:
             result = self.fn(self.progress, self.should_stop)
             with self._lock:
@@ -76,18 +87,27 @@ class Job:
                 if self.state == "finished":
                     self.fraction = 1.0
         except BaseException as e:  # noqa: BLE001 - the thread must report, never die silently
-            stopped = self._stop.is_set()
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            if not isinstance(e, VTError):
-                msg = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
-                self.trace = traceback.format_exc()
-            kept = self._kept() if callable(self._kept) else self._kept
-            with self._lock:
-                self.error = None if stopped else msg
-                self.kept = kept
-                self.state = "stopped" if stopped else "error"
+            self._fail(e)
         finally:
+            with self._lock:
+                if self.state not in ("finished", "stopped", "error"):
+                    self.state = "error"
+                    self.error = self.error or "the job ended without a result"
             self.finished_at = time.time()
+
+    def _fail(self, e: BaseException) -> None:
+        stopped = self._stop.is_set()
+        msg = _one_line(e)
+        if not isinstance(e, VTError):
+            self.trace = traceback.format_exc()
+        try:
+            kept = self._kept() if callable(self._kept) else self._kept
+        except BaseException as k:  # noqa: BLE001 - saying what was kept must not hide the error
+            kept = f"unknown: finding out failed too ({_one_line(k)})"
+        with self._lock:
+            self.error = None if stopped else msg
+            self.kept = kept
+            self.state = "stopped" if stopped else "error"
 
     # -- control, from any thread --
     def start(self) -> "Job":

@@ -16,6 +16,13 @@ full-conversation encoding on the first rows of every run and dropped if they ev
 
 Content-only mode encodes each assistant content on its own plus one end-of-turn token:
 faster, and off by the few tokens that merge across the header/content boundary.
+
+Memory: a tokenizer holds about 100+ bytes per input character while it encodes, so a 50 MB
+message would need GBs. With byte-level BPE (the same condition as above) a text longer than
+PIECE_CHARS is encoded in pieces cut where every regex pre-tokenizer of that family (GPT-2,
+Llama 3, Qwen) starts a pre-token (before " word", " (", or after a line break): BPE never
+merges across pre-tokens, so the ids are those of the whole text, and memory is bounded by
+the piece, not the row. The self-check compares the two on the first rows too.
 """
 
 from __future__ import annotations
@@ -33,6 +40,9 @@ from vtcore.tokens import chat_template, end_of_turn_id, special_token_pattern
 
 MODES = ("template", "content")
 SELF_CHECK_ROWS = 32
+SELF_CHECK_MAX_CHARS = 1 << 17   # longer rows are left out of the self-check (it encodes them twice more)
+PIECE_CHARS = 1 << 18            # texts longer than this are encoded in pieces of about this size
+PIECE_GROUP = 4                  # pieces encoded per tokenizer call (in parallel, inside the tokenizer)
 
 
 @dataclass
@@ -41,6 +51,8 @@ class MaskStats:
     turns_unlocated: int = 0       # turns the template altered beyond recognition: counted content-only
     rows_full_path: int = 0        # rows encoded whole (special tokens inside an assistant span)
     spans_reencoded: int = 0       # spans whose first token straddles the header: encoded again with offsets
+    texts_in_pieces: int = 0       # texts longer than PIECE_CHARS, encoded piece by piece
+    cuts_inside_words: int = 0     # pieces cut where no pre-token boundary was near (a run without spaces)
     path: str = "segment"          # "segment" (fast) or "full" after a failed self-check
     warnings: list[str] = field(default_factory=list)
 
@@ -96,6 +108,9 @@ class AssistantTokens:
         # character offsets (see _span_ids)
         self._prefix_ok = (type(self.bt.normalizer).__name__ in ("NoneType", "NFC")
                            and "ByteLevel" in repr(self.bt.pre_tokenizer) and "ByteLevel" in repr(self.bt.decoder))
+        # pieces need the same and no prefix space added to each piece (see the module docstring)
+        self._pieces_ok = self._prefix_ok and "add_prefix_space=True" not in repr(self.bt.pre_tokenizer)
+        self._longest_added = max((len(t) for t in self.special_ids), default=0)
         self._header_ids: dict[str, list[int]] = {}
 
     # ------------------------------------------------------------ public
@@ -145,13 +160,82 @@ class AssistantTokens:
 
     def encode_texts(self, plan: "_Plan") -> list:
         """The tokenizer's part alone (Rust, GIL released, both cores): a caller can run it
-        in a thread while this thread plans the next batch and collects the previous one."""
+        in a thread while this thread plans the next batch and collects the previous one.
+        A text longer than PIECE_CHARS is encoded in pieces (bounded memory)."""
         if not plan.texts:
             return []
-        if (self.mode == "content" or self._prefix_ok) and hasattr(self.bt, "encode_batch_fast"):
-            # ids only, no character offsets to track: see collect() for how spans do without
-            return self.bt.encode_batch_fast(plan.texts, add_special_tokens=False)
-        return self.bt.encode_batch(plan.texts, add_special_tokens=False)
+        fast = (self.mode == "content" or self._prefix_ok) and hasattr(self.bt, "encode_batch_fast")
+        encode = self.bt.encode_batch_fast if fast else self.bt.encode_batch
+        long = [i for i, t in enumerate(plan.texts) if len(t) > PIECE_CHARS and self._pieces_ok]
+        if not long:
+            return encode(plan.texts, add_special_tokens=False)
+        short = [i for i in range(len(plan.texts)) if len(plan.texts[i]) <= PIECE_CHARS or not self._pieces_ok]
+        encs: list = [None] * len(plan.texts)
+        for i, enc in zip(short, encode([plan.texts[i] for i in short], add_special_tokens=False)):
+            encs[i] = enc
+        for i in long:
+            encs[i] = _Ids(self.encode_long(plan.texts[i])[0].tolist())
+        return encs
+
+    def encode_long(self, text: str, offsets: bool = False,
+                    size: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """ids (and character offsets) of `text`, encoded in pieces of about `size` characters
+        (default PIECE_CHARS) when it is longer and the tokenizer allows it (see the module
+        docstring), else whole."""
+        size = size or PIECE_CHARS
+        if len(text) <= size or not self._pieces_ok:
+            enc = self.bt.encode(text, add_special_tokens=False)
+            return (np.asarray(enc.ids, dtype=np.int64),
+                    np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2) if offsets else None)
+        self.stats.texts_in_pieces += 1
+        ids, offs = [], []
+        cuts = self._cuts(text, size)
+        for g in range(0, len(cuts) - 1, PIECE_GROUP):
+            bounds = cuts[g:g + PIECE_GROUP + 1]
+            pieces = [text[a:b] for a, b in zip(bounds, bounds[1:])]
+            encode = self.bt.encode_batch if offsets else self.bt.encode_batch_fast
+            for a, enc in zip(bounds, encode(pieces, add_special_tokens=False)):
+                ids.append(np.asarray(enc.ids, dtype=np.int64))
+                if offsets:
+                    offs.append(np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2) + a)
+            del pieces
+        return np.concatenate(ids), (np.concatenate(offs) if offsets else None)
+
+    def _cuts(self, text: str, size: int) -> list[int]:
+        """Piece boundaries 0 = c0 < c1 < ... = len(text), each piece at most `size` long,
+        cut where a pre-token starts in the whole text too: before a space followed by a
+        non-space (" word", " (", " 1": whitespace before it ends there, as the lookahead
+        in \\s+(?!\\S) makes it), else after a line break followed by a non-space; never inside
+        an added token. Without either in the second half of a piece, it is cut there anyway
+        (counted: a run that long without a space is no language)."""
+        cuts, start, n = [0], 0, len(text)
+        while n - start > size:
+            lo, hi = start + size // 2, start + size
+            p = self._cut_before(text, lo, hi)
+            if p is None:
+                p = hi
+                self.stats.cuts_inside_words += 1
+            cuts.append(p)
+            start = p
+        cuts.append(n)
+        return cuts
+
+    def _cut_before(self, text: str, lo: int, hi: int) -> int | None:
+        p = text.rfind(" ", lo, hi - 1)
+        while p > lo:
+            if not text[p + 1].isspace() and not self._in_added_token(text, p):
+                return p
+            p = text.rfind(" ", lo, p)
+        p = text.rfind("\n", lo, hi - 1)
+        while p > lo:
+            if not text[p + 1].isspace() and not self._in_added_token(text, p + 1):
+                return p + 1
+            p = text.rfind("\n", lo, p)
+        return None
+
+    def _in_added_token(self, text: str, p: int) -> bool:
+        L = self._longest_added
+        return L > 0 and any(m.start() < p < m.end() for m in self.special_re.finditer(text, max(0, p - L), p + L))
 
     def collect(self, plan: "_Plan", encs: list) -> list[list[int]]:
         """The assistant tokens of each conversation, from plan() and its encodings."""
@@ -195,6 +279,9 @@ class AssistantTokens:
         if ce == len(segment) and ids[:len(head)] == head:
             return ids[len(head):]
         self.stats.spans_reencoded += 1
+        if len(segment) > PIECE_CHARS:
+            seg_ids, offs = self.encode_long(segment, offsets=True)
+            return seg_ids[(offs[:, 1] > cs) & (offs[:, 0] < ce)].tolist()
         return _overlapping(self.bt.encode(segment, add_special_tokens=False), cs, ce)
 
     def _locate(self, text: str, messages: list[dict]) -> list[tuple[int, int, re.Match | None] | str]:
@@ -299,9 +386,7 @@ class AssistantTokens:
 
     def _full_one(self, text: str, spans) -> list[int]:
         """Encode the whole rendering and keep the tokens overlapping each span + its end-of-turn."""
-        enc = self.bt.encode(text, add_special_tokens=False)
-        ids = np.asarray(enc.ids, dtype=np.int64)
-        offs = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
+        ids, offs = self.encode_long(text, offsets=True)
         keep = np.zeros(len(ids), dtype=bool)
         extra: list[int] = []
         for s in spans:
@@ -323,7 +408,7 @@ class AssistantTokens:
         saved = dict(self.stats.__dict__)
         slow = slow_renderer(self.tok)
         for c in convs:
-            if c.text is not None:
+            if c.text is not None or sum(len(m["content"]) for m in c.messages) > SELF_CHECK_MAX_CHARS:
                 continue
             if getattr(self.render, "is_fast", False) and self.render(c.messages) != slow(c.messages):
                 self.render = slow
@@ -336,7 +421,23 @@ class AssistantTokens:
                 saved["warnings"].append("segment-wise encoding differs from whole-conversation encoding for "
                                          "this tokenizer: encoding whole conversations (exact, slower)")
                 break
+        if self._pieces_ok:   # pieces against the whole text, on these rows' own contents
+            sample = "\n".join(m["content"] for c in convs if c.text is None for m in c.messages)[:1 << 15]
+            if len(sample) > 1024 and not np.array_equal(self.encode_long(sample, size=512)[0],
+                                                         self.encode_long(sample, size=len(sample))[0]):
+                self._pieces_ok = False
+                saved["warnings"].append("encoding long texts in pieces differs from whole-text encoding for this "
+                                         "tokenizer: long texts are encoded whole (memory grows with the longest row)")
         self.stats.__dict__.update(saved)  # the check's own counting is discarded
+
+
+class _Ids:
+    """Stands for an Encoding where only its ids are used (a text encoded in pieces)."""
+
+    __slots__ = ("ids",)
+
+    def __init__(self, ids: list[int]):
+        self.ids = ids
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from vtcore import cost
-from vtcore.countsfile import CountsFile
+from vtcore.countsfile import CountsFile, counts_sha256
 from vtcore.coverage import Coverage
 from vtcore.errors import VTError
 from vtcore.profile import LatencyProfile, load_profile
@@ -120,7 +120,8 @@ def build(cf: CountsFile, spec: SearchSpec, cov: Coverage | None = None,
     problem = Problem(pad_curve(cov.curve(curve), arch.vocab), reduction, objective=spec.objective,
                       alpha=spec.alpha, min_coverage=spec.min_coverage, k_min=spec.k_min, k_max=k_max,
                       k_log=spec.k_scale == "log", a0=spec.a0, cost_ratio_full=ratio, gamma_min=spec.gamma_min,
-                      gamma_max=spec.gamma_max, coverage_source=curve, latency_source=latency_source)
+                      gamma_max=spec.gamma_max, coverage_source=curve, latency_source=latency_source,
+                      counts_sha256=counts_sha256(cf))
     return SearchSetup(spec=replace(spec, curve=curve), problem=problem, arch=arch, profile=prof,
                        flops_mode=spec.latency if spec.latency in cost.MODES else "flops",
                        cost_ratio_source=ratio_source, notes=notes)

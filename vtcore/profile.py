@@ -79,9 +79,10 @@ class LatencyProfile:
                           f"but the draft is {arch.name} (vocab {arch.vocab:,}, hidden {arch.hidden})")
 
 
-def save_profile(path: str | os.PathLike, prof: LatencyProfile) -> Path:
+def save_profile(path: str | os.PathLike, prof: LatencyProfile, force: bool = False) -> Path:
+    """Write atomically; an existing file is replaced only with force (vtcore.files.atomic_file)."""
     path = Path(path)
-    with atomic_file(path) as f:
+    with atomic_file(path, force=force) as f:
         f.write((json.dumps(asdict(prof), indent=1) + "\n").encode())
     return path
 

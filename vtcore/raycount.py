@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from vtcore.data import Conversation, ReadStats, read_dataset
+from vtcore.data import MAX_ROW_BYTES, Conversation, ReadStats, read_dataset
 from vtcore.errors import VTError
 from vtcore.mask import SELF_CHECK_ROWS, AssistantTokens, MaskCheck
 from vtcore.split import is_heldout
@@ -101,11 +101,13 @@ def _block(kind: str, file: int, payload: Any, fraction: float = 0.0):
                      "payload": [pickle.dumps(payload, protocol=5)]})
 
 
-def read_blocks(file: int, source: DataSource, schema: str, skip_bad: bool, block_rows: int) -> Iterator:
+def read_blocks(file: int, source: DataSource, schema: str, skip_bad: bool, block_rows: int,
+                max_row_bytes: int = MAX_ROW_BYTES) -> Iterator:
     """A dataset as blocks: ("rows", conversations) while it reads, then ("end", ReadStats) or
     ("error", the VTError that stopped the reader). Rows keep their index in their file."""
     stats = ReadStats()
-    rows = read_dataset(source.path, schema=schema, domain=source.domain, skip_bad=skip_bad, stats=stats)
+    rows = read_dataset(source.path, schema=schema, domain=source.domain, skip_bad=skip_bad, stats=stats,
+                        max_row_bytes=max_row_bytes)
     try:
         while batch := list(itertools.islice(rows, block_rows)):
             yield _block("rows", file, batch, stats.position.fraction if stats.position else 0.0)
@@ -123,9 +125,11 @@ def _datasource_class():
     from ray.data.block import BlockMetadata
 
     class VTDatasets(Datasource):
-        def __init__(self, sources: list[DataSource], schema: str, skip_bad: bool, block_rows: int):
+        def __init__(self, sources: list[DataSource], schema: str, skip_bad: bool, block_rows: int,
+                     max_row_bytes: int):
             super().__init__()
             self.sources, self.schema, self.skip_bad, self.block_rows = sources, schema, skip_bad, block_rows
+            self.max_row_bytes = max_row_bytes
 
         def estimate_inmemory_data_size(self) -> int | None:
             return None
@@ -133,7 +137,8 @@ def _datasource_class():
         def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
                            data_context: Any = None) -> list:
             meta = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
-            return [ReadTask(functools.partial(read_blocks, i, s, self.schema, self.skip_bad, self.block_rows), meta)
+            return [ReadTask(functools.partial(read_blocks, i, s, self.schema, self.skip_bad, self.block_rows,
+                                               self.max_row_bytes), meta)
                     for i, s in enumerate(self.sources)]
 
         @property
@@ -178,12 +183,13 @@ class BlockCounter:
 # ---------------------------------------------------------------- reduce: on the driver
 
 
-def first_rows(sources: list[DataSource], schema: str, skip_bad: bool) -> list[Conversation]:
+def first_rows(sources: list[DataSource], schema: str, skip_bad: bool,
+               max_row_bytes: int = MAX_ROW_BYTES) -> list[Conversation]:
     """The rows the local engine's self-check sees: the first SELF_CHECK_ROWS of the first
     dataset that has any (its first batch lies inside one file)."""
     for s in sources:
-        rows = list(itertools.islice(read_dataset(s.path, schema=schema, domain=s.domain, skip_bad=skip_bad),
-                                     SELF_CHECK_ROWS))
+        rows = list(itertools.islice(read_dataset(s.path, schema=schema, domain=s.domain, skip_bad=skip_bad,
+                                                  max_row_bytes=max_row_bytes), SELF_CHECK_ROWS))
         if rows:
             return rows
     return []
@@ -248,12 +254,14 @@ def _raise_user_error(e: BaseException, ray) -> None:
 
 def count_ray(sources: list[DataSource], datasets: list[dict], tok, assistant: AssistantTokens, vocab_size: int,
               schema: str, skip_bad: bool, progress: Callable[[float, str], None],
-              should_stop: Callable[[], bool] | None, cfg: RayConfig | None = None) -> Tally:
+              should_stop: Callable[[], bool] | None, cfg: RayConfig | None = None,
+              max_row_bytes: int = MAX_ROW_BYTES) -> Tally:
     """Count on Ray: the Tally count_local would return for the same inputs (see the module doc)."""
     cfg = cfg or RayConfig()
     ray = import_ray()
     # the self-check runs here, on the rows the local engine checks; every actor adopts its outcome
-    decided = assistant.check(first_rows(sources, schema, skip_bad) if assistant.mode == "template" else [])
+    decided = assistant.check(first_rows(sources, schema, skip_bad, max_row_bytes)
+                              if assistant.mode == "template" else [])
     progress(0.0, "starting Ray")
     connect(cfg.address)
     ray.data.DataContext.get_current().enable_progress_bars = False   # progress is ours: CLI bar, dashboard
@@ -263,7 +271,7 @@ def count_ray(sources: list[DataSource], datasets: list[dict], tok, assistant: A
     # the blocks are the parallelism here). Reading is about 2% of the work: the read tasks
     # leave the CPUs to the actors, and one reader at a time feeds up to READER_FEEDS actors
     # (each reader is a worker process of its own to start)
-    ds = ray.data.read_datasource(_datasource_class()(sources, schema, skip_bad, cfg.block_rows),
+    ds = ray.data.read_datasource(_datasource_class()(sources, schema, skip_bad, cfg.block_rows, max_row_bytes),
                                   override_num_blocks=len(sources), num_cpus=0,
                                   concurrency=min(len(sources), -(-actors // READER_FEEDS)))
     # each block a read task yields is one unit of work for the actors: Ray Data must not merge

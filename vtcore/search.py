@@ -18,9 +18,12 @@ curve made with a smaller tokenizer is padded with 1.0 (ids past the tokenizer a
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
+import os
+import shutil
 import threading
 import time
 import uuid
@@ -127,6 +130,7 @@ class Problem:
     gamma_max: int = 8
     coverage_source: str = "heldout"
     latency_source: str = "flops"
+    counts_sha256: str | None = None   # the counts C(k) came from (countsfile.counts_sha256)
 
     def __post_init__(self) -> None:
         self.coverage = np.asarray(self.coverage, dtype=np.float64)
@@ -202,6 +206,8 @@ class Problem:
                 fp["verify_costs"] = list(self.verify_costs)
             fp.update(a0=self.a0, cost_ratio_full=self.cost_ratio_full,
                       gamma_min=self.gamma_min, gamma_max=self.gamma_max)
+        if self.counts_sha256 is not None:   # export and the Frontier compare it with the counts in use
+            fp["counts_sha256"] = self.counts_sha256
         return fp
 
 
@@ -284,6 +290,101 @@ def _storage(path: Path):
     return JournalStorage(JournalFileBackend(str(path)))
 
 
+# A journal is one JSON record per line, appended under a lock. A run killed mid-append leaves a
+# torn last line: Optuna's reader skips it, but the next append lands on the same line, and from
+# then on every read fails ("Expecting ':' delimiter") and every trial is unreachable.
+
+def recover_journal(path: Path, full: bool = False) -> str | None:
+    """Make a study journal readable again, under the journal's own lock, and say what was done
+    (None when nothing was needed). A torn last line (no newline) is cut off; with full=True
+    (the file failed to read) every line is parsed and a line that is a torn write glued to
+    whole records keeps the records. The original is kept as <name>.journal.bak."""
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    if not path.is_file() or path.stat().st_size == 0 or (not full and _ends_with_newline(path)):
+        return None
+    lock = JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:   # looked at again under the lock: no writer is mid-append now
+        data = path.read_bytes()
+        kept, dropped = _complete_records(data)
+        if dropped == 0:
+            return None
+        backup = path.with_name(path.name + ".bak")
+        shutil.copyfile(path, backup)
+        tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+        with open(tmp, "wb") as f:
+            f.write(b"".join(line + b"\n" for line in kept))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        lock.release()
+    return (f"recovered study journal {path.name}: dropped {dropped:,} bytes of a record torn by a run that "
+            f"was killed mid-write, kept all {len(kept):,} complete records (the original is {backup.name})")
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+
+def _complete_records(data: bytes) -> tuple[list[bytes], int]:
+    """The journal's complete records and how many bytes were dropped. A line that does not
+    parse is a torn write; when whole records were appended onto it, they are kept."""
+    kept, dropped = [], 0
+    for line in data.split(b"\n"):
+        if not line.strip():
+            continue
+        if _parses(line):
+            kept.append(line)
+            continue
+        start = line.rfind(b'{"op_code"')
+        if start > 0 and _parses(line[start:]):
+            kept.append(line[start:])
+            dropped += start
+        else:
+            dropped += len(line)
+    return kept, dropped
+
+
+def _parses(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+class _RunLock:
+    """Says whether other runs of a study are alive: each run holds a shared flock on
+    <study>.journal.active while it lives (the kernel drops it when a process dies, kill -9
+    too). A run that can take it exclusively is alone: trials left RUNNING are then stale."""
+
+    def __init__(self, journal: Path):
+        self._f = open(journal.with_name(journal.name + ".active"), "a+b")
+        try:
+            fcntl.flock(self._f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.alone = True
+        except OSError:
+            self.alone = False
+        fcntl.flock(self._f, fcntl.LOCK_SH)   # held until release(): this run is alive
+
+    def release(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+
+def _seed_for_run(seed: int, n_trials: int, alone: bool) -> int:
+    """The sampler's seed: `seed` itself for a new study run alone (reproducible), else mixed
+    with the trials already in the study, and with a random nonce when other runs are alive,
+    so no two runs on one study draw the same k values."""
+    if n_trials == 0 and alone:
+        return seed
+    key = f"{seed}:{n_trials}:{'' if alone else uuid.uuid4().hex}"
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "little")
+
+
 def trial_row(t) -> dict[str, Any]:
     """One trial as the dashboard and the CLI show it (plain JSON types)."""
     m = t.user_attrs.get("metrics", {})
@@ -313,8 +414,14 @@ def load_study_rows(path: str | Path) -> tuple[dict, list[dict]]:
     path = Path(path)
     if not path.is_file():
         raise VTError(f"{path}: study file not found")
-    storage = _storage(path)
-    summaries = optuna.get_all_study_summaries(storage)
+    try:
+        storage = _storage(path)
+        summaries = optuna.get_all_study_summaries(storage)
+    except ValueError as e:   # glued by a torn write (see recover_journal): repaired, then read
+        if recover_journal(path, full=True) is None:
+            raise VTError(f"{path}: cannot read the study journal ({e})") from e
+        storage = _storage(path)
+        summaries = optuna.get_all_study_summaries(storage)
     if not summaries:
         raise VTError(f"{path}: no study in this file")
     study = optuna.load_study(study_name=summaries[0].study_name, storage=storage)
@@ -355,6 +462,11 @@ class StudyRunner:
     it stay in the study file and in the snapshot. The study lives in
     <workspace>/studies/<name>.journal (JournalStorage): a new runner with the same name, in this or
     another process, resumes it (same problem only: see Problem.fingerprint).
+
+    Opening a study also repairs what killed runs leave: a torn last journal record is dropped
+    (recover_journal), and trials left RUNNING are failed when no other run of the study is alive
+    (_RunLock), so they are not counted. `notes` says what was done. Each run seeds its sampler
+    with _seed_for_run: a resumed or concurrent run does not repeat another's k values.
     """
 
     def __init__(self, problem: Problem, study_name: str | None = None, n_trials: int = 100, seed: int = 42,
@@ -372,22 +484,33 @@ class StudyRunner:
         self._done = 0
         # the thread, stop flag, states and error reporting are a vtcore.jobs.Job's
         self._job = Job(self._optimize, name=f"study-{self.study_name}", kept=self._reload_rows)
-        self.study = self._open()
+        self.notes: list[str] = []          # what opening the study repaired
+        self._run_lock = _RunLock(self.path)
+        try:
+            self.study = self._open()
+        except BaseException:
+            self._run_lock.release()
+            raise
 
     def _open(self):
         import optuna
         from optuna.exceptions import ExperimentalWarning
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)   # no INFO line per trial on stderr
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)   # multivariate TPE is "experimental"
-            sampler = optuna.samplers.TPESampler(seed=self.seed, multivariate=True)
+        note = recover_journal(self.path)
+        if note:
+            self.notes.append(note)
         directions = ["maximize", "maximize"] if self.problem.objective == "pareto" else ["maximize"]
         try:
-            study = optuna.create_study(study_name=self.study_name, storage=_storage(self.path), sampler=sampler,
+            study = optuna.create_study(study_name=self.study_name, storage=_storage(self.path),
                                         directions=directions, load_if_exists=True)
-        except ValueError as e:   # e.g. resuming a single-objective study as multi-objective
-            raise VTError(f"study {self.study_name!r} ({self.path}) cannot be resumed: {e}") from e
+        except ValueError as e:   # a journal glued by an older run's torn write, or another kind of study
+            note = recover_journal(self.path, full=True)
+            if note is None:
+                raise VTError(f"study {self.study_name!r} ({self.path}) cannot be resumed: {e}") from e
+            self.notes.append(note)
+            study = optuna.create_study(study_name=self.study_name, storage=_storage(self.path),
+                                        directions=directions, load_if_exists=True)
         want = json.loads(json.dumps(self.problem.fingerprint()))
         have = study.user_attrs.get("vtcore")
         if have is None:
@@ -396,10 +519,29 @@ class StudyRunner:
             study.set_user_attr("vtcore", want)
         elif have != want:
             diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
-            raise VTError(f"study {self.study_name!r} was made for a different problem (differs in: "
-                          f"{', '.join(diff)}); use a new --study name")
+            if diff != ["counts_sha256"] or "counts_sha256" in have:
+                raise VTError(f"study {self.study_name!r} was made for a different problem (differs in: "
+                              f"{', '.join(diff)}); use a new --study name")
+            study.set_user_attr("vtcore", want)   # a study from before the counts' hash was recorded
+        if self._run_lock.alone:
+            self._fail_stale(study)
+        self.seed_used = _seed_for_run(self.seed, len(study.trials), self._run_lock.alone)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)   # multivariate TPE is "experimental"
+            study.sampler = optuna.samplers.TPESampler(seed=self.seed_used, multivariate=True)
         self._rows = [trial_row(t) for t in study.get_trials(deepcopy=False)]
         return study
+
+    def _fail_stale(self, study) -> None:
+        """Trials left RUNNING by a killed run (no other run is alive) end as FAIL."""
+        from optuna.trial import TrialState
+
+        stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        for t in stale:
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+        if stale:
+            self.notes.append(f"failed {len(stale)} trial(s) left running by a run that was killed (trial "
+                              f"{', '.join(str(t.number) for t in stale)}); they are not counted")
 
     # -- the objective, run in the worker thread --
     def _objective(self, trial) -> float | tuple[float, float]:
@@ -422,8 +564,11 @@ class StudyRunner:
             study.stop()
 
     def _optimize(self, progress, should_stop) -> None:
-        self.study.optimize(self._objective, n_trials=self.n_trials, timeout=self.timeout,
-                            callbacks=[self._after_trial], gc_after_trial=False, show_progress_bar=False)
+        try:
+            self.study.optimize(self._objective, n_trials=self.n_trials, timeout=self.timeout,
+                                callbacks=[self._after_trial], gc_after_trial=False, show_progress_bar=False)
+        finally:
+            self._run_lock.release()
 
     def _reload_rows(self) -> str:
         """After a failure (the objective or the storage raised): the study file's trials are what was kept."""
@@ -507,9 +652,12 @@ def summarize(runner: StudyRunner, exact: ExactResult, max_points: int = 200) ->
         "exact_best_k": exact.best_k, "exact_coverage": exact.coverage,
         "exact_latency_reduction": exact.latency_reduction, "exact_utility": exact.utility,
         "regret": None if best is None else exact.best_value - best[value_key],
-        "n_trials": len(rows), "n_new_trials": runner.progress()["done"],
+        # failed trials (an objective error, or left running by a killed run) are not trials
+        "n_trials": sum(1 for r in rows if r["state"] in ("COMPLETE", "PRUNED")),
+        "n_failed": sum(1 for r in rows if r["state"] == "FAIL"),
+        "n_new_trials": runner.progress()["done"],
         "n_feasible": sum(1 for r in rows if r["feasible"]),
-        "state": runner.state, "error": runner.error,
+        "state": runner.state, "error": runner.error, "notes": list(runner.notes), "seed_used": runner.seed_used,
         "study_name": runner.study_name, "study_path": str(runner.path),
         "exact_seconds": exact.seconds, "exact_evaluated": exact.n_evaluated,
     }

@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 
 from vtcore.errors import VTError
-from vtcore.formats import TensorSource, UnsafeFile, draft_source, ids_from_d2t, is_eagle3, read_npy, safe_torch_load
+from vtcore.files import os_reason, regular_file
+from vtcore.formats import (StoredIds, TensorSource, UnsafeFile, draft_source, ids_from_d2t, is_eagle3, read_npy,
+                            safe_torch_load, stored_ids)
 from vtcore.tokens import load_tokenizer, tokenizer_info
 
 _K_IN_NAME = re.compile(r"_k(\d+)(?:\.|$)")
@@ -98,27 +100,85 @@ def _quote(ids: np.ndarray | list[int]) -> str:
     return ", ".join(str(i) for i in ids[:_SHOW]) + more
 
 
-def check_ids(ids: np.ndarray, vocab_size: int | None, declared_n: int | None,
-              keep_ids: dict[int, str] | None, what: str = "token ids") -> tuple[list[str], list[str]]:
-    """Integer ids already parsed: range, duplicates, size, must-keep tokens."""
+CHUNK_IDS = 1 << 22        # ids checked at a time: memory is O(V + chunk), never O(file)
+MASK_LIMIT = 1 << 28       # without V, duplicates are tracked in a bool mask up to this id
+
+
+def _id_chunks(ids: "np.ndarray | StoredIds", n: int):
+    if isinstance(ids, StoredIds):
+        yield from ids.chunks(n)
+    else:
+        for start in range(0, int(ids.size), n):
+            yield np.asarray(ids[start:start + n])
+
+
+def _distinct(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct values, the values that occur more than once), both ascending. A sort:
+    numpy 2's hash-based np.unique is ~30x slower on millions of int64 ids."""
+    s = np.sort(a)
+    same = s[1:] == s[:-1]
+    return s[np.concatenate([[True], ~same])], np.unique(s[1:][same])
+
+
+class _Offenders:
+    """The smallest few distinct offending ids, and how many offending entries there were."""
+
+    def __init__(self):
+        self.shown, self.n = np.zeros(0, dtype=np.int64), 0
+
+    def add(self, bad: np.ndarray) -> None:
+        if bad.size:
+            self.n += int(bad.size)
+            self.shown = _distinct(np.concatenate([self.shown, bad]))[0][:_SHOW]
+
+    def quote(self) -> str:
+        more = self.n - self.shown.size
+        return ", ".join(str(int(i)) for i in self.shown) + (f" and {more} more" if more > 0 else "")
+
+
+def check_ids(ids: "np.ndarray | StoredIds", vocab_size: int | None, declared_n: int | None,
+              keep_ids: dict[int, str] | None, what: str = "token ids",
+              chunk: int | None = None) -> tuple[list[str], list[str]]:
+    """Integer ids already parsed: range, duplicates, size, must-keep tokens. The ids (an array,
+    or a tensor stored in a file) are read `chunk` at a time; duplicates are found with a
+    bool[V] mask, so memory is proportional to V and the chunk, not to the number of ids."""
     problems, warnings = [], []
-    if ids.size == 0:
+    n = int(ids.size)
+    if n == 0:
         problems.append(f"{what}: empty (a draft needs at least one token)")
         return problems, warnings
-    neg = ids[ids < 0]
-    if neg.size:
-        problems.append(f"{what}: negative ids {_quote(np.unique(neg))}")
-    if vocab_size is not None:
-        big = ids[ids >= vocab_size]
-        if big.size:
-            problems.append(f"{what}: ids {_quote(np.unique(big))} are >= the vocabulary size {vocab_size}")
-    uniq, counts = np.unique(ids, return_counts=True)
-    if (counts > 1).any():
-        problems.append(f"{what}: duplicate ids {_quote(uniq[counts > 1])} (each id may appear once)")
-    if declared_n is not None and ids.size != declared_n:
-        problems.append(f"{what}: {ids.size} ids but the declared size is {declared_n}")
+    chunk = chunk or CHUNK_IDS
+    bound = vocab_size
+    if bound is None:   # no V: the mask spans the ids seen (a first pass finds the largest)
+        bound = min(max(max(int(c.max()) for c in _id_chunks(ids, chunk)) + 1, 0), MASK_LIMIT)
+    seen, dup = np.zeros(bound, dtype=bool), np.zeros(bound, dtype=bool)
+    neg, big, beyond = _Offenders(), _Offenders(), []
+    for c in _id_chunks(ids, chunk):
+        c = c.astype(np.int64, copy=False)
+        low, high = c < 0, c >= bound
+        neg.add(c[low])
+        if vocab_size is not None:
+            big.add(c[high])
+        elif high.any():
+            beyond.append(c[high])     # ids past MASK_LIMIT: few in any real file
+        u, repeated = _distinct(c[~(low | high)])
+        dup[repeated] = True
+        dup[u[seen[u]]] = True
+        seen[u] = True
+    if neg.n:
+        problems.append(f"{what}: negative ids {neg.quote()}")
+    if big.n:
+        problems.append(f"{what}: ids {big.quote()} are >= the vocabulary size {vocab_size}")
+    dups = np.flatnonzero(dup)
+    if beyond:
+        dups = np.concatenate([dups, _distinct(np.concatenate(beyond))[1]])
+    if dups.size:
+        problems.append(f"{what}: duplicate ids {_quote(dups)} (each id may appear once)")
+    if declared_n is not None and n != declared_n:
+        problems.append(f"{what}: {n} ids but the declared size is {declared_n}")
     for tid, why in (keep_ids or {}).items():
-        if not np.isin(tid, ids):
+        found = bool(seen[tid]) if 0 <= tid < bound else any(bool((c == tid).any()) for c in _id_chunks(ids, chunk))
+        if not found:
             warnings.append(f"{why} (id {tid}) is not in the set: a draft that cannot emit it never ends a turn")
     return problems, warnings
 
@@ -209,9 +269,10 @@ def k_from_name(path: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def validate_sglang(obj: Any, path: str, expect: Expect) -> Report:
+def validate_sglang(obj: Any, path: str, expect: Expect, stored: StoredIds | None = None) -> Report:
+    """`stored`: the same tensor read from its file in chunks (validate_path), for bounded memory."""
     r = Report(path=path, format="sglang", vocab_size=expect.vocab_size)
-    ids = _as_int_array(obj, "token map", r.problems)
+    ids = stored if stored is not None else _as_int_array(obj, "token map", r.problems)
     if ids is None:
         return r
     r.n = int(ids.size)
@@ -451,7 +512,11 @@ def validate_path(path: str | os.PathLike, expect: Expect | None = None) -> Repo
     """Validate a file or a draft directory on disk."""
     expect = expect or Expect()
     p = Path(path)
-    if not p.exists():
+    try:
+        found = p.exists()
+    except OSError as e:   # e.g. a name longer than the file system allows
+        raise VTError(f"{p}: cannot open ({os_reason(e)})") from None
+    if not found:
         raise VTError(f"{p}: no such file or directory")
     if p.is_dir():
         cfg = p / "config.json"
@@ -483,9 +548,28 @@ def validate_path(path: str | os.PathLike, expect: Expect | None = None) -> Repo
     if p.suffix == ".safetensors":
         return validate_path(p.parent, expect) if (p.parent / "config.json").is_file() else Report(
             path=str(p), problems=["a .safetensors file is validated with its draft directory (config.json)"])
-    r = validate_bytes(p.read_bytes(), p.name, expect)
+    regular_file(p, "file to validate")   # a FIFO or a device would hang or never end
+    if p.suffix == ".json":
+        r = validate_bytes(p.read_bytes(), p.name, expect)
+    else:
+        r = _validate_torch_file(p, expect)
     r.path = str(p)
     return r
+
+
+def _validate_torch_file(p: Path, expect: Expect) -> Report:
+    """A .pt file loaded memory-mapped; a 1-D id tensor is then checked in chunks read from the
+    file (stored_ids), so a 1.2 GB token map needs memory for V and one chunk only."""
+    try:
+        obj = safe_torch_load(p, mmap=True)
+    except UnsafeFile as e:
+        return Report(path=p.name, format="refused", problems=[str(e).replace(f"{p}: ", "", 1)])
+    except VTError as e:
+        return Report(path=p.name, problems=[str(e).replace(f"{p}: ", "", 1)])
+    stored = stored_ids(p, obj)
+    if stored is not None:
+        return validate_sglang(obj, p.name, expect, stored)
+    return validate_object(obj, p.name, expect)
 
 
 def tokenizer_expectations(name_or_dir: str | None) -> dict:

@@ -24,8 +24,13 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--mask", default="template", choices=["template", "content"],
                    help="template: exactly as the chat template renders the assistant turns (default); "
                         "content: assistant contents encoded alone + one end-of-turn (faster)")
-    p.add_argument("--out", default=None, metavar="FILE.npz", help="also write the counts file here")
+    p.add_argument("--out", default=None, metavar="FILE.npz", help="also write the counts file here (an existing "
+                                                                    "file only with --force; never a --data file)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     p.add_argument("--skip-bad", action="store_true", help="skip bad rows (and count them) instead of failing")
+    p.add_argument("--max-row-mb", type=float, default=64.0, metavar="MB",
+                   help="a row (JSONL line, JSON value, CSV line) larger than this is a bad row (default 64): "
+                        "memory stays bounded whatever a file holds")
     p.add_argument("--no-cache", action="store_true", help="count again even when a cached result matches")
     p.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="local: this process (default); ray: Ray Data, on a local Ray or the cluster at "
@@ -47,10 +52,13 @@ def run(args) -> dict:
 
     if args.ray_address and args.engine != "ray":
         raise VTError("--ray-address needs --engine ray")
+    if not args.max_row_mb > 0:
+        raise VTError(f"--max-row-mb must be > 0, got {args.max_row_mb}")
     _, info = count_dataset(args.data, tokenizer=args.tokenizer, mask=args.mask, schema=args.schema,
                             skip_bad=args.skip_bad, progress=progress_printer("counting"),
-                            cache=not args.no_cache, workspace=args.workspace, out=args.out,
-                            engine=args.engine, ray=RayConfig(address=args.ray_address))
+                            cache=not args.no_cache, workspace=args.workspace, out=args.out, force=args.force,
+                            max_row_bytes=int(args.max_row_mb * (1 << 20)), engine=args.engine,
+                            ray=RayConfig(address=args.ray_address))
     return info
 
 

@@ -94,8 +94,11 @@ def run(args) -> dict:
         tok.pop("tokenizer_vocab")
     bundle = ex.export(choice, args.format, vocab_size=args.vocab_size, target=args.target, draft=args.draft, **tok)
     out = args.out if args.out is not None else subdir("exports")
-    paths = ex.write_bundle(bundle, out, force=args.force)
+    paths = ex.write_bundle(bundle, out, force=args.force, inputs=[args.counts])
     warnings = list(bundle.warnings)
+    if choice.extra.get("counts_checked") is False:
+        warnings.append(f"study {args.from_study} does not record which counts it was run on (made before vtcore "
+                        "recorded it): check it was made with these")
     if choice.extra.get("feasible") is False:
         warnings.append(f"{choice.how} violates the study's constraint (coverage >= {choice.extra.get('min_coverage')}); "
                         "'--trial best' picks the best feasible trial")

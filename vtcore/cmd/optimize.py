@@ -81,12 +81,16 @@ def run(args) -> dict:
     from vtcore.countsfile import load_counts
     from vtcore.errors import VTError
 
+    if args.pareto_points < 1:   # checked before the study runs, not after
+        raise VTError(f"--pareto-points must be >= 1, got {args.pareto_points}")
     spec, trials, seed = spec_from_args(args)
     cf = load_counts(args.counts)
     setup = problem.build(cf, spec)
     exact = search.solve_exact(setup.problem)
     runner = search.StudyRunner(setup.problem, args.study, n_trials=trials, seed=seed)
     show = progress_printer(f"optimize {runner.study_name}", sys.stderr)
+    for note in runner.notes:   # what opening the study repaired
+        print(f"note: {note}", file=sys.stderr)
     t0 = time.perf_counter()
     runner.start()
     try:
@@ -142,4 +146,5 @@ def human(r: dict) -> str:
                      f"{r['tpe_seconds']:.1f} s); exact sweep {r['exact_seconds'] * 1e3:.1f} ms")
     lines.append(f"LM head share {r['lm_head_share'] * 100:.1f}% of draft {r['flops_model']}; "
                  f"frontier {r['pareto_size']:,} points; study {r['study_path']}")
+    lines += [f"note: {n}" for n in r.get("notes", [])]
     return "\n".join(lines)

@@ -26,7 +26,8 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--budget-s", type=float, default=20.0, help="rough time budget when --repeats is not given")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
     p.add_argument("--out", default=None, help="profile JSON path (default <workspace>/profiles/<draft>-<device>-"
-                                                "<dtype>-L<context>.json)")
+                                                "<dtype>-L<context>.json, replaced by a new measurement)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     p.set_defaults(func=run, human=human)
     return p
 
@@ -37,9 +38,12 @@ def run(args) -> dict:
     from vtcore import cost, profile
     from vtcore.cmd.common import progress_printer
     from vtcore.errors import VTError
+    from vtcore.files import check_target
     from vtcore.workspace import subdir
 
     arch = cost.resolve_draft(args.draft)
+    if args.out is not None:   # before measuring: a refusal should cost nothing
+        check_target(args.out, args.force)
     if args.repeats is not None and args.repeats < 1:
         raise VTError(f"--repeats must be >= 1, got {args.repeats}")
     prof = profile.measure_profile(arch, device=args.device, dtype=args.dtype, ks=args.ks, context=args.context,
@@ -47,7 +51,8 @@ def run(args) -> dict:
                                    budget_s=args.budget_s, progress=progress_printer("profile", sys.stderr))
     safe = "".join(c if c.isalnum() or c in "-._" else "_" for c in arch.name)
     out = args.out or subdir("profiles") / f"{safe}-{prof.device.replace(':', '')}-{prof.dtype}-L{prof.context}.json"
-    path = profile.save_profile(out, prof)
+    # the default path is the workspace's latest measurement of this setting: replaced
+    path = profile.save_profile(out, prof, force=args.force or args.out is None)
     effect = profile.cache_effect(prof, arch)
     # p90 / median per k: near 1 on a quiet machine; other load on the cores shows up here
     noise = max(p / m for p, m in zip(prof.step_ms_p90, prof.step_ms))

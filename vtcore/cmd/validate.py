@@ -85,7 +85,8 @@ def run(args) -> dict:
         # the report is the useful part: print it, then fail with exit 2 like any bad input
         sys.stdout.write((dumps(result) if args.json else human(result)) + "\n")
         sys.stdout.flush()
-        raise VTError(f"{args.file}: invalid {report.format}: {report.problems[0]}"
+        what = "" if report.format == "refused" else f"invalid {report.format}: "   # the problem says "refused: ..."
+        raise VTError(f"{args.file}: {what}{report.problems[0]}"
                       + (f" (+{len(report.problems) - 1} more)" if len(report.problems) > 1 else ""))
     return result
 

@@ -1,0 +1,138 @@
+"""Peak memory of `count` and `validate` on hostile inputs (issue #13), each run as its own process.
+
+    python benchmarks/bench_memory.py [--mb 50] [--ids 150000000] [--timeout 600] [--keep DIR]
+
+Builds the inputs in a temporary folder: a JSONL file that is one 50 MB line (one conversation
+whose answer is 50 MB of text), the same line with --max-row-mb 16 (refused by the row cap), a
+.jsonl that is a symlink to /dev/zero, a FIFO named .jsonl, and an SGLang token map of --ids
+int64 ids (150 M: a 1.2 GB file; ids drawn in [0, 151936), so most repeat). Each command runs as
+a subprocess with its own workspace; its peak RSS comes from os.wait4 (the kernel's ru_maxrss of
+that child alone). Prints one line per case: exit status, seconds, peak RSS, the error line.
+
+Before this work (issue #13): the 50 MB line peaked at 18.7 GB (183 s), /dev/zero grew until
+MemoryError, the FIFO hung, validate on 150 M ids reached 12.7 GB and ran past 5 minutes.
+The goal: count under 2 GB on the 50 MB line (or refused with the cap named).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORDS = ("the quick brown fox jumps over a lazy dog while def return import numpy as np for i in "
+         "range(10): print(i) if x else y").split()
+
+
+def one_line_jsonl(path: Path, mb: int) -> None:
+    """One row, a user turn and a `mb` MB assistant answer (words, a line break now and then),
+    written piece by piece: this process stays small (see run())."""
+    rng = random.Random(0)
+    with open(path, "w") as f:
+        f.write('{"messages": [{"role": "user", "content": "Write a lot."}, {"role": "assistant", "content": "')
+        size = 0
+        while size < mb * 1_000_000:
+            w = rng.choice(WORDS) + ("\\n" if rng.random() < 0.02 else " ")
+            f.write(w)
+            size += len(w)
+        f.write('"}]}\n')
+
+
+TOKEN_MAP = """
+import sys, torch
+n, path = int(sys.argv[1]), sys.argv[2]
+torch.save(torch.randint(0, 151936, (n,), dtype=torch.int64, generator=torch.Generator().manual_seed(0)), path)
+"""
+
+
+def token_map(path: Path, n: int) -> None:
+    """n ids in [0, 151936): made in a child process, so this one never holds them (see run())."""
+    subprocess.run([sys.executable, "-c", TOKEN_MAP, str(n), str(path)], check=True)
+
+
+def run(args: list[str], ws: Path, timeout: float) -> dict:
+    """One `python -m vtcore ...` process: exit status, seconds, peak RSS (MB), its error line.
+    Linux counts the RSS a child had when forked from this process in its ru_maxrss: this
+    process must stay small (it builds the big inputs in pieces or in other processes)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VTCORE_WORKSPACE": str(ws), "PYTHONPATH": str(ROOT)}
+    t0 = time.perf_counter()
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([sys.executable, "-m", "vtcore", *args], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=err)
+        status = None
+        while status is None:
+            pid, code, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                status = os.waitstatus_to_exitcode(code)
+                break
+            if time.perf_counter() - t0 > timeout:
+                proc.kill()
+                _, code, usage = os.wait4(proc.pid, 0)
+                status = "timeout"
+                break
+            time.sleep(0.05)
+        proc.returncode = status if isinstance(status, int) else -9
+        err.seek(0)
+        lines = [ln for ln in err.read().decode(errors="replace").splitlines() if ln.startswith(("error:", "warning:"))]
+    return {"exit": status, "seconds": time.perf_counter() - t0, "peak_rss_mb": usage.ru_maxrss / 1024,
+            "message": lines[0][:150] if lines else ""}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mb", type=int, default=50, help="size of the one-line JSONL (default 50)")
+    ap.add_argument("--ids", type=int, default=150_000_000, help="ids in the big token map (default 150 M)")
+    ap.add_argument("--timeout", type=float, default=600, help="seconds before a case is killed (default 600)")
+    ap.add_argument("--keep", default=None, help="build the inputs here and keep them (default: a temp folder)")
+    args = ap.parse_args()
+
+    tmp = Path(args.keep or tempfile.mkdtemp(prefix="vt-bench-memory-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        line = tmp / f"one-line-{args.mb}mb.jsonl"
+        if not line.exists():
+            one_line_jsonl(line, args.mb)
+        zero = tmp / "zero.jsonl"
+        if not zero.is_symlink():
+            zero.symlink_to("/dev/zero")
+        fifo = tmp / "fifo.jsonl"
+        if not fifo.exists():
+            os.mkfifo(fifo)
+        tmap = tmp / f"token_map_sglang_k{args.ids}.pt"
+        if not tmap.exists():
+            token_map(tmap, args.ids)
+        cases = [
+            (f"count, one {args.mb} MB line", ["count", "--data", str(line), "--no-cache", "--json"]),
+            (f"count, one {args.mb} MB line, --max-row-mb 16",
+             ["count", "--data", str(line), "--no-cache", "--max-row-mb", "16", "--json"]),
+            ("count, .jsonl -> /dev/zero", ["count", "--data", str(zero), "--json"]),
+            ("count, FIFO .jsonl", ["count", "--data", str(fifo), "--json"]),
+            (f"validate, {args.ids / 1e6:,.0f} M ids ({tmap.stat().st_size / 1e9:.2f} GB), V 151936",
+             ["validate", str(tmap), "--vocab-size", "151936", "--json"]),
+        ]
+        import resource
+
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"inputs in {tmp}; python {sys.version.split()[0]}; each case a fresh process (this one: "
+              f"{own:.0f} MB peak, a floor for the figures below)", flush=True)
+        print(f"{'case':58} {'exit':>7} {'seconds':>8} {'peak RSS':>10}  first error / warning line")
+        for label, argv in cases:
+            ws = tmp / "ws"
+            r = run(argv, ws, args.timeout)
+            shutil.rmtree(ws, ignore_errors=True)
+            print(f"{label:58} {str(r['exit']):>7} {r['seconds']:8.1f} {r['peak_rss_mb']:8.0f} MB  {r['message']}",
+                  flush=True)
+    finally:
+        if args.keep is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

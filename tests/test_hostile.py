@@ -1,0 +1,579 @@
+"""Issue #13: the tool used by a hostile or careless user. One test (or a few) per numbered case
+of the issue, each asserting what a user sees: a one-line error with exit 2, or a correct result;
+nothing a user made is overwritten without --force. Big-file cases run with small caps set by
+their flag (--max-row-mb, a chunk size), so the suite stays fast; peak memory on the real big
+inputs is measured by benchmarks/bench_memory.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+
+from tests.conftest import SAMPLES
+from vtcore.cli import main
+
+ROW = {"messages": [{"role": "user", "content": "Say hello."}, {"role": "assistant", "content": "Hello there!"}]}
+GOOD = (json.dumps(ROW) + "\n").encode()
+
+
+def cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_error(code: int, err: str, pattern: str) -> str:
+    """Exit 2 and exactly one `error:` line on stderr matching `pattern`, no traceback."""
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert code == 2, err
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert re.search(pattern, lines[0]), lines[0]
+    return lines[0]
+
+
+def result(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+# ------------------------------------------------------------------ 1. nothing a user made is destroyed
+
+def test_1_count_out_refuses_an_existing_file_and_never_replaces_its_input(capsys, tmp_path, workspace):
+    data = write(tmp_path / "mydata.jsonl", GOOD * 3)
+    before = data.read_bytes()
+    # the issue's case: --out names the dataset itself; refused even with --force
+    for extra in ([], ["--force"]):
+        code, _, err = cli(capsys, "count", "--data", data, "--out", data, *extra, "--json")
+        one_error(code, err, r"mydata\.jsonl is an input of this command")
+        assert data.read_bytes() == before
+    # a file the user has is kept unless --force
+    mine = write(tmp_path / "mine.npz", b"not yours")
+    code, _, err = cli(capsys, "count", "--data", data, "--out", mine, "--json")
+    one_error(code, err, r"mine\.npz already exists; pass --force")
+    assert mine.read_bytes() == b"not yours"
+    code, out, _ = cli(capsys, "count", "--data", data, "--out", mine, "--force", "--json")
+    assert code == 0 and result(out)["rows"] == 3 and mine.read_bytes()[:2] == b"PK"
+
+
+def test_1_export_and_profile_share_the_writer(capsys, tmp_path):
+    from vtcore.files import atomic_file, check_target
+    from vtcore.errors import VTError
+
+    target = write(tmp_path / "t.bin", b"old")
+    with pytest.raises(VTError, match="already exists; pass --force"):
+        with atomic_file(target) as f:
+            f.write(b"new")
+    assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["t.bin"]   # no temp file left
+    with atomic_file(target, force=True) as f:
+        f.write(b"new")
+    assert target.read_bytes() == b"new"
+    code, _, err = cli(capsys, "profile", "--draft", "smollm2-135m-2l", "--out", target, "--json")
+    one_error(code, err, r"t\.bin already exists; pass --force")   # refused before measuring
+    assert target.read_bytes() == b"new"
+    link = tmp_path / "link.bin"
+    link.hardlink_to(target)
+    with pytest.raises(VTError, match="is an input of this command"):
+        check_target(link, force=True, inputs=[target])
+
+
+# ------------------------------------------------------------------ 2. bounded memory, no hang
+
+def test_2_a_line_over_the_row_cap_is_a_bad_row_read_in_bounded_pieces(capsys, tmp_path, workspace):
+    big = {"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "x " * 40_000}]}
+    data = write(tmp_path / "big.jsonl", GOOD + (json.dumps(big) + "\n").encode() + GOOD)
+    code, _, err = cli(capsys, "count", "--data", data, "--max-row-mb", "0.05", "--json")
+    one_error(code, err, r"big\.jsonl:2: row over the size cap \(0\.1 MB > 0\.05 MB; raise it with --max-row-mb")
+    code, out, _ = cli(capsys, "count", "--data", data, "--max-row-mb", "0.05", "--skip-bad", "--json")
+    r = result(out)
+    assert code == 0 and r["rows"] == 2 and r["skipped"] == {"row over the size cap": 1}
+    code, out, _ = cli(capsys, "count", "--data", data, "--max-row-mb", "1", "--json")   # raised: counted
+    assert code == 0 and result(out)["rows"] == 3
+
+
+def test_2_the_cap_holds_for_json_arrays_csv_and_lines_without_a_newline(tmp_path):
+    from vtcore.data import iter_records
+    from vtcore.errors import DataError
+
+    long = "y" * 5000
+    (tmp_path / "a.json").write_text(json.dumps([ROW, {"text": long}]))
+    (tmp_path / "a.csv").write_text(f"prompt,response\nhi,{long}\n")
+    (tmp_path / "a.jsonl").write_text(json.dumps(ROW) + "\n" + "z" * 5000)   # no newline at the end
+    for name, line in (("a.json", 1), ("a.csv", 2)):
+        with pytest.raises(DataError, match=rf"{name}:{line}: row over the size cap"):
+            list(iter_records(tmp_path / name, max_row_bytes=1000))
+    rows = list(iter_records(tmp_path / "a.jsonl", max_row_bytes=1000))
+    assert rows[0] == (1, ROW) and isinstance(rows[1][1], DataError) and "size cap" in str(rows[1][1])
+
+
+def test_2_fifos_and_devices_are_refused_before_anything_reads_them(capsys, tmp_path, workspace):
+    zero = tmp_path / "zero.jsonl"
+    zero.symlink_to("/dev/zero")
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)
+    for path, kind in ((zero, "a character device"), (fifo, r"a FIFO \(named pipe\)")):
+        code, _, err = cli(capsys, "count", "--data", path, "--json")   # would hang or grow without end
+        one_error(code, err, rf"{path.name}: refused: this is {kind}, not a regular file")
+    code, _, err = cli(capsys, "validate", fifo, "--vocab-size", "10", "--json")
+    one_error(code, err, r"pipe\.jsonl.*FIFO")
+
+
+# ------------------------------------------------------------------ 4. one line and exit 2, never a traceback
+
+@pytest.fixture
+def gz_files(tmp_path):
+    import gzip
+
+    z = gzip.compress((SAMPLES / "code.jsonl").read_bytes())   # 164 rows
+    cut = write(tmp_path / "cut.jsonl.gz", z[: len(z) // 2])
+    plain = write(tmp_path / "plain.jsonl.gz", GOOD * 3)    # named .gz, not gzip
+    return cut, plain
+
+
+def test_4_cut_or_foreign_gzip_is_the_files_error(capsys, gz_files, workspace):
+    cut, plain = gz_files
+    code, _, err = cli(capsys, "count", "--data", cut, "--json")
+    one_error(code, err, r"cut\.jsonl\.gz:\d+: the gzip stream is cut short \(truncated file\)")
+    code, _, err = cli(capsys, "count", "--data", plain, "--json")
+    one_error(code, err, r"plain\.jsonl\.gz:1: not a valid gzip stream")
+    # --skip-bad: the rows before the cut are kept, and the cut is reported
+    code, out, _ = cli(capsys, "count", "--data", cut, "--skip-bad", "--json")
+    r = result(out)
+    assert code == 0 and 0 < r["rows"] < 164 and r["skipped"] == {"the gzip stream is cut short": 1}
+    assert any("cut short" in w and f"{r['rows']:,} rows before it were kept" in w for w in r["warnings"])
+    code, _, err = cli(capsys, "count", "--data", plain, "--skip-bad", "--json")
+    one_error(code, err, r"no rows to count \(all skipped: \{'not a valid gzip stream': 1\}\)")
+
+
+def test_4_gzip_errors_in_json_arrays_and_csv(tmp_path):
+    import gzip
+
+    from vtcore.data import iter_records
+    from vtcore.errors import DataError
+
+    for name, data in (("a.json.gz", json.dumps([ROW] * 300).encode()), ("a.csv.gz", b"prompt,response\n" + b"p,r\n" * 3000)):
+        z = gzip.compress(data)
+        write(tmp_path / name, z[: len(z) - 20])
+        with pytest.raises(DataError, match=rf"{re.escape(name)}.*gzip stream is cut short"):
+            list(iter_records(tmp_path / name))
+
+
+def test_4_unusable_workspace_is_named_with_reason_and_fix(capsys, tmp_path, monkeypatch):
+    afile = write(tmp_path / "ws-file", b"")
+    for ws, why in ((afile, "it exists and is not a folder"), (afile / "sub", r"cannot create it \(Not a directory\)")):
+        monkeypatch.setenv("VTCORE_WORKSPACE", str(ws))
+        code, _, err = cli(capsys, "count", "--data", SAMPLES / "code.jsonl", "--json")
+        line = one_error(code, err, rf"workspace {re.escape(str(ws))} cannot be used: {why}")
+        assert "set VTCORE_WORKSPACE" in line
+
+
+def test_4_out_that_cannot_be_made_and_long_names(capsys, tmp_path, workspace):
+    data = write(tmp_path / "d.jsonl", GOOD * 2)
+    afile = write(tmp_path / "afile", b"")
+    code, _, err = cli(capsys, "count", "--data", data, "--out", afile / "sub" / "c.npz", "--json")
+    one_error(code, err, r"cannot write --out .*afile/sub/c\.npz")
+    long_out = tmp_path / ("c" * 251 + ".npz")            # 255 bytes: legal, but its temp name was not
+    code, out, err = cli(capsys, "count", "--data", data, "--out", long_out, "--json")
+    assert code == 0 and long_out.is_file(), err
+    code, _, err = cli(capsys, "count", "--data", data, "--out", tmp_path / ("c" * 300 + ".npz"), "--json")
+    one_error(code, err, r"the name is too long")
+    code, _, err = cli(capsys, "count", "--data", tmp_path / ("d" * 300 + ".jsonl"), "--json")
+    one_error(code, err, r"d{20}.*\.jsonl: cannot open the dataset \(File name too long\)")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through any permission bits")
+def test_4_out_in_a_folder_without_permission(capsys, tmp_path, workspace):
+    data = write(tmp_path / "d.jsonl", GOOD * 2)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    code, _, err = cli(capsys, "count", "--data", data, "--out", locked / "c.npz", "--json")
+    one_error(code, err, r"cannot write --out .*locked/c\.npz \(Permission denied\)")
+
+
+def test_2_validate_reads_a_token_map_in_chunks_from_the_file(capsys, tmp_path, monkeypatch):
+    import numpy as np
+    import torch
+
+    from vtcore import validate
+    from vtcore.formats import safe_torch_load, stored_ids
+
+    rng = np.random.default_rng(0)
+    ids = rng.permutation(5000)[:3000].astype(np.int64)
+    ids[2999] = ids[10]           # a duplicate 2989 ids apart: in another chunk
+    ids[1500] = -7
+    ids[1700] = 5003              # >= V
+    path = tmp_path / "token_map_sglang_k3000.pt"
+    torch.save(torch.from_numpy(ids), path)
+    stored = stored_ids(path, safe_torch_load(path, mmap=True))
+    assert stored is not None and stored.size == 3000
+    assert np.array_equal(np.concatenate(list(stored.chunks(128))), ids)   # the file's bytes, chunk by chunk
+    monkeypatch.setattr(validate, "CHUNK_IDS", 128)                        # the big-file path, small
+    code, out, err = cli(capsys, "validate", path, "--vocab-size", "5000", "--json")
+    problems = result(out)["problems"]
+    assert code == 2 and problems == [
+        "token map: negative ids -7",
+        "token map: ids 5003 are >= the vocabulary size 5000",
+        f"token map: duplicate ids {ids[10]} (each id may appear once)"], problems
+    # without V: the mask spans the largest id seen; the same duplicate is found
+    problems, _ = validate.check_ids(np.abs(ids), None, 3000, {int(ids[5]): "kept"}, chunk=100)
+    assert problems == [f"token map: duplicate ids {ids[10]} (each id may appear once)".replace("token map", "token ids")]
+
+
+def test_2_long_texts_are_encoded_in_pieces_with_the_same_ids(qwen_tok, monkeypatch):
+    """A 50 MB message needed ~18 GB inside the tokenizer; long texts are now encoded in pieces
+    cut at pre-token boundaries. With tiny pieces every sample row is 'long': the ids must be
+    exactly those of whole encoding, in all three paths (segments, whole rows, content)."""
+    from vtcore import mask
+    from vtcore.data import read_dataset
+
+    convs = list(read_dataset(SAMPLES / "code.jsonl")) + list(read_dataset(SAMPLES / "chat.jsonl.gz"))[:300]
+    special = conv_with(["Hello <|im_end|> inside, then text " * 40])   # added tokens inside: the whole-row path
+    expected = {m: mask.AssistantTokens(qwen_tok, m).encode(convs + [special]) for m in ("template", "content")}
+    monkeypatch.setattr(mask, "PIECE_CHARS", 200)
+    for m in ("template", "content"):
+        at = mask.AssistantTokens(qwen_tok, m)
+        got = at.encode(convs + [special])
+        assert got == expected[m] and at.stats.texts_in_pieces > 100, m
+    assert at.stats.cuts_inside_words == 0
+    # a run without spaces or line breaks is cut anyway, and counted
+    at = mask.AssistantTokens(qwen_tok, "content")
+    at.encode([conv_with(["x" * 1000])])
+    assert at.stats.cuts_inside_words >= 1
+
+
+def conv_with(answers: list[str]):
+    from vtcore.data import Conversation
+
+    msgs = []
+    for a in answers:
+        msgs += [{"role": "user", "content": "q"}, {"role": "assistant", "content": a}]
+    return Conversation(messages=msgs, domain="d", source="t:1", index=0)
+
+
+# ------------------------------------------------------------------ 3. no job "running" after it died
+
+def test_3_a_job_whose_error_handling_fails_still_ends_in_error():
+    from vtcore.jobs import Job
+
+    def fn(progress, should_stop):
+        raise ValueError("the real error")
+
+    def kept():
+        raise OSError("journal unreadable")   # what jobs._run called outside its own error handling
+
+    job = Job(fn, name="t", kept=kept).start()
+    assert job.join(10)
+    s = job.status()
+    assert s["state"] == "error" and not s["running"] and s["error"] == "ValueError: the real error"
+    assert s["kept"].startswith("unknown: finding out failed too (OSError: journal unreadable)")
+
+
+@pytest.fixture(scope="module")
+def code_counts(tmp_path_factory):
+    from vtcore.counts import count_dataset
+    from vtcore.countsfile import save_counts
+
+    root = tmp_path_factory.mktemp("counts")
+    cf, _ = count_dataset([str(SAMPLES / "code.jsonl")], cache=False, workspace=str(root / "ws"))
+    return save_counts(root / "code.npz", cf)
+
+
+def optimize(capsys, counts, study, trials=5, *extra):
+    return cli(capsys, "optimize", "--counts", counts, "--draft", "qwen3-0.6b", "--study", study,
+               "--trials", trials, *extra, "--json")
+
+
+def test_3_a_torn_last_journal_line_is_dropped_not_appended_onto(capsys, code_counts, workspace):
+    code, out, err = optimize(capsys, code_counts, "torn")
+    first = result(out)
+    journal = workspace / "studies" / "torn.journal"
+    assert code == 0 and first["n_trials"] == 5 and first["notes"] == []
+    with open(journal, "ab") as f:           # a run killed in the middle of a write
+        f.write(b'{"op_code":5,"worker_id":"dead-1","trial_id":7,"para')
+    code, out, err = optimize(capsys, code_counts, "torn")
+    second = result(out)
+    assert code == 0 and second["state"] == "finished" and second["n_trials"] == 10, err
+    assert "recovered study journal torn.journal" in second["notes"][0] and "note: recovered" in err
+    assert journal.read_bytes().endswith(b"\n") and (workspace / "studies" / "torn.journal.bak").is_file()
+    code, out, _ = optimize(capsys, code_counts, "torn")
+    assert code == 0 and result(out)["n_trials"] == 15 and result(out)["notes"] == []
+
+
+def test_3_a_journal_already_glued_by_the_old_append_is_recovered(capsys, code_counts, workspace):
+    from vtcore import search
+
+    optimize(capsys, code_counts, "glued")
+    journal = workspace / "studies" / "glued.journal"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    # what the old code made of a torn line: the next run's records written onto it
+    journal.write_bytes(b"".join(lines[:-3]) + b'{"op_code":5,"wor' + b"".join(lines[-3:]))
+    with pytest.raises(ValueError):           # Optuna itself cannot read it any more
+        search._storage(journal).get_all_studies()
+    settings, rows = search.load_study_rows(journal)
+    assert len([r for r in rows if r["state"] == "COMPLETE"]) == 5
+    code, out, _ = optimize(capsys, code_counts, "glued")
+    assert code == 0 and result(out)["n_trials"] == 10
+
+
+STALE_RUN = """
+import sys, time
+import numpy as np
+from vtcore import search
+V = 1000
+p = search.Problem(np.linspace(0, 1, V + 1), 1 - np.arange(V + 1) / V)
+def slow(k, gamma):
+    if k is not None and len(seen) >= 3:
+        time.sleep(600)   # killed here, mid-trial
+    seen.append(k)
+    return p.evaluate(k, gamma)
+seen = []
+search.StudyRunner(p, "killed", n_trials=50, evaluate=slow).run()
+"""
+
+
+def test_3_a_trial_left_running_by_kill_9_is_failed_on_resume_and_not_counted(workspace):
+    import subprocess
+    import sys
+    import time
+
+    import numpy as np
+
+    from tests.conftest import ROOT
+    from vtcore import search
+
+    env = {**os.environ, "VTCORE_WORKSPACE": str(workspace), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", STALE_RUN], env=env)
+    journal = workspace / "studies" / "killed.journal"
+    try:
+        deadline = time.time() + 120
+        while not (journal.is_file() and any(r["state"] == "RUNNING" for r in search.load_study_rows(journal)[1])):
+            assert time.time() < deadline and proc.poll() is None
+            time.sleep(0.2)
+    finally:
+        proc.kill()                             # kill -9
+        proc.wait()
+    V = 1000
+    p = search.Problem(np.linspace(0, 1, V + 1), 1 - np.arange(V + 1) / V)
+    runner = search.StudyRunner(p, "killed", n_trials=2).run()
+    assert runner.state == "finished"
+    assert runner.notes == ["failed 1 trial(s) left running by a run that was killed (trial 3); they are not counted"]
+    s = search.summarize(runner, search.solve_exact(p))
+    assert s["n_trials"] == 5 and s["n_failed"] == 1
+    assert [r["state"] for r in search.load_study_rows(journal)[1]].count("RUNNING") == 0
+
+
+def test_3_pareto_points_is_checked_before_the_study_runs(capsys, code_counts, workspace):
+    code, _, err = optimize(capsys, code_counts, "pp", 5, "--pareto-points", "-1")
+    one_error(code, err, r"--pareto-points must be >= 1, got -1")
+    assert not (workspace / "studies" / "pp.journal").exists()
+
+
+# ------------------------------------------------------------------ 5. wrong figures are refused
+
+def tampered_counts(src, dst, **change):
+    import numpy as np
+
+    with np.load(src, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    for k, v in change.items():
+        arrays[k] = v(arrays[k]) if callable(v) else v
+    np.savez(dst, **arrays)
+    return dst
+
+
+def test_5_counts_files_are_checked_on_load(capsys, code_counts, tmp_path):
+    import numpy as np
+
+    def negative(c):
+        c = c.copy()
+        c[int(np.argmax(c))] -= 1000
+        return c
+
+    cases = {
+        "negative": ({"counts": negative}, r"field 'counts' has negative counts"),
+        "short": ({"counts_fit": lambda c: c[:-10]}, r"field 'counts_fit' has 151,659 entries but 'counts' has 151,669"),
+        "sum": ({"counts_heldout": lambda c: c * 2}, r"fields 'counts_fit' \+ 'counts_heldout' do not add up to 'counts'"),
+        "manifest": ({"manifest": lambda m: np.array(json.dumps({**json.loads(str(m)), "assistant_tokens": 8036}))},
+                     r"manifest says assistant_tokens 8036 but 'counts' sums to"),
+        "floats": ({"counts": lambda c: c.astype(float)}, r"field 'counts' must be a 1-D integer array, got float64"),
+    }
+    for name, (change, pattern) in cases.items():
+        bad = tampered_counts(code_counts, tmp_path / f"{name}.npz", **change)
+        code, _, err = cli(capsys, "coverage", "--counts", bad, "--min-coverage", "0.9", "--json")
+        one_error(code, err, rf"{name}\.npz: {pattern}")
+
+
+def test_5_export_refuses_a_study_made_on_other_counts(capsys, code_counts, tmp_path, workspace):
+    code, out, _ = optimize(capsys, code_counts, "for-code")
+    assert code == 0
+    other = tmp_path / "other.npz"
+    data = write(tmp_path / "other.jsonl", GOOD * 5)
+    assert cli(capsys, "count", "--data", data, "--out", other, "--json")[0] == 0
+    code, _, err = cli(capsys, "export", "--counts", other, "--from-study", "for-code", "--trial", "best",
+                       "--out", tmp_path / "ex", "--json")
+    one_error(code, err, r"study 'for-code' was run on other counts \(sha256 [0-9a-f]{12}…\) than these")
+    assert not (tmp_path / "ex").exists()
+    code, out, _ = cli(capsys, "export", "--counts", code_counts, "--from-study", "for-code", "--trial", "best",
+                       "--out", tmp_path / "ex", "--json")
+    assert code == 0 and result(out)["validated"]
+
+
+def test_5_bom_duplicates_and_image_parts(capsys, tmp_path, workspace):
+    data = write(tmp_path / "bom.jsonl", b"\xef\xbb\xbf" + GOOD * 4)
+    for extra in ([], ["--skip-bad"]):   # the BOM is accepted, not a malformed first row
+        code, out, _ = cli(capsys, "count", "--data", data, *extra, "--json")
+        assert code == 0 and result(out)["rows"] == 4 and result(out)["rows_skipped"] == 0
+    link = tmp_path / "same.jsonl"
+    link.symlink_to(data)
+    code, out, _ = cli(capsys, "count", "--data", data, link, data, "--json")
+    r = result(out)
+    assert code == 0 and r["rows"] == 4 and r["domains"] == {"bom": r["assistant_tokens"]}
+    assert sum("was given more than once" in w and "counted once" in w for w in r["warnings"]) == 2
+    image = {"messages": [{"role": "user", "content": [{"type": "text", "text": "What is this?"},
+                                                       {"type": "image_url", "image_url": {"url": "x.png"}}]},
+                          {"role": "assistant", "content": [{"type": "text", "text": "A cat."},
+                                                            {"type": "input_audio", "input_audio": {}}]}]}
+    data = write(tmp_path / "mm.jsonl", (json.dumps(image) + "\n").encode() * 3)
+    code, out, _ = cli(capsys, "count", "--data", data, "--json")
+    warning = [w for w in result(out)["warnings"] if "non-text message parts" in w]
+    assert code == 0 and warning and "6 non-text message parts were not counted (image_url: 3, input_audio: 3)" in warning[0]
+
+
+def test_5_a_code_carrying_torchscript_map_is_refused_without_torchs_advice(capsys, tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "token_map_sglang_k3.pt"
+    script = ("import torch, sys\nclass M(torch.nn.Module):\n    def forward(self, x):\n        return x + 1\n"
+              "torch.jit.save(torch.jit.script(M()), sys.argv[1])\n")
+    (tmp_path / "mk.py").write_text(script)
+    subprocess.run([sys.executable, str(tmp_path / "mk.py"), str(path)], check=True)
+    code, out, err = cli(capsys, "validate", path, "--vocab-size", "10", "--json")
+    line = one_error(code, err, r"refused: a TorchScript archive carries code")
+    assert "weights_only" not in line and "succeed" not in line and "weights_only" not in out
+
+
+# ------------------------------------------------------------------ 6. runs on one study draw different k
+
+def test_6_runs_on_one_study_draw_different_seeds(workspace):
+    import threading
+
+    import numpy as np
+
+    from vtcore import search
+
+    V = 5000
+    p = search.Problem(np.linspace(0, 1, V + 1) ** 0.3, 1 - np.arange(V + 1) / V)
+    first = search.StudyRunner(p, "twice", n_trials=8, seed=42).run()
+    second = search.StudyRunner(p, "twice", n_trials=8, seed=42).run()
+    ks = [r["k"] for r in second.snapshot()]
+    assert first.seed_used == 42 and second.seed_used != 42        # a new study alone keeps its seed
+    assert ks[:8] != ks[8:]                                       # the resumed run samples other k
+    # two runs alive at once: the second is not alone, draws another seed, fails none of the first's trials
+    release = threading.Event()
+    started = threading.Event()
+
+    def held(k, gamma):
+        started.set()
+        release.wait(30)
+        return p.evaluate(k, gamma)
+
+    a = search.StudyRunner(p, "together", n_trials=1, seed=7, evaluate=held).start()
+    assert started.wait(30)
+    b = search.StudyRunner(p, "together", n_trials=1, seed=7)
+    assert b.seed_used != a.seed_used and b.notes == []
+    release.set()
+    a.join(30)
+    b.run()
+    assert [r["state"] for r in search.load_study_rows(b.path)[1]] == ["COMPLETE", "COMPLETE"]
+
+
+# ------------------------------------------------------------------ the dashboard: errors in place, choices kept
+
+def page(path: str):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import ROOT
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    if path != "app.py":
+        at.switch_page(path).run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_4_an_unusable_workspace_is_named_on_every_page(tmp_path, monkeypatch):
+    monkeypatch.setenv("VTCORE_WORKSPACE", str(write(tmp_path / "ws-file", b"")))
+    for path in ("app.py", "pages/1_Data.py", "pages/2_Coverage.py", "pages/3_Frontier.py", "pages/4_Export.py",
+                 "pages/5_Benchmark.py"):
+        at = page(path)
+        errors = [e.value for e in at.error]
+        assert len(errors) == 1 and "ws-file cannot be used: it exists and is not a folder" in errors[0], (path, errors)
+        assert "set VTCORE_WORKSPACE" in errors[0]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_4_empty_uploads_are_errors_in_place(workspace):
+    from vtapp.jobs import counting_job
+
+    at = page("pages/1_Data.py")
+    at.radio(key="data_source").set_value("Upload").run()
+    at.file_uploader(key="uploader").set_value(("empty.jsonl", b"", "application/jsonl")).run()
+    assert not at.exception and [e.value for e in at.error] == ["empty.jsonl: the uploaded file is empty"]
+    assert at.multiselect(key="uploads_chosen").value == [] and at.button(key="count_btn").disabled
+    job = counting_job([str(SAMPLES / "code.jsonl")]).start()   # a counted dataset, for the Frontier
+    assert job.join(120) and job.state == "finished"
+    at = page("pages/3_Frontier.py")
+    at.radio(key="draft_kind").set_value("config.json").run()
+    at.file_uploader(key="config_upload").set_value(("config.json", b"", "application/json")).run()
+    assert not at.exception
+    assert "config.json: the uploaded file is empty" in [e.value for e in at.error]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_6_the_data_page_keeps_the_chosen_uploads_after_a_refresh(workspace):
+    at = page("pages/1_Data.py")
+    at.radio(key="data_source").set_value("Upload").run()
+    at.file_uploader(key="uploader").set_value(("mine.jsonl", GOOD * 3, "application/jsonl")).run()
+    chosen = at.multiselect(key="uploads_chosen").value
+    assert len(chosen) == 1 and chosen[0].endswith("-mine.jsonl")
+    again = page("pages/1_Data.py")          # a refresh: a new session, the same workspace
+    assert again.radio(key="data_source").value == "Upload"
+    assert again.multiselect(key="uploads_chosen").value == chosen
+    again.button(key="count_btn").click().run()
+    while again.get("progress"):
+        again.run()
+    again.run()
+    assert [m.value for m in again.metric if m.label == "Rows"] == ["3"]
+    assert not [w.value for w in again.warning if "another tab" in w.value]   # this tab's own count
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_6_a_count_in_another_tab_is_said_not_silently_shown(workspace, tmp_path):
+    from vtapp import state
+    from vtapp.jobs import counting_job
+
+    job = counting_job([str(SAMPLES / "code.jsonl")]).start()
+    assert job.join(120) and job.state == "finished"
+    tab = page("pages/3_Frontier.py")
+    tab.number_input(key="trials").set_value(5).run()
+    tab.button(key="run_tpe").click().run()
+    name = state.load_state().study
+    while tab.get("progress"):                # the study runs in the background
+        tab.run()
+    assert name and not tab.warning
+    other = counting_job([str(write(tmp_path / "other.jsonl", GOOD * 5))]).start()   # another tab counts
+    assert other.join(120) and other.state == "finished"
+    tab.query_params["study"] = name          # this tab still shows its study
+    tab.run()
+    warnings = [w.value for w in tab.warning]
+    assert any("The current counts changed to" in w and "another tab or window" in w for w in warnings), warnings
+    assert any(f"Study {name} was run on other counts" in w for w in warnings), warnings
