@@ -249,6 +249,22 @@ def test_both_layouts_load_to_the_same_logits(tmp_path, no_dynamo):
     assert not E.is_eagle3_checkpoint(tmp_path)
 
 
+@torch.no_grad()
+def test_save_keeps_explicit_aux_ids_and_a_tied_head(tmp_path):
+    draft = _our_draft(n=V, tie_word_embeddings=True, eagle_config={"eagle_aux_hidden_state_layer_ids": [1, 3, 4]})
+    draft.head = draft.embed_weight                      # tied: one tensor, saved twice
+    assert draft.aux_ids == (2, 4, 5)                    # SpecForge ids are layer outputs: HF index + 1
+    x, aux = torch.randint(0, V, (6,)), torch.randn(6, 3 * H)
+    want = _chain_logits(draft, draft.fuse(aux), x, 2, 2)
+    for layout in ("specforge", "speculators"):
+        d = E.load_eagle3(E.save_eagle3(draft, tmp_path / layout, layout=layout), "cpu", torch.float32)
+        assert d.aux_ids == (2, 4, 5), layout
+        for a, b in zip(_chain_logits(d, d.fuse(aux), x, 2, 2), want):
+            torch.testing.assert_close(a, b)
+    saved = json.loads((tmp_path / "speculators" / "config.json").read_text())
+    assert saved["eagle_aux_hidden_state_layer_ids"] == [2, 4, 5]   # vLLM's reading: no offset
+
+
 def _tiny_target(layers=8, seed=0):
     from transformers import LlamaForCausalLM
 
