@@ -462,11 +462,12 @@ def test_default_eagle3_drafts_for_smollm2():
     draft = E.build_default_eagle3(target)
     assert draft.name == E.DEFAULT_EAGLE3 and draft.aux_ids == (2, 15, 27) and draft.n == 49152
     assert draft.head.data_ptr() == target.get_input_embeddings().weight.data_ptr()
+    assert (E.default_eagle3_dir() / E.WEIGHTS_FILE).stat().st_size < 25e6   # only fc + layer + norm, bf16
     prompt = load_prompts(repo_root() / "samples" / "code.jsonl", tok, heldout=True, limit=1)[0].ids
     want = target.generate(torch.tensor([prompt]), max_new_tokens=32, do_sample=False)[0, len(prompt):].tolist()
     got, accepted = greedy_chain(target, draft, prompt, gamma=4, max_new=32)
     assert got[: len(want)] == want                               # (generate stops at EOS; the loop does not)
-    assert sum(accepted) / len(accepted) > 0.8                    # the trained head is right often
+    assert sum(accepted) / len(accepted) > 0.5                    # the trained head is right often (0.88 here)
     small = E.subtrim(draft, sorted(set(range(8192)) | set(want)))
     assert small.head.shape == (len(set(range(8192)) | set(want)), 576)
     assert greedy_chain(target, small, prompt, gamma=4, max_new=32)[0][: len(want)] == want
