@@ -145,6 +145,31 @@ def test_matches_specforge_first_and_later_steps(no_dynamo):
     assert not torch.allclose(wrong, want[1][0, 0], atol=1e-2)
 
 
+@pytest.mark.skipif(not HAVE_SPECFORGE, reason="specforge is not installed")
+@torch.no_grad()
+def test_llama3_rope_scaling_matches_specforge(no_dynamo):
+    """Llama-3.1-style scaled RoPE (most EAGLE-3 targets), at positions past the original window."""
+    rs = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+          "original_max_position_embeddings": 64}
+    draft = _our_draft(rope_scaling=rs)
+    assert draft.cfg.rope_scaling["rope_type"] == "llama3"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from specforge.modeling.draft.llama3_eagle import LlamaForCausalLMEagle3
+    lc = _llama_config(rope_scaling=rs)
+    lc.draft_vocab_size = N
+    sf = LlamaForCausalLMEagle3(lc).eval()
+    sf.load_state_dict({**draft.trainable_state(), "embed_tokens.weight": draft.embed_weight,
+                        "lm_head.weight": draft.head, "d2t": draft.d2t, "t2d": draft.t2d})
+    g = torch.Generator().manual_seed(8)
+    aux, x = torch.randn(1, 100, 3 * H, generator=g), torch.randint(0, V, (1, 100), generator=g)
+    want = _specforge_ttt(sf, aux, x, 2)
+    for a, b in zip(_chain_logits(draft, draft.fuse(aux[0]), x[0], 90, 2), want):
+        torch.testing.assert_close(a, b[0, 90], atol=1e-4, rtol=1e-4)
+    plain = _our_draft()                                  # same weights, unscaled RoPE: different logits
+    assert not torch.allclose(_chain_logits(plain, plain.fuse(aux[0]), x[0], 90, 2)[1], want[1][0, 90], atol=1e-3)
+
+
 SPECULATORS_VARIANTS = {
     "eagle3": {},
     "eagle3.1 norm_output": {"norm_output": True},
