@@ -68,6 +68,16 @@ def _chain_logits(draft, fused, x, t, steps):
     return out
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models in Python loops: a second intra-op thread only adds synchronisation, which
+    on a busy 2-core machine made this file several times slower."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture
 def no_dynamo():
     """SpecForge wraps its RMSNorm/RoPE in torch.compile; run them eagerly (no C++ build)."""
@@ -423,9 +433,15 @@ def greedy_chain(target, draft, prompt: list[int], gamma: int, max_new: int):
     """Reference loop on the step API: verify with the target (its aux states come back with the
     logits), re-feed the newly committed positions with target aux states, draft `gamma` tokens
     feeding back the draft's own hidden state, crop both caches to the committed sequence."""
+    import inspect
+
     from transformers import DynamicCache
 
-    from vtcore.speculative import _crop
+    def crop(cache, length):   # transformers 5.2x: crop(-tokens_to_remove); older: crop(max_length)
+        extra = cache.get_seq_length() - length
+        if extra > 0:
+            name = next(iter(inspect.signature(cache.crop).parameters))
+            cache.crop(length if name == "max_length" else -extra)
 
     tc, dc = DynamicCache(config=target.config), E.Eagle3Cache()
     W = target.get_output_embeddings().weight
@@ -449,7 +465,7 @@ def greedy_chain(target, draft, prompt: list[int], gamma: int, max_new: int):
         accepted.append(n)
         aux = torch.cat([aux, new_aux[: n + 1]])          # the accepted positions' target states
         seq += drafts[:n] + [best[n]]
-        _crop(tc, len(seq) - 1)
+        crop(tc, len(seq) - 1)
         dc.crop(committed)
         assert aux.shape[0] == len(seq) - 1 == tc.get_seq_length()
     return seq[len(prompt):][:max_new], accepted

@@ -58,6 +58,7 @@ Loading: load_eagle3, is_eagle3_checkpoint, build_default_eagle3; subtrim for a 
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import math
 import os
@@ -543,9 +544,7 @@ def target_forward(target, input_ids: torch.Tensor, aux_ids, cache=None, attenti
     Cache, or None) and return (last hidden state after the final norm — the logits input —,
     the aux states concatenated [.., T, k*Ht] in `aux_ids` order). Forward hooks on just the
     needed layers: no copy of every layer's hidden state."""
-    from vtcore.speculative import _cache_kwarg, _decoder
-
-    dec = _decoder(target)
+    dec = target.get_decoder() if hasattr(target, "get_decoder") else target.model
     layers = dec.layers
     L = len(layers)
     squeeze = input_ids.dim() == 1
@@ -564,7 +563,9 @@ def target_forward(target, input_ids: torch.Tensor, aux_ids, cache=None, attenti
         mod = dec.embed_tokens if i == 0 else layers[i - 1]   # HF index i = output of layer i-1
         hooks.append(mod.register_forward_hook(grab(i)))
     try:
-        kw = {"use_cache": False} if cache is None else {_cache_kwarg(dec): cache, "use_cache": True}
+        # transformers 5.2x names the KV cache argument `cache`, older releases `past_key_values`
+        name = "cache" if "cache" in inspect.signature(dec.forward).parameters else "past_key_values"
+        kw = {"use_cache": False} if cache is None else {name: cache, "use_cache": True}
         out = dec(input_ids=ids, attention_mask=attention_mask, **kw)
     finally:
         for h in hooks:
