@@ -304,6 +304,7 @@ def main() -> None:
     ap.add_argument("--bf16", type=int, default=-1, help="CPU bf16 autocast: 1/0 (default: when the CPU has AMX)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--budget-min", type=float, default=150.0, help="whole run, generation included")
+    ap.add_argument("--stop-at", type=int, default=0, help="checkpoint and exit after this step (resume later)")
     ap.add_argument("--ckpt-every", type=int, default=10)
     ap.add_argument("--eval-every", type=int, default=0, help="steps between held-out evaluations (0: per epoch)")
     ap.add_argument("--out", default=str(E.default_eagle3_dir()))
@@ -372,7 +373,8 @@ def main() -> None:
     per_epoch = math.ceil(len(train_s) / args.batch)
 
     # one run directory per recipe: a rerun of the same command resumes, another recipe starts afresh
-    sig = _sig(vars(args) | {"out": None, "steps": None, "budget_min": None, "workspace": None, "threads": None,
+    recipe_args = {k: v for k, v in vars(args).items() if k != "stop_at"}
+    sig = _sig(recipe_args | {"out": None, "steps": None, "budget_min": None, "workspace": None, "threads": None,
                               "ckpt_every": None, "eval_every": None, "eval_chat": None},
                len(train_s), positions)
     run_dir = subdir("train_eagle3", args.workspace) / "runs" / sig
@@ -385,7 +387,9 @@ def main() -> None:
         draft.load_state_dict(saved["model"], strict=False)
         opt.load_state_dict(saved["opt"])
         state = saved["state"]
-        if args.steps:
+        if args.steps and args.steps != state["planned"]:   # a new plan: the cosine continues toward it
+            state.setdefault("plan_changes", []).append({"at_step": state["step"], "from": state["planned"],
+                                                         "to": args.steps})
             state["planned"] = args.steps
         log(f"resuming {run_dir.name} at step {state['step']}/{state['planned']}")
     state["runs"] += 1
@@ -457,6 +461,10 @@ def main() -> None:
                 f"accepted/step {ev['code']['accepted_per_step']:.3f}")
         if step % args.ckpt_every == 0 or step == state["planned"]:
             save_ckpt()
+        if step == args.stop_at:
+            save_ckpt()
+            log(f"stopped at step {step} (--stop-at); rerun to continue")
+            return
     save_ckpt()
     draft.eval()
 
@@ -519,9 +527,12 @@ def main() -> None:
                       "schedule": "linear warm-up, then cosine to 0.1 x lr", "batch_sequences": args.batch,
                       "precision": "CPU bf16 autocast (AMX), fp32 master weights and loss" if args.bf16 else "fp32"},
         "seed": args.seed, "steps": state["step"], "epochs": round(state["step"] / per_epoch, 2),
+        "plan_changes": state.get("plan_changes", []),
         "reproduce": f"python scripts/train_eagle3.py --seed {args.seed} --steps {state['step']} --chat-prompts "
                      f"{args.chat_prompts} --code-samples {args.code_samples} --batch {args.batch} --ttt {args.ttt} "
-                     f"--lr {args.lr} --warmup {args.warmup} --bf16 {int(args.bf16)} --threads {args.threads}",
+                     f"--lr {args.lr} --warmup {args.warmup} --bf16 {int(args.bf16)} --threads {args.threads}"
+                     + (" (this run changed its plan when resumed: see plan_changes; run each plan with "
+                        "--steps <from> --stop-at <at_step>, then the next)" if state.get("plan_changes") else ""),
         "time_s": {"generation": round(gen_cost, 1), "features": round(feat_cost, 1),
                    "training": round(state["train_s"], 1), "final_eval": round(eval_final_s, 1),
                    "this_run": round(time.perf_counter() - t_start, 1),

@@ -78,7 +78,8 @@ def tiny_eagle3(target_dir: Path, path: Path, draft_ids=None, layout: str = "spe
     cfg = E.config_from_dict({"architectures": ["LlamaForCausalLMEagle3"], "hidden_size": c.hidden_size,
                               "intermediate_size": 32, "num_attention_heads": 2, "num_key_value_heads": 1,
                               "head_dim": 8, "vocab_size": c.vocab_size, "draft_vocab_size": int(ids.numel()),
-                              "rms_norm_eps": 1e-6, "max_position_embeddings": 2048})
+                              "rms_norm_eps": 1e-6, "max_position_embeddings": 2048,
+                              "eagle_aux_hidden_state_layer_ids": [0, 1, 2]})
     draft = E.Eagle3Draft(cfg)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():

@@ -203,7 +203,7 @@ def test_local_cache_key_is_the_one_it_was_before_the_engine_field(qwen_tok, wor
     assert m["engine"] == "local" and Path(info["counts_path"]).stem == before == m["cache_key"]
     older = dict(m)
     del older["engine"]   # a counts file written before the field: still this count's cache
-    save_counts(info["counts_path"], type(cf)(**{**cf.__dict__, "manifest": older}))
+    save_counts(info["counts_path"], type(cf)(**{**cf.__dict__, "manifest": older}), force=True)
     assert count_dataset([str(SAMPLES / "code.jsonl")], tokenizer=qwen_tok)[1]["cache_hit"]
 
 

@@ -68,6 +68,16 @@ def _chain_logits(draft, fused, x, t, steps):
     return out
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models in Python loops: a second intra-op thread only adds synchronisation, which
+    on a busy 2-core machine made this file several times slower."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture
 def no_dynamo():
     """SpecForge wraps its RMSNorm/RoPE in torch.compile; run them eagerly (no C++ build)."""
@@ -143,6 +153,31 @@ def test_matches_specforge_first_and_later_steps(no_dynamo):
     h = draft(x[0, :1], draft.fuse(aux[0])[:1], cache)
     wrong = draft.logits(draft(x[0, 1:2], draft.norm(h), cache))[0]
     assert not torch.allclose(wrong, want[1][0, 0], atol=1e-2)
+
+
+@pytest.mark.skipif(not HAVE_SPECFORGE, reason="specforge is not installed")
+@torch.no_grad()
+def test_llama3_rope_scaling_matches_specforge(no_dynamo):
+    """Llama-3.1-style scaled RoPE (most EAGLE-3 targets), at positions past the original window."""
+    rs = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+          "original_max_position_embeddings": 64}
+    draft = _our_draft(rope_scaling=rs)
+    assert draft.cfg.rope_scaling["rope_type"] == "llama3"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from specforge.modeling.draft.llama3_eagle import LlamaForCausalLMEagle3
+    lc = _llama_config(rope_scaling=rs)
+    lc.draft_vocab_size = N
+    sf = LlamaForCausalLMEagle3(lc).eval()
+    sf.load_state_dict({**draft.trainable_state(), "embed_tokens.weight": draft.embed_weight,
+                        "lm_head.weight": draft.head, "d2t": draft.d2t, "t2d": draft.t2d})
+    g = torch.Generator().manual_seed(8)
+    aux, x = torch.randn(1, 100, 3 * H, generator=g), torch.randint(0, V, (1, 100), generator=g)
+    want = _specforge_ttt(sf, aux, x, 2)
+    for a, b in zip(_chain_logits(draft, draft.fuse(aux[0]), x[0], 90, 2), want):
+        torch.testing.assert_close(a, b[0, 90], atol=1e-4, rtol=1e-4)
+    plain = _our_draft()                                  # same weights, unscaled RoPE: different logits
+    assert not torch.allclose(_chain_logits(plain, plain.fuse(aux[0]), x[0], 90, 2)[1], want[1][0, 90], atol=1e-3)
 
 
 SPECULATORS_VARIANTS = {
@@ -247,6 +282,22 @@ def test_both_layouts_load_to_the_same_logits(tmp_path, no_dynamo):
         for a, b in zip(got, want):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     assert not E.is_eagle3_checkpoint(tmp_path)
+
+
+@torch.no_grad()
+def test_save_keeps_explicit_aux_ids_and_a_tied_head(tmp_path):
+    draft = _our_draft(n=V, tie_word_embeddings=True, eagle_config={"eagle_aux_hidden_state_layer_ids": [1, 3, 4]})
+    draft.head = draft.embed_weight                      # tied: one tensor, saved twice
+    assert draft.aux_ids == (2, 4, 5)                    # SpecForge ids are layer outputs: HF index + 1
+    x, aux = torch.randint(0, V, (6,)), torch.randn(6, 3 * H)
+    want = _chain_logits(draft, draft.fuse(aux), x, 2, 2)
+    for layout in ("specforge", "speculators"):
+        d = E.load_eagle3(E.save_eagle3(draft, tmp_path / layout, layout=layout), "cpu", torch.float32)
+        assert d.aux_ids == (2, 4, 5), layout
+        for a, b in zip(_chain_logits(d, d.fuse(aux), x, 2, 2), want):
+            torch.testing.assert_close(a, b)
+    saved = json.loads((tmp_path / "speculators" / "config.json").read_text())
+    assert saved["eagle_aux_hidden_state_layer_ids"] == [2, 4, 5]   # vLLM's reading: no offset
 
 
 def _tiny_target(layers=8, seed=0):
@@ -444,11 +495,12 @@ def test_default_eagle3_drafts_for_smollm2():
     draft = E.build_default_eagle3(target)
     assert draft.name == E.DEFAULT_EAGLE3 and draft.aux_ids == (2, 15, 27) and draft.n == 49152
     assert draft.head.data_ptr() == target.get_input_embeddings().weight.data_ptr()
+    assert (E.default_eagle3_dir() / E.WEIGHTS_FILE).stat().st_size < 25e6   # only fc + layer + norm, bf16
     prompt = load_prompts(repo_root() / "samples" / "code.jsonl", tok, heldout=True, limit=1)[0].ids
     want = target.generate(torch.tensor([prompt]), max_new_tokens=32, do_sample=False)[0, len(prompt):].tolist()
     got, accepted = greedy_chain(target, draft, prompt, gamma=4, max_new=32)
     assert got[: len(want)] == want                               # (generate stops at EOS; the loop does not)
-    assert sum(accepted) / len(accepted) > 0.8                    # the trained head is right often
+    assert sum(accepted) / len(accepted) > 0.5                    # the trained head is right often (0.88 here)
     small = E.subtrim(draft, sorted(set(range(8192)) | set(want)))
     assert small.head.shape == (len(set(range(8192)) | set(want)), 576)
     assert greedy_chain(target, small, prompt, gamma=4, max_new=32)[0][: len(want)] == want

@@ -352,7 +352,9 @@ def test_3_a_trial_left_running_by_kill_9_is_failed_on_resume_and_not_counted(wo
     journal = workspace / "studies" / "killed.journal"
     try:
         deadline = time.time() + 120
-        while not (journal.is_file() and any(r["state"] == "RUNNING" for r in search.load_study_rows(journal)[1])):
+        # trial 3 sleeps: wait for it (an earlier trial can be caught RUNNING for an instant too)
+        while not (journal.is_file() and any(r["state"] == "RUNNING" and r["number"] == 3
+                                             for r in search.load_study_rows(journal)[1])):
             assert time.time() < deadline and proc.poll() is None
             time.sleep(0.2)
     finally:

@@ -658,7 +658,10 @@ def load_eagle3(path_or_hub_id: str | os.PathLike, device="cpu", dtype=None, tar
 
 def save_eagle3(draft: Eagle3Draft, path: str | os.PathLike, layout: str = "specforge",
                 include_embed: bool = True, include_head: bool = True, dtype=None, extra_config: dict | None = None) -> Path:
-    """Write a checkpoint in the SpecForge (`midlayer.*`) or speculators (`layers.0.*`) layout."""
+    """Write a checkpoint in the SpecForge (`midlayer.*`) or speculators (`layers.0.*`) layout.
+    Aux layer ids are written only when the draft's config named them (a draft on the engines'
+    shared default stays without, so no engine can misread them): speculators layout in HF
+    indices (vLLM's reading), SpecForge layout as layer outputs (SGLang's reading)."""
     from safetensors.torch import save_file
 
     cfg, path = draft.cfg, Path(path)
@@ -677,7 +680,11 @@ def save_eagle3(draft: Eagle3Draft, path: str | os.PathLike, layout: str = "spec
         state["lm_head.weight"] = cast(draft.head)
         state["d2t"] = draft.d2t.cpu().clone()
         state["t2d"] = draft.t2d.cpu().clone()
-    state = {k: v.cpu() for k, v in state.items()}
+    seen: set[int] = set()
+    for k, v in state.items():   # safetensors refuses shared storage (a tied embedding and head)
+        v = v.cpu()
+        state[k] = v.clone() if v.untyped_storage().data_ptr() in seen else v
+        seen.add(v.untyped_storage().data_ptr())
     save_file(state, str(path / WEIGHTS_FILE), metadata={"format": "pt"})
     layer = {"model_type": "qwen3" if cfg.qk_norm else "llama", "hidden_size": cfg.hidden_size,
              "num_attention_heads": cfg.num_heads, "num_key_value_heads": cfg.num_kv_heads, "head_dim": cfg.head_dim,
@@ -691,7 +698,7 @@ def save_eagle3(draft: Eagle3Draft, path: str | os.PathLike, layout: str = "spec
              "transformer_layer_config": layer, "draft_vocab_size": cfg.draft_vocab_size,
              "target_hidden_size": cfg.target_hidden_size, "norm_before_residual": cfg.norm_before_residual,
              "norm_before_fc": cfg.norm_before_fc, "fc_norm": cfg.fc_norm, "norm_output": cfg.feed_normed,
-             "eagle_aux_hidden_state_layer_ids": list(draft.aux_ids) if draft.aux_ids else None,
+             "eagle_aux_hidden_state_layer_ids": list(cfg.aux_layer_ids) if cfg.aux_layer_ids else None,
              "speculators_config": {"algorithm": "eagle3", "default_proposal_method": "greedy",
                                     "proposal_methods": [{"proposal_type": "greedy", "speculative_tokens": 4}],
                                     "verifier": {"name_or_path": None, "architectures": ["LlamaForCausalLM"]}}}
@@ -701,8 +708,8 @@ def save_eagle3(draft: Eagle3Draft, path: str | os.PathLike, layout: str = "spec
         d = {"architectures": ["LlamaForCausalLMEagle3"], **layer, "draft_vocab_size": cfg.draft_vocab_size,
              "target_hidden_size": cfg.target_hidden_size, "tie_word_embeddings": cfg.tie_word_embeddings,
              "norm_output": cfg.norm_logits, "fc_norm": cfg.fc_norm, "bias": cfg.fc_bias}
-        if draft.aux_ids:
-            d["eagle_config"] = {"eagle_aux_hidden_state_layer_ids": specforge_aux_ids(draft.aux_ids),
+        if cfg.aux_layer_ids:   # only ids the config named; in the convention SGLang reads back (specforge_aux_ids)
+            d["eagle_config"] = {"eagle_aux_hidden_state_layer_ids": specforge_aux_ids(cfg.aux_layer_ids),
                                  "use_aux_hidden_state": True}
     d.update(extra_config or {})
     (path / "config.json").write_text(json.dumps(d, indent=1) + "\n")
