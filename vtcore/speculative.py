@@ -210,20 +210,11 @@ class RunStats:
     def tokens_per_s(self) -> float:
         return self.new_tokens / self.wall_s if self.wall_s > 0 else 0.0
 
-    def summary(self) -> dict:
-        ms = lambda xs: 1000.0 * median(xs) if xs else None  # noqa: E731
-        draft_total = sum(self.draft_s)
-        return {
-            "new_tokens": self.new_tokens, "prompt_tokens": self.prompt_tokens, "steps": self.steps,
-            "gamma": self.gamma, "tokens_per_s": self.tokens_per_s, "wall_s": self.wall_s,
-            "prefill_ms": 1000.0 * self.prefill_s,
-            "accepted_per_step": self.accepted_per_step, "tokens_per_step": self.tokens_per_step,
-            "acceptance_rate": self.acceptance_rate if self.drafted else None,
-            "draft_ms_per_step": ms(self.draft_s),
-            "draft_ms_per_token": 1000.0 * draft_total / max(sum(self.drafted), 1) if self.drafted else None,
-            "lm_head_share": sum(self.head_s) / draft_total if draft_total > 0 else None,
-            "target_ms_per_step": ms(self.target_s),
-        }
+    @property
+    def overhead_s(self) -> float:
+        """Wall time outside the timed forwards and prefill: the loop's own work (sampling or
+        argmax, acceptance, cache crops, bookkeeping), which a speed-up model must count too."""
+        return max(self.wall_s - self.prefill_s - sum(self.draft_s) - sum(self.target_s), 0.0)
 
 
 @dataclass
