@@ -33,6 +33,22 @@ def qwen_tok():
     return load_tokenizer()
 
 
+@pytest.fixture(scope="session")
+def code_counts(tmp_path_factory) -> Path:
+    """The code sample counted once (bundled tokenizer, template mode, no cache), saved to a file:
+    modules load it with countsfile.load_counts and never share the object."""
+    from vtcore.counts import count_dataset
+    from vtcore.countsfile import save_counts
+
+    ws = tmp_path_factory.mktemp("code-counts")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VTCORE_WORKSPACE", str(ws))
+        cf, _ = count_dataset([str(SAMPLES / "code.jsonl")], cache=False, workspace=str(ws))
+    path = ws / "code.npz"
+    save_counts(path, cf)
+    return path
+
+
 @pytest.fixture
 def workspace(tmp_path, monkeypatch):
     """A fresh workspace for tests that look at caching or on-disk results."""

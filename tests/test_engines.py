@@ -32,10 +32,9 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from vtcore import export as ex  # noqa: E402
-from vtcore.countsfile import load_counts, save_counts  # noqa: E402
+from vtcore.countsfile import load_counts  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-CODE = ROOT / "samples" / "code.jsonl"
 V = 151936               # Qwen3 models' vocab_size; the bundled tokenizer has 151,669 tokens
 QWEN3_LEN = 151669
 HIDDEN = 32
@@ -48,16 +47,8 @@ for _pkg in ("specforge", "speculators"):
 
 
 @pytest.fixture(scope="module")
-def cf(tmp_path_factory):
-    from vtcore.counts import count_dataset
-
-    ws = tmp_path_factory.mktemp("ws")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VTCORE_WORKSPACE", str(ws))
-        counts, _ = count_dataset([str(CODE)], cache=False, workspace=str(ws))
-    path = ws / "code.npz"
-    save_counts(path, counts)
-    return load_counts(path)
+def cf(code_counts):
+    return load_counts(code_counts)
 
 
 def token_freq(cf) -> dict[int, int]:

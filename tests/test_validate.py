@@ -19,23 +19,17 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from vtcore import export as ex  # noqa: E402
+from vtcore.countsfile import load_counts  # noqa: E402
 from vtcore.validate import Expect, validate_bytes, validate_path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-CODE = ROOT / "samples" / "code.jsonl"
 IM_END = 151645
 QWEN3_LEN = 151669
 
 
 @pytest.fixture(scope="module")
-def choice(tmp_path_factory):
-    from vtcore.counts import count_dataset
-
-    ws = tmp_path_factory.mktemp("ws")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VTCORE_WORKSPACE", str(ws))
-        cf, _ = count_dataset([str(CODE)], cache=False, workspace=str(ws))
-        yield ex.choose_k(cf, 200)
+def choice(code_counts):
+    return ex.choose_k(load_counts(code_counts), 200)
 
 
 def validate_cli(*args: str) -> tuple[int, dict | None, str]:
