@@ -77,6 +77,9 @@ def report(r: dict, label: str) -> None:
     if pred is not None:
         print(f"predicted (search model, measured verify cost {p['verify_cost_ratio']:.2f}): {pred:.2f}x vs measured "
               f"{measured:.2f}x: {abs(pred - measured) / measured:.0%} apart (goal <= 15%)")
+    if r.get("search_predicted_speedup") is not None:
+        print(f"the search's own prediction before the run (calibration prompts): "
+              f"{r['search_predicted_speedup']:.2f}x at gamma {r.get('gamma', '?')}")
     print("full head acceptance by position: " + ", ".join(f"{x:.2f}" for x in full["accepted_by_position"] if x is not None)
           + f"; accepted per step {full['accepted_per_step']:.2f} at gamma {r.get('gamma', '?')} (aim >= 1.5 at 4)")
     print(f"identical outputs (target alone, full, trimmed): {r['identical_outputs']}")

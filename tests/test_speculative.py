@@ -152,6 +152,27 @@ def test_crop_removes_only_the_tail(target):
     assert runner.cache.get_seq_length() == 4
 
 
+def test_verify_ratios_cancel_a_slow_spell(target, monkeypatch):
+    """Ratios are taken within a round: a round run 3x slower throughout (a busy shared machine)
+    changes no ratio, where medians of raw times would mix fast and slow rounds."""
+    spells = iter([[5.0, 5.0]] + [[10.0, 15.0]] * 2 + [[30.0, 45.0]] * 3)   # warm-up, then 5 rounds
+    times = [t for spell in spells for t in spell]
+    calls = []
+
+    class FakeClock:
+        def __init__(self, device):
+            pass
+
+        def time_ms(self, fn):
+            fn()
+            calls.append(1)
+            return times[len(calls) - 1]
+
+    monkeypatch.setattr(sp, "Clock", FakeClock)
+    assert sp.verify_ratios(target, [1, 2, 3, 4], 2, repeats=5) == [1.0, 1.5]
+    assert len(calls) == 12
+
+
 def test_eos_stops_generation(target, draft_model):
     cfg = sp.SpecConfig(gamma=4, max_new_tokens=40)
     full = sp.target_generate(target, PROMPTS[0], cfg).tokens

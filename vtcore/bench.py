@@ -294,14 +294,16 @@ def calibrate(cfg: BenchConfig, target, tok, draft, eos: tuple[int, ...]) -> Cal
                       "or use --k-from coverage with --gamma")
     per_token = [(d / g, h / g) for s in f_runs for d, h, g in zip(s.draft_s, s.head_s, s.drafted) if g]
     aux_ids = tuple(draft.aux_ids) if isinstance(draft, eagle3.Eagle3Draft) else None
-    verify = speculative.verify_ms(target, prompts[0].ids, GAMMA_MAX + 1, aux_ids=aux_ids)
+    ratios = speculative.verify_ratios(target, prompts[0].ids, GAMMA_MAX + 1, aux_ids=aux_ids)
     # the unit is a token of the target alone, its loop's own work included; a speculative step
-    # costs its verify plus the loop's work around it (measured, the same at every gamma)
+    # costs its verify (the measured one-token forward times the verify's ratio to it) plus the
+    # loop's work around it (measured, the same at every gamma)
     t_token = 1000 * decode_s(t_runs) / sum(s.new_tokens for s in t_runs)
+    t_forward = 1000 * sum(sum(s.target_s) for s in t_runs) / sum(s.steps for s in t_runs)
     overhead = 1000 * sum(s.overhead_s for s in f_runs) / sum(s.steps for s in f_runs)
     return Calibration(a0=a0, draft_ms_per_token=1000 * median(d for d, _ in per_token),
                        head_share=median(h / d for d, h in per_token if d > 0), target_ms=t_token,
-                       verify_costs=[(v + overhead) / t_token for v in verify[1:]], gamma=gamma,
+                       verify_costs=[(r * t_forward + overhead) / t_token for r in ratios[1:]], gamma=gamma,
                        prompts=len(prompts), where=where)
 
 

@@ -565,21 +565,24 @@ def speculative_generate(target, draft: Draft | eagle3.Eagle3Draft, prompt_ids, 
 
 
 @torch.inference_mode()
-def verify_ms(target, prompt_ids, n_max: int, repeats: int = 5, aux_ids: tuple[int, ...] | None = None) -> list[float]:
-    """Median milliseconds of one target forward over n = 1..n_max new tokens after the prompt
-    (a verify of gamma drafts feeds gamma + 1), cropped back after each: the verify cost the
-    speed-up model needs. Sizes are interleaved per round so load drifts hit all alike."""
+def verify_ratios(target, prompt_ids, n_max: int, repeats: int = 7,
+                  aux_ids: tuple[int, ...] | None = None) -> list[float]:
+    """For n = 1..n_max new tokens after the prompt (a verify of gamma drafts feeds gamma + 1): the
+    median over rounds of (one target forward over n tokens) / (one over 1 token), cropped back
+    after each. Each round times every n back to back, and ratios are taken within a round, so a
+    slow spell of a shared machine (seconds long) cancels instead of inflating one size."""
     device = target.get_output_embeddings().weight.device
     clock = Clock(device)
     seq = _prompt_tensor(prompt_ids, device)
     tgt = _Runner(target, aux_ids)
     tgt.hidden(seq[None])
     base = tgt.cached
-    times: dict[int, list[float]] = {n: [] for n in range(1, n_max + 1)}
     ids = seq[-1:].repeat(n_max)[None]
+    rounds = []
     for _ in range(repeats + 1):   # the first round warms up
-        for n in times:
-            ms = clock.time_ms(lambda: tgt.logits(ids[:, :n], n))
+        ms = []
+        for n in range(1, n_max + 1):
+            ms.append(clock.time_ms(lambda: tgt.logits(ids[:, :n], n)))
             models.crop_cache(tgt.cache, base)
-            times[n].append(ms)
-    return [median(v[1:]) for v in times.values()]
+        rounds.append([m / ms[0] for m in ms])
+    return [median(r[n] for r in rounds[1:]) for n in range(n_max)]
