@@ -33,7 +33,8 @@ def page_run(args) -> tuple[dict, int]:
 
     from vtcore.bench import load_results
 
-    at = AppTest.from_file(str(ROOT / "pages" / "5_Benchmark.py"), default_timeout=120).run()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()   # pages run under the app
+    at.switch_page("pages/5_Benchmark.py").run()
     at.number_input(key="bench_prompts").set_value(args.prompts)
     at.number_input(key="bench_repeats").set_value(args.repeats)
     at.number_input(key="bench_new").set_value(args.max_new_tokens)
