@@ -46,14 +46,14 @@ if len(cf.domain_names) > 1:
         ood_k = k_for_coverage(ood, min_coverage)
 
 m = st.columns(4)
-m[0].metric("k needed", f"{k_need:,}", help=f"smallest k with {which} C(k) ≥ {min_coverage:.3f}")
+m[0].metric("k needed", f"{k_need:,}", help=f"smallest k with {ui.curve_label(which)} C(k) ≥ {min_coverage:.3f}")
 m[1].metric("share of the vocabulary", ui.fmt_pct(k_need / V))
-m[2].metric(f"{which} C(k)", f"{curve[k_need]:.4f}")
+m[2].metric(f"{ui.curve_label(which)} C(k)", f"{curve[k_need]:.4f}")
 if ood_k is not None:
     m[3].metric("k needed out of domain", f"{ood_k:,}")
 else:
     other = "insample" if which == "heldout" else "heldout"
-    m[3].metric(f"{other} C(k)", "–" if cov.curve(other) is curve else f"{cov.curve(other)[k_need]:.4f}")
+    m[3].metric(f"{ui.curve_label(other)} C(k)", "–" if cov.curve(other) is curve else f"{cov.curve(other)[k_need]:.4f}")
 
 ks = plots.log_ks(V, must=(k_need,))
 st.plotly_chart(plots.coverage_figure(curves, k_need, min_coverage, ks=ks), key="coverage_plot",

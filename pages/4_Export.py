@@ -62,14 +62,15 @@ except VTError as e:
 ch = bundle.choice
 st.subheader(f"Selected: k = {ch.k:,} of {bundle.vocab_size:,}")
 held = "–" if ch.coverage_heldout_rows is None else f"{ch.coverage_heldout_rows:.4f}"
-m = st.columns(5)
+m = st.columns(6)
 m[0].metric("kept tokens k", f"{ch.k:,}", help=ch.how)
-m[4].metric("target vocabulary V", f"{bundle.vocab_size:,}", help=bundle.vocab_source)
-m[1].metric(f"{ch.curve} C(k)", "–" if ch.coverage is None else f"{ch.coverage:.4f}",
+m[5].metric("target vocabulary V", f"{bundle.vocab_size:,}", help=bundle.vocab_source)
+m[1].metric(f"{ui.curve_label(ch.curve)} C(k)", "–" if ch.coverage is None else f"{ch.coverage:.4f}",
             help=f"the coverage shown for this k; the ids are the ranking made on {ex.RANKED_ON[ch.curve]}")
-m[2].metric("covers, all rows / held-out rows", f"{ch.coverage_all_rows:.4f} / {held}")
+m[2].metric("covers all rows", f"{ch.coverage_all_rows:.4f}", help="these k ids' share of every row's tokens")
+m[3].metric("covers held-out", held, help="these k ids' share of the held-out rows' tokens")
 lat = ch.extra.get("latency_reduction")
-m[3].metric("latency reduction", "–" if lat is None else f"{lat:.4f}", help=ch.extra.get("latency_estimate") or "")
+m[4].metric("latency reduction", "–" if lat is None else f"{lat:.4f}", help=ch.extra.get("latency_estimate") or "")
 st.caption(f"Chosen by {ch.how}. V = {bundle.vocab_size:,} from {bundle.vocab_source}.")
 if bundle.vocab.guessed:
     st.warning(f"V = {bundle.vocab_size:,} is only the tokenizer's size, a guess: the EAGLE-3, speculators and "

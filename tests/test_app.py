@@ -98,7 +98,7 @@ def test_start_with_the_sample_then_the_slider_moves_k(workspace):
     assert any(x.value.startswith(f"Selected: k = {ks[0.99]:,} (coverage constraint") for x in fr.success)
     ex_page = open_app("pages/4_Export.py")
     assert as_int(metric(ex_page, "kept tokens k")) == ks[0.99]
-    assert float(metric(ex_page, "heldout C(k)")) == pytest.approx(curve[ks[0.99]], abs=1e-4)
+    assert float(metric(ex_page, "held-out C(k)")) == pytest.approx(curve[ks[0.99]], abs=1e-4)
 
 
 def test_coverage_page_shows_out_of_domain_with_two_domains(workspace):

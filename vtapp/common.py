@@ -247,5 +247,13 @@ def job_panel(name: str, label: str) -> Any:
     return job
 
 
+CURVE_LABELS = {"heldout": "held-out", "insample": "in-sample"}
+
+
+def curve_label(curve: str) -> str:
+    """A coverage curve's name as the pages write it ("heldout" -> "held-out")."""
+    return CURVE_LABELS.get(curve, curve)
+
+
 def fmt_pct(x: float | None, digits: int = 2) -> str:
     return "–" if x is None else f"{100 * x:.{digits}f}%"
