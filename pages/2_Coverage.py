@@ -70,7 +70,7 @@ total = max(int(counts.sum()), 1)
 dropped_mass = 1.0 - float(curve[k_in])
 i1, i2, i3 = st.columns(3)
 i1.metric("kept tokens", f"{k_in:,}")
-i2.metric(f"dropped mass ({which})", ui.fmt_pct(dropped_mass, 3))
+i2.metric(f"dropped mass ({ui.curve_label(which)})", ui.fmt_pct(dropped_mass, 3))
 i3.metric("dropped tokens seen in the data", f"{int(np.count_nonzero(counts[order[k_in:]])):,}")
 tok = ui.tokenizer_or_none(cf.manifest)
 
