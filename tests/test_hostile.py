@@ -274,16 +274,6 @@ def test_3_a_job_whose_error_handling_fails_still_ends_in_error():
     assert s["kept"].startswith("unknown: finding out failed too (OSError: journal unreadable)")
 
 
-@pytest.fixture(scope="module")
-def code_counts(tmp_path_factory):
-    from vtcore.counts import count_dataset
-    from vtcore.countsfile import save_counts
-
-    root = tmp_path_factory.mktemp("counts")
-    cf, _ = count_dataset([str(SAMPLES / "code.jsonl")], cache=False, workspace=str(root / "ws"))
-    return save_counts(root / "code.npz", cf)
-
-
 def optimize(capsys, counts, study, trials=5, *extra):
     return cli(capsys, "optimize", "--counts", counts, "--draft", "qwen3-0.6b", "--study", study,
                "--trials", trials, *extra, "--json")
