@@ -693,3 +693,17 @@ def test_speculators_norm_output_keeps_its_meaning_across_layouts():
             assert "norm_output" not in formats.specforge_config(flat)
     with pytest.raises(VTError, match="norm_output: false"):   # SpecForge's un-normed logits: no speculators spelling
         formats.speculators_config({**layer, "draft_vocab_size": 100, "norm_output": False}, verifier={"name_or_path": "t"})
+
+
+def test_human_output_names_k_once_with_where_it_came_from(counts_path, tmp_path):
+    from vtcore.cmd.export import human
+    from vtcore.selection import Selection
+
+    cf = load_counts(counts_path)
+    given = ex.choose_k(cf, 300)
+    picked = ex.choose(cf, Selection(k=300, curve="heldout", source="manual", counts_path=str(counts_path)))
+    for choice, where in ((given, "k given, heldout ranking"), (picked, "typed in")):
+        line = human({"k": choice.k, "chosen_by": choice.how, "coverage": ex.coverage_doc(choice), "files": {},
+                      "latency_reduction": None, "vocab_size": QWEN3_MODEL_V, "vocab_size_from": "test",
+                      "validated": True, "problems": [], "warnings": [], "notes": []}).splitlines()[0]
+        assert line.startswith(f"k = 300 ({where}") and line.count("k = ") == 1, line

@@ -100,7 +100,7 @@ def choose_k(cf: CountsFile, k: int, curve: str = "heldout", extra_keep: list[in
         raise VTError(f"k must be between 1 and {cov.vocab_size} (the tokenizer's size), got {k}")
     used = cov.resolve(curve)
     return _choice(cf, cov.kept(used, k), used, float(cov.curve(used)[k]), cov.always_keep,
-                   how or f"k = {k} ({used} ranking)")
+                   how or f"k given, {used} ranking")
 
 
 def choose_min_coverage(cf: CountsFile, min_coverage: float, curve: str = "heldout",
@@ -158,7 +158,7 @@ def choose(cf: CountsFile, sel: Selection, extra_keep: list[int] | None = None,
     """The token set a selection stands for (a trial's k and curve come from its study)."""
     if sel.source == "trial":
         return choose_from_study(cf, sel.study, sel.trial, workspace, extra_keep)
-    return choose_k(cf, sel.k, sel.curve, extra_keep, how=sel.label())
+    return choose_k(cf, sel.k, sel.curve, extra_keep, how=sel.provenance())
 
 
 # ---------------------------------------------------------------- vocabulary size

@@ -55,11 +55,15 @@ class Selection:
         except (TypeError, ValueError, VTError):
             return None
 
-    def label(self) -> str:
+    def provenance(self) -> str:
+        """Where the point came from, without k: 'trial 3 of chat, heldout C = 0.9512'."""
         where = {"trial": f"trial {self.trial} of {self.study}", "exact": "exact frontier",
                  "coverage": "coverage constraint", "manual": "typed in"}[self.source]
         c = "" if self.coverage is None else f", {self.curve} C = {self.coverage:.4f}"
-        return f"k = {int(self.k):,} ({where}{c})"
+        return f"{where}{c}"
+
+    def label(self) -> str:
+        return f"k = {int(self.k):,} ({self.provenance()})"
 
 
 def for_min_coverage(cov: Coverage, min_coverage: float, curve: str = "heldout",
