@@ -247,6 +247,11 @@ def trim(draft, kept):
     return speculative.make_draft(draft.model, kept, name=f"{draft.name} @ k={len(kept)}")
 
 
+def _measured_counts(cf) -> np.ndarray:
+    """The counts coverage is measured on: the held-out rows' (all rows' when none are held out)."""
+    return cf.counts_heldout if int(cf.counts_heldout.sum()) > 0 else cf.counts
+
+
 def ranking(cf, keep, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """The fit rows' ranking (held-out prompts stay unseen), restricted to the ids the draft can
     propose, and its held-out coverage C(k) for k = 0..len(ranking)."""
@@ -256,13 +261,13 @@ def ranking(cf, keep, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarra
         allowed = np.asarray(allowed)
         mask[allowed[allowed < order.size]] = True
         order = order[mask[order]]
-    counts = cf.counts_heldout if int(cf.counts_heldout.sum()) > 0 else cf.counts
+    counts = _measured_counts(cf)
     return order, np.concatenate([[0.0], np.cumsum(counts[order]) / max(int(counts.sum()), 1)])
 
 
 def kept_coverage(cf, kept) -> float:
     """Share of the data's held-out assistant tokens (all tokens when none are held out) in `kept`."""
-    counts = cf.counts_heldout if int(cf.counts_heldout.sum()) > 0 else cf.counts
+    counts = _measured_counts(cf)
     kept = np.asarray(kept, dtype=np.int64)
     kept = kept[kept < counts.shape[0]]
     return float(counts[kept].sum() / max(int(counts.sum()), 1))
@@ -292,15 +297,15 @@ def calibrate(cfg: BenchConfig, target, tok, draft, eos: tuple[int, ...]) -> Cal
     if not a0:
         raise VTError("the full draft accepted no token in calibration (a0 = 0); pass --k and --gamma, "
                       "or use --k-from coverage with --gamma")
-    per_token = [(d / g, h / g) for s in f_runs for d, h, g in zip(s.draft_s, s.head_s, s.drafted) if g]
+    per_token = per_drafted_token(f_runs)
     aux_ids = tuple(draft.aux_ids) if isinstance(draft, eagle3.Eagle3Draft) else None
     ratios = speculative.verify_ratios(target, prompts[0].ids, GAMMA_MAX + 1, aux_ids=aux_ids)
     # the unit is a token of the target alone, its loop's own work included; a speculative step
     # costs its verify (the measured one-token forward times the verify's ratio to it) plus the
     # loop's work around it (measured, the same at every gamma)
-    t_token = 1000 * decode_s(t_runs) / sum(s.new_tokens for s in t_runs)
+    t_token = decode_ms_per_token(t_runs)
     t_forward = 1000 * sum(sum(s.target_s) for s in t_runs) / sum(s.steps for s in t_runs)
-    overhead = 1000 * sum(s.overhead_s for s in f_runs) / sum(s.steps for s in f_runs)
+    overhead = overhead_ms_per_step(f_runs)
     return Calibration(a0=a0, draft_ms_per_token=1000 * median(d for d, _ in per_token),
                        head_share=median(h / d for d, h in per_token if d > 0), target_ms=t_token,
                        verify_costs=[(r * t_forward + overhead) / t_token for r in ratios[1:]], gamma=gamma,
@@ -342,7 +347,8 @@ def prepare(cfg: BenchConfig, log=None) -> Setup:
     data = cfg.data or default_data()
     cf = count_data(data, tok, cfg.workspace)
     keep = eos_ids(target, tok)
-    N = len(proposable_ids(draft)) if proposable_ids(draft) is not None else int(target.get_output_embeddings().weight.shape[0])
+    allowed = proposable_ids(draft)
+    N = len(allowed) if allowed is not None else int(target.get_output_embeddings().weight.shape[0])
     if kind == "standalone" and draft.trimmed:   # an hf-draft export: no full head to compare
         if cfg.token_map:
             raise VTError(f"{cfg.draft} is already trimmed; do not pass --token-map too")
@@ -358,7 +364,7 @@ def prepare(cfg: BenchConfig, log=None) -> Setup:
         kept = np.asarray(read_token_ids(cfg.token_map))
         source = str(cfg.token_map)
     else:
-        order, C = ranking(cf, keep, proposable_ids(draft))
+        order, C = ranking(cf, keep, allowed)
         if cfg.k is None and C[-1] < cfg.min_coverage:
             raise VTError(f"the draft's {order.size:,}-token vocabulary covers at most {C[-1]:.4f} of the held-out "
                           f"tokens, below --min-coverage {cfg.min_coverage}")
@@ -401,9 +407,19 @@ def _acceptance(stats_list) -> float | None:
     return acc / (acc + rej) if acc + rej else None
 
 
-def decode_s(stats_list) -> float:
-    """Seconds spent after the prefill, over runs."""
-    return sum(s.wall_s - s.prefill_s for s in stats_list)
+def decode_ms_per_token(stats_list) -> float:
+    """Milliseconds per new token after the prefill, over runs (the loop's own work included)."""
+    return 1000 * sum(s.wall_s - s.prefill_s for s in stats_list) / max(sum(s.new_tokens for s in stats_list), 1)
+
+
+def overhead_ms_per_step(stats_list) -> float:
+    """The loop's own work per target step (RunStats.overhead_s), over runs."""
+    return 1000 * sum(s.overhead_s for s in stats_list) / max(sum(s.steps for s in stats_list), 1)
+
+
+def per_drafted_token(stats_list) -> list[tuple[float, float]]:
+    """(draft seconds, LM-head seconds) per drafted token, one pair per step that drafted."""
+    return [(d / g, h / g) for s in stats_list for d, h, g in zip(s.draft_s, s.head_s, s.drafted) if g]
 
 
 def accepted_by_position(stats_list, gamma: int) -> list[float | None]:
@@ -424,7 +440,7 @@ def _aggregate(runs: dict[tuple[int, int], Any], method: str, gamma: int) -> dic
     target_steps = [x for s in stats for x in s.target_s]
     drafted = sum(sum(s.drafted) for s in stats)
     # medians over steps: a busy shared CPU adds rare, long stalls that would swamp a mean
-    per_token = [(d / g, h / g) for s in stats for d, h, g in zip(s.draft_s, s.head_s, s.drafted) if g]
+    per_token = per_drafted_token(stats)
     out = {
         "tokens_per_s": spread.throughput(points),
         "tokens_per_s_ci": list(spread.throughput_ci(points)),
@@ -432,8 +448,8 @@ def _aggregate(runs: dict[tuple[int, int], Any], method: str, gamma: int) -> dic
         "latency_s": median(s.wall_s for s in stats),
         "target_ms_per_step": 1000 * median(target_steps),
         "prefill_ms": 1000 * median(s.prefill_s for s in stats),
-        "decode_ms_per_token": 1000 * decode_s(stats) / max(sum(s.new_tokens for s in stats), 1),
-        "overhead_ms_per_step": 1000 * sum(s.overhead_s for s in stats) / max(sum(s.steps for s in stats), 1),
+        "decode_ms_per_token": decode_ms_per_token(stats),
+        "overhead_ms_per_step": overhead_ms_per_step(stats),
         "runs": [{"prompt": p, "repeat": r, "tokens": s.new_tokens, "wall_s": s.wall_s,
                   "tokens_per_s": s.tokens_per_s, "accepted_per_step": s.accepted_per_step if s.drafted else None}
                  for (p, r), s in sorted(runs.items())],
@@ -593,8 +609,9 @@ def run_bench(cfg: BenchConfig, progress: Callable[[float, str], None] | None = 
     res = measure(setup, prompts, cfg, progress, should_stop, done, total)
     if res is None:
         return {"stopped": True, "device": _device_name(device), "target": setup.target_name,
-                "draft": setup.draft_name, "k": setup.trimmed.k if setup.kind == "standalone" else setup.trimmed.n}
+                "draft": setup.draft_name, "k": int(len(proposable_ids(setup.trimmed)))}
     kept = proposable_ids(setup.trimmed)
+    full_ids = None if setup.full is None else proposable_ids(setup.full)
     c_k = kept_coverage(setup.counts, kept)
     cal = setup.calibration
     result = {
@@ -603,8 +620,7 @@ def run_bench(cfg: BenchConfig, progress: Callable[[float, str], None] | None = 
         "dtype": str(setup.target.dtype).replace("torch.", ""),
         "target": setup.target_name, "draft": setup.draft_name, "draft_kind": setup.kind,
         "k": int(len(kept)), "vocab_size": int(setup.target.get_output_embeddings().weight.shape[0]),
-        "draft_vocab_size": None if setup.full is None else (
-            int(len(proposable_ids(setup.full))) if proposable_ids(setup.full) is not None else None),
+        "draft_vocab_size": None if full_ids is None else int(len(full_ids)),
         "token_map": setup.token_map, "coverage_k": c_k,
         "data": str(data), "mode": cfg.mode, "gamma": setup.gamma, "gamma_from": setup.gamma_from,
         "max_new_tokens": cfg.max_new_tokens, "repeats": cfg.repeats, "warmup": cfg.warmup,
