@@ -26,6 +26,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -130,6 +131,52 @@ def generation_seconds(cache_dir: Path, keys: set[str]) -> float:
             used = sum(1 for k in rec["keys"] if k in keys)
             total += rec["seconds"] * used / max(len(rec["keys"]), 1)
     return total
+
+
+@dataclass
+class Distillation:
+    """The sample prompts and the target's own continuations of them (cached in the workspace):
+    what this script and train_eagle3.py train and evaluate on."""
+
+    code: Path
+    chat: Path
+    train_p: list                   # non-held-out code and chat prompts (greedy continuations)
+    eval_code: list                 # held-out prompts
+    eval_chat: list
+    code_train: list                # the code prompts of train_p (their sampled continuations too)
+    train_c: list                   # greedy continuations of train_p
+    eval_code_c: list
+    eval_chat_c: list
+    sampled: list                   # args.code_samples sampled continuations of code_train, sample by sample
+    t_gen: float                    # this run's generation wall time (0 when all cached)
+    gen_cost: float                 # what generating every continuation used cost (the cache's ledger)
+
+
+def distillation(target, tok, tdir: Path, args) -> Distillation:
+    code, chat = repo_root() / "samples" / "code.jsonl", repo_root() / "samples" / "chat.jsonl.gz"
+    train_p = (load_prompts(code, tok, heldout=False, limit=args.code_prompts)
+               + load_prompts(chat, tok, heldout=False, limit=args.chat_prompts))
+    eval_code = load_prompts(code, tok, heldout=True, limit=args.code_prompts)
+    eval_chat = load_prompts(chat, tok, heldout=True, limit=args.eval_chat) if args.eval_chat else []
+    log(f"prompts: {len(train_p)} train, {len(eval_code)} + {len(eval_chat)} held-out")
+
+    tag = json.loads((tdir / models.CONVERSION_MARKER).read_text())["source_bytes"]
+    cache = subdir("train_draft", args.workspace) / "continuations"
+    t_gen = time.perf_counter()
+    all_p = train_p + eval_code + eval_chat
+    conts = target_continuations(target, tok, all_p, args.max_new_tokens, args.topk, args.gen_batch, cache, tag)
+    code_train = [p for p in train_p if p.domain == "code"]
+    sampled = []
+    for j in range(args.code_samples):
+        sampled += target_continuations(target, tok, code_train, args.max_new_tokens, args.topk, args.gen_batch,
+                                        cache, tag, sample=j, temperature=args.sample_temperature, seed=args.seed)
+    t_gen = time.perf_counter() - t_gen
+    used = {cont_path(cache, tag, args.max_new_tokens, args.topk, p).stem for p in all_p}
+    used |= {cont_path(cache, tag, args.max_new_tokens, args.topk, p, j, args.sample_temperature, args.seed).stem
+             for j in range(args.code_samples) for p in code_train}
+    n_tr, n_ec = len(train_p), len(eval_code)
+    return Distillation(code, chat, train_p, eval_code, eval_chat, code_train, conts[:n_tr], conts[n_tr: n_tr + n_ec],
+                        conts[n_tr + n_ec:], sampled, t_gen, generation_seconds(cache, used))
 
 
 # ---------------------------------------------------------------- the draft
@@ -310,31 +357,12 @@ def main() -> None:
     tok = models.load_tokenizer_from(tdir)
     for p in target.parameters():
         p.requires_grad = False
-    code, chat = repo_root() / "samples" / "code.jsonl", repo_root() / "samples" / "chat.jsonl.gz"
-    train_p = (load_prompts(code, tok, heldout=False, limit=args.code_prompts)
-               + load_prompts(chat, tok, heldout=False, limit=args.chat_prompts))
-    eval_code = load_prompts(code, tok, heldout=True, limit=args.code_prompts)
-    eval_chat = load_prompts(chat, tok, heldout=True, limit=args.eval_chat)
-    log(f"prompts: {len(train_p)} train, {len(eval_code)} + {len(eval_chat)} held-out")
-
-    tag = json.loads((tdir / models.CONVERSION_MARKER).read_text())["source_bytes"]
-    cache = subdir("train_draft", args.workspace) / "continuations"
-    t_gen = time.perf_counter()
-    all_p = train_p + eval_code + eval_chat
-    conts = target_continuations(target, tok, all_p, args.max_new_tokens, args.topk, args.gen_batch, cache, tag)
-    n_tr, n_ec = len(train_p), len(eval_code)
-    train_c, ec_c, ch_c = conts[:n_tr], conts[n_tr: n_tr + n_ec], conts[n_tr + n_ec:]
-    code_train = [p for p in train_p if p.domain == "code"]
-    n_greedy = len(train_p)
-    for j in range(args.code_samples):
-        train_c += target_continuations(target, tok, code_train, args.max_new_tokens, args.topk, args.gen_batch,
-                                        cache, tag, sample=j, temperature=args.sample_temperature, seed=args.seed)
-        train_p = train_p + code_train
-    t_gen = time.perf_counter() - t_gen
-    used = {cont_path(cache, tag, args.max_new_tokens, args.topk, p).stem for p in all_p}
-    used |= {cont_path(cache, tag, args.max_new_tokens, args.topk, p, j, args.sample_temperature, args.seed).stem
-             for j in range(args.code_samples) for p in code_train}
-    gen_cost = generation_seconds(cache, used)
+    d = distillation(target, tok, tdir, args)
+    code, chat, eval_code, eval_chat, code_train = d.code, d.chat, d.eval_code, d.eval_chat, d.code_train
+    t_gen, gen_cost, ec_c, ch_c = d.t_gen, d.gen_cost, d.eval_code_c, d.eval_chat_c
+    n_greedy = len(d.train_p)
+    train_p = d.train_p + code_train * args.code_samples
+    train_c = d.train_c + d.sampled
     eval_sets = {"code": (eval_code, ec_c), "chat": (eval_chat, ch_c)}
 
     draft = init_draft(target)

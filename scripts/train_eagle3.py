@@ -49,12 +49,11 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import torch  # noqa: E402
 
-from train_draft import cont_path, generation_seconds, log, target_continuations  # noqa: E402
+from train_draft import distillation, log  # noqa: E402
 from vtcore import eagle3 as E  # noqa: E402
 from vtcore import models  # noqa: E402
-from vtcore.bench import load_prompts  # noqa: E402
 from vtcore.tokens import sha256_file  # noqa: E402
-from vtcore.workspace import repo_root, subdir  # noqa: E402
+from vtcore.workspace import subdir  # noqa: E402
 
 FEATURES_VERSION = 1
 
@@ -323,38 +322,19 @@ def main() -> None:
     for p in target.parameters():
         p.requires_grad = False
     aux_ids = E.default_aux_layer_ids(target.config.num_hidden_layers)
-    code, chat = repo_root() / "samples" / "code.jsonl", repo_root() / "samples" / "chat.jsonl.gz"
-    train_p = (load_prompts(code, tok, heldout=False, limit=args.code_prompts)
-               + load_prompts(chat, tok, heldout=False, limit=args.chat_prompts))
-    eval_code = load_prompts(code, tok, heldout=True, limit=args.code_prompts)
-    eval_chat = load_prompts(chat, tok, heldout=True, limit=args.eval_chat) if args.eval_chat else []
-    log(f"prompts: {len(train_p)} train, {len(eval_code)} + {len(eval_chat)} held-out; aux layers {aux_ids}")
-
+    log(f"aux layers {aux_ids}")
     # the target's continuations: train_draft.py's cache, shared
-    tag = json.loads((tdir / models.CONVERSION_MARKER).read_text())["source_bytes"]
-    cache = subdir("train_draft", args.workspace) / "continuations"
-    t_gen = time.perf_counter()
-    all_p = train_p + eval_code + eval_chat
-    conts = target_continuations(target, tok, all_p, args.max_new_tokens, args.topk, args.gen_batch, cache, tag)
-    code_train = [p for p in train_p if p.domain == "code"]
-    extra = []
-    for j in range(args.code_samples):
-        extra += target_continuations(target, tok, code_train, args.max_new_tokens, args.topk, args.gen_batch,
-                                      cache, tag, sample=j, temperature=args.sample_temperature, seed=args.seed)
-    t_gen = time.perf_counter() - t_gen
-    used = {cont_path(cache, tag, args.max_new_tokens, args.topk, p).stem for p in all_p}
-    used |= {cont_path(cache, tag, args.max_new_tokens, args.topk, p, j, args.sample_temperature, args.seed).stem
-             for j in range(args.code_samples) for p in code_train}
-    gen_cost = generation_seconds(cache, used)
+    d = distillation(target, tok, tdir, args)
+    code, chat, train_p, eval_code, eval_chat, code_train = d.code, d.chat, d.train_p, d.eval_code, d.eval_chat, d.code_train
+    t_gen, gen_cost = d.t_gen, d.gen_cost
 
     def seqs_of(prompts, cs):
         return [{"ids": p.ids + c["cont"].tolist(), "P": len(p.ids)} for p, c in zip(prompts, cs)
                 if len(c["cont"]) >= 2]
 
-    n_tr, n_ec = len(train_p), len(eval_code)
-    train_s = seqs_of(train_p, conts[:n_tr]) + seqs_of(code_train * args.code_samples, extra)
-    ec_s = seqs_of(eval_code, conts[n_tr: n_tr + n_ec])
-    ch_s = seqs_of(eval_chat, conts[n_tr + n_ec:])
+    train_s = seqs_of(train_p, d.train_c) + seqs_of(code_train * args.code_samples, d.sampled)
+    ec_s = seqs_of(eval_code, d.eval_code_c)
+    ch_s = seqs_of(eval_chat, d.eval_chat_c)
     fdir = subdir("train_eagle3", args.workspace) / "features"
     t_feat = target_features(target, train_s + ec_s + ch_s, aux_ids, fdir)
     ledger = fdir / "timing.json"
