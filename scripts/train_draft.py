@@ -152,6 +152,19 @@ class Distillation:
     gen_cost: float                 # what generating every continuation used cost (the cache's ledger)
 
 
+def add_distillation_args(ap: argparse.ArgumentParser) -> None:
+    """The flags `distillation` reads (with --seed and --workspace, which each script has)."""
+    ap.add_argument("--code-prompts", type=int, default=None, help="non-held-out code rows used (default: all)")
+    ap.add_argument("--chat-prompts", type=int, default=400, help="non-held-out chat rows used for training")
+    ap.add_argument("--eval-chat", type=int, default=100, help="held-out chat rows evaluated (0: none)")
+    ap.add_argument("--code-samples", type=int, default=2,
+                    help="extra sampled continuations per code training prompt (more code to learn from)")
+    ap.add_argument("--sample-temperature", type=float, default=0.7)
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--topk", type=int, default=32, help="target logits kept per position (part of the cache key)")
+    ap.add_argument("--gen-batch", type=int, default=16)
+
+
 def distillation(target, tok, tdir: Path, args) -> Distillation:
     code, chat = repo_root() / "samples" / "code.jsonl", repo_root() / "samples" / "chat.jsonl.gz"
     train_p = (load_prompts(code, tok, heldout=False, limit=args.code_prompts)
@@ -328,15 +341,7 @@ def train(draft, prompts, conts, args, eval_sets) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--code-prompts", type=int, default=None, help="non-held-out code rows used (default: all)")
-    ap.add_argument("--chat-prompts", type=int, default=400, help="non-held-out chat rows used for training")
-    ap.add_argument("--eval-chat", type=int, default=100, help="held-out chat rows used for evaluation")
-    ap.add_argument("--code-samples", type=int, default=2,
-                    help="extra sampled continuations per code training prompt (more code to learn from)")
-    ap.add_argument("--sample-temperature", type=float, default=0.7)
-    ap.add_argument("--max-new-tokens", type=int, default=128)
-    ap.add_argument("--topk", type=int, default=32)
-    ap.add_argument("--gen-batch", type=int, default=16)
+    add_distillation_args(ap)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--steps", type=int, default=0, help="exact number of steps (default: epochs, cut to the budget)")

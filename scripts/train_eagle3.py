@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import torch  # noqa: E402
 
-from train_draft import distillation, log  # noqa: E402
+from train_draft import add_distillation_args, distillation, log  # noqa: E402
 from vtcore import eagle3 as E  # noqa: E402
 from vtcore import models  # noqa: E402
 from vtcore.tokens import sha256_file  # noqa: E402
@@ -283,14 +283,7 @@ def order_for(epoch: int, n: int, seed: int) -> list[int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--code-prompts", type=int, default=None, help="non-held-out code rows used (default: all)")
-    ap.add_argument("--chat-prompts", type=int, default=400, help="non-held-out chat rows used for training")
-    ap.add_argument("--eval-chat", type=int, default=100, help="held-out chat rows evaluated (0: none)")
-    ap.add_argument("--code-samples", type=int, default=2, help="sampled continuations per code training prompt")
-    ap.add_argument("--sample-temperature", type=float, default=0.7)
-    ap.add_argument("--max-new-tokens", type=int, default=128)
-    ap.add_argument("--topk", type=int, default=32, help="cache key of train_draft's continuations")
-    ap.add_argument("--gen-batch", type=int, default=16)
+    add_distillation_args(ap)
     ap.add_argument("--batch", type=int, default=8, help="sequences per step")
     ap.add_argument("--ttt", type=int, default=4, help="training-time-test steps (draft positions trained)")
     ap.add_argument("--ploss-decay", type=float, default=0.8)
