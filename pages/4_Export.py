@@ -7,6 +7,7 @@ import streamlit as st
 
 from vtapp import common as ui
 from vtcore import export as ex
+from vtcore import models
 from vtcore.errors import VTError
 from vtcore.selection import Selection
 from vtcore.workspace import subdir
@@ -33,24 +34,25 @@ if sel is None:
 def make_bundle(counts_path: str, mtime: float, sel: Selection, draft: str | None, hf_dir: str | None,
                 target: str | None):
     choice = ex.choose(ui.counts(counts_path), sel)
-    vocab = ex.target_vocab(choice, target=target, draft=hf_dir or draft)
-    # a V that is only len(tokenizer): the formats whose readers check V are left out (the CLI refuses them)
-    formats = ["sglang", "json"] if vocab.guessed else "all"
-    return ex.export(choice, formats, target=target, draft=hf_dir or draft)
+    # a V that is only len(tokenizer): the formats whose readers check V are left out (the CLI refuses them);
+    # a draft that cannot be exported leaves every token map on the page, its reason in bundle.draft_error
+    return ex.export(choice, "all", target=target, draft=hf_dir or draft, strict_vocab=False)
 
 
 draft = s.draft if s.draft else None
-with st.expander("Target model and trimmed draft", expanded=not s.target):
+with st.expander("Target model and trimmed draft", expanded=not s.target or bool(st.session_state.get("hf_dir"))):
     target = (st.text_input("Target model, for its vocabulary size V (config.json, model directory, hub id or "
                             "preset)", placeholder="Qwen/Qwen3-8B, /models/target, qwen3-8b",
                             **ui.persisted("export_target", "target")) or "").strip() or None
     st.caption("Without it V comes from the draft chosen on the Frontier page "
                f"({draft or 'none'}), or from the tokenizer when vtcore knows its models.")
     hf_dir = st.text_input("Draft model directory to trim (a standalone draft, or an EAGLE-3 draft in SpecForge / "
-                           "SGLang or speculators layout; same tokenizer)",
-                           key="hf_dir", placeholder="/models/my-draft").strip() or None
-    if hf_dir and not Path(hf_dir).is_dir() and hf_dir.lower() not in ex.DEFAULT_DRAFT_NAMES:
-        st.error(f"{hf_dir}: no such directory")
+                           "SGLang or speculators layout; same tokenizer). `default`: the bundled EAGLE-3 head, "
+                           "`standalone`: the bundled 2-layer draft (both for SmolLM2, the default target)",
+                           key="hf_dir", placeholder="/models/my-draft, default, standalone").strip() or None
+    draft_box = st.empty()   # the draft export's error, shown here in place
+    if hf_dir and not Path(hf_dir).is_dir() and models.bundled_draft(hf_dir) is None:
+        draft_box.error(f"{hf_dir}: no such directory")
         hf_dir = None
 
 try:
@@ -76,9 +78,14 @@ if bundle.vocab.guessed:
     st.warning(f"V = {bundle.vocab_size:,} is only the tokenizer's size, a guess: the EAGLE-3, speculators and "
                "draft exports need the target model's vocab_size (their readers check it), so only the SGLang map "
                "and the JSON are offered. Name the target model above.", icon=":material/warning:")
+if bundle.draft_error is not None:
+    draft_box.error(f"The draft was not exported: {bundle.draft_error}. The token maps below are.",
+                    icon=":material/error:")
 for n in bundle.notes:
-    st.info(n)
-offer_speculators = hf_dir and not bundle.retrain_needed and ex.draft_is_eagle3(ex.draft_dir(hf_dir))
+    if not n.startswith("the draft was not exported"):
+        st.info(n)
+offer_speculators = (hf_dir and not bundle.retrain_needed and bundle.draft_error is None
+                     and ex.draft_is_eagle3(ex.draft_dir(hf_dir)))
 if offer_speculators and "speculators" not in bundle.artifacts:
     st.info("Name the target model as a hub id or directory to export this EAGLE-3 draft in speculators' layout "
             "too: vLLM serves it with that model as the verifier.")

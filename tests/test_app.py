@@ -369,6 +369,13 @@ def test_export_page_trims_a_draft_directory_into_a_zip(workspace, tmp_path):
                                                            "valid speculators-vocab", "valid json", "valid summary"]
     at.text_input(key="hf_dir").set_value(str(tmp_path / "missing")).run()
     assert any("no such directory" in e.value for e in at.error) and len(at.success) == 5
+    # a folder that is not a draft: its reason in place, every token map still offered
+    (tmp_path / "broken").mkdir()
+    at.text_input(key="hf_dir").set_value(str(tmp_path / "broken")).run()
+    assert any("not exported" in e.value and "config.json: missing" in e.value for e in at.error)
+    assert [b.proto.label for b in at.get("download_button")] == [
+        "token_map_sglang_k512.pt", "vocab_mapping_eagle3_k512.pt", "speculators_vocab_k512.zip",
+        "token_ids_k512.json", "summary_k512.json"]
 
 
 def test_export_page_shows_v_and_where_it_came_from(workspace, tmp_path):

@@ -257,9 +257,11 @@ def test_target_names_v_in_every_form(cf, unknown_tok_counts, tmp_path):
     choice = ex.choose_k(load_counts(unknown_tok_counts), 50)
     Qwen3Config(vocab_size=QWEN3_MODEL_V, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                 num_key_value_heads=1, head_dim=8, intermediate_size=32).save_pretrained(tmp_path / "target")
-    for target, source in ((tmp_path / "target", "target "), (tmp_path / "target" / "config.json", "target config"),
-                           ("qwen3-8b", "preset qwen3-8b")):
-        b = ex.export(choice, ["eagle3"], target=target)
+    # (a preset has its own tokenizer: the counts must be made with it, here the bundled Qwen3 one)
+    for target, source, ch in ((tmp_path / "target", "target ", choice),
+                               (tmp_path / "target" / "config.json", "target config", choice),
+                               ("qwen3-8b", "preset qwen3-8b", ex.choose_k(cf, 50))):
+        b = ex.export(ch, ["eagle3"], target=target)
         assert b.vocab_size == QWEN3_MODEL_V and b.vocab_source.startswith(source) and not b.vocab.guessed
     assert ex.export(choice, ["eagle3"], model_config=tmp_path / "target").vocab_size == QWEN3_MODEL_V  # the old name
     with pytest.raises(VTError, match="model hub is off"):          # a hub id: its config.json only, never offline
@@ -490,8 +492,9 @@ def test_speculators_needs_an_eagle3_draft_and_its_verifier(cf, tmp_path):
     assert "speculators" not in ex.export(choice, "all", draft=tmp_path / "eagle3").artifacts
     assert "speculators" in ex.export(choice, "all", draft=tmp_path / "eagle3",
                                       target=tiny_target_config(tmp_path / "target")).artifacts
-    with pytest.raises(VTError, match="model hub is off"):          # a hub-id draft is fetched like any model
-        ex.export(choice, ["speculators"], draft="nobody/not-cached-draft")
+    # a hub-id draft is fetched like any model; one that cannot be leaves the token maps, with the reason
+    b = ex.export(choice, ["speculators"], draft="nobody/not-cached-draft")
+    assert "model hub is off" in b.draft_error and {"eagle3", "speculators-vocab", "sglang", "json"} <= set(b.artifacts)
 
 
 def test_norm_before_residual_stays_in_the_speculators_layout(cf, tmp_path):
@@ -500,8 +503,9 @@ def test_norm_before_residual_stays_in_the_speculators_layout(cf, tmp_path):
                                     target=tiny_target_config(tmp_path / "target")), tmp_path / "o")["speculators"]
     cfg = json.loads((out / "config.json").read_text())
     (out / "config.json").write_text(json.dumps({**cfg, "norm_before_residual": True}))
-    with pytest.raises(VTError, match="norm_before_residual: true"):   # SGLang's EAGLE-3 layer has no such option
-        ex.export(ex.choose_k(cf, 100), ["hf-draft"], draft=out)
+    # SGLang's EAGLE-3 layer has no such option: no SpecForge-layout draft, the token maps and the reason instead
+    b = ex.export(ex.choose_k(cf, 100), ["hf-draft"], draft=out)
+    assert "norm_before_residual: true" in b.draft_error and "hf-draft" not in b.artifacts and "eagle3" in b.artifacts
     b = ex.export(ex.choose_k(cf, 100), ["speculators"], draft=out)
     assert json.loads(b.artifacts["speculators"].files["config.json"])["norm_before_residual"] is True
 
@@ -617,10 +621,10 @@ def test_summary_estimates_latency_from_the_drafts_flops(cf, tmp_path):
         ex.export(ex.choose_k(cf, 64), ["hf-draft"], draft="qwen3-0.6b")
 
 
-@pytest.mark.integration
-def test_the_default_draft_exports_as_an_hf_draft(tmp_path, monkeypatch):
-    from safetensors.torch import load_file, save_file
-
+@pytest.fixture(scope="module")
+def smollm2(export_ws):
+    """The default SmolLM2 target (converted once into the shared test workspace) and the code
+    sample counted with its tokenizer: (target dir, counts)."""
     from vtcore import models
     from vtcore.counts import count_dataset
 
@@ -628,20 +632,56 @@ def test_the_default_draft_exports_as_an_hf_draft(tmp_path, monkeypatch):
         models.smollm2_gguf()
     except VTError as e:
         pytest.skip(str(e))
-    # the shared test workspace keeps the one-off GGUF conversion for every test that needs it
-    monkeypatch.setenv("VTCORE_WORKSPACE", os.environ.get("VTCORE_TEST_WORKSPACE", "/tmp/vtcore-test-workspace"))
-    target_dir = models.default_target_dir()
-    if not (models.default_draft_dir() / "layers.safetensors").is_file():
-        # until the trained layers are committed: the draft's starting point, the target's
-        # first two decoder layers + final norm, in the same file layout
-        full = load_file(str(target_dir / "model.safetensors"))
-        layers = {k: v for k, v in full.items() if k.startswith(("model.layers.0.", "model.layers.1.", "model.norm."))}
-        (tmp_path / "layers").mkdir()
-        save_file(layers, str(tmp_path / "layers" / "layers.safetensors"))
-        monkeypatch.setattr(models, "default_draft_dir", lambda: tmp_path / "layers")
-    smol, _ = count_dataset([str(CODE)], tokenizer=str(target_dir), cache=False)
-    bundle = ex.export(ex.choose_k(smol, 300), ["hf-draft"], draft="default")
-    assert bundle.validated, bundle.problems
+    with pytest.MonkeyPatch.context() as mp:   # the shared test workspace keeps the one-off GGUF conversion
+        mp.setenv("VTCORE_WORKSPACE", os.environ.get("VTCORE_TEST_WORKSPACE", "/tmp/vtcore-test-workspace"))
+        target_dir = models.default_target_dir()
+        smol, _ = count_dataset([str(CODE)], tokenizer=str(target_dir), cache=False, workspace=str(export_ws))
+        yield target_dir, smol
+
+
+@pytest.mark.integration
+def test_the_default_eagle3_head_exports_untied_from_the_targets_embedding(smollm2, tmp_path):
+    from safetensors.torch import load_file
+
+    from vtcore import eagle3 as E
+    from vtcore import models
+
+    target_dir, smol = smollm2
+    choice = ex.choose_k(smol, 300)
+    # by name and by its folder; its head is the target's embedding: cut from the target's rows
+    for draft in ("default", models.default_eagle3_dir()):
+        bundle = ex.export(choice, "all", draft=draft)
+        assert bundle.draft_error is None and bundle.validated, (bundle.draft_error, bundle.problems)
+        assert set(bundle.artifacts) == set(ex.FORMATS) | {"summary"} and bundle.vocab_size == 49152
+    out = ex.write_bundle(bundle, tmp_path)
+    emb = load_file(str(target_dir / "model.safetensors"))["model.embed_tokens.weight"]
+    rows = torch.from_numpy(choice.sorted_ids)
+    for fmt, layer in (("hf-draft", "midlayer."), ("speculators", "layers.0.")):
+        w = load_file(str(out[fmt] / "model.safetensors"))
+        assert w["lm_head.weight"].shape == (300, 576) and w["embed_tokens.weight"].shape == (49152, 576)
+        assert torch.equal(w["lm_head.weight"], emb[rows].to(w["lm_head.weight"].dtype))      # untied: own tensors
+        assert torch.equal(w["embed_tokens.weight"], emb.to(w["embed_tokens.weight"].dtype))
+        assert any(k.startswith(layer) for k in w)
+        cfg = json.loads((out[fmt] / "config.json").read_text())
+        assert cfg.get("tie_word_embeddings") is False
+    # our loader reads the export back: the sub-trimmed head scores the kept ids as the tied head does
+    target = models.load_model(target_dir, "cpu", torch.float32)
+    full = E.build_default_eagle3(target)
+    small = E.load_eagle3(out["hf-draft"], "cpu", torch.float32, target=target)
+    assert torch.equal(small.head_target_ids, rows) and small.aux_ids == full.aux_ids
+    h = torch.randn(3, 576, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(small.logits(h), full.logits(h)[:, rows], atol=0.05, rtol=0.02)   # bf16 head
+
+
+@pytest.mark.integration
+def test_the_standalone_2_layer_draft_exports_by_name_and_by_folder(smollm2, tmp_path):
+    from vtcore import models
+
+    target_dir, smol = smollm2
+    choice = ex.choose_k(smol, 300)
+    for draft in ("standalone", models.default_draft_dir()):   # the folder holds only layers.safetensors
+        bundle = ex.export(choice, ["hf-draft"], draft=draft)
+        assert bundle.validated and bundle.draft_error is None, (bundle.problems, bundle.draft_error)
     assert bundle.vocab_size == 49152
     out = ex.write_bundle(bundle, tmp_path / "out")["hf-draft"]
     assert (out / "tokenizer.json").is_file() and not (out / models.CONVERSION_MARKER).exists()
@@ -653,6 +693,64 @@ def test_the_default_draft_exports_as_an_hf_draft(tmp_path, monkeypatch):
     trimmed, full_draft = trimmed.double(), full_draft.double()
     with torch.no_grad():
         assert torch.allclose(trimmed(ids).logits, full_draft(ids).logits[..., kept], atol=1e-5, rtol=0)
+
+
+def test_a_broken_draft_folder_keeps_the_token_maps_and_says_which_file(counts_path, tmp_path):
+    no_config = tmp_path / "no-config"
+    no_config.mkdir()
+    (no_config / "README.md").write_text("weights elsewhere")
+    no_weights = tmp_path / "no-weights"
+    no_weights.mkdir()
+    (no_weights / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "vocab_size": 151936}))
+    for draft, reason in ((no_config, "config.json: missing"), (no_weights, "no weights found (looked for model.safetensors")):
+        out = tmp_path / f"out-{draft.name}"
+        rc, res, err = run_cli("export", "--counts", str(counts_path), "--k", "300", "--draft", str(draft),
+                               "--out", str(out), "--json")
+        assert rc == 2 and res is None and len(err.strip().splitlines()) == 1, err
+        assert "the draft was not exported" in err and reason in err and str(draft) in err, err
+        assert sorted(p.name for p in out.iterdir()) == ["speculators_vocab_k300", "summary_k300.json",
+                                                         "token_ids_k300.json", "token_map_sglang_k300.pt",
+                                                         "vocab_mapping_eagle3_k300.pt"]
+        summary = json.loads((out / "summary_k300.json").read_text())
+        assert any(reason in n for n in summary["notes"])
+
+
+def test_counts_of_another_tokenizer_than_the_targets_are_refused(counts_path, smol_tok_dir, tmp_path):
+    from vtcore.tokens import bundled_tokenizer_dir
+
+    # a target folder with its own tokenizer and Qwen3's V, so that only the tokenizer differs
+    target = tmp_path / "target"
+    shutil.copytree(smol_tok_dir, target)
+    (target / "config.json").write_text(json.dumps({"architectures": ["Qwen3ForCausalLM"], "vocab_size": 151936}))
+    rc, out, err = run_cli("export", "--counts", str(counts_path), "--k", "300", "--target", str(target),
+                           "--out", str(tmp_path / "out"), "--json")
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and f"--tokenizer {target}" in err, err
+    assert "bundled:qwen3" in err and not (tmp_path / "out").exists()
+    # the same tokenizer saved with other bytes is the same tokenizer; and so is a Qwen3 preset's
+    same = tmp_path / "same"
+    same.mkdir()
+    doc = json.loads((bundled_tokenizer_dir() / "tokenizer.json").read_text())
+    (same / "tokenizer.json").write_text(json.dumps(doc, indent=1))
+    (same / "config.json").write_text((target / "config.json").read_text())
+    for t in (same, "qwen3-8b"):
+        rc, out, err = run_cli("export", "--counts", str(counts_path), "--k", "300", "--target", str(t),
+                               "--format", "eagle3", "--out", str(tmp_path / f"ok-{Path(str(t)).name}"), "--json")
+        assert rc == 0 and out["validated"], err
+
+
+@pytest.fixture(scope="module")
+def smol_tok_dir(tmp_path_factory) -> Path:
+    """A tokenizer folder that is not the counts' one: the bundled Qwen3 tokenizer with one more token
+    (another vocabulary, so other tokenizer.json bytes and another get_vocab())."""
+    from transformers import AutoTokenizer
+
+    from vtcore.tokens import bundled_tokenizer_dir
+
+    tok = AutoTokenizer.from_pretrained(str(bundled_tokenizer_dir()))
+    tok.add_tokens(["<another_tokenizers_token>"])
+    path = tmp_path_factory.mktemp("other-tokenizer")
+    tok.save_pretrained(path)
+    return path
 
 
 def test_export_refuses_counts_made_with_another_tokenizer(counts_path, tmp_path):

@@ -100,8 +100,6 @@ def load_prompts(path: str | Path, tokenizer, heldout: bool = True, limit: int |
 
 GAMMA_MAX = 8             # the search's gamma range is 1..GAMMA_MAX
 CALIBRATION_PROMPTS = 2
-DEFAULT_DRAFT_NAMES = {"default", "eagle3", eagle3.DEFAULT_EAGLE3}
-STANDALONE_DRAFT_NAMES = {"standalone", models.DEFAULT_DRAFT}
 
 
 @dataclass
@@ -198,16 +196,16 @@ def load_models(cfg: BenchConfig, device, log=None) -> tuple[Any, Any, Any, str,
     vocabulary to be the target's)."""
     log = log or (lambda msg: None)
     default_target = cfg.target is None or str(cfg.target).lower() in models.DEFAULT_NAMES
-    if cfg.draft is None or _is_default(cfg.draft, DEFAULT_DRAFT_NAMES | STANDALONE_DRAFT_NAMES):
+    if cfg.draft is None or _is_default(cfg.draft, models.EAGLE3_NAMES | models.STANDALONE_NAMES):
         if not default_target:
             raise VTError(f"--target {cfg.target} needs --draft: the embedded drafts belong to SmolLM2-135M-Instruct")
         target_dir = models.default_target_dir(cfg.workspace, log)
         target = models.load_model(target_dir, device)
         tok = models.load_tokenizer_from(target_dir)
-        if _is_default(cfg.draft, STANDALONE_DRAFT_NAMES):
+        if _is_default(cfg.draft, models.STANDALONE_NAMES):
             draft = speculative.make_draft(models.build_default_draft(target), name=models.DEFAULT_DRAFT)
             return target, tok, draft, models.DEFAULT_TARGET, models.DEFAULT_DRAFT, "standalone"
-        return target, tok, eagle3.build_default_eagle3(target), models.DEFAULT_TARGET, eagle3.DEFAULT_EAGLE3, "eagle3"
+        return target, tok, eagle3.build_default_eagle3(target), models.DEFAULT_TARGET, models.DEFAULT_EAGLE3, "eagle3"
     target_dir = Path(models.resolve_model(cfg.target, cfg.workspace))
     target = models.load_model(target_dir, device)
     tok = models.load_tokenizer_from(target_dir)

