@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import torch  # noqa: E402
 
 from train_draft import add_distillation_args, distillation, log  # noqa: E402
+from vtcore import checkpoints  # noqa: E402
 from vtcore import eagle3 as E  # noqa: E402
 from vtcore import models  # noqa: E402
 from vtcore.tokens import sha256_file  # noqa: E402
@@ -207,7 +208,7 @@ def acceptance(draft, seqs: list[dict], W: torch.Tensor, gamma: int = 4, batch: 
         ok = torch.zeros(len(bt["js"]), gamma, dtype=torch.bool)   # ok[i, k]: chain starting at j_i - 1, step k+1
         for k, h in ttt_outputs(draft, bt, gamma):
             t = bt["js"] - 1 - k
-            pred = draft.head_rows_to_target_ids(draft.logits(h[bt["rows"], t]).argmax(-1))
+            pred = draft.head_target_ids[draft.logits(h[bt["rows"], t]).argmax(-1)]
             ok[:, k] = pred == y
         # ok was filled per label position j (step k predicts the label at j from start t = j-1-k);
         # re-index per chain start s = j - 1: step k of the chain starting at s is ok[idx(s + k), k]
@@ -248,7 +249,7 @@ def _fmt(alpha) -> str:
 
 def init_draft(target, aux_ids, seed: int) -> E.Eagle3Draft:
     tc = target.config
-    cfg = E.config_from_dict({
+    cfg = checkpoints.config_from_dict({
         "architectures": ["LlamaForCausalLMEagle3"], "model_type": "llama", "hidden_size": tc.hidden_size,
         "num_attention_heads": tc.num_attention_heads, "num_key_value_heads": tc.num_key_value_heads,
         "head_dim": tc.head_dim, "intermediate_size": tc.intermediate_size, "vocab_size": tc.vocab_size,
@@ -299,7 +300,7 @@ def main() -> None:
     ap.add_argument("--stop-at", type=int, default=0, help="checkpoint and exit after this step (resume later)")
     ap.add_argument("--ckpt-every", type=int, default=10)
     ap.add_argument("--eval-every", type=int, default=0, help="steps between held-out evaluations (0: per epoch)")
-    ap.add_argument("--out", default=str(E.default_eagle3_dir()))
+    ap.add_argument("--out", default=str(models.default_eagle3_dir()))
     ap.add_argument("--workspace", default=None)
     args = ap.parse_args()
     t_start = time.perf_counter()
@@ -467,7 +468,7 @@ def main() -> None:
 
     hist = state["history"]
     recipe = {
-        "draft": E.DEFAULT_EAGLE3, "kind": "EAGLE-3 head (1 decoder layer)",
+        "draft": models.DEFAULT_EAGLE3, "kind": "EAGLE-3 head (1 decoder layer)",
         "target": models.DEFAULT_TARGET, "target_source": models.SMOLLM2_PIP,
         "aux_layers": {"hf_hidden_state_indices": list(aux_ids),
                        "meaning": "outputs of target layers 1, 14, 26 (= inputs of layers 2, 15, 27): EAGLE-3's "

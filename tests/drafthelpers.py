@@ -70,12 +70,13 @@ def tiny_eagle3(target_dir: Path, path: Path, draft_ids=None, layout: str = "spe
     import torch
     from transformers import AutoModelForCausalLM
 
+    from vtcore import checkpoints
     from vtcore import eagle3 as E
 
     target = AutoModelForCausalLM.from_pretrained(str(target_dir))
     c = target.config
     ids = torch.arange(c.vocab_size) if draft_ids is None else torch.as_tensor(sorted(draft_ids))
-    cfg = E.config_from_dict({"architectures": ["LlamaForCausalLMEagle3"], "hidden_size": c.hidden_size,
+    cfg = checkpoints.config_from_dict({"architectures": ["LlamaForCausalLMEagle3"], "hidden_size": c.hidden_size,
                               "intermediate_size": 32, "num_attention_heads": 2, "num_key_value_heads": 1,
                               "head_dim": 8, "vocab_size": c.vocab_size, "draft_vocab_size": int(ids.numel()),
                               "rms_norm_eps": 1e-6, "max_position_embeddings": 2048,

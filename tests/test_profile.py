@@ -66,6 +66,21 @@ def test_decoder_step_leaves_the_cache_at_context(family):
     assert full and all(int(layer.get_seq_length()) == 32 for layer in full)
 
 
+def test_an_eagle3_profile_times_the_real_draft_with_the_configs_rope():
+    outs = {}
+    for theta in (10000.0, 500000.0):
+        arch = cost.arch_from_config({**TINY, **FAMILIES["eagle3"], "rope_theta": theta})
+        torch.manual_seed(0)   # the same weights and cache for both: only the RoPE differs
+        with torch.inference_mode():
+            body = profile._make_body(arch, 32, torch.float32, "cpu")
+            steps = [body(torch.zeros(1, 1, dtype=torch.long)) for _ in range(3)]
+        assert body.draft.cfg.rope_theta == theta and body.cache.length == 32   # the cache stays at context
+        assert torch.allclose(body.draft.inv_freq, 1.0 / theta ** (torch.arange(0, 16, 2).float() / 16))
+        assert steps[0].shape == (1, 1, 64) and all(torch.allclose(s, steps[0], atol=1e-6) for s in steps[1:])
+        outs[theta] = steps[0]
+    assert not torch.allclose(outs[10000.0], outs[500000.0], atol=1e-4)   # the query's rotation is the config's
+
+
 def test_smollm2_profile_on_cpu():
     arch = cost.preset("smollm2-135m-2l")
     prof = profile.measure_profile(arch, ks=[1024, 8192], repeats=5, warmup=2, threads=1)

@@ -354,10 +354,11 @@ def test_hf_draft_written_by_the_export_module_loads(tmp_path, target, draft_mod
 def tiny_eagle3(target, seed=3, aux_ids=(3, 2, 1)):
     """A random EAGLE-3 head for `target`: the target's embedding shared, a full-vocabulary head
     (the target's own rows, so its proposals are plausible), reading three of the target's layers."""
+    from vtcore import checkpoints
     from vtcore import eagle3 as E
 
     c = target.config
-    cfg = E.config_from_dict({"architectures": ["LlamaForCausalLMEagle3"], "hidden_size": c.hidden_size,
+    cfg = checkpoints.config_from_dict({"architectures": ["LlamaForCausalLMEagle3"], "hidden_size": c.hidden_size,
                               "intermediate_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
                               "vocab_size": c.vocab_size, "draft_vocab_size": c.vocab_size, "rms_norm_eps": 1e-6,
                               "max_position_embeddings": 512, "eagle_aux_hidden_state_layer_ids": list(aux_ids)})

@@ -27,7 +27,7 @@ import numpy as np
 
 from vtcore.errors import VTError
 from vtcore.files import read_json
-from vtcore.formats import flat_eagle3_config
+from vtcore.checkpoints import config_from_dict, flat_eagle3_config
 
 MODES = ("flops", "paper-flops")
 DEFAULT_CONTEXT = 1024
@@ -194,6 +194,9 @@ def arch_from_config(cfg: dict | str | os.PathLike, name: str | None = None) -> 
     window = int(window) if window else None
     gemma = family in ("gemma2", "gemma3")
     tied = cfg.get("tie_word_embeddings")
+    if kind == "eagle3":   # its shapes as the decoding engine reads them (vtcore.checkpoints' one mapping)
+        return _eagle3_arch(config_from_dict(raw, where), name or str(cfg.get("_name_or_path") or family),
+                            where, raw)
     return DraftArch(
         name=name or str(cfg.get("_name_or_path") or family),
         kind=kind, family="llama" if kind == "eagle3" else family,
@@ -307,6 +310,17 @@ def resolve_draft(spec: str) -> DraftArch:
     if os.path.exists(spec):
         return arch_from_config(spec)
     raise VTError(f"--draft {spec!r} is neither a preset ({', '.join(PRESETS)}) nor an existing config.json")
+
+
+def _eagle3_arch(e, name: str, where: str, raw: dict) -> DraftArch:
+    """The DraftArch of an EAGLE-3 head (an Eagle3Config): one Llama-style layer whose q/k/v read 2h."""
+    return DraftArch(
+        name=name, kind="eagle3", family="llama", hidden=e.hidden_size, layers=1, heads=e.num_heads,
+        kv_heads=e.num_kv_heads, head_dim=e.head_dim, intermediate=e.intermediate_size, vocab=e.vocab_size,
+        tied_embeddings=e.tie_word_embeddings, qkv_bias=e.attention_bias, qk_norm=e.qk_norm, norms_per_layer=3,
+        embed_scale=False, logit_softcap=False, sliding_window=None, layer_types=("full_attention",),
+        target_hidden=e.target_hidden_size, draft_vocab=e.draft_vocab_size if "draft_vocab_size" in
+        flat_eagle3_config(raw) else None, source=where, hf_config=raw)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -46,19 +46,19 @@ final norm, which is what the engines capture, while HF's tuple holds it after t
   (algorithms/model_providers.py `resolve_eagle_capture_layers`) defaults to
   [1, L//2-1, L-4] in that output convention and hands them to SGLang, so every engine agrees
   on the default: HF indices (2, L//2, L-3), i.e. the outputs of layers 1, L//2-1 and L-4.
-  The issue's "2, L//2, L-3" is right in the input/HF-index convention; for SmolLM2 (L = 30):
+  EAGLE-3's "2, L//2, L-3" is right in the input/HF-index convention; for SmolLM2 (L = 30):
   HF indices (2, 15, 27).
 
 API for a chain-drafting loop (one sequence; tests/test_eagle3.py `greedy_chain` is a reference):
 target_forward (target states through its KV cache) -> draft.fuse -> draft(tokens, hidden,
-Eagle3Cache) -> draft.logits -> draft.head_rows_to_target_ids; roll back with cache.crop(n).
-Loading: load_eagle3, is_eagle3_checkpoint, build_default_eagle3; subtrim for a smaller head.
+Eagle3Cache) -> draft.logits -> draft.head_target_ids[row]; roll back with cache.crop(n).
+Loading: load_eagle3, build_default_eagle3 (checkpoints and their configs: vtcore.checkpoints);
+subtrim for a smaller head; save_eagle3 writes through vtcore.checkpoints, as the export does.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -68,156 +68,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vtcore import formats, models
+from vtcore import checkpoints, formats, models
+# the config, its mapping and the layouts are vtcore.checkpoints'; the names, vtcore.models'
+from vtcore.checkpoints import WEIGHTS_FILE, Eagle3Config, is_eagle3_checkpoint  # noqa: F401
 from vtcore.errors import VTError
-from vtcore.models import DEFAULT_EAGLE3, default_eagle3_dir  # noqa: F401  (the registry is vtcore.models)
-
-WEIGHTS_FILE = "model.safetensors"
-SPECFORGE_ARCHS = {"LlamaForCausalLMEagle3", "Eagle3LlamaForCausalLM"}
-SPECULATORS_ARCHS = {"Eagle3Speculator", "Eagle3DraftModel"}
+from vtcore.models import DEFAULT_EAGLE3, default_eagle3_dir  # noqa: F401
 
 
 # ---------------------------------------------------------------- config
-
-
-@dataclass
-class Eagle3Config:
-    hidden_size: int
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    intermediate_size: int
-    vocab_size: int                          # the target's vocabulary V (embedding rows, t2d length)
-    draft_vocab_size: int                    # N: lm_head rows
-    target_hidden_size: int                  # Ht; fc maps 3*Ht -> H
-    rms_norm_eps: float = 1e-6
-    rope_theta: float = 10000.0
-    rope_scaling: dict | None = None         # HF rope_parameters / rope_scaling beyond "default"
-    max_position_embeddings: int = 8192
-    hidden_act: str = "silu"
-    aux_layer_ids: tuple[int, ...] | None = None   # HF hidden-state indices (module doc); None: default
-    fc_norm: bool = False                    # RMSNorm per aux state before fc
-    norm_before_fc: bool = False             # one RMSNorm over the 3*Ht concatenation before fc
-    norm_before_residual: bool = False       # residual = hidden_norm(hidden)
-    norm_logits: bool = True                 # logits = lm_head(norm(h)); False: lm_head(h)
-    feed_normed: bool = False                # EAGLE 3.1: the next step gets norm(h), not h
-    qk_norm: bool = False                    # Qwen3-style per-head q/k RMSNorm
-    fc_bias: bool = False
-    attention_bias: bool = False
-    mlp_bias: bool = False
-    tie_word_embeddings: bool = False        # lm_head is the embedding (SGLang does the same)
-    layout: str = "specforge"                # "specforge" | "speculators"
-
-    @property
-    def num_aux(self) -> int:
-        return 3 if self.aux_layer_ids is None else len(self.aux_layer_ids)
-
-
-def _rope(d: dict) -> tuple[float, dict | None]:
-    """(theta, scaling) from either transformers 5 `rope_parameters` or 4.x `rope_theta`/`rope_scaling`."""
-    params = d.get("rope_parameters") or {}
-    theta = float(params.get("rope_theta", d.get("rope_theta", 10000.0)))
-    scaling = d.get("rope_scaling") or params
-    kind = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
-    return theta, (None if kind in (None, "default") else dict(scaling))
-
-
-def _text_layer_dict(d: dict) -> dict:
-    need = ("hidden_size", "num_attention_heads", "intermediate_size", "vocab_size")
-    missing = [k for k in need if k not in d]
-    if missing:
-        raise VTError(f"EAGLE-3 config lacks {', '.join(missing)}")
-    return d
-
-
-def _specforge_aux_ids(ids) -> tuple[int, ...] | None:
-    """SpecForge/SGLang ids are layer outputs (HF index = id + 1) when the first is 1, as SGLang
-    reads them since PR #25454; otherwise they already are HF indices."""
-    if not ids:
-        return None
-    ids = [int(i) for i in ids]
-    return tuple(i + 1 for i in ids) if ids[0] == 1 else tuple(ids)
-
-
-def specforge_aux_ids(hf_ids) -> list[int]:
-    """HF indices as a SpecForge/SGLang config writes them, so _specforge_aux_ids reads them back:
-    SpecForge's own default (HF 2, ...) in its layer-output convention (1, ...), anything else as
-    HF indices. A first HF index of 1 has no unambiguous spelling there."""
-    ids = [int(i) for i in hf_ids]
-    if ids[0] == 1:
-        raise VTError(f"aux layers {ids} (HF indices) cannot be written unambiguously in the SpecForge layout "
-                      "(SGLang would read them as layer outputs): save in the speculators layout")
-    return [i - 1 for i in ids] if ids[0] == 2 else ids
-
-
-def config_from_dict(d: dict) -> Eagle3Config:
-    """An Eagle3Config from a config.json in the SpecForge/SGLang layout (flat Llama config +
-    draft_vocab_size) or the speculators layout (speculators_model_type "eagle3")."""
-    archs = set(d.get("architectures") or [])
-    if d.get("speculators_model_type") == "eagle3" or archs & SPECULATORS_ARCHS:
-        layer = d.get("transformer_layer_config")
-        if not isinstance(layer, dict):
-            raise VTError("speculators EAGLE-3 config lacks transformer_layer_config")
-        layer = _text_layer_dict(layer)
-        if int(layer.get("num_hidden_layers", 1)) != 1:
-            raise VTError(f"EAGLE-3 drafts with {layer['num_hidden_layers']} decoder layers are not supported (only 1)")
-        ids = d.get("eagle_aux_hidden_state_layer_ids")
-        aux = tuple(int(i) for i in ids) if ids else None
-        return _build(layer, d, layout="speculators", aux=aux,
-                      norm_logits=True, feed_normed=bool(d.get("norm_output", False)),
-                      qk_norm=layer.get("model_type", "qwen3") == "qwen3")
-    if "draft_vocab_size" not in d and not archs & SPECFORGE_ARCHS:
-        raise VTError("not an EAGLE-3 config (no draft_vocab_size, architectures "
-                      f"{sorted(archs) or 'missing'})")
-    d = _text_layer_dict(d)
-    if int(d.get("num_hidden_layers", 1)) != 1:
-        raise VTError(f"EAGLE-3 drafts with {d['num_hidden_layers']} decoder layers are not supported (only 1)")
-    eagle = d.get("eagle_config") or {}
-    aux = _specforge_aux_ids(d.get("eagle_aux_hidden_state_layer_ids") or eagle.get("eagle_aux_hidden_state_layer_ids"))
-    return _build(d, d, layout="specforge", aux=aux, norm_logits=bool(d.get("norm_output", True)),
-                  feed_normed=False, qk_norm=d.get("model_type") == "qwen3")
-
-
-def _build(layer: dict, top: dict, layout: str, aux, norm_logits: bool, feed_normed: bool,
-           qk_norm: bool) -> Eagle3Config:
-    H = int(layer["hidden_size"])
-    heads = int(layer["num_attention_heads"])
-    theta, scaling = _rope(layer)
-    V = int(layer["vocab_size"])
-    n = top.get("draft_vocab_size")
-    return Eagle3Config(
-        hidden_size=H, num_heads=heads, num_kv_heads=int(layer.get("num_key_value_heads") or heads),
-        head_dim=int(layer.get("head_dim") or H // heads), intermediate_size=int(layer["intermediate_size"]),
-        vocab_size=V, draft_vocab_size=int(n) if n is not None else V,
-        target_hidden_size=int(top.get("target_hidden_size") or H),
-        rms_norm_eps=float(layer.get("rms_norm_eps", 1e-6)), rope_theta=theta, rope_scaling=scaling,
-        max_position_embeddings=int(layer.get("max_position_embeddings", 8192)),
-        hidden_act=layer.get("hidden_act", "silu"), aux_layer_ids=aux,
-        fc_norm=bool(top.get("fc_norm", False)), norm_before_fc=bool(top.get("norm_before_fc", False)),
-        norm_before_residual=bool(top.get("norm_before_residual", False)),
-        norm_logits=norm_logits, feed_normed=feed_normed, qk_norm=qk_norm,
-        fc_bias=bool(top.get("bias", False)), attention_bias=bool(layer.get("attention_bias", False)),
-        mlp_bias=bool(layer.get("mlp_bias", False)),
-        tie_word_embeddings=bool(layer.get("tie_word_embeddings", False)) if layout == "specforge" else False,
-        layout=layout)
-
-
-def read_config(path: str | os.PathLike) -> Eagle3Config:
-    """The Eagle3Config of a checkpoint directory (or its config.json), in either layout."""
-    p = Path(path)
-    d = formats.read_config(p if p.is_dir() else p.parent)
-    try:
-        return config_from_dict(d)
-    except VTError as e:
-        raise VTError(f"{p}: {e}") from None
-
-
-def is_eagle3_checkpoint(path: str | os.PathLike) -> bool:
-    """True when `path` (a directory) holds an EAGLE-3 draft's config.json, in either layout."""
-    try:
-        return formats.draft_layout(formats.read_config(path), {}) != "hf"
-    except VTError:
-        return False
 
 
 def default_aux_layer_ids(num_target_layers: int) -> tuple[int, int, int]:
@@ -457,9 +315,6 @@ class Eagle3Draft(nn.Module):
         x = h_out if (self.cfg.feed_normed or not self.cfg.norm_logits) else self.norm(h_out)
         return x @ self.head.t().to(x.dtype)
 
-    def head_rows_to_target_ids(self, rows: torch.Tensor) -> torch.Tensor:
-        return rows + self.d2t.to(rows.device)[rows]
-
     @property
     def head_target_ids(self) -> torch.Tensor:
         """int64[n]: the target id each head row scores."""
@@ -495,11 +350,7 @@ class Eagle3Draft(nn.Module):
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """fc + layer + norm(s) in SpecForge names (midlayer.*): everything but embed/head/d2t/t2d."""
-        return {_to_specforge_name(k): v for k, v in self.state_dict().items()}
-
-
-def _to_specforge_name(k: str) -> str:
-    return "midlayer." + k[len("layer."):] if k.startswith("layer.") else k
+        return checkpoints.checkpoint_names(self.state_dict())
 
 
 def subtrim(draft: Eagle3Draft, kept_target_ids) -> Eagle3Draft:
@@ -573,30 +424,14 @@ def target_forward(target, input_ids: torch.Tensor, aux_ids, cache=None, attenti
 # ---------------------------------------------------------------- loading
 
 
-_KEY_MAP = (("model.", ""), ("midlayer.", "layer."), ("layers.0.", "layer."), ("midlayers.0.", "layer."))
-
-
-def _load_state(path: Path) -> dict[str, torch.Tensor]:
-    """The checkpoint's tensors (read by vtcore.formats, in either layout) under this module's names."""
-    out = {}
-    for k, v in formats.load_weights(path).items():
-        if k.startswith(("verifier_", "model.verifier_")) or "rotary_emb" in k:
-            continue   # speculators keeps the verifier's norm/head copies; not part of the draft
-        for a, b in _KEY_MAP:
-            if k.startswith(a):
-                k = b + k[len(a):]
-        out[k] = v
-    return out
-
-
 def load_eagle3(path_or_hub_id: str | os.PathLike, device="cpu", dtype=None, target=None,
                 workspace=None) -> Eagle3Draft:
     """An Eagle3Draft from a local dir in the SpecForge or speculators layout, or a hub id (via
     vtcore.models.resolve_model: only from the local HF cache when offline). A missing
     embed_tokens (or lm_head of a tied / full-vocabulary draft) is shared from `target`."""
     path = Path(models.resolve_model(path_or_hub_id, workspace))
-    cfg = read_config(path)
-    state = _load_state(path)
+    cfg = checkpoints.read_eagle3_config(path)
+    state = checkpoints.module_names(formats.load_weights(path))
     dtype = dtype or models.model_dtype(device)
     embed = state.pop("embed_tokens.weight", None)
     head = state.pop("lm_head.weight", None)
@@ -652,62 +487,28 @@ def load_eagle3(path_or_hub_id: str | os.PathLike, device="cpu", dtype=None, tar
 
 
 def save_eagle3(draft: Eagle3Draft, path: str | os.PathLike, layout: str = "specforge",
-                include_embed: bool = True, include_head: bool = True, dtype=None, extra_config: dict | None = None) -> Path:
-    """Write a checkpoint in the SpecForge (`midlayer.*`) or speculators (`layers.0.*`) layout.
-    Aux layer ids are written only when the draft's config named them (a draft on the engines'
-    shared default stays without, so no engine can misread them): speculators layout in HF
-    indices (vLLM's reading), SpecForge layout as layer outputs (SGLang's reading)."""
-    from safetensors.torch import save_file
-
+                include_embed: bool = True, include_head: bool = True, dtype=None,
+                verifier: dict | None = None) -> Path:
+    """Write a checkpoint in the SpecForge (`midlayer.*`) or speculators (`layers.0.*`) layout
+    through vtcore.checkpoints, the export's writer: the same config fields. Aux layer ids are
+    written only when the draft's config named them. The speculators layout names `verifier`
+    (default: an unnamed Llama target)."""
     cfg, path = draft.cfg, Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    cast = (lambda t: t.detach().to(dtype).contiguous()) if dtype else (lambda t: t.detach().contiguous())  # noqa: E731
-    state = {}
-    for k, v in draft.state_dict().items():
-        if layout == "speculators" and k.startswith("layer."):
-            k = "layers.0." + k[len("layer."):]
-        elif k.startswith("layer."):
-            k = _to_specforge_name(k)
-        state[k] = cast(v)
+    cast = (lambda t: t.detach().to(dtype)) if dtype else (lambda t: t.detach())  # noqa: E731
+    state = {k: cast(v) for k, v in draft.trainable_state().items()}
     if include_embed:
         state["embed_tokens.weight"] = cast(draft.embed_weight)
     if include_head:
         state["lm_head.weight"] = cast(draft.head)
-        state["d2t"] = draft.d2t.cpu().clone()
-        state["t2d"] = draft.t2d.cpu().clone()
-    seen: set[int] = set()
-    for k, v in state.items():   # safetensors refuses shared storage (a tied embedding and head)
-        v = v.cpu()
-        state[k] = v.clone() if v.untyped_storage().data_ptr() in seen else v
-        seen.add(v.untyped_storage().data_ptr())
-    save_file(state, str(path / WEIGHTS_FILE), metadata={"format": "pt"})
-    layer = {"model_type": "qwen3" if cfg.qk_norm else "llama", "hidden_size": cfg.hidden_size,
-             "num_attention_heads": cfg.num_heads, "num_key_value_heads": cfg.num_kv_heads, "head_dim": cfg.head_dim,
-             "intermediate_size": cfg.intermediate_size, "vocab_size": cfg.vocab_size, "num_hidden_layers": 1,
-             "rms_norm_eps": cfg.rms_norm_eps, "hidden_act": cfg.hidden_act,
-             "max_position_embeddings": cfg.max_position_embeddings,
-             "rope_parameters": {"rope_theta": cfg.rope_theta, **(cfg.rope_scaling or {"rope_type": "default"})},
-             "attention_bias": cfg.attention_bias, "mlp_bias": cfg.mlp_bias}
-    if layout == "speculators":
-        d = {"architectures": ["Eagle3Speculator"], "speculators_model_type": "eagle3",
-             "transformer_layer_config": layer, "draft_vocab_size": cfg.draft_vocab_size,
-             "target_hidden_size": cfg.target_hidden_size, "norm_before_residual": cfg.norm_before_residual,
-             "norm_before_fc": cfg.norm_before_fc, "fc_norm": cfg.fc_norm, "norm_output": cfg.feed_normed,
-             "eagle_aux_hidden_state_layer_ids": list(cfg.aux_layer_ids) if cfg.aux_layer_ids else None,
-             "speculators_config": {"algorithm": "eagle3", "default_proposal_method": "greedy",
-                                    "proposal_methods": [{"proposal_type": "greedy", "speculative_tokens": 4}],
-                                    "verifier": {"name_or_path": None, "architectures": ["LlamaForCausalLM"]}}}
-    else:
-        if cfg.qk_norm or cfg.feed_normed or cfg.norm_before_fc or cfg.norm_before_residual:
-            raise VTError("this draft uses speculators-only options: save it in the speculators layout")
-        d = {"architectures": ["LlamaForCausalLMEagle3"], **layer, "draft_vocab_size": cfg.draft_vocab_size,
-             "target_hidden_size": cfg.target_hidden_size, "tie_word_embeddings": cfg.tie_word_embeddings,
-             "norm_output": cfg.norm_logits, "fc_norm": cfg.fc_norm, "bias": cfg.fc_bias}
-        if cfg.aux_layer_ids:   # only ids the config named; in the convention SGLang reads back (specforge_aux_ids)
-            d["eagle_config"] = {"eagle_aux_hidden_state_layer_ids": specforge_aux_ids(cfg.aux_layer_ids),
-                                 "use_aux_hidden_state": True}
-    d.update(extra_config or {})
-    (path / "config.json").write_text(json.dumps(d, indent=1) + "\n")
+        state["d2t"] = draft.d2t.cpu()
+        state["t2d"] = draft.t2d.cpu()
+    state = {k: v.cpu() for k, v in state.items()}
+    _, files = checkpoints.checkpoint_files(
+        checkpoints.flat_config(cfg), state, layout,
+        verifier=verifier or {"name_or_path": None, "architectures": ["LlamaForCausalLM"]})
+    path.mkdir(parents=True, exist_ok=True)
+    for name, blob in files.items():
+        (path / name).write_bytes(blob)
     return path
 
 

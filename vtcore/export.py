@@ -34,10 +34,10 @@ from vtcore.cost import DEFAULT_CONTEXT, PRESETS, arch_from_config, latency_redu
 from vtcore.countsfile import CountsFile, counts_sha256
 from vtcore.errors import VTError
 from vtcore.files import atomic_file, check_target, os_reason, plain_json, tmp_sibling
-from vtcore.formats import (DraftCheckpoint, eagle3_mapping, flat_eagle3_config, ids_from_d2t, is_eagle3,
-                            is_speculators_config, read_config, read_draft, safetensors_bytes, side_files,
-                            specforge_config, speculators_config, speculators_names, speculators_vocab_files,
-                            tensor_source, torch_bytes)
+from vtcore.checkpoints import (DraftCheckpoint, checkpoint_files, flat_eagle3_config, is_eagle3,
+                                is_speculators_config, read_draft)
+from vtcore.formats import (eagle3_mapping, ids_from_d2t, read_config, safetensors_bytes, side_files,
+                            speculators_vocab_files, tensor_source, torch_bytes)
 from vtcore.search import read_trial
 from vtcore.selection import Selection, for_min_coverage
 from vtcore.target import TargetVocab, config_vocab_size, looks_like_hub_id, resolve_vocab
@@ -555,11 +555,10 @@ def verifier_of(vocab: TargetVocab, draft_config: dict | None) -> dict | None:
 def _speculators_artifact(choice: TokenChoice, ck: DraftCheckpoint, cfg: dict, trimmed: dict, vocab: TargetVocab,
                           expect: Expect, notes: list[str]) -> Artifact:
     verifier = verifier_of(vocab, ck.speculators)
-    spec = speculators_config(cfg, verifier if vocab.model is not None or ck.speculators is None else None,
-                              ck.speculators, vocab.config)
+    spec, files = checkpoint_files(cfg, trimmed, "speculators",
+                                   verifier if vocab.model is not None or ck.speculators is None else None,
+                                   ck.speculators, vocab.config)
     name = file_name("speculators", choice.k)
-    files = {"config.json": (json.dumps(spec, indent=2) + "\n").encode(),
-             "model.safetensors": safetensors_bytes(speculators_names(trimmed))}
     report = validate_speculators(spec, flat_eagle3_config(spec), tensor_source(weights=trimmed), name, expect)
     who = str(verifier.get("name_or_path"))
     if not looks_like_hub_id(who):
@@ -574,15 +573,15 @@ def _hf_draft_artifact(choice: TokenChoice, d: Path, cfg: dict, trimmed: dict, k
     name = file_name(kind, choice.k)
     files = side_files(d)
     if kind == "eagle3-draft":
-        cfg = specforge_config(cfg)
+        cfg, written = checkpoint_files(cfg, trimmed, "specforge")
         notes.append("sub-trimmed an EAGLE-3 checkpoint: head rows selected and d2t/t2d rebuilt "
                      "(no retraining needed: every kept id was in its vocabulary)")
-        files = {k: v for k, v in files.items() if not k.endswith(".py")}   # a speculators config.py
+        files = {k: v for k, v in files.items() if not k.endswith(".py")} | written   # not a speculators config.py
     else:
         notes.append("hf-draft is a trimmed standalone draft for vtcore bench and research code: SGLang and vLLM "
                      "do not load it (their loaders expect a full-size head or an EAGLE-3 draft)")
-    files["config.json"] = (json.dumps(cfg, indent=2) + "\n").encode()
-    files["model.safetensors"] = safetensors_bytes(trimmed)
+        files["config.json"] = (json.dumps(cfg, indent=2) + "\n").encode()
+        files["model.safetensors"] = safetensors_bytes(trimmed)
     report = validate_draft(cfg, tensor_source(weights=trimmed), name, expect,
                             [f for f in files if f.startswith("tokenizer")])
     return Artifact("hf-draft", name, files, report, is_dir=True)
@@ -673,7 +672,8 @@ def export(choice: TokenChoice, formats: list[str] | str | None = None, vocab_si
         draft_error, d, dv = str(e), None, None
     vocab = target_vocab(choice, vocab_size, target, None, d, dv)
     if draft_error is not None:   # the token maps asked for, or all of them when only the draft was
-        asked = [f for f in asked if f not in DRAFT_FORMATS] or list(MAPPING_FORMATS)
+        asked = ([f for f in asked if f not in DRAFT_FORMATS]
+                 or [f for f in MAPPING_FORMATS if f not in CHECKS_V or not vocab.guessed])
     if not strict_vocab and vocab.guessed:
         asked = [f for f in normalise_formats(asked, d, draft) if f not in CHECKS_V]
     fmts = normalise_formats(asked, d, draft, verifier_of(vocab, read_config(d) if d else None) is not None)

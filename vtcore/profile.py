@@ -6,8 +6,9 @@ cheaper than the full head's: latency can fall faster than FLOPs. A profile meas
 
 What is timed (weights are random: latency does not depend on their values):
 - step(k): one draft decoding step with a KV cache of `context` tokens: the model body for one
-  token (transformers' own model for decoders, an equivalent module for EAGLE-3: fc + one layer
-  whose Q/K/V take 2*hidden inputs), then the head as a k-row matrix and the greedy argmax.
+  token (transformers' own model for decoders; for EAGLE-3 vtcore.eagle3's own draft, the forward
+  the benchmark runs: fc + one layer whose Q/K/V take 2*hidden inputs, the config's RoPE), then
+  the head as a k-row matrix and the greedy argmax.
   Consecutive steps at one k run back to back, as the gamma steps of one draft round do.
 - head(k): the head matmul + argmax alone.
 Each k: warm-up, then repeats spread over rounds (grid order alternating), median.
@@ -143,54 +144,32 @@ def _decoder_body(arch: DraftArch, dtype, device):
     return model.to(device=device, dtype=dtype).eval(), config
 
 
-class _Eagle3Body:
-    """One EAGLE-3 draft step (SpecForge LlamaForCausalLMEagle3 layout): fc over 3 target hidden
-    states; RMSNorm of the token embedding and of the fused hidden, concatenated (2h) into Q/K/V;
-    attention over a preallocated KV cache; o_proj + residual; gated MLP + residual; final norm."""
+def _eagle3_body(arch: DraftArch, context: int, dtype, device) -> Callable:
+    """The real EAGLE-3 step (vtcore.eagle3.Eagle3Draft: fc over the target's aux states, the one
+    layer with the config's RoPE, then the norm the logits read) with random weights, a 256-row
+    embedding (a lookup costs the same whatever the table's size; the head is timed apart) and a
+    KV cache of `context` random positions, cropped back after each step."""
+    import torch
 
-    def __init__(self, arch: DraftArch, context: int, dtype, device):
-        import torch
-        from torch import nn
+    from vtcore import eagle3
+    from vtcore.checkpoints import config_from_dict
 
-        h, th, H, KV, hd = arch.hidden, arch.target_hidden, arch.heads, arch.kv_heads, arch.head_dim
-        self.H, self.KV, self.hd, self.L = H, KV, hd, context
-        mk = lambda i, o: nn.Linear(i, o, bias=False).to(device=device, dtype=dtype)
-        norm = lambda: nn.RMSNorm(h, eps=1e-6).to(device=device, dtype=dtype)
-        self.embed = nn.Embedding(256, h).to(device=device, dtype=dtype)
-        self.fc = mk(3 * th, h)
-        self.input_norm, self.hidden_norm, self.post_norm, self.norm = norm(), norm(), norm(), norm()
-        self.q, self.k, self.v, self.o = mk(2 * h, H * hd), mk(2 * h, KV * hd), mk(2 * h, KV * hd), mk(H * hd, h)
-        self.gate, self.up, self.down = mk(h, arch.intermediate), mk(h, arch.intermediate), mk(arch.intermediate, h)
-        self.kc = torch.randn(1, KV, context + 1, hd, device=device, dtype=dtype)
-        self.vc = torch.randn(1, KV, context + 1, hd, device=device, dtype=dtype)
-        inv = 1.0 / (500000.0 ** (torch.arange(0, hd, 2, device=device, dtype=torch.float32) / hd))
-        ang = context * inv
-        self.cos = torch.cat([ang.cos(), ang.cos()]).to(dtype)
-        self.sin = torch.cat([ang.sin(), ang.sin()]).to(dtype)
-        self.target_hidden = torch.randn(1, 1, 3 * th, device=device, dtype=dtype)
+    cfg = config_from_dict(arch.hf_config, arch.source)
+    draft = eagle3.Eagle3Draft(cfg).to(device=device, dtype=dtype).eval()
+    draft.embed_weight = torch.randn(256, cfg.hidden_size, device=device, dtype=dtype)
+    cache = eagle3.Eagle3Cache()
+    shape = (cfg.num_kv_heads, context, cfg.head_dim)
+    cache.append(torch.randn(shape, device=device, dtype=dtype), torch.randn(shape, device=device, dtype=dtype))
+    aux = torch.randn(1, cfg.num_aux * cfg.target_hidden_size, device=device, dtype=dtype)
+    normed = cfg.norm_logits and not cfg.feed_normed   # as Eagle3Draft.logits reads h_out
 
-    def _rope(self, x):
-        import torch
+    def body(token):
+        h = draft(token.reshape(-1)[:1], draft.fuse(aux), cache)
+        cache.crop(context)
+        return (draft.norm(h) if normed else h).reshape(1, 1, -1)
 
-        half = x.shape[-1] // 2
-        rot = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-        return x * self.cos + rot * self.sin
-
-    def __call__(self, token):
-        import torch
-        import torch.nn.functional as F
-
-        x = self.fc(self.target_hidden)
-        a_in = torch.cat([self.input_norm(self.embed(token)), self.hidden_norm(x)], dim=-1)
-        q = self._rope(self.q(a_in).view(1, 1, self.H, self.hd).transpose(1, 2))
-        k = self._rope(self.k(a_in).view(1, 1, self.KV, self.hd).transpose(1, 2))
-        self.kc[:, :, self.L:] = k
-        self.vc[:, :, self.L:] = self.v(a_in).view(1, 1, self.KV, self.hd).transpose(1, 2)
-        att = F.scaled_dot_product_attention(q, self.kc, self.vc, enable_gqa=self.H != self.KV)
-        x = x + self.o(att.transpose(1, 2).reshape(1, 1, self.H * self.hd))
-        y = self.post_norm(x)
-        x = x + self.down(F.silu(self.gate(y)) * self.up(y))
-        return self.norm(x)
+    body.draft, body.cache = draft, cache   # for inspection (tests)
+    return body
 
 
 def _make_body(arch: DraftArch, context: int, dtype, device) -> Callable:
@@ -199,7 +178,7 @@ def _make_body(arch: DraftArch, context: int, dtype, device) -> Callable:
     import torch
 
     if arch.kind == "eagle3":
-        return _Eagle3Body(arch, context, dtype, device)
+        return _eagle3_body(arch, context, dtype, device)
     from transformers import StaticCache
 
     model, config = _decoder_body(arch, dtype, device)

@@ -34,8 +34,9 @@ from typing import Any, Callable
 import torch
 
 from vtcore import eagle3, models
+from vtcore.checkpoints import read_trimmed_draft
 from vtcore.errors import VTError
-from vtcore.formats import read_token_ids, read_trimmed_draft
+from vtcore.formats import read_token_ids
 
 
 @dataclass

@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from vtcore.checkpoints import draft_source, is_eagle3
 from vtcore.errors import VTError
 from vtcore.files import os_reason, regular_file
-from vtcore.formats import (StoredIds, TensorSource, UnsafeFile, draft_source, ids_from_d2t, is_eagle3, read_npy,
-                            safe_torch_load, stored_ids)
+from vtcore.formats import StoredIds, TensorSource, UnsafeFile, ids_from_d2t, read_npy, safe_torch_load, stored_ids
 from vtcore.tokens import load_tokenizer, tokenizer_info
 
 _K_IN_NAME = re.compile(r"_k(\d+)(?:\.|$)")
