@@ -283,14 +283,16 @@ def check_counts_tokenizer(choice: TokenChoice, target: str | os.PathLike | None
         return
     name = manifest_tokenizer_name(choice.manifest) or "an unnamed tokenizer"
     try:
+        from tokenizers import Tokenizer
+
         from vtcore.tokens import load_tokenizer
 
-        counted = load_tokenizer(name).get_vocab()
-        own = load_tokenizer(str(Path(theirs[1]).parent) if Path(theirs[1]).is_file() else None).get_vocab()
-        if counted == own:
+        own = (Tokenizer.from_file(theirs[1]) if Path(theirs[1]).is_file() else load_tokenizer().backend_tokenizer
+               ).get_vocab(with_added_tokens=True)
+        if len(own) == choice.tokenizer_vocab and load_tokenizer(name).get_vocab() == own:
             return
-    except (VTError, OSError, ValueError):
-        pass   # the counts' tokenizer is not at hand: the sha256 decides
+    except Exception:   # noqa: BLE001 - the counts' tokenizer is not at hand or not loadable: the sha256 decides
+        pass
     raise VTError(f"the counts were made with tokenizer {name} ({choice.tokenizer_vocab:,} tokens, sha256 "
                   f"{ours[:12]}…) but the target has its own, {theirs[1]} (sha256 {theirs[0][:12]}…): their token "
                   f"ids name other tokens; count the data with --tokenizer {target}")
