@@ -674,6 +674,15 @@ def test_the_default_eagle3_head_exports_untied_from_the_targets_embedding(smoll
 
 
 @pytest.mark.integration
+def test_a_bundled_draft_for_counts_of_another_tokenizer_keeps_the_token_maps(smollm2, cf):
+    # Qwen3 counts and the SmolLM2 head: the draft does not fit the counts, the Qwen3-sized maps still do
+    bundle = ex.export(ex.choose_k(cf, 300), "all", draft="default")
+    assert "tokenizer" in bundle.draft_error and "smollm2" in bundle.draft_error
+    assert set(bundle.artifacts) == {"sglang", "eagle3", "speculators-vocab", "json", "summary"}
+    assert bundle.vocab_size == QWEN3_MODEL_V and bundle.validated
+
+
+@pytest.mark.integration
 def test_the_standalone_2_layer_draft_exports_by_name_and_by_folder(smollm2, tmp_path):
     from vtcore import models
 

@@ -295,7 +295,8 @@ def check_counts_tokenizer(choice: TokenChoice, target: str | os.PathLike | None
         pass
     raise VTError(f"the counts were made with tokenizer {name} ({choice.tokenizer_vocab:,} tokens, sha256 "
                   f"{ours[:12]}…) but the target has its own, {theirs[1]} (sha256 {theirs[0][:12]}…): their token "
-                  f"ids name other tokens; count the data with --tokenizer {target}")
+                  f"ids name other tokens; count the data with "
+                  + (f"--tokenizer {target}" if Path(theirs[1]).is_file() else "the bundled Qwen3 tokenizer (count's default)"))
 
 
 # ---------------------------------------------------------------- renderers
@@ -660,16 +661,21 @@ def export(choice: TokenChoice, formats: list[str] | str | None = None, vocab_si
     refusing them."""
     if model_config is not None and target is not None and str(model_config) != str(target):
         raise VTError("give the target once: --target and --model-config name two different things")
-    target = target_of(draft, target if target is not None else model_config)
+    target = target if target is not None else model_config
     check_counts_tokenizer(choice, target)
     asked = _requested(formats)
     draft_error = None
     try:
+        implied = target_of(draft, target)
+        if implied is not target:   # a bundled draft's own target: if its tokenizer is not the counts', the draft fails
+            check_counts_tokenizer(choice, implied)
         d = draft_dir(draft)
         dv = draft_vocab(draft, d)
         draft_is_eagle3(d)   # its weights are readable (their names say the layout)
+        target = implied
     except VTError as e:
-        if not (Path(str(draft)).expanduser().is_dir() or any(f in DRAFT_FORMATS for f in asked)):
+        if not (Path(str(draft)).expanduser().is_dir() or models.bundled_draft(draft)
+                or any(f in DRAFT_FORMATS for f in asked)):
             raise
         draft_error, d, dv = str(e), None, None
     vocab = target_vocab(choice, vocab_size, target, None, d, dv)
