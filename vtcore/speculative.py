@@ -108,7 +108,7 @@ def load_draft(path_or_id: str | os.PathLike, device="cpu", dtype=None, token_ma
                vocab_size: int | None = None, workspace=None) -> Draft:
     """A Draft from a plain HF causal LM (dir or cached hub id), optionally trimmed by a token
     map (vtcore.formats.read_token_ids), or from a trimmed draft directory (an "hf-draft"
-    export: vtcore.formats.read_trimmed_draft)."""
+    export: vtcore.checkpoints.read_trimmed_draft)."""
     path = Path(models.resolve_model(path_or_id, workspace))
     cfg = json.loads((path / "config.json").read_text())
     if "draft_vocab_size" not in cfg:
