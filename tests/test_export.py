@@ -798,6 +798,9 @@ def test_speculators_norm_output_keeps_its_meaning_across_layouts():
                 checkpoints.specforge_config(flat)
         else:
             assert "norm_output" not in checkpoints.specforge_config(flat)
+    with pytest.raises(VTError, match="q/k norms"):   # a Qwen3 layer: SGLang's EAGLE-3 layer has no q/k norms
+        checkpoints.specforge_config(checkpoints.flat_eagle3_config({**base, "transformer_layer_config": {
+            **layer, "model_type": "qwen3"}}))
     with pytest.raises(VTError, match="norm_output: false"):   # SpecForge's un-normed logits: no speculators spelling
         checkpoints.speculators_config({**layer, "draft_vocab_size": 100, "norm_output": False}, verifier={"name_or_path": "t"})
 

@@ -241,6 +241,9 @@ def specforge_config(flat: dict) -> dict:
             raise VTError(f"the draft has {key.replace('speculators_', '')}: true (speculators' meaning), which "
                           "SGLang's LlamaForCausalLMEagle3 (and SpecForge's) cannot express; export it with "
                           "--format speculators instead")
+    if flat.get("model_type") == "qwen3":
+        raise VTError("the draft's layer is Qwen3's (per-head q/k norms), which SGLang's LlamaForCausalLMEagle3 "
+                      "(and SpecForge's) cannot express; export it with --format speculators instead")
     out = {k: v for k, v in flat.items() if k not in ("norm_before_residual", "norm_before_fc", *_OURS)}
     if flat.get("aux_hf_ids"):
         out["eagle_config"] = {**(flat.get("eagle_config") or {}), "use_aux_hidden_state": True,
