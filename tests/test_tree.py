@@ -1,0 +1,200 @@
+"""Tree drafting and tree verification (vtcore.tree) on tiny random-weight Llama targets with a
+standalone draft and an EAGLE-3 head: greedy output identical to the target alone, the chain as
+the t = 1 case, SGLang's head-row count, cache compaction, the tree's selection rule; one short
+run on the real SmolLM2 pair."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+
+from test_speculative import PROMPTS, shallow_copy_draft, tiny_eagle3, tiny_llama
+from vtcore import eagle3 as E
+from vtcore import models
+from vtcore import speculative as sp
+from vtcore import tree as T
+from vtcore.errors import VTError
+
+torch.set_num_threads(1)
+
+SHAPES = [T.TreeShape(3, 2, 5), T.TreeShape(4, 3, 8), T.TreeShape(2, 4, 9)]
+
+
+@pytest.fixture(scope="module")
+def target():
+    return tiny_llama(head_scale=4.0)
+
+
+@pytest.fixture(scope="module")
+def drafts(target):
+    std = sp.make_draft(shallow_copy_draft(target))
+    eag = tiny_eagle3(target)
+    return {"standalone": std, "standalone trimmed": sp.make_draft(std.model, list(range(0, 96, 2)) + [1, 3, 5]),
+            "eagle3": eag, "eagle3 trimmed": E.subtrim(eag, list(range(48)))}
+
+
+@pytest.fixture(scope="module")
+def wants(target):
+    return [sp.target_generate(target, p, sp.SpecConfig(max_new_tokens=20)).tokens for p in PROMPTS]
+
+
+@pytest.mark.parametrize("name", ["standalone", "standalone trimmed", "eagle3", "eagle3 trimmed"])
+def test_greedy_tree_is_token_identical_to_the_target(target, drafts, wants, name):
+    accepted = 0
+    for shape in SHAPES:
+        for prompt, want in zip(PROMPTS, wants):
+            r = T.tree_generate(target, drafts[name], prompt, sp.SpecConfig(max_new_tokens=20), shape)
+            assert r.tokens == want, (name, shape, prompt)
+            # the caches keep committed positions only: all but the last token
+            assert r.target_cache.get_seq_length() == len(prompt) + len(want) - 1
+            assert r.draft_cache.get_seq_length() <= len(prompt) + len(want) - 1
+            assert all(a <= shape.steps for a in r.stats.accepted)
+            assert all(d <= shape.tokens - 1 for d in r.stats.drafted)
+            accepted += sum(r.stats.accepted)
+    assert accepted > 0, "the drafts should get some tokens accepted, else nothing is verified"
+
+
+def test_kv_cache_after_tree_rounds_equals_a_fresh_prefill(target, drafts):
+    """The gathered-and-cropped target cache holds exactly the keys/values a fresh forward over the
+    committed sequence computes (the accepted nodes' entries moved to their sequential slots)."""
+    prompt = PROMPTS[2]
+    r = T.tree_generate(target, drafts["standalone"], prompt, sp.SpecConfig(max_new_tokens=16), T.TreeShape(3, 3, 7))
+    assert max(r.stats.accepted) >= 1
+    seq = torch.tensor(prompt + r.tokens)
+    fresh = models.new_cache(target)
+    with torch.inference_mode():
+        target.model(input_ids=seq[None, :-1], use_cache=True, **{models.cache_kwarg(target.model): fresh})
+    for a, b in zip(r.target_cache.layers, fresh.layers):
+        torch.testing.assert_close(a.keys, b.keys, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(a.values, b.values, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["standalone", "eagle3"])
+def test_t1_tree_is_the_chain(target, drafts, name):
+    """t = 1, n = s + 1 drafts the chain's tokens: same outputs, same accepted counts per round."""
+    for prompt in PROMPTS:
+        cfg = sp.SpecConfig(gamma=4, max_new_tokens=22)
+        chain = sp.speculative_generate(target, drafts[name], prompt, cfg)
+        tree = T.tree_generate(target, drafts[name], prompt, cfg, T.TreeShape(4, 1, 5))
+        assert tree.tokens == chain.tokens
+        assert tree.stats.accepted == chain.stats.accepted
+        assert tree.stats.drafted == chain.stats.drafted
+
+
+@pytest.mark.parametrize("name", ["standalone", "eagle3 trimmed"])
+def test_head_rows_per_round_follow_sglangs_formula(target, drafts, name):
+    shape = T.TreeShape(4, 3, 8)
+    r = T.tree_generate(target, drafts[name], PROMPTS[0], sp.SpecConfig(max_new_tokens=30), shape)
+    assert shape.head_rows() == 1 + 3 * 3 == 10 and shape.head_rows(batch=8) == 80
+    # every round at full depth (all but the last few, whose depth the token budget cuts)
+    full = [(h, d) for h, f, d in zip(r.stats.head_rows, r.stats.draft_forwards, r.stats.drafted) if f == shape.steps]
+    assert len(full) >= r.stats.steps - shape.steps
+    assert all(rows == shape.head_rows() and drafted == shape.tokens - 1 for rows, drafted in full)
+
+
+def test_trimmed_tree_only_proposes_kept_ids(target, drafts, monkeypatch):
+    seen = []
+    real = T.draft_tree
+
+    def spy(*a, **k):
+        tree = real(*a, **k)
+        seen.extend(tree.token)
+        return tree
+
+    monkeypatch.setattr(T, "draft_tree", spy)
+    d = drafts["eagle3 trimmed"]
+    T.tree_generate(target, d, PROMPTS[0], sp.SpecConfig(max_new_tokens=16), T.TreeShape(3, 4, 8))
+    kept = set(d.head_target_ids.tolist())
+    assert seen and set(seen) <= kept
+
+
+def test_selection_keeps_the_best_t_of_t_squared_and_the_best_n_minus_1():
+    """A hand-made draft with known log-probabilities: SGLang's rule picks these nodes."""
+    class Fixed:
+        aux_ids, kept = None, None
+        length = 10
+
+        def __init__(self):
+            self.fed = []
+
+        def root(self, seq, n_seq):
+            return torch.tensor(0), None
+
+        def expand(self, tokens, hidden, positions, visible):
+            self.fed.append(tokens.tolist())
+            self.length += tokens.numel()
+            return tokens, None
+
+        def head(self, x):
+            # token x's children: ids 0..4 with log-probs falling off faster for larger x
+            z = -(torch.arange(5).double()[None] + 1) * (x.reshape(-1, 1).double() + 1) / 2
+            return z[0] if x.dim() == 0 else z
+
+    prop = Fixed()
+    tree = T.draft_tree(prop, torch.zeros(11, dtype=torch.long), 11, T.TreeShape(3, 2, 6), 3, sp.Clock(torch.device("cpu")))
+    # root children 0 (-0.5) and 1 (-1); expanded: both; 4 children; best 2 kept; and so on
+    assert tree.token[:2] == [0, 1] and tree.depth[:2] == [1, 1]
+    assert len(tree.token) == 2 + 4 + 4 and tree.head_rows == 1 + 2 * 2
+    assert prop.fed[0] == [0, 1]
+    d2 = list(range(2, 6))
+    best2 = sorted(d2, key=lambda i: -tree.score[i])[:2]
+    assert prop.fed[1] == [tree.token[i] for i in sorted(best2)]
+    chosen = tree.choose(5)
+    want = sorted(sorted(range(len(tree.token)), key=lambda i: -tree.score[i])[:5])
+    assert chosen == want
+    assert all(tree.parent[c] < 0 or tree.parent[c] in chosen for c in chosen)
+    # the verify mask: a node sees the prefix, the tail, its ancestors and itself, nothing else
+    vis = T.tree_mask(tree, chosen, cached=4, tail=1)
+    for j, c in enumerate(chosen):
+        want_cols = set(range(5)) | {5 + j} | {5 + chosen.index(a) for a in tree.ancestors(c)}
+        assert set(vis[1 + j].nonzero().flatten().tolist()) == want_cols
+
+
+def test_tree_shapes_and_sampling_refusal(target, drafts):
+    assert T.parse_tree("5,4,8") == T.TreeShape(5, 4, 8)
+    for bad in ("5,4", "a,b,c", "5,4,8,1"):
+        with pytest.raises(VTError, match="s,t,n"):
+            T.parse_tree(bad)
+    with pytest.raises(VTError, match=r"2\.\.7"):
+        T.TreeShape(2, 2, 8)   # at most the root + 2 + 4 candidates
+    cfg = sp.SpecConfig(max_new_tokens=8, mode="sample")
+    with pytest.raises(VTError, match="not implemented"):
+        T.tree_generate(target, drafts["standalone"], PROMPTS[0], cfg, T.TreeShape(3, 2, 5))
+    # the chain shape samples losslessly through the chain's sampler
+    a = T.tree_generate(target, drafts["standalone"], PROMPTS[0], cfg, T.TreeShape(3, 1, 4))
+    b = sp.speculative_generate(target, drafts["standalone"], PROMPTS[0], sp.SpecConfig(gamma=3, max_new_tokens=8,
+                                                                                      mode="sample"))
+    assert a.tokens == b.tokens
+
+
+def test_summary_reports_acceptance_length_and_depths(target, drafts):
+    shape = T.TreeShape(3, 2, 6)
+    runs = [T.tree_generate(target, drafts["eagle3"], p, sp.SpecConfig(max_new_tokens=16), shape).stats
+            for p in PROMPTS[:2]]
+    s = T.summarize(runs, shape.steps)
+    rounds = sum(r.steps for r in runs)
+    assert s["acceptance_length"] == pytest.approx(sum(r.new_tokens for r in runs) / rounds)
+    assert s["acceptance_length"] == pytest.approx(1 + s["accepted_per_round"], abs=1e-9) or \
+        any(r.new_tokens < 16 for r in runs)
+    assert s["accepted_by_depth"] == sorted(s["accepted_by_depth"], reverse=True)
+    assert 0 < s["head_share"] < 1
+
+
+def test_real_smollm2_pair_tree_is_identical():
+    """The embedded SmolLM2-135M-Instruct with its EAGLE-3 head, a few tokens, full and trimmed."""
+    target_dir = models.default_target_dir()
+    target = models.load_model(target_dir, "cpu")
+    tok = models.load_tokenizer_from(target_dir)
+    draft = E.build_default_eagle3(target)
+    prompt = tok.apply_chat_template([{"role": "user", "content": "Write a Python function that reverses a list."}],
+                                     add_generation_prompt=True, tokenize=True)
+    prompt = prompt if isinstance(prompt, list) else prompt["input_ids"]
+    cfg = sp.SpecConfig(max_new_tokens=12)
+    want = sp.target_generate(target, prompt, cfg).tokens
+    trimmed = E.subtrim(draft, sorted(set(range(2000)) | set(want)))
+    for d in (draft, trimmed):
+        r = T.tree_generate(target, d, prompt, cfg, T.TreeShape(3, 4, 8))
+        assert r.tokens == want
+        assert sum(r.stats.accepted) > 0
