@@ -198,3 +198,64 @@ def test_real_smollm2_pair_tree_is_identical():
         r = T.tree_generate(target, d, prompt, cfg, T.TreeShape(3, 4, 8))
         assert r.tokens == want
         assert sum(r.stats.accepted) > 0
+
+
+# ---------------------------------------------------------------- the engine cost model
+
+
+def test_engine_round_work_per_engine():
+    from vtcore import enginecost as C
+
+    sg = C.round_shape("sglang", batch=4, steps=5, topk=4, tokens=8)   # SGLang's Llama default, bs 4
+    assert sg.head_rows == 4 * (1 + 4 * 4) == T.TreeShape(5, 4, 8).head_rows(batch=4)
+    assert (sg.draft_forwards, sg.verified, sg.scatter_rows, sg.max_accepted) == (5, 8, 0, 5)
+    vl = C.round_shape("vllm", batch=2, gamma=4)
+    assert (vl.head_rows, vl.scatter_rows, vl.verified, vl.draft_forwards) == (8, 8, 5, 4)
+    ch = C.round_shape("chain", batch=2, gamma=4)
+    assert (ch.head_rows, ch.scatter_rows) == (8, 0)
+    # t = 1 is the chain's work
+    one = C.round_shape("sglang", steps=4, topk=1, tokens=5)
+    assert (one.head_rows, one.draft_tokens, one.verified) == (4, 4, 5) == \
+        (C.round_shape("chain", gamma=4).head_rows, C.round_shape("chain", gamma=4).draft_tokens, 5)
+    for bad in (dict(engine="trt"), dict(engine="sglang", steps=5, topk=4), dict(engine="vllm"),
+                dict(engine="chain", gamma=2, batch=0)):
+        with pytest.raises(VTError):
+            C.round_shape(**bad)
+
+
+def test_engine_cost_prices_rows_and_the_scatter():
+    from vtcore import enginecost as C
+
+    u = C.UnitCosts(layer_ms_per_token=2.0, head_ms_per_row=1.0, scatter_ms=0.5, overhead_ms=3.0)
+    verify = {5: 30.0, 8: 36.0}.__getitem__
+    vl, ch = C.round_shape("vllm", gamma=4), C.round_shape("chain", gamma=4)
+    assert C.draft_ms(ch, u) == 4 * 2.0 + 4 * 1.0
+    assert C.draft_ms(vl, u) == C.draft_ms(ch, u) + 4 * 0.5    # the scatter trimming cannot remove
+    sg = C.round_shape("sglang", steps=5, topk=4, tokens=8)
+    assert C.round_ms(sg, u, verify) == 17 * 2.0 + 17 * 1.0 + 36.0 + 3.0
+    # 3 tokens per round at 20 ms per target token
+    assert C.predicted_speedup(3.0, ch, u, verify, 20.0) == pytest.approx(60.0 / (12.0 + 30.0 + 3.0))
+    assert C.scatter_ms(100, 5000, repeats=3) > 0
+
+
+def test_tree_benchmark_on_a_tiny_pair(tmp_path_factory):
+    """Target alone, a chain and a tree, full and trimmed, measured by vtcore.treebench."""
+    from drafthelpers import tiny_pair
+    from vtcore import bench, treebench
+
+    tdir, ddir, _ = tiny_pair(tmp_path_factory.mktemp("pair"))
+    cfg = bench.BenchConfig(target=str(tdir), draft=str(ddir), prompts=2, max_new_tokens=8, repeats=1, warmup=0,
+                            gamma=2, k=3000, device="cpu", threads=1, save=False,
+                            workspace=str(tmp_path_factory.mktemp("ws")))
+    shape = T.TreeShape(2, 2, 4)
+    r = treebench.run_tree_bench(cfg, [shape], [2])
+    assert set(r["methods"]) == {"target_only", "chain 2 full", "chain 2 trimmed", "tree 2,2,4 full",
+                                 "tree 2,2,4 trimmed"}
+    assert r["identical_outputs"] is True and r["k"] == 3000
+    for name in ("tree 2,2,4 full", "tree 2,2,4 trimmed"):
+        m = r["methods"][name]
+        assert 1 <= m["acceptance_length"] <= shape.steps + 1
+        assert m["head_rows_per_round"] <= shape.head_rows() and m["verified_per_round"] <= shape.tokens
+        assert m["predicted_decode_speedup"] > 0 and len(m["accepted_by_depth"]) == shape.steps
+    with pytest.raises(VTError, match="greedy"):
+        treebench.run_tree_bench(bench.BenchConfig(mode="sample"), [shape])
