@@ -259,3 +259,14 @@ def test_tree_benchmark_on_a_tiny_pair(tmp_path_factory):
         assert m["predicted_decode_speedup"] > 0 and len(m["accepted_by_depth"]) == shape.steps
     with pytest.raises(VTError, match="greedy"):
         treebench.run_tree_bench(bench.BenchConfig(mode="sample"), [shape])
+
+
+def test_cli_tree_flag(tmp_path):
+    """`vtcore bench --tree` parses s,t,n and refuses sampling with a tree: exit 2, one line why."""
+    from clihelpers import run_vtcore
+
+    p = run_vtcore("bench", "--tree", "3,2,4", "--mode", "sample", "--no-save", ws=tmp_path)
+    assert p.returncode == 2
+    assert "greedy" in p.stderr and "not implemented" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    p = run_vtcore("bench", "--tree", "3,2", ws=tmp_path)
+    assert p.returncode == 2 and "s,t,n" in p.stderr

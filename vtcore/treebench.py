@@ -14,12 +14,17 @@ model.
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import asdict
+from pathlib import Path
 from statistics import median
 from typing import Any, Callable
 
 from vtcore import bench, enginecost, eagle3, speculative, spread, tree
 from vtcore.errors import VTError
+from vtcore.files import plain_json
+from vtcore.workspace import subdir
 
 DEFAULT_TREES = ((3, 2, 4), (4, 2, 6), (5, 4, 8))   # a small grid, SGLang's Llama default last
 
@@ -140,3 +145,16 @@ def run_tree_bench(cfg: bench.BenchConfig, shapes: list[tree.TreeShape] | None =
     result["seconds"] = time.perf_counter() - t0
     progress(1.0, "done")
     return result
+
+
+def tree_results_path(workspace=None) -> Path:
+    """Tree runs go to their own store: their results have another shape than bench's."""
+    return subdir("bench", workspace) / "tree_results.jsonl"
+
+
+def append_tree_result(cfg: bench.BenchConfig, result: dict) -> Path:
+    path = tree_results_path(cfg.workspace)
+    line = json.dumps(plain_json({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": asdict(cfg), **result}))
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+    return path
