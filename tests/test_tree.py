@@ -233,6 +233,10 @@ def test_engine_cost_prices_rows_and_the_scatter():
     assert C.draft_ms(vl, u) == C.draft_ms(ch, u) + 4 * 0.5    # the scatter trimming cannot remove
     sg = C.round_shape("sglang", steps=5, topk=4, tokens=8)
     assert C.round_ms(sg, u, verify) == 17 * 2.0 + 17 * 1.0 + 36.0 + 3.0
+    assert sg.forward_tokens == (1, 4, 4, 4, 4)
+    # a forward over 4 tokens costing 1.5 one-token forwards (a CPU batches them)
+    batched = C.UnitCosts(2.0, 1.0, 0.5, 3.0, layer_ratio={1: 1.0, 4: 1.5}.__getitem__)
+    assert C.draft_ms(sg, batched) == 2.0 * (1 + 4 * 1.5) + 17 * 1.0
     # 3 tokens per round at 20 ms per target token
     assert C.predicted_speedup(3.0, ch, u, verify, 20.0) == pytest.approx(60.0 / (12.0 + 30.0 + 3.0))
     assert C.scatter_ms(100, 5000, repeats=3) > 0
@@ -252,6 +256,7 @@ def test_tree_benchmark_on_a_tiny_pair(tmp_path_factory):
     assert set(r["methods"]) == {"target_only", "chain 2 full", "chain 2 trimmed", "tree 2,2,4 full",
                                  "tree 2,2,4 trimmed"}
     assert r["identical_outputs"] is True and r["k"] == 3000
+    assert set(r["draft_layer_ratios"]) == {1, 2} and r["draft_layer_ratios"][2] > 0
     for name in ("tree 2,2,4 full", "tree 2,2,4 trimmed"):
         m = r["methods"][name]
         assert 1 <= m["acceptance_length"] <= shape.steps + 1

@@ -36,8 +36,9 @@ class RoundShape:
 
     engine: str
     head_rows: int          # draft head rows computed
-    draft_forwards: int     # draft forwards (each over `batch` or batch * t tokens)
+    draft_forwards: int     # draft forwards per round
     draft_tokens: int       # tokens the draft layer runs (the first forward counted as one per request)
+    forward_tokens: tuple   # tokens of each draft forward (bs, then bs * t for SGLang's tree steps)
     scatter_rows: int       # full-vocabulary scatters (vLLM)
     verified: int           # tokens the target verifies (per request)
     max_accepted: int       # the most draft tokens one round can accept (the tree's depth, gamma)
@@ -52,12 +53,12 @@ def round_shape(engine: str, batch: int = 1, gamma: int | None = None, steps: in
         if not (steps and topk and tokens) or steps < 1 or topk < 1 or tokens < 2:
             raise VTError("the SGLang model needs steps >= 1, topk >= 1 and draft tokens >= 2")
         rows = batch * (1 + (steps - 1) * topk)
-        return RoundShape(engine, rows, steps, rows, 0, tokens, steps)
+        return RoundShape(engine, rows, steps, rows, (batch,) + (batch * topk,) * (steps - 1), 0, tokens, steps)
     if engine in ("vllm", "chain"):
         if not gamma or gamma < 1:
             raise VTError(f"the {engine} model needs gamma >= 1")
-        return RoundShape(engine, batch * gamma, gamma, batch * gamma, batch * gamma if engine == "vllm" else 0,
-                          gamma + 1, gamma)
+        return RoundShape(engine, batch * gamma, gamma, batch * gamma, (batch,) * gamma,
+                          batch * gamma if engine == "vllm" else 0, gamma + 1, gamma)
     raise VTError(f"engine model must be one of {', '.join(ENGINES)}, got {engine!r}")
 
 
@@ -65,16 +66,19 @@ def round_shape(engine: str, batch: int = 1, gamma: int | None = None, steps: in
 class UnitCosts:
     """Measured unit costs in milliseconds."""
 
-    layer_ms_per_token: float     # the draft's layer(s) per token fed (head excluded)
+    layer_ms_per_token: float     # the draft's layer(s) on one token (a one-token forward, head excluded)
     head_ms_per_row: float        # the draft head per row, at the head's k
     scatter_ms: float = 0.0       # one full-vocabulary scatter of k logits (vLLM)
     overhead_ms: float = 0.0      # the loop's own work per round
+    layer_ratio: Callable[[int], float] | None = None   # a T-token forward / a one-token one
+                                                        # (measured; None: T, linear)
 
 
 def draft_ms(shape: RoundShape, u: UnitCosts) -> float:
-    """Draft time per round: layer tokens, head rows and scatters at their unit costs."""
-    return shape.draft_tokens * u.layer_ms_per_token + shape.head_rows * u.head_ms_per_row \
-        + shape.scatter_rows * u.scatter_ms
+    """Draft time per round: each forward's layer time, head rows and scatters at their unit costs."""
+    ratio = u.layer_ratio or float
+    layer = sum(u.layer_ms_per_token * ratio(T) for T in shape.forward_tokens)
+    return layer + shape.head_rows * u.head_ms_per_row + shape.scatter_rows * u.scatter_ms
 
 
 def round_ms(shape: RoundShape, u: UnitCosts, verify_ms: Callable[[int], float]) -> float:
