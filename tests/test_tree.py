@@ -211,6 +211,7 @@ def test_engine_round_work_per_engine():
     assert (sg.draft_forwards, sg.verified, sg.scatter_rows, sg.max_accepted) == (5, 8, 0, 5)
     vl = C.round_shape("vllm", batch=2, gamma=4)
     assert (vl.head_rows, vl.scatter_rows, vl.verified, vl.draft_forwards) == (8, 8, 5, 4)
+    assert C.round_shape("vllm", batch=2, gamma=4, trimmed=False).scatter_rows == 0   # no d2t, no scatter
     ch = C.round_shape("chain", batch=2, gamma=4)
     assert (ch.head_rows, ch.scatter_rows) == (8, 0)
     # t = 1 is the chain's work
@@ -250,7 +251,7 @@ def test_tree_benchmark_on_a_tiny_pair(tmp_path_factory):
     tdir, ddir, _ = tiny_pair(tmp_path_factory.mktemp("pair"))
     cfg = bench.BenchConfig(target=str(tdir), draft=str(ddir), prompts=2, max_new_tokens=8, repeats=1, warmup=0,
                             gamma=2, k=3000, device="cpu", threads=1, save=False,
-                            workspace=str(tmp_path_factory.mktemp("ws")))
+                            workspace=None)   # the session workspace: its counts cache is shared
     shape = T.TreeShape(2, 2, 4)
     r = treebench.run_tree_bench(cfg, [shape], [2])
     assert set(r["methods"]) == {"target_only", "chain 2 full", "chain 2 trimmed", "tree 2,2,4 full",

@@ -11,8 +11,8 @@ Read from the engines' code (docs/design.md, "Engine cost model"):
 - vLLM 0.33 (v1/spec_decode EAGLE proposer, `Eagle3LlamaForCausalLM.compute_logits`): chains only;
   each of the gamma draft steps runs the head on one row per request and then scatters the k
   draft logits into a full-vocabulary tensor (`new_full((N, vocab_size), -inf)` then an indexed
-  copy): an O(V) cost per drafted token that trimming the head does not remove. The target
-  verifies gamma + 1 tokens per request.
+  copy) when the head has a d2t map: an O(V) cost per drafted token that trimming the head
+  adds rather than removes. The target verifies gamma + 1 tokens per request.
 - chain: our engine's chain (vtcore.speculative): gamma head rows, no scatter.
 
 Costs are in milliseconds; the unit costs (one draft-layer token, one head row at the head's k,
@@ -45,8 +45,9 @@ class RoundShape:
 
 
 def round_shape(engine: str, batch: int = 1, gamma: int | None = None, steps: int | None = None,
-                topk: int | None = None, tokens: int | None = None) -> RoundShape:
-    """The work of one round: SGLang from (s, t, n); vLLM and the chain from gamma."""
+                topk: int | None = None, tokens: int | None = None, trimmed: bool = True) -> RoundShape:
+    """The work of one round: SGLang from (s, t, n); vLLM and the chain from gamma. vLLM scatters
+    only a head with a d2t map (trimmed: a full-vocabulary head's logits are returned as they are)."""
     if batch < 1:
         raise VTError(f"batch size must be >= 1, got {batch}")
     if engine == "sglang":
@@ -58,7 +59,7 @@ def round_shape(engine: str, batch: int = 1, gamma: int | None = None, steps: in
         if not gamma or gamma < 1:
             raise VTError(f"the {engine} model needs gamma >= 1")
         return RoundShape(engine, batch * gamma, gamma, batch * gamma, (batch,) * gamma,
-                          batch * gamma if engine == "vllm" else 0, gamma + 1, gamma)
+                          batch * gamma if engine == "vllm" and trimmed else 0, gamma + 1, gamma)
     raise VTError(f"engine model must be one of {', '.join(ENGINES)}, got {engine!r}")
 
 
