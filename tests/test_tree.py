@@ -263,6 +263,10 @@ def test_tree_benchmark_on_a_tiny_pair(tmp_path_factory):
         assert 1 <= m["acceptance_length"] <= shape.steps + 1
         assert m["head_rows_per_round"] <= shape.head_rows() and m["verified_per_round"] <= shape.tokens
         assert m["predicted_decode_speedup"] > 0 and len(m["accepted_by_depth"]) == shape.steps
+    from vtcore.cmd.bench import human
+
+    text = human(r)   # what `vtcore bench --tree` prints without --json
+    assert "tree 2,2,4 trimmed" in text and "identical outputs: True" in text
     with pytest.raises(VTError, match="greedy"):
         treebench.run_tree_bench(bench.BenchConfig(mode="sample"), [shape])
 
