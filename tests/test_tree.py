@@ -238,6 +238,10 @@ def test_engine_cost_prices_rows_and_the_scatter():
     # a forward over 4 tokens costing 1.5 one-token forwards (a CPU batches them)
     batched = C.UnitCosts(2.0, 1.0, 0.5, 3.0, layer_ratio={1: 1.0, 4: 1.5}.__getitem__)
     assert C.draft_ms(sg, batched) == 2.0 * (1 + 4 * 1.5) + 17 * 1.0
+    # and a head on 4 rows costing 2 rows: its weight is read once per matmul
+    both = C.UnitCosts(2.0, 1.0, 0.5, 3.0, layer_ratio={1: 1.0, 4: 1.5}.__getitem__,
+                       head_ratio={1: 1.0, 4: 2.0}.__getitem__)
+    assert C.draft_ms(sg, both) == 2.0 * (1 + 4 * 1.5) + 1.0 * (1 + 4 * 2.0)
     # 3 tokens per round at 20 ms per target token
     assert C.predicted_speedup(3.0, ch, u, verify, 20.0) == pytest.approx(60.0 / (12.0 + 30.0 + 3.0))
     assert C.scatter_ms(100, 5000, repeats=3) > 0
@@ -258,6 +262,7 @@ def test_tree_benchmark_on_a_tiny_pair(tmp_path_factory):
                                  "tree 2,2,4 trimmed"}
     assert r["identical_outputs"] is True and r["k"] == 3000
     assert set(r["draft_layer_ratios"]) == {1, 2} and r["draft_layer_ratios"][2] > 0
+    assert set(r["head_ratios"]) == {"full", "trimmed"} and set(r["head_ratios"]["trimmed"]) == {1, 2}
     for name in ("tree 2,2,4 full", "tree 2,2,4 trimmed"):
         m = r["methods"][name]
         assert 1 <= m["acceptance_length"] <= shape.steps + 1

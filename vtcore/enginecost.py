@@ -73,13 +73,15 @@ class UnitCosts:
     overhead_ms: float = 0.0      # the loop's own work per round
     layer_ratio: Callable[[int], float] | None = None   # a T-token forward / a one-token one
                                                         # (measured; None: T, linear)
+    head_ratio: Callable[[int], float] | None = None    # the head on T rows in one matmul / on one
+                                                        # row (its weight read once; None: T)
 
 
 def draft_ms(shape: RoundShape, u: UnitCosts) -> float:
-    """Draft time per round: each forward's layer time, head rows and scatters at their unit costs."""
-    ratio = u.layer_ratio or float
-    layer = sum(u.layer_ms_per_token * ratio(T) for T in shape.forward_tokens)
-    return layer + shape.head_rows * u.head_ms_per_row + shape.scatter_rows * u.scatter_ms
+    """Draft time per round: each forward's layer and head at its token count, and the scatters."""
+    lr, hr = u.layer_ratio or float, u.head_ratio or float
+    per_forward = sum(u.layer_ms_per_token * lr(T) + u.head_ms_per_row * hr(T) for T in shape.forward_tokens)
+    return per_forward + shape.scatter_rows * u.scatter_ms
 
 
 def round_ms(shape: RoundShape, u: UnitCosts, verify_ms: Callable[[int], float]) -> float:

@@ -7,8 +7,8 @@ tokens/s with its interval against the target alone, the acceptance length (new 
 verify), accepted tokens by depth, head rows and draft forwards per round and the head's share of
 draft time; greedy outputs are compared token for token. vtcore.enginecost predicts each
 method's decode speed-up from unit costs measured on the chain (a draft-layer token, a head row,
-the loop's work per round), the draft layer's cost at t tokens per forward relative to one
-(`layer_ratios`), the target's verify cost at n tokens and the measured acceptance length, so
+the loop's work per round), the draft layer's and the head's cost at t tokens (rows) per forward
+relative to one (`draft_ratios`), the target's verify cost at n tokens and the measured acceptance length, so
 the comparison with the measured speed-up checks the cost model, not an acceptance
 model.
 """
@@ -47,10 +47,11 @@ def _unit_costs(stats_list) -> tuple[float, float, float]:
     return layer, head, bench.overhead_ms_per_step(stats_list)
 
 
-def layer_ratios(target, draft, prompt_ids, sizes, repeats: int = 7) -> dict[int, float]:
+def draft_ratios(target, draft, prompt_ids, sizes, repeats: int = 7) -> tuple[dict[int, float], dict[int, float]]:
     """For each T in `sizes`: the median over rounds of (a tree-masked draft forward over T tokens,
-    head excluded) / (one over 1 token), the draft's cache cropped back after each; ratios taken
-    within a round, as speculative.verify_ratios does, so a slow spell cancels."""
+    head excluded) / (one over 1 token), the draft's cache cropped back after each, and the same
+    for its head on T rows in one matmul; ratios taken within a round, as
+    speculative.verify_ratios does, so a slow spell cancels."""
     import torch
 
     with torch.inference_mode():
@@ -70,18 +71,22 @@ def layer_ratios(target, draft, prompt_ids, sizes, repeats: int = 7) -> dict[int
             else:
                 models.crop_cache(prop.cache, L)
 
-        rounds = []
+        rounds, heads = [], []
         for _ in range(repeats + 1):   # the first round warms up
-            ms = {}
+            ms, hs = {}, {}
             for T in [1, *sizes]:
                 tokens = seq[-1:].repeat(T)
                 positions = torch.full((T,), L, device=device)
                 visible = torch.ones(T, L + T, dtype=torch.bool, device=device)
                 hidden = None if h is None else h[None].expand(T, -1)
-                ms[T] = clock.time_ms(lambda: prop.expand(tokens, hidden, positions, visible))
+                out = []
+                ms[T] = clock.time_ms(lambda: out.append(prop.expand(tokens, hidden, positions, visible)[0]))
+                hs[T] = clock.time_ms(lambda: prop.head(out[0]))
                 crop()
             rounds.append({T: ms[T] / ms[1] for T in sizes})
-    return {T: median(r[T] for r in rounds[1:]) for T in sizes}
+            heads.append({T: hs[T] / hs[1] for T in sizes})
+    return ({T: median(r[T] for r in rounds[1:]) for T in sizes},
+            {T: median(r[T] for r in heads[1:]) for T in sizes})
 
 
 def run_tree_bench(cfg: bench.BenchConfig, shapes: list[tree.TreeShape] | None = None,
@@ -127,7 +132,11 @@ def run_tree_bench(cfg: bench.BenchConfig, shapes: list[tree.TreeShape] | None =
     n_max = max([s.tokens for s in shapes] + [g + 1 for g in gammas])
     ratios = speculative.verify_ratios(setup.target, prompts[0].ids, n_max, aux_ids=aux_ids)
     sizes = sorted({s.topk for s in shapes} - {1})
-    ratio_of = {1: 1.0, **layer_ratios(setup.target, setup.full or setup.trimmed, prompts[0].ids, sizes)}
+    ratio_of, head_of = None, {}
+    for h, d in heads:
+        lr, hr = draft_ratios(setup.target, d, prompts[0].ids, sizes)
+        ratio_of = ratio_of or {1: 1.0, **lr}   # the layer is the same under either head
+        head_of[h] = {1: 1.0, **hr}
     tgt = list(runs["target_only"].values())
     t_forward = 1000 * sum(sum(s.target_s) for s in tgt) / sum(s.steps for s in tgt)
     t1 = bench.decode_ms_per_token(tgt)
@@ -139,7 +148,7 @@ def run_tree_bench(cfg: bench.BenchConfig, shapes: list[tree.TreeShape] | None =
         "k": int(len(bench.proposable_ids(setup.trimmed))), "vocab_size": V, "gammas": gammas,
         "trees": [s.label for s in shapes], "prompts": len(prompts), "repeats": cfg.repeats,
         "max_new_tokens": cfg.max_new_tokens, "target_ms_per_token": t1, "verify_ratios": ratios,
-        "draft_layer_ratios": ratio_of,
+        "draft_layer_ratios": ratio_of, "head_ratios": head_of,
         "methods": {},
     }
     ref = outs["target_only"]
@@ -173,7 +182,8 @@ def run_tree_bench(cfg: bench.BenchConfig, shapes: list[tree.TreeShape] | None =
                           "draft_ms_per_round": 1000 * sum(sum(x.draft_s) for x in stats) / rounds})
                 shape = enginecost.round_shape("chain", 1, gamma=g)
             layer, head_row, loop = units[head]
-            u = enginecost.UnitCosts(layer, head_row, 0.0, loop, layer_ratio=ratio_of.__getitem__)
+            u = enginecost.UnitCosts(layer, head_row, 0.0, loop, layer_ratio=ratio_of.__getitem__,
+                                     head_ratio=head_of[head].__getitem__)
             verify = lambda n: ratios[n - 1] * t_forward   # noqa: E731
             m["predicted_draft_ms_per_round"] = enginecost.draft_ms(shape, u)
             m["predicted_decode_speedup"] = enginecost.predicted_speedup(m["acceptance_length"], shape, u, verify, t1)
