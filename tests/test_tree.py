@@ -182,6 +182,7 @@ def test_summary_reports_acceptance_length_and_depths(target, drafts):
     assert 0 < s["head_share"] < 1
 
 
+@pytest.mark.integration
 def test_real_smollm2_pair_tree_is_identical():
     """The embedded SmolLM2-135M-Instruct with its EAGLE-3 head, a few tokens, full and trimmed."""
     target_dir = models.default_target_dir()
@@ -247,6 +248,7 @@ def test_engine_cost_prices_rows_and_the_scatter():
     assert C.scatter_ms(100, 5000, repeats=3) > 0
 
 
+@pytest.mark.integration
 def test_tree_benchmark_on_a_tiny_pair(tmp_path_factory):
     """Target alone, a chain and a tree, full and trimmed, measured by vtcore.treebench."""
     from drafthelpers import tiny_pair
