@@ -3,6 +3,7 @@ standalone draft and an EAGLE-3 head: greedy output identical to the target alon
 the t = 1 case, SGLang's head-row count, cache compaction, the tree's selection rule; one short
 run on the real SmolLM2 pair."""
 
+import json
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -287,3 +288,24 @@ def test_cli_tree_flag(tmp_path):
     assert "greedy" in p.stderr and "not implemented" in p.stderr and len(p.stderr.strip().splitlines()) == 1
     p = run_vtcore("bench", "--tree", "3,2", ws=tmp_path)
     assert p.returncode == 2 and "s,t,n" in p.stderr
+
+
+def test_cli_tree_settings_reach_the_benchmark(monkeypatch, tmp_path):
+    """--tree values ('grid' expanded, repeats dropped) and --gamma reach run_tree_bench; a saved
+    run is one JSON line in its own store."""
+    from vtcore import bench, treebench
+    from vtcore.cmd import bench as cmd
+
+    seen = {}
+
+    def fake(cfg, shapes, gammas, progress=None, log=None):
+        seen.update(shapes=[s.label for s in shapes], gammas=gammas)
+        return {"methods": {}, "identical_outputs": True}
+
+    monkeypatch.setattr(treebench, "run_tree_bench", fake)
+    cfg = bench.BenchConfig(tree=["grid", (3, 2, 4), (6, 1, 7)], gamma=3, workspace=str(tmp_path))
+    r = cmd.run_tree(None, cfg)
+    assert seen == {"shapes": ["3,2,4", "4,2,6", "5,4,8", "6,1,7"], "gammas": [3]}
+    lines = (tmp_path / "bench" / "tree_results.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and r["results_file"].endswith("tree_results.jsonl")
+    assert json.loads(lines[0])["config"]["tree"] == ["grid", [3, 2, 4], [6, 1, 7]]
