@@ -12,6 +12,14 @@ Prints, all measured in this one run (held-out code prompts; --ood adds the chat
 - predicted speed-up (the search's model with the measured verify cost) vs measured (goal: within 15%);
 - the full head's acceptance per draft position and accepted tokens per step (aim >= 1.5 at gamma 4).
 The full result (the `python -m vtcore bench --json` object) is the last line.
+
+    python benchmarks/bench_spec.py --tree 3,2,4 --tree 5,4,8 --chain-gamma 4   # trees (s,t,n) vs chains
+    python benchmarks/bench_spec.py --tree grid                                 # the small default grid
+
+With --tree (vtcore.treebench): target alone, chains and SGLang-style trees, full and trimmed head,
+side by side: outputs identical (goal: yes), acceptance length (tokens per verify), tokens/s vs the
+target alone (aim: trimmed tree >= 1.2x; trimmed >= 1.15x full at the same tree), head rows per
+round (= 1 + (s-1)t), and the engine cost model's predicted decode speed-up vs measured (goal: 10%).
 """
 
 from __future__ import annotations
@@ -99,7 +107,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--ood", action="store_true", help="also measure on samples/chat.jsonl.gz held-out prompts")
+    ap.add_argument("--tree", action="append", default=None,
+                    help="s,t,n: measure this SGLang-style tree (repeatable); 'grid': the default small grid")
+    ap.add_argument("--chain-gamma", type=int, action="append", default=None,
+                    help="with --tree: the chains to compare (repeatable; default: the search's gamma)")
     args = ap.parse_args()
+    if args.tree:
+        return tree_main(args)
 
     cfg = BenchConfig(draft=args.draft, prompts=args.prompts, max_new_tokens=args.max_new_tokens, gamma=args.gamma,
                       repeats=args.repeats, k=args.k, k_from=args.k_from, min_coverage=args.min_coverage,
@@ -121,6 +135,42 @@ def main() -> None:
         report({**r["ood"], "gamma": r["gamma"], "repeats": r["repeats"]},
                f"out of domain: {Path(r['ood']['data']).name} held-out prompts")
     r["head_micro_ms"] = micro
+    print(dumps(r))
+
+
+def tree_main(args) -> None:
+    from vtcore.tree import parse_tree
+    from vtcore.treebench import DEFAULT_TREES, run_tree_bench
+
+    shapes = [parse_tree(",".join(map(str, t))) for t in DEFAULT_TREES] if args.tree == ["grid"] else \
+        [parse_tree(t) for t in args.tree]
+    cfg = BenchConfig(draft=args.draft, prompts=args.prompts, max_new_tokens=args.max_new_tokens, gamma=args.gamma,
+                      repeats=args.repeats, k=args.k, k_from=args.k_from, min_coverage=args.min_coverage,
+                      threads=args.threads, device=args.device, save=False)
+    r = run_tree_bench(cfg, shapes, args.chain_gamma, progress=progress_printer("bench"))
+    print(f"\ndevice {r['device']} ({r['threads']} threads), draft {r['draft']} ({r['draft_kind']}), k = {r['k']:,}, "
+          f"{r['prompts']} prompts x {r['repeats']} repeats, {r['max_new_tokens']} new tokens; "
+          f"target alone {r['target_ms_per_token']:.1f} ms per token")
+    print(f"outputs identical to the target alone (every method): {r['identical_outputs']}")
+    hdr = f"{'method':22} {'tok/s':>7} {'vs target [interval]':>26} {'acc len':>7} {'head rows':>9} " \
+          f"{'head share':>10} {'pred':>6} {'meas':>6} {'gap':>5}  accepted by depth"
+    print(hdr)
+    for name, m in r["methods"].items():
+        if name == "target_only":
+            print(f"{name:22} {m['tokens_per_s']:7.2f}")
+            continue
+        ci = m["speedup_vs_target_ci"]
+        pred, meas = m["predicted_decode_speedup"], m["decode_speedup_vs_target"]
+        depth = " ".join(f"{x:.2f}" for x in m["accepted_by_depth"] if x is not None)
+        print(f"{name:22} {m['tokens_per_s']:7.2f} {m['speedup_vs_target']:6.2f}x [{ci[0]:.2f}, {ci[1]:.2f}] "
+              f"{m['verdict_vs_target']:>7} {m['acceptance_length']:7.2f} {m['head_rows_per_round']:9.2f} "
+              f"{m['head_share']:10.2f} {pred:5.2f}x {meas:5.2f}x {abs(pred - meas) / meas:4.0%}  {depth}")
+    for s in r["trees"]:
+        f, t = r["methods"].get(f"tree {s} full"), r["methods"].get(f"tree {s} trimmed")
+        if f and t:
+            print(f"tree {s}: trimmed vs full {t['tokens_per_s'] / f['tokens_per_s']:.2f}x (aim >= 1.15x)")
+    print(f"vLLM-style full-vocabulary scatter per drafted token (CPU): {r['vllm_scatter_ms_per_token']:.3f} ms at "
+          f"k = {r['k']:,} of V = {r['vocab_size']:,}")
     print(dumps(r))
 
 

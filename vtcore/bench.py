@@ -124,6 +124,8 @@ class BenchConfig:
     threads: int | None = None       # torch CPU threads (None: torch's default)
     workspace: str | None = None
     save: bool = True                # append to <workspace>/bench/results.jsonl
+    tree: list = field(default_factory=list)   # SGLang-style trees (s, t, n) to measure instead
+                                     # (vtcore.treebench); "grid": its small default grid
 
 
 def bench_argv(cfg: BenchConfig) -> list[str]:
@@ -135,6 +137,7 @@ def bench_argv(cfg: BenchConfig) -> list[str]:
              "--k": cfg.k, "--k-from": cfg.k_from, "--min-coverage": cfg.min_coverage, "--repeats": cfg.repeats,
              "--warmup": cfg.warmup, "--seed": cfg.seed, "--threads": cfg.threads, "--workspace": cfg.workspace}
     argv = ["bench"] + [x for f, v in flags.items() if v is not None for x in (f, str(v))]
+    argv += [x for t in cfg.tree for x in ("--tree", t if isinstance(t, str) else ",".join(map(str, t)))]
     return argv + ([] if cfg.save else ["--no-save"])
 
 

@@ -288,11 +288,12 @@ class Eagle3Draft(nn.Module):
         return (e.cos() * self.rope_scale).to(dtype), (e.sin() * self.rope_scale).to(dtype)
 
     def forward(self, token_ids: torch.Tensor, hidden: torch.Tensor, cache: Eagle3Cache,
-                positions: torch.Tensor | None = None) -> torch.Tensor:
+                positions: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         """One chain step for T new positions of ONE sequence: token_ids [T] (the token after each
         position), hidden [T, H] (fuse(target aux) or a previous step's output), appended to
         `cache`. Returns h_out [T, H]: what the next step feeds back as `hidden` (norm(h) for
-        EAGLE-3.1 checkpoints, else the un-normed h)."""
+        EAGLE-3.1 checkpoints, else the un-normed h). `attn_mask` (bool [T, cache length after the
+        append], True = visible) replaces the causal mask: tree drafting (vtcore.tree) passes one."""
         T = token_ids.shape[-1]
         if positions is None:
             positions = torch.arange(cache.length, cache.length + T, device=token_ids.device)
@@ -302,8 +303,8 @@ class Eagle3Draft(nn.Module):
         L = K.shape[-2]
         rep = self.cfg.num_heads // self.cfg.num_kv_heads
         K, Vv = K.repeat_interleave(rep, dim=0), Vv.repeat_interleave(rep, dim=0)
-        mask = None
-        if T > 1:  # causal among the new positions; every cached one is visible
+        mask = attn_mask
+        if mask is None and T > 1:  # causal among the new positions; every cached one is visible
             mask = torch.ones(T, L, dtype=torch.bool, device=q.device).tril(L - T)
         attn = F.scaled_dot_product_attention(q, K, Vv, attn_mask=mask)
         h = self.layer.finish(attn, residual)
@@ -386,8 +387,8 @@ def subtrim(draft: Eagle3Draft, kept_target_ids) -> Eagle3Draft:
 
 
 @torch.no_grad()
-def target_forward(target, input_ids: torch.Tensor, aux_ids, cache=None, attention_mask=None
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def target_forward(target, input_ids: torch.Tensor, aux_ids, cache=None, attention_mask=None,
+                   position_ids=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the target's decoder on input_ids ([T] or [B, T]) appended to its KV `cache` (a HF
     Cache, or None) and return (last hidden state after the final norm — the logits input —,
     the aux states concatenated [.., T, k*Ht] in `aux_ids` order). Forward hooks on just the
@@ -412,6 +413,8 @@ def target_forward(target, input_ids: torch.Tensor, aux_ids, cache=None, attenti
         hooks.append(mod.register_forward_hook(grab(i)))
     try:
         kw = {"use_cache": False} if cache is None else {models.cache_kwarg(dec): cache, "use_cache": True}
+        if position_ids is not None:   # a tree verify: nodes sit at their depth's position
+            kw["position_ids"] = position_ids
         out = dec(input_ids=ids, attention_mask=attention_mask, **kw)
     finally:
         for h in hooks:

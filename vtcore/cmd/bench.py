@@ -46,8 +46,42 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--workspace", help="workspace directory (default $VTCORE_WORKSPACE or ~/.cache/vocab-trim-studio)")
     p.add_argument("--no-save", action="store_true", help="do not append to the results store")
+    p.add_argument("--tree", action="append", type=tree_arg, default=[], metavar="S,T,N",
+                   help="measure SGLang-style tree drafting instead (repeatable): S draft steps, top-T children "
+                        "per node, N tokens verified per round (the root included), e.g. 5,4,8; 'grid' for a small "
+                        "default grid. Chains at --gamma (or the search's) and the target alone run beside it, "
+                        "full and trimmed head; greedy only. Saved to <workspace>/bench/tree_results.jsonl")
     p.set_defaults(func=run, human=human)
     return p
+
+
+def tree_arg(text: str):
+    """'s,t,n' -> (s, t, n), or 'grid'."""
+    if text.strip().lower() == "grid":
+        return "grid"
+    from vtcore.errors import VTError
+    from vtcore.tree import parse_tree
+
+    try:
+        t = parse_tree(text)
+    except VTError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return (t.steps, t.topk, t.tokens)
+
+
+def run_tree(args, cfg) -> dict:
+    import sys
+
+    from vtcore.cmd.common import progress_printer
+    from vtcore.tree import TreeShape
+    from vtcore.treebench import DEFAULT_TREES, append_tree_result, run_tree_bench
+
+    shapes = [TreeShape(*t) for x in cfg.tree for t in (DEFAULT_TREES if x == "grid" else [x])]
+    r = run_tree_bench(cfg, list(dict.fromkeys(shapes)), [cfg.gamma] if cfg.gamma else None,
+                       progress=progress_printer("bench"), log=lambda m: print(m, file=sys.stderr, flush=True))
+    if cfg.save:
+        r["results_file"] = str(append_tree_result(cfg, r))
+    return r
 
 
 def run(args) -> dict:
@@ -61,7 +95,9 @@ def run(args) -> dict:
                       gamma=args.gamma, mode=args.mode, temperature=args.temperature, device=args.device,
                       k=args.k, k_from=args.k_from, min_coverage=args.min_coverage, repeats=args.repeats,
                       warmup=args.warmup, seed=args.seed, threads=args.threads, workspace=args.workspace,
-                      save=not args.no_save)
+                      save=not args.no_save, tree=list(args.tree))
+    if cfg.tree:
+        return run_tree(args, cfg)
     return run_bench(cfg, progress=progress_printer("bench"), log=lambda m: print(m, file=sys.stderr, flush=True))
 
 
@@ -77,9 +113,30 @@ def ratio(r: dict, name: str) -> str:
     return f"{x:.2f}x [{ci[0]:.2f}, {ci[1]:.2f}] {r[f'verdict_{name}']}"
 
 
+def human_tree(r: dict) -> str:
+    lines = [f"device {r['device']}  target {r['target']}  draft {r['draft']} ({r['draft_kind']})  k {r['k']:,}/"
+             f"{r['vocab_size']:,}  {r['prompts']} prompts x {r['repeats']} repeats x {r['max_new_tokens']} new tokens",
+             f"{'method':22} {'tok/s':>7} {'vs target [interval]':>28} {'acc len':>7} {'head rows':>9} "
+             f"{'head share':>10} {'predicted':>9}"]
+    for name, m in r["methods"].items():
+        if name == "target_only":
+            lines.append(f"{name:22} {m['tokens_per_s']:7.2f}")
+            continue
+        lo, hi = m["speedup_vs_target_ci"]
+        lines.append(f"{name:22} {m['tokens_per_s']:7.2f} {m['speedup_vs_target']:6.2f}x [{lo:.2f}, {hi:.2f}] "
+                     f"{m['verdict_vs_target']:>7} {m['acceptance_length']:7.2f} {m['head_rows_per_round']:9.2f} "
+                     f"{_f(m['head_share']):>10} {m['predicted_decode_speedup']:8.2f}x")
+    lines.append(f"identical outputs: {r['identical_outputs']}")
+    if r.get("results_file"):
+        lines.append(f"appended to {r['results_file']}")
+    return "\n".join(lines)
+
+
 def human(r: dict) -> str:
     if r.get("stopped"):
         return "bench stopped"
+    if "methods" in r:
+        return human_tree(r)
     lines = [f"device {r['device']}  target {r['target']}  draft {r['draft']} ({r['draft_kind']})  "
              f"k {r['k']:,}/{r['vocab_size']:,} (covers {r['coverage_k']:.3f} of held-out tokens)  "
              f"gamma {r['gamma']} ({r['gamma_from']})  {r['mode']}",
