@@ -270,8 +270,8 @@ def test_benchmark_page_runs_a_tiny_pair_in_the_background(workspace, tmp_path):
     from vtcore.bench import load_results
 
     runs = load_results()
-    assert len(runs) == 1 and runs[0]["target"] == str(tdir) and runs[0]["identical_outputs"] is True
-    assert runs[0]["k"] == 2048 and any(c.value == "Kept tokens: code.jsonl: k = 2048 given" for c in at.caption)
+    assert len(runs) == 1 and runs[0].target == str(tdir) and runs[0].identical_outputs is True
+    assert runs[0].k == 2048 and any(c.value == "Kept tokens: code.jsonl: k = 2048 given" for c in at.caption)
     assert state.load_state().bench["target"] == str(tdir)      # the settings survive a refresh
     again = open_app("pages/5_Benchmark.py")
     assert any(h.value == "History" for h in again.subheader)

@@ -346,6 +346,6 @@ def test_short_cpu_benchmark(page, server, tmp_path):
     from vtcore.bench import load_results
 
     runs = load_results(server["ws"])
-    assert len(runs) == 1 and runs[0]["identical_outputs"] is True
-    assert runs[0]["target"] == (target if target != "default" else runs[0]["target"])
+    assert len(runs) == 1 and runs[0].identical_outputs is True
+    assert runs[0].target == (target if target != "default" else runs[0].target)
     shoot(page, server, "benchmark")
