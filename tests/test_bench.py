@@ -4,22 +4,19 @@ use the real bundled Qwen3 tokenizer, with prompts from samples/code.jsonl."""
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 import torch
 
-from clihelpers import last_json, run_vtcore
 from drafthelpers import tiny_pair, write_hf_draft
 from vtcore import bench, benchtypes
 from vtcore.errors import VTError
 from vtcore.tokens import load_tokenizer
 from vtcore.workspace import repo_root
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 REPO = repo_root()
 
 
@@ -133,8 +130,14 @@ def test_bench_stops_when_asked(pair, ws):
     assert len(bench.load_results(ws)) == before   # a stopped run is not stored
 
 
-def test_sample_mode_runs_and_does_not_claim_identity(pair, ws):
-    r = bench.run_bench(_cfg(pair, ws, mode="sample", prompts=1, repeats=1, save=False))
+@pytest.fixture(scope="module")
+def sampled_on_auto(pair, ws):
+    """One short run shared by the tests that read it: sample mode, on the device `auto` picks."""
+    return bench.run_bench(_cfg(pair, ws, mode="sample", device="auto", prompts=1, repeats=1, warmup=0, save=False))
+
+
+def test_sample_mode_runs_and_does_not_claim_identity(sampled_on_auto):
+    r = sampled_on_auto
     assert r.identical_outputs is None and r.trimmed.tokens_per_s > 0
 
 
@@ -150,42 +153,49 @@ def test_hf_draft_directory_is_benchmarked_as_the_trimmed_draft(pair, ws, tmp_pa
     assert r.identical_outputs is True and any("hf-draft" in n for n in r.notes)
 
 
-def test_cli_with_a_token_map_prints_one_json_line(pair, ws, tmp_path):
+def cli_json(capsys, *argv: str) -> dict:
+    """`python -m vtcore ARGV --json` through the CLI's own entry in this process (the same parsing
+    and JSON; test_the_pages_benchmark_... runs it in a process of its own): its last stdout line."""
+    from vtcore.cli import main
+
+    code = main([*argv, "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_cli_with_a_token_map_prints_one_json_line(pair, ws, tmp_path, capsys):
     before = len(bench.load_results(ws))
     tdir, ddir, _ = pair
     ids = torch.tensor([151645, 151643] + list(range(100, 2100)), dtype=torch.long)
     torch.save(ids, tmp_path / "map.pt")
-    p = run_vtcore("bench", "--target", str(tdir), "--draft", str(ddir), "--token-map", str(tmp_path / "map.pt"),
-                   "--prompts", "1", "--max-new-tokens", "6", "--repeats", "1", "--warmup", "0", "--device", "cpu",
-                   "--threads", "1", "--json", ws=ws)
-    r = last_json(p)
+    r = cli_json(capsys, "bench", "--target", str(tdir), "--draft", str(ddir), "--token-map", str(tmp_path / "map.pt"),
+                 "--prompts", "1", "--max-new-tokens", "6", "--repeats", "1", "--warmup", "0", "--device", "cpu",
+                 "--threads", "1", "--workspace", str(ws))
     assert r["k"] == 2002 and r["identical_outputs"] is True and r["token_map"].endswith("map.pt")
     assert len(bench.load_results(ws)) == before + 1
 
 
-def test_cli_bad_inputs_exit_2_with_one_line(pair, ws, tmp_path):
+def test_cli_bad_inputs_exit_2_with_one_line(pair, ws, tmp_path, capsys):
+    from vtcore.cli import main
+
     tdir, ddir, _ = pair
     torch.save(torch.tensor([1, 2, 200000]), tmp_path / "big.pt")
-    # several bad inputs in one process (each a fresh main() call): startup is the slow part
-    code = f"""
-import sys, json
-from vtcore.cli import main
-common = ["bench", "--target", {str(tdir)!r}, "--draft", {str(ddir)!r}, "--prompts", "1", "--max-new-tokens", "2",
-          "--repeats", "1", "--warmup", "0", "--workspace", {str(ws)!r}]
-print(json.dumps([main(common + ["--token-map", {str(tmp_path / 'big.pt')!r}]),
-                  main(common + ["--device", "cuda"]) if not __import__("torch").cuda.is_available() else 2,
-                  main(["bench", "--target", {str(tdir)!r}, "--prompts", "1"]),
-                  main(["bench", "--target", "some-org/some-model", "--draft", {str(ddir)!r}])]))
-"""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
-    assert json.loads(p.stdout.strip().splitlines()[-1]) == [2, 2, 2, 2], p.stderr
-    errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
-    assert any("token id 200000 is outside the draft's vocabulary (151936 rows" in e for e in errors), p.stderr
+    common = ["bench", "--target", str(tdir), "--draft", str(ddir), "--prompts", "1", "--max-new-tokens", "2",
+              "--repeats", "1", "--warmup", "0", "--workspace", str(ws)]
+    codes = [main(common + ["--token-map", str(tmp_path / "big.pt")]),
+             main(common + ["--device", "cuda"]) if not torch.cuda.is_available() else 2,
+             main(["bench", "--target", str(tdir), "--prompts", "1"]),
+             main(["bench", "--target", "some-org/some-model", "--draft", str(ddir)])]
+    out, err = capsys.readouterr()
+    assert codes == [2, 2, 2, 2] and out == "", err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 4, err                      # one line each
+    assert any("token id 200000 is outside the draft's vocabulary (151936 rows" in e for e in errors), err
     if not torch.cuda.is_available():
-        assert any("no CUDA device is available" in e for e in errors), p.stderr
-    assert any("needs --draft" in e for e in errors), p.stderr
-    assert any("some-org/some-model" in e and "local directory" in e for e in errors), p.stderr
+        assert any("no CUDA device is available" in e for e in errors), err
+    assert any("needs --draft" in e for e in errors), err
+    assert any("some-org/some-model" in e and "local directory" in e for e in errors), err
 
 
 def test_draft_with_a_different_tokenizer_is_refused(ws, tmp_path):
@@ -194,10 +204,10 @@ def test_draft_with_a_different_tokenizer_is_refused(ws, tmp_path):
         bench.run_bench(_cfg((tdir, ddir, None), ws))
 
 
-def test_auto_device_falls_back_to_cpu_and_says_so(pair, ws):
+def test_auto_device_falls_back_to_cpu_and_says_so(sampled_on_auto):
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present: auto picks it")
-    r = bench.run_bench(_cfg(pair, ws, device="auto", prompts=1, repeats=1, warmup=0, save=False))
+    r = sampled_on_auto
     assert r.device == "cpu" and any("no CUDA device found" in n for n in r.notes)
 
 
@@ -223,7 +233,7 @@ def _wait(job, timeout=300):
     return job.status()
 
 
-def test_the_pages_benchmark_is_the_clis_run_in_a_child_process(pair, ws, tmp_path):
+def test_the_pages_benchmark_is_the_clis_run_in_a_child_process(pair, ws, tmp_path, capsys):
     """Same config, same figures' structure, same choices (k, gamma, outputs): the page's job runs
     the CLI in its own process, and its result is the CLI's JSON."""
     from vtapp.jobs import bench_job
@@ -233,7 +243,7 @@ def test_the_pages_benchmark_is_the_clis_run_in_a_child_process(pair, ws, tmp_pa
     s = _wait(job)
     assert s["state"] == "finished", s
     page = job.result
-    cli = last_json(run_vtcore(*benchtypes.bench_argv(cfg), "--json", ws=ws))
+    cli = cli_json(capsys, *benchtypes.bench_argv(cfg))
     assert set(page) == set(cli)
     for key in ("k", "gamma", "coverage_k", "identical_outputs", "draft_kind", "ci_method", "token_map"):
         assert page[key] == cli[key], key

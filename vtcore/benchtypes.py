@@ -5,6 +5,7 @@ dashboard reads."""
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
 
@@ -56,7 +57,7 @@ def _flag(f) -> str:
     return "--no-save" if f.name == "save" else "--" + f.name.replace("_", "-")
 
 
-def add_bench_args(p) -> None:
+def add_bench_args(p: argparse.ArgumentParser) -> None:
     """The `python -m vtcore bench` flags, one per BenchConfig field, with its default and type."""
     for f in fields(BenchConfig):
         if f.type == "bool":
@@ -68,7 +69,8 @@ def add_bench_args(p) -> None:
                        help=f.metadata["help"] + default)
 
 
-def config_from_args(args) -> BenchConfig:
+def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    """The BenchConfig that parsed `bench` arguments stand for."""
     return BenchConfig(**{f.name: getattr(args, f.name) for f in fields(BenchConfig)})
 
 
@@ -278,8 +280,14 @@ class BenchResult(Measured):
 
     @classmethod
     def from_dict(cls, d: dict) -> BenchResult:
-        return _build(cls, d, calibration=lambda c: _build(Calibration, c), ood=OodResult.from_dict,
-                      **Measured._NESTED)
+        return _build(cls, d, calibration=_calibration, ood=OodResult.from_dict, **Measured._NESTED)
+
+
+def _calibration(d: dict) -> Calibration | None:
+    try:
+        return _build(Calibration, d)
+    except TypeError:   # a stored line without one of its fields: the run is still shown
+        return None
 
 
 @dataclass(kw_only=True)
