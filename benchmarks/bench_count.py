@@ -6,10 +6,10 @@
 With --engine ray: the local and the Ray engine side by side, each on the data once (1x) and
 three times over in one file (3x), interleaved. The marginal rate (tokens per extra second from
 1x to 3x) leaves the start-up out; the start-up is what the 1x run took beyond its tokens at
-the marginal rate, and starting Ray itself (once per process) is timed apart. Goal (#14): Ray's
+the marginal rate, and starting Ray itself (once per process) is timed apart. The goal: Ray's
 marginal rate >= 0.7x the local engine's on this machine.
 
-The raw baseline is what the issue defines: tokenizers.Tokenizer.encode_batch on the
+The raw baseline: tokenizers.Tokenizer.encode_batch on the
 assistant contents alone, then np.bincount. The rows are read once beforehand for the
 baseline; `count` is timed end to end (reading, rendering, encoding, counting), without
 its disk cache. Prints the tokens/s of each and the ratio to the raw rate (medians).

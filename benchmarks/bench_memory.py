@@ -1,4 +1,4 @@
-"""Peak memory of `count` and `validate` on hostile inputs (issue #13), each run as its own process.
+"""Peak memory of `count` and `validate` on hostile inputs, each run as its own process.
 
     python benchmarks/bench_memory.py [--mb 50] [--ids 150000000] [--timeout 600] [--keep DIR]
 
@@ -9,7 +9,7 @@ int64 ids (150 M: a 1.2 GB file; ids drawn in [0, 151936), so most repeat). Each
 a subprocess with its own workspace; its peak RSS comes from os.wait4 (the kernel's ru_maxrss of
 that child alone). Prints one line per case: exit status, seconds, peak RSS, the error line.
 
-Before this work (issue #13): the 50 MB line peaked at 18.7 GB (183 s), /dev/zero grew until
+Before the row cap and bounded reads: the 50 MB line peaked at 18.7 GB (183 s), /dev/zero grew until
 MemoryError, the FIFO hung, validate on 150 M ids reached 12.7 GB and ran past 5 minutes.
 The goal: count under 2 GB on the 50 MB line (or refused with the cap named).
 """

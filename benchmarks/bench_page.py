@@ -51,7 +51,7 @@ def page_run(args) -> tuple[dict, int]:
     assert not at.error, [e.value for e in at.error]
     runs = load_results()
     assert len(runs) == before + 1, "the page's run did not reach the results store"
-    return runs[-1], reruns
+    return runs[-1].to_dict(), reruns   # the stored run, as the CLI's JSON
 
 
 def cli_run(args) -> dict:
@@ -65,7 +65,7 @@ def cli_run(args) -> dict:
 
 
 def main() -> None:
-    from vtcore.bench import BenchConfig
+    from vtcore.benchtypes import BenchConfig
 
     d = BenchConfig()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from vtcore.bench import BenchConfig, run_bench  # noqa: E402
+from vtcore.bench import run_bench  # noqa: E402
+from vtcore.benchtypes import BenchConfig  # noqa: E402
 from vtcore.cmd.common import dumps, progress_printer  # noqa: E402
 from vtcore.workspace import repo_root  # noqa: E402
 
@@ -119,7 +120,7 @@ def main() -> None:
                       repeats=args.repeats, k=args.k, k_from=args.k_from, min_coverage=args.min_coverage,
                       threads=args.threads, device=args.device,
                       ood_data=str(repo_root() / "samples" / "chat.jsonl.gz") if args.ood else None)
-    r = run_bench(cfg, progress=progress_printer("bench"))
+    r = run_bench(cfg, progress=progress_printer("bench")).to_dict()   # read as the CLI's JSON
     from vtcore import models
 
     target = models.load_model(models.default_target_dir(), "cpu")

@@ -11,7 +11,8 @@ from vtapp import common as ui
 from vtapp import plots
 from vtapp import state as vstate
 from vtcore import export as ex
-from vtcore.bench import BenchConfig, load_results
+from vtcore.bench import load_results
+from vtcore.benchtypes import BenchConfig, BenchResult
 from vtcore.errors import VTError
 from vtcore.files import atomic_file
 
@@ -118,22 +119,20 @@ def with_ci(x: float | None, ci: list | None, fmt: str = "{:.2f}") -> str:
     return fmt.format(x) + (f" [{fmt.format(ci[0])}, {fmt.format(ci[1])}]" if ci else "")
 
 
-def show(r: dict) -> None:
-    st.markdown(f"**{r['target']}** + **{r['draft']}** ({r.get('draft_kind', 'standalone')}) on {r['device']} · "
-                f"k = {r['k']:,} of {r['vocab_size']:,} (covers {r['coverage_k']:.3f} of held-out tokens) · "
-                f"γ = {r['gamma']} ({'chosen by the search' if r.get('gamma_from') == 'search' else r.get('gamma_from', 'given')})"
-                f" · {r['prompts']} prompts × {r['repeats']} repeats × {r['max_new_tokens']} tokens · "
-                f"identical outputs: {r['identical_outputs']}")
-    st.caption(f"Kept tokens: {r.get('token_map')}")
+def show(r: BenchResult) -> None:
+    st.markdown(f"**{r.target}** + **{r.draft}** ({r.draft_kind}) on {r.device} · "
+                f"k = {r.k:,} of {r.vocab_size:,} (covers {r.coverage_k:.3f} of held-out tokens) · "
+                f"γ = {r.gamma} ({'chosen by the search' if r.gamma_from == 'search' else r.gamma_from})"
+                f" · {r.prompts} prompts × {r.repeats} repeats × {r.max_new_tokens} tokens · "
+                f"identical outputs: {r.identical_outputs}")
+    st.caption(f"Kept tokens: {r.token_map}")
     rows = []
-    for m in ("target_only", "full", "trimmed"):
-        x = r.get(m)
-        if x:
-            rows.append({"method": plots.METHOD_LABELS[m],
-                         "tokens/s": with_ci(x["tokens_per_s"], x.get("tokens_per_s_ci"), "{:.1f}"),
-                         "accepted/step": x.get("accepted_per_step"), "draft ms/step": x.get("draft_ms_per_step"),
-                         "LM head ms/token": x.get("lm_head_ms_per_token"), "LM head share": x.get("lm_head_share"),
-                         "target ms/step": x["target_ms_per_step"]})
+    for m, x in r.methods().items():
+        rows.append({"method": plots.METHOD_LABELS[m],
+                     "tokens/s": with_ci(x.tokens_per_s, x.tokens_per_s_ci, "{:.1f}"),
+                     "accepted/step": x.accepted_per_step, "draft ms/step": x.draft_ms_per_step,
+                     "LM head ms/token": x.lm_head_ms_per_token, "LM head share": x.lm_head_share,
+                     "target ms/step": x.target_ms_per_step})
     table = pd.DataFrame(rows)
     # target-only has no draft figures: Streamlit shows a missing cell as "None", so those columns are text
     for c in ("accepted/step", "draft ms/step", "LM head ms/token", "LM head share"):
@@ -144,10 +143,10 @@ def show(r: dict) -> None:
     m = st.columns(3)
     for col, name, label in ((m[0], "trimmed_vs_target", "trimmed draft vs target alone"),
                              (m[1], "trimmed_vs_full", "trimmed vs full draft")):
-        x = r.get(f"speedup_{name}")
-        col.metric(label, "–" if x is None else f"{x:.2f}×", delta=r.get(f"verdict_{name}"), delta_color="off",
-                   help=f"interval {with_ci(x, r.get(f'speedup_{name}_ci'))} ({r.get('ci_method')})")
-    pred = r.get("predicted_speedup")
+        x, ci, verdict = r.speedup(name)
+        col.metric(label, "–" if x is None else f"{x:.2f}×", delta=verdict, delta_color="off",
+                   help=f"interval {with_ci(x, ci)} ({r.ci_method})")
+    pred = r.predicted_speedup
     m[2].metric("predicted, trimmed vs target", "–" if pred is None else f"{pred:.2f}×",
                 help="the search module's model fed with the measured acceptance, C(k), draft and target costs and "
                      "the verify cost")
@@ -157,14 +156,14 @@ def show(r: dict) -> None:
     g = st.columns(2)
     g[0].plotly_chart(plots.bench_draft_split_figure(r), key="b_split", config={"displaylogo": False})
     g[1].plotly_chart(plots.bench_speedup_figure(r), key="b_speed", config={"displaylogo": False})
-    for n in r.get("notes", []):
+    for n in r.notes:
         st.caption(f"note: {n}")
 
 
-history = [r for r in load_results() if not r.get("stopped") and r.get("trimmed")]
+history = [r for r in load_results() if r.trimmed]
 if job is not None and job.state == "finished" and job.result and not job.result.get("stopped"):
     st.subheader("Result")
-    show(job.result)
+    show(BenchResult.from_dict(job.result))
 elif history:
     st.subheader("Latest result")
     show(history[-1])
@@ -172,11 +171,11 @@ elif history:
 if history:
     st.subheader("History")
     st.dataframe(pd.DataFrame([{
-        "time": r.get("time"), "device": r.get("device"), "target": r.get("target"), "draft": r.get("draft"),
-        "kind": r.get("draft_kind", "standalone"), "k": r.get("k"), "γ": r.get("gamma"), "prompts": r.get("prompts"),
-        "target tok/s": r["target_only"]["tokens_per_s"],
-        "full tok/s": (r.get("full") or {}).get("tokens_per_s"), "trimmed tok/s": r["trimmed"]["tokens_per_s"],
-        "speed-up": r.get("speedup_trimmed_vs_target"), "verdict": r.get("verdict_trimmed_vs_target"),
-        "predicted": r.get("predicted_speedup"), "identical": r.get("identical_outputs")} for r in reversed(history)]),
+        "time": r.time, "device": r.device, "target": r.target, "draft": r.draft,
+        "kind": r.draft_kind, "k": r.k, "γ": r.gamma, "prompts": r.prompts,
+        "target tok/s": r.target_only.tokens_per_s,
+        "full tok/s": r.full.tokens_per_s if r.full else None, "trimmed tok/s": r.trimmed.tokens_per_s,
+        "speed-up": r.speedup_trimmed_vs_target, "verdict": r.verdict_trimmed_vs_target,
+        "predicted": r.predicted_speedup, "identical": r.identical_outputs} for r in reversed(history)]),
         hide_index=True, width="stretch")
     st.caption(f"Stored in `{vstate.subdir('bench') / 'results.jsonl'}`")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,22 @@ sys.path.insert(0, str(ROOT))
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
-_WS = Path(os.environ.get("VTCORE_TEST_WORKSPACE", "/tmp/vtcore-test-workspace"))
+# The session's workspace: a folder of its own, removed when the run ends, so nothing one run made
+# (counts, converted models, studies) is read by the next; VTCORE_TEST_WORKSPACE names a folder to
+# use (and keep) instead.
+def _session_workspace() -> tuple[Path, bool]:
+    """(folder, made here). This module runs twice in a session (as pytest's conftest and as
+    tests.conftest, which test modules import): the second run finds the first one's folder."""
+    if os.environ.get("VTCORE_TEST_WORKSPACE"):
+        return Path(os.environ["VTCORE_TEST_WORKSPACE"]), False
+    pid, _, made = os.environ.get("_VTCORE_TEST_SESSION_WS", "").partition(":")
+    if pid != str(os.getpid()):
+        made = tempfile.mkdtemp(prefix="vtcore-tests-")
+        os.environ["_VTCORE_TEST_SESSION_WS"] = f"{os.getpid()}:{made}"
+    return Path(made), True
+
+
+_WS, _OWN_WS = _session_workspace()
 os.environ["VTCORE_WORKSPACE"] = str(_WS)
 
 SAMPLES = ROOT / "samples"
@@ -24,6 +41,42 @@ SAMPLES = ROOT / "samples"
 def pytest_configure(config):
     config.addinivalue_line("markers", "integration: slower tests on real models (up to a minute)")
     config.addinivalue_line("markers", "e2e: end-to-end tests in a real browser")
+
+
+def pytest_unconfigure(config):
+    if _OWN_WS:
+        shutil.rmtree(_WS, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def session_workspace() -> Path:
+    """The session's workspace (VTCORE_WORKSPACE unless a test sets another): its counts cache and
+    converted models are shared by every test that only reads them. Sharing is safe because a
+    cache key holds everything that made the entry (the counts' key: data, tokenizer, mode and a
+    hash of the counting code; tests/test_counts.py checks it)."""
+    return _WS
+
+
+@pytest.fixture
+def torch_threads():
+    """torch's CPU thread count put back after the test (a CLI line's --threads sets it)."""
+    import torch
+
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one CPU thread for a module's tiny models (many small ops: threads only cost), and
+    the thread count put back after the module."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +108,22 @@ def workspace(tmp_path, monkeypatch):
     ws = tmp_path / "ws"
     monkeypatch.setenv("VTCORE_WORKSPACE", str(ws))
     return ws
+
+
+def share_session_caches(ws: Path) -> Path:
+    """Make `ws` a workspace whose counts cache and converted models are the session's (its state,
+    studies, exports and results stay its own): for tests that only read counts and models."""
+    ws.mkdir(parents=True, exist_ok=True)
+    for sub in ("counts", "models"):
+        (_WS / sub).mkdir(parents=True, exist_ok=True)
+        (ws / sub).symlink_to(_WS / sub)
+    return ws
+
+
+@pytest.fixture
+def workspace_shared_counts(workspace):
+    """A fresh workspace sharing the session's counts cache and models (share_session_caches)."""
+    return share_session_caches(workspace)
 
 
 @pytest.fixture(scope="session")

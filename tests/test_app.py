@@ -101,7 +101,7 @@ def test_start_with_the_sample_then_the_slider_moves_k(workspace):
     assert float(metric(ex_page, "held-out C(k)")) == pytest.approx(curve[ks[0.99]], abs=1e-4)
 
 
-def test_coverage_page_shows_out_of_domain_with_two_domains(workspace):
+def test_coverage_page_shows_out_of_domain_with_two_domains(workspace_shared_counts):
     job = counting_job([str(CODE), str(ROOT / "samples" / "chat.jsonl.gz")]).start()
     job.join(120)
     assert job.state == "finished", job.error
@@ -161,7 +161,7 @@ def test_data_page_passes_the_engine_choice_to_the_counting_job(workspace, monke
     assert calls[-1]["engine"] == "local" and calls[-1]["ray_address"] is None
 
 
-def test_a_malformed_upload_shows_the_error_and_the_app_keeps_working(workspace):
+def test_a_malformed_upload_shows_the_error_and_the_app_keeps_working(workspace_shared_counts):
     before = count_sample()
     at = open_app("pages/1_Data.py")
     at.radio(key="data_source").set_value("Upload").run()
@@ -177,7 +177,7 @@ def test_a_malformed_upload_shows_the_error_and_the_app_keeps_working(workspace)
     ok(open_app("pages/3_Frontier.py"))
 
 
-def test_a_tpe_study_fills_the_frontier_and_survives_a_refresh(workspace):
+def test_a_tpe_study_fills_the_frontier_and_survives_a_refresh(workspace_shared_counts):
     count_sample()
     at = open_app("pages/3_Frontier.py")
     exact_k = as_int(metric(at, "exact best k"))
@@ -204,7 +204,7 @@ def test_a_tpe_study_fills_the_frontier_and_survives_a_refresh(workspace):
     assert len(at.dataframe[0].value) == 15
 
 
-def test_export_page_offers_each_format_validated(workspace):
+def test_export_page_offers_each_format_validated(workspace_shared_counts):
     counts_path = count_sample()
     cf = load_counts(counts_path)
     cov = cf.coverage()
@@ -234,7 +234,7 @@ def test_export_page_offers_each_format_validated(workspace):
     assert sorted(p.name for p in out.iterdir()) == sorted(n.removesuffix(".zip") for n in labels)
 
 
-def test_export_page_without_a_selection_exports_any_k(workspace):
+def test_export_page_without_a_selection_exports_any_k(workspace_shared_counts):
     count_sample()
     at = open_app("pages/4_Export.py")
     assert any("No point selected" in i.value for i in at.info)
@@ -270,8 +270,8 @@ def test_benchmark_page_runs_a_tiny_pair_in_the_background(workspace, tmp_path):
     from vtcore.bench import load_results
 
     runs = load_results()
-    assert len(runs) == 1 and runs[0]["target"] == str(tdir) and runs[0]["identical_outputs"] is True
-    assert runs[0]["k"] == 2048 and any(c.value == "Kept tokens: code.jsonl: k = 2048 given" for c in at.caption)
+    assert len(runs) == 1 and runs[0].target == str(tdir) and runs[0].identical_outputs is True
+    assert runs[0].k == 2048 and any(c.value == "Kept tokens: code.jsonl: k = 2048 given" for c in at.caption)
     assert state.load_state().bench["target"] == str(tdir)      # the settings survive a refresh
     again = open_app("pages/5_Benchmark.py")
     assert any(h.value == "History" for h in again.subheader)
@@ -290,7 +290,7 @@ def test_benchmark_failure_is_a_clear_error(workspace, tmp_path):
     assert any(i.value.startswith("Kept:") for i in at.info)
 
 
-def test_a_running_study_survives_a_refresh_and_stops(workspace):
+def test_a_running_study_survives_a_refresh_and_stops(workspace_shared_counts):
     count_sample()
     at = open_app("pages/3_Frontier.py")
     at.number_input(key="trials").set_value(5000).run()
@@ -332,7 +332,7 @@ def frontier_with_a_tiny_config(hidden: int) -> AppTest:
     return at
 
 
-def test_frontier_with_an_uploaded_config_and_a_measured_profile(workspace):
+def test_frontier_with_an_uploaded_config_and_a_measured_profile(workspace_shared_counts):
     from vtcore import cost
     from vtcore.profile import measure_profile, save_profile
 
@@ -355,7 +355,7 @@ def test_frontier_with_an_uploaded_config_and_a_measured_profile(workspace):
     assert state.load_state().latency == str(path)
 
 
-def test_export_page_trims_a_draft_directory_into_a_zip(workspace, tmp_path):
+def test_export_page_trims_a_draft_directory_into_a_zip(workspace_shared_counts, tmp_path):
     count_sample()
     _, ddir, _ = tiny_pair(tmp_path)        # a Qwen3-architecture draft with the counts' tokenizer
     at = open_app("pages/4_Export.py")
@@ -378,7 +378,7 @@ def test_export_page_trims_a_draft_directory_into_a_zip(workspace, tmp_path):
         "token_ids_k512.json", "summary_k512.json"]
 
 
-def test_export_page_shows_v_and_where_it_came_from(workspace, tmp_path):
+def test_export_page_shows_v_and_where_it_came_from(workspace_shared_counts, tmp_path):
     import dataclasses
 
     from drafthelpers import eagle3_checkpoint, tiny_target_config
@@ -413,7 +413,7 @@ def test_export_page_shows_v_and_where_it_came_from(workspace, tmp_path):
                                                                   "summary_k300.json"]
 
 
-def test_frontier_measures_a_latency_profile_in_a_child_process(workspace):
+def test_frontier_measures_a_latency_profile_in_a_child_process(workspace_shared_counts):
     """The button runs `python -m vtcore profile` out of the server; its profile becomes the latency model."""
     count_sample()
     at = frontier_with_a_tiny_config(hidden=32)
@@ -426,7 +426,7 @@ def test_frontier_measures_a_latency_profile_in_a_child_process(workspace):
     assert any("Measured on" in c.value for c in at.caption)   # the breakdown now shows measured ms
 
 
-def test_frontier_paper_settings_are_the_clis_paper_switch(workspace):
+def test_frontier_paper_settings_are_the_clis_paper_switch(workspace_shared_counts):
     from vtcore import problem
 
     counts_path = count_sample()

@@ -94,7 +94,7 @@ def test_module_entry_point_in_a_real_process(tmp_path):
     assert proc.stderr.strip().count("\n") == 0 and "missing.jsonl: dataset not found" in proc.stderr
 
 
-def test_coverage_command_reports_k_and_ood(capsys, tmp_path, workspace):
+def test_coverage_command_reports_k_and_ood(capsys, tmp_path, workspace_shared_counts):
     counts = tmp_path / "both.npz"
     # repeatable flags take their values either way: --data A B, --k A --k B, --min-coverage A B
     assert main(["count", "--data", str(SAMPLES / "code.jsonl"), str(SAMPLES / "chat.jsonl.gz"),

@@ -7,6 +7,7 @@ import itertools
 import json
 import shutil
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -89,7 +90,7 @@ def test_heldout_split_is_every_fifth_row(tmp_path, qwen_tok, workspace):
     assert np.array_equal(cf.counts_fit + cf.counts_heldout, cf.counts)
 
 
-def test_domains_split_counts(qwen_tok, workspace):
+def test_domains_split_counts(qwen_tok, workspace_shared_counts):
     cf, info = count_dataset([str(SAMPLES / "code.jsonl"), str(SAMPLES / "chat.jsonl.gz")], tokenizer=qwen_tok)
     assert cf.domain_names == ["code", "chat"]
     assert np.array_equal(cf.counts_by_domain.sum(axis=0), cf.counts)
@@ -191,20 +192,29 @@ def test_hub_id_offline_fails_before_counting(qwen_tok, workspace):
         count_dataset(["hf:org/name"], tokenizer=qwen_tok)
 
 
-def test_local_cache_key_is_the_one_it_was_before_the_engine_field(qwen_tok, workspace):
-    from pathlib import Path
+def test_a_cache_made_by_other_code_is_never_reused(qwen_tok, workspace, tmp_path, monkeypatch):
+    """The cache key holds a hash of the counting code's source: counts made before an edit to it
+    (of the mask, the reader, ...) are counted afresh, not read back."""
+    from vtcore import counts
 
-    from vtcore.countsfile import save_counts
-    from vtcore.tokens import sha256_bytes
-
+    modules = counts.counting_modules()
+    assert {"counts", "mask", "data", "tally", "template", "tokens", "split", "raycount"} <= set(modules)
     cf, info = count_dataset([str(SAMPLES / "code.jsonl")], tokenizer=qwen_tok)
-    m = cf.manifest
-    before = sha256_bytes(json.dumps({k: m[k] for k in KEY_FIELDS if k != "engine"}, sort_keys=True).encode())[:24]
-    assert m["engine"] == "local" and Path(info["counts_path"]).stem == before == m["cache_key"]
-    older = dict(m)
-    del older["engine"]   # a counts file written before the field: still this count's cache
-    save_counts(info["counts_path"], type(cf)(**{**cf.__dict__, "manifest": older}), force=True)
+    assert cf.manifest["code_sha256"] == counts.code_sha256() and not info["cache_hit"]
     assert count_dataset([str(SAMPLES / "code.jsonl")], tokenizer=qwen_tok)[1]["cache_hit"]
+    # one changed line in one counting module changes the hash
+    edited = tmp_path / "vtcore"
+    shutil.copytree(Path(counts.__file__).parent, edited, ignore=shutil.ignore_patterns("__pycache__"))
+    assert counts.code_sha256(edited) == counts.code_sha256()
+    mask = edited / "mask.py"
+    mask.write_text(mask.read_text() + "\n# an edit\n")
+    other = counts.code_sha256(edited)
+    assert other != counts.code_sha256()
+    # ... and that code finds no cached result: it counts again, under its own key
+    monkeypatch.setattr(counts, "code_sha256", lambda package=None: other)
+    again, info2 = count_dataset([str(SAMPLES / "code.jsonl")], tokenizer=qwen_tok)
+    assert not info2["cache_hit"] and again.manifest["code_sha256"] == other
+    assert info2["counts_path"] != info["counts_path"] and np.array_equal(again.counts, cf.counts)
 
 
 def test_engine_choice_errors(monkeypatch, qwen_tok, workspace):

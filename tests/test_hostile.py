@@ -1,5 +1,5 @@
-"""Issue #13: the tool used by a hostile or careless user. One test (or a few) per numbered case
-of the issue, each asserting what a user sees: a one-line error with exit 2, or a correct result;
+"""The tool used by a hostile or careless user. One test (or a few) per case, each asserting
+what a user sees: a one-line error with exit 2, or a correct result;
 nothing a user made is overwritten without --force. Big-file cases run with small caps set by
 their flag (--max-row-mb, a chunk size), so the suite stays fast; peak memory on the real big
 inputs is measured by benchmarks/bench_memory.py."""
@@ -43,12 +43,12 @@ def write(path, data: bytes):
     return path
 
 
-# ------------------------------------------------------------------ 1. nothing a user made is destroyed
+# ------------------------------------------------------------------ nothing a user made is destroyed
 
-def test_1_count_out_refuses_an_existing_file_and_never_replaces_its_input(capsys, tmp_path, workspace):
+def test_count_out_refuses_an_existing_file_and_never_replaces_its_input(capsys, tmp_path, workspace):
     data = write(tmp_path / "mydata.jsonl", GOOD * 3)
     before = data.read_bytes()
-    # the issue's case: --out names the dataset itself; refused even with --force
+    # --out names the dataset itself: refused even with --force
     for extra in ([], ["--force"]):
         code, _, err = cli(capsys, "count", "--data", data, "--out", data, *extra, "--json")
         one_error(code, err, r"mydata\.jsonl is an input of this command")
@@ -62,7 +62,7 @@ def test_1_count_out_refuses_an_existing_file_and_never_replaces_its_input(capsy
     assert code == 0 and result(out)["rows"] == 3 and mine.read_bytes()[:2] == b"PK"
 
 
-def test_1_export_and_profile_share_the_writer(capsys, tmp_path):
+def test_export_and_profile_share_the_writer(capsys, tmp_path):
     from vtcore.files import atomic_file, check_target
     from vtcore.errors import VTError
 
@@ -83,9 +83,9 @@ def test_1_export_and_profile_share_the_writer(capsys, tmp_path):
         check_target(link, force=True, inputs=[target])
 
 
-# ------------------------------------------------------------------ 2. bounded memory, no hang
+# ------------------------------------------------------------------ bounded memory, no hang
 
-def test_2_a_line_over_the_row_cap_is_a_bad_row_read_in_bounded_pieces(capsys, tmp_path, workspace):
+def test_a_line_over_the_row_cap_is_a_bad_row_read_in_bounded_pieces(capsys, tmp_path, workspace):
     big = {"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "x " * 40_000}]}
     data = write(tmp_path / "big.jsonl", GOOD + (json.dumps(big) + "\n").encode() + GOOD)
     code, _, err = cli(capsys, "count", "--data", data, "--max-row-mb", "0.05", "--json")
@@ -97,7 +97,7 @@ def test_2_a_line_over_the_row_cap_is_a_bad_row_read_in_bounded_pieces(capsys, t
     assert code == 0 and result(out)["rows"] == 3
 
 
-def test_2_the_cap_holds_for_json_arrays_csv_and_lines_without_a_newline(tmp_path):
+def test_the_cap_holds_for_json_arrays_csv_and_lines_without_a_newline(tmp_path):
     from vtcore.data import iter_records
     from vtcore.errors import DataError
 
@@ -112,7 +112,7 @@ def test_2_the_cap_holds_for_json_arrays_csv_and_lines_without_a_newline(tmp_pat
     assert rows[0] == (1, ROW) and isinstance(rows[1][1], DataError) and "size cap" in str(rows[1][1])
 
 
-def test_2_fifos_and_devices_are_refused_before_anything_reads_them(capsys, tmp_path, workspace):
+def test_fifos_and_devices_are_refused_before_anything_reads_them(capsys, tmp_path, workspace):
     zero = tmp_path / "zero.jsonl"
     zero.symlink_to("/dev/zero")
     fifo = tmp_path / "pipe.jsonl"
@@ -124,7 +124,7 @@ def test_2_fifos_and_devices_are_refused_before_anything_reads_them(capsys, tmp_
     one_error(code, err, r"pipe\.jsonl.*FIFO")
 
 
-# ------------------------------------------------------------------ 4. one line and exit 2, never a traceback
+# ------------------------------------------------------------------ one line and exit 2, never a traceback
 
 @pytest.fixture
 def gz_files(tmp_path):
@@ -136,7 +136,7 @@ def gz_files(tmp_path):
     return cut, plain
 
 
-def test_4_cut_or_foreign_gzip_is_the_files_error(capsys, gz_files, workspace):
+def test_cut_or_foreign_gzip_is_the_files_error(capsys, gz_files, workspace):
     cut, plain = gz_files
     code, _, err = cli(capsys, "count", "--data", cut, "--json")
     one_error(code, err, r"cut\.jsonl\.gz:\d+: the gzip stream is cut short \(truncated file\)")
@@ -151,7 +151,7 @@ def test_4_cut_or_foreign_gzip_is_the_files_error(capsys, gz_files, workspace):
     one_error(code, err, r"no rows to count \(all skipped: \{'not a valid gzip stream': 1\}\)")
 
 
-def test_4_gzip_errors_in_json_arrays_and_csv(tmp_path):
+def test_gzip_errors_in_json_arrays_and_csv(tmp_path):
     import gzip
 
     from vtcore.data import iter_records
@@ -164,7 +164,7 @@ def test_4_gzip_errors_in_json_arrays_and_csv(tmp_path):
             list(iter_records(tmp_path / name))
 
 
-def test_4_unusable_workspace_is_named_with_reason_and_fix(capsys, tmp_path, monkeypatch):
+def test_unusable_workspace_is_named_with_reason_and_fix(capsys, tmp_path, monkeypatch):
     afile = write(tmp_path / "ws-file", b"")
     for ws, why in ((afile, "it exists and is not a folder"), (afile / "sub", r"cannot create it \(Not a directory\)")):
         monkeypatch.setenv("VTCORE_WORKSPACE", str(ws))
@@ -173,7 +173,7 @@ def test_4_unusable_workspace_is_named_with_reason_and_fix(capsys, tmp_path, mon
         assert "set VTCORE_WORKSPACE" in line
 
 
-def test_4_out_that_cannot_be_made_and_long_names(capsys, tmp_path, workspace):
+def test_out_that_cannot_be_made_and_long_names(capsys, tmp_path, workspace):
     data = write(tmp_path / "d.jsonl", GOOD * 2)
     afile = write(tmp_path / "afile", b"")
     code, _, err = cli(capsys, "count", "--data", data, "--out", afile / "sub" / "c.npz", "--json")
@@ -188,7 +188,7 @@ def test_4_out_that_cannot_be_made_and_long_names(capsys, tmp_path, workspace):
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes through any permission bits")
-def test_4_out_in_a_folder_without_permission(capsys, tmp_path, workspace):
+def test_out_in_a_folder_without_permission(capsys, tmp_path, workspace):
     data = write(tmp_path / "d.jsonl", GOOD * 2)
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
@@ -196,7 +196,7 @@ def test_4_out_in_a_folder_without_permission(capsys, tmp_path, workspace):
     one_error(code, err, r"cannot write --out .*locked/c\.npz \(Permission denied\)")
 
 
-def test_2_validate_reads_a_token_map_in_chunks_from_the_file(capsys, tmp_path, monkeypatch):
+def test_validate_reads_a_token_map_in_chunks_from_the_file(capsys, tmp_path, monkeypatch):
     import numpy as np
     import torch
 
@@ -225,7 +225,7 @@ def test_2_validate_reads_a_token_map_in_chunks_from_the_file(capsys, tmp_path, 
     assert problems == [f"token map: duplicate ids {ids[10]} (each id may appear once)".replace("token map", "token ids")]
 
 
-def test_2_long_texts_are_encoded_in_pieces_with_the_same_ids(qwen_tok, monkeypatch):
+def test_long_texts_are_encoded_in_pieces_with_the_same_ids(qwen_tok, monkeypatch):
     """A 50 MB message needed ~18 GB inside the tokenizer; long texts are now encoded in pieces
     cut at pre-token boundaries. With tiny pieces every sample row is 'long': the ids must be
     exactly those of whole encoding, in all three paths (segments, whole rows, content)."""
@@ -256,9 +256,9 @@ def conv_with(answers: list[str]):
     return Conversation(messages=msgs, domain="d", source="t:1", index=0)
 
 
-# ------------------------------------------------------------------ 3. no job "running" after it died
+# ------------------------------------------------------------------ no job "running" after it died
 
-def test_3_a_job_whose_error_handling_fails_still_ends_in_error():
+def test_a_job_whose_error_handling_fails_still_ends_in_error():
     from vtcore.jobs import Job
 
     def fn(progress, should_stop):
@@ -279,7 +279,7 @@ def optimize(capsys, counts, study, trials=5, *extra):
                "--trials", trials, *extra, "--json")
 
 
-def test_3_a_torn_last_journal_line_is_dropped_not_appended_onto(capsys, code_counts, workspace):
+def test_a_torn_last_journal_line_is_dropped_not_appended_onto(capsys, code_counts, workspace):
     code, out, err = optimize(capsys, code_counts, "torn")
     first = result(out)
     journal = workspace / "studies" / "torn.journal"
@@ -295,7 +295,7 @@ def test_3_a_torn_last_journal_line_is_dropped_not_appended_onto(capsys, code_co
     assert code == 0 and result(out)["n_trials"] == 15 and result(out)["notes"] == []
 
 
-def test_3_a_journal_already_glued_by_the_old_append_is_recovered(capsys, code_counts, workspace):
+def test_a_journal_already_glued_by_the_old_append_is_recovered(capsys, code_counts, workspace):
     from vtcore import search
 
     optimize(capsys, code_counts, "glued")
@@ -327,7 +327,7 @@ search.StudyRunner(p, "killed", n_trials=50, evaluate=slow).run()
 """
 
 
-def test_3_a_trial_left_running_by_kill_9_is_failed_on_resume_and_not_counted(workspace):
+def test_a_trial_left_running_by_kill_9_is_failed_on_resume_and_not_counted(workspace):
     import subprocess
     import sys
     import time
@@ -360,13 +360,13 @@ def test_3_a_trial_left_running_by_kill_9_is_failed_on_resume_and_not_counted(wo
     assert [r["state"] for r in search.load_study_rows(journal)[1]].count("RUNNING") == 0
 
 
-def test_3_pareto_points_is_checked_before_the_study_runs(capsys, code_counts, workspace):
+def test_pareto_points_is_checked_before_the_study_runs(capsys, code_counts, workspace):
     code, _, err = optimize(capsys, code_counts, "pp", 5, "--pareto-points", "-1")
     one_error(code, err, r"--pareto-points must be >= 1, got -1")
     assert not (workspace / "studies" / "pp.journal").exists()
 
 
-# ------------------------------------------------------------------ 5. wrong figures are refused
+# ------------------------------------------------------------------ wrong figures are refused
 
 def tampered_counts(src, dst, **change):
     import numpy as np
@@ -379,7 +379,7 @@ def tampered_counts(src, dst, **change):
     return dst
 
 
-def test_5_counts_files_are_checked_on_load(capsys, code_counts, tmp_path):
+def test_counts_files_are_checked_on_load(capsys, code_counts, tmp_path):
     import numpy as np
 
     def negative(c):
@@ -401,7 +401,7 @@ def test_5_counts_files_are_checked_on_load(capsys, code_counts, tmp_path):
         one_error(code, err, rf"{name}\.npz: {pattern}")
 
 
-def test_5_export_refuses_a_study_made_on_other_counts(capsys, code_counts, tmp_path, workspace):
+def test_export_refuses_a_study_made_on_other_counts(capsys, code_counts, tmp_path, workspace):
     code, out, _ = optimize(capsys, code_counts, "for-code")
     assert code == 0
     other = tmp_path / "other.npz"
@@ -416,7 +416,7 @@ def test_5_export_refuses_a_study_made_on_other_counts(capsys, code_counts, tmp_
     assert code == 0 and result(out)["validated"]
 
 
-def test_5_bom_duplicates_and_image_parts(capsys, tmp_path, workspace):
+def test_bom_duplicates_and_image_parts(capsys, tmp_path, workspace):
     data = write(tmp_path / "bom.jsonl", b"\xef\xbb\xbf" + GOOD * 4)
     for extra in ([], ["--skip-bad"]):   # the BOM is accepted, not a malformed first row
         code, out, _ = cli(capsys, "count", "--data", data, *extra, "--json")
@@ -437,7 +437,7 @@ def test_5_bom_duplicates_and_image_parts(capsys, tmp_path, workspace):
     assert code == 0 and warning and "6 non-text message parts were not counted (image_url: 3, input_audio: 3)" in warning[0]
 
 
-def test_5_a_code_carrying_torchscript_map_is_refused_without_torchs_advice(capsys, tmp_path):
+def test_a_code_carrying_torchscript_map_is_refused_without_torchs_advice(capsys, tmp_path):
     import subprocess
     import sys
 
@@ -451,9 +451,9 @@ def test_5_a_code_carrying_torchscript_map_is_refused_without_torchs_advice(caps
     assert "weights_only" not in line and "succeed" not in line and "weights_only" not in out
 
 
-# ------------------------------------------------------------------ 6. runs on one study draw different k
+# ------------------------------------------------------------------ runs on one study draw different k
 
-def test_6_runs_on_one_study_draw_different_seeds(workspace):
+def test_runs_on_one_study_draw_different_seeds(workspace):
     import threading
 
     import numpy as np
@@ -502,7 +502,7 @@ def page(path: str):
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_4_an_unusable_workspace_is_named_on_every_page(tmp_path, monkeypatch):
+def test_an_unusable_workspace_is_named_on_every_page(tmp_path, monkeypatch):
     monkeypatch.setenv("VTCORE_WORKSPACE", str(write(tmp_path / "ws-file", b"")))
     for path in ("app.py", "pages/1_Data.py", "pages/2_Coverage.py", "pages/3_Frontier.py", "pages/4_Export.py",
                  "pages/5_Benchmark.py"):
@@ -513,7 +513,7 @@ def test_4_an_unusable_workspace_is_named_on_every_page(tmp_path, monkeypatch):
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_4_empty_uploads_are_errors_in_place(workspace):
+def test_empty_uploads_are_errors_in_place(workspace):
     from vtapp.jobs import counting_job
 
     at = page("pages/1_Data.py")
@@ -531,7 +531,7 @@ def test_4_empty_uploads_are_errors_in_place(workspace):
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_6_the_data_page_keeps_the_chosen_uploads_after_a_refresh(workspace):
+def test_the_data_page_keeps_the_chosen_uploads_after_a_refresh(workspace):
     at = page("pages/1_Data.py")
     at.radio(key="data_source").set_value("Upload").run()
     at.file_uploader(key="uploader").set_value(("mine.jsonl", GOOD * 3, "application/jsonl")).run()
@@ -549,7 +549,7 @@ def test_6_the_data_page_keeps_the_chosen_uploads_after_a_refresh(workspace):
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_6_a_count_in_another_tab_is_said_not_silently_shown(workspace, tmp_path):
+def test_a_count_in_another_tab_is_said_not_silently_shown(workspace, tmp_path):
     from vtapp import state
     from vtapp.jobs import counting_job
 

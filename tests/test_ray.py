@@ -120,14 +120,15 @@ def test_stop_ends_promptly_and_keeps_nothing(workspace):
     assert not list(workspace.rglob("*.npz")) and state.load_state().counts_path is None
 
 
-def test_cli_joins_the_cluster_counts_both_samples_identically_and_caches_by_engine(tmp_path, ray_local, qwen_tok):
+def test_cli_joins_the_cluster_counts_both_samples_identically_and_caches_by_engine(tmp_path, ray_local, qwen_tok,
+                                                                                     session_workspace):
     """`count --engine ray --ray-address ADDR` in a fresh process joins the session's Ray (the path
     a cluster takes: vtcore shipped to the workers) and gives the local engine's counts."""
     from vtcore.countsfile import load_counts
 
     ws, out = tmp_path / "ws", tmp_path / "c.npz"
     data = [str(SAMPLES / "code.jsonl"), str(SAMPLES / "chat.jsonl.gz")]
-    local, _ = count_dataset(data, tokenizer=qwen_tok, workspace=str(ws))
+    local, _ = count_dataset(data, tokenizer=qwen_tok, workspace=str(session_workspace))   # shared: read only
     address = ray_local.get_runtime_context().gcs_address
     p = run_vtcore("count", "--data", *data, "--engine", "ray", "--ray-address", address, "--out", str(out),
                    "--json", ws=ws)

@@ -1,18 +1,21 @@
 """Every `python -m vtcore ...` line of the README runs exactly as written, in order, in a fresh
-directory and workspace (offline), exits 0 and prints the JSON it promises."""
+directory and workspace (offline), exits 0 and prints the JSON it promises. Each line runs in this
+process through the CLI's own entry (vtcore.cli.main), split as bash splits it (the validate line's
+glob expanded too): the same parsing and the same JSON as `python -m vtcore`, without a fresh
+interpreter importing torch for every line (tests/test_cli_count.py runs the module entry point in
+a real process)."""
 
 from __future__ import annotations
 
+import glob
 import json
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
+import shlex
 
 import pytest
 
 from tests.clihelpers import ROOT
+from tests.conftest import share_session_caches
 
 pytestmark = pytest.mark.integration
 
@@ -35,28 +38,41 @@ EXPECT = {
     "validate": lambda r: r["valid"] and r["format"] == "eagle3" and r["vocab_size"] == 151936,
     "bench": lambda r: r["identical_outputs"] is True and r["trimmed"]["tokens_per_s"] > 0,
 }
+LINES = readme_cli_lines()
+
+
+def argv_of(line: str) -> list[str]:
+    """The arguments bash hands `python -m vtcore` for this line: split as bash splits it, a glob
+    expanded in the current directory (sorted, as bash does; left as is when nothing matches)."""
+    words = shlex.split(line)[3:]
+    return [x for w in words for x in (sorted(glob.glob(w)) or [w] if any(c in w for c in "*?[") else [w])]
 
 
 def test_the_readme_lists_every_command():
-    lines = readme_cli_lines()
-    assert {ln.split()[3] for ln in lines} == set(EXPECT)
+    assert {ln.split()[3] for ln in LINES} == set(EXPECT)
+    assert argv_of("python -m vtcore validate 'a b' --k 1") == ["validate", "a b", "--k", "1"]
 
 
-def test_every_readme_cli_line_runs_as_written(tmp_path):
-    work, ws = tmp_path / "work", tmp_path / "ws"
+@pytest.fixture(scope="module")
+def readme_dir(tmp_path_factory):
+    """The directory the lines run in (samples/ beside them) and their workspace, whose converted
+    models and counts cache are the session's (both keyed by what made them)."""
+    root = tmp_path_factory.mktemp("readme")
+    work = root / "work"
     work.mkdir()
     (work / "samples").symlink_to(ROOT / "samples")
-    # the converted SmolLM2 target is a cache of a pip package: share the test session's copy
-    models = Path(os.environ["VTCORE_WORKSPACE"]) / "models"
-    models.mkdir(parents=True, exist_ok=True)
-    ws.mkdir()
-    (ws / "models").symlink_to(models)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VTCORE_WORKSPACE": str(ws), "PYTHONPATH": str(ROOT)}
-    python = Path(sys.executable)
-    env["PATH"] = f"{python.parent}:{env['PATH']}"   # `python` is this interpreter
-    for line in readme_cli_lines():
-        # bash, as a user would type it (the validate line uses a glob); `python` is this venv's
-        p = subprocess.run(["bash", "-c", line], cwd=work, env=env, capture_output=True, text=True, timeout=300)
-        assert p.returncode == 0, f"{line}\n{p.stderr[-2000:]}"
-        result = json.loads(p.stdout.strip().splitlines()[-1])
-        assert EXPECT[line.split()[3]](result), f"{line}\n{json.dumps(result)[:2000]}"
+    return work, share_session_caches(root / "ws")
+
+
+@pytest.mark.parametrize("line", LINES, ids=[f"{i}-{ln.split()[3]}" for i, ln in enumerate(LINES)])
+def test_readme_cli_line_runs_as_written(line, readme_dir, monkeypatch, capsys, torch_threads):
+    from vtcore.cli import main
+
+    work, ws = readme_dir
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("VTCORE_WORKSPACE", str(ws))
+    code = main(argv_of(line))
+    out, err = capsys.readouterr()
+    assert code == 0, f"{line}\n{err[-2000:]}"
+    result = json.loads(out.strip().splitlines()[-1])
+    assert EXPECT[line.split()[3]](result), f"{line}\n{json.dumps(result)[:2000]}"

@@ -19,7 +19,7 @@ from vtcore import speculative as sp
 from vtcore.errors import VTError
 from vtcore.formats import read_token_ids
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_llama(vocab=96, layers=3, seed=0, dtype=torch.float64, head_scale=1.0):

@@ -93,7 +93,7 @@ def bench_job(cfg) -> Job:
     """`python -m vtcore bench` for this BenchConfig in a child process (vtcore.jobs.run_child):
     what the CLI measures, untouched by the server's reruns. The child appends its result to the
     results store itself (cfg.save); its pid is in meta["pid"] while it runs."""
-    from vtcore.bench import bench_argv
+    from vtcore.benchtypes import bench_argv
 
     meta = {"target": cfg.target, "draft": cfg.draft, "pid": None}
 

@@ -1,5 +1,5 @@
 """Plotly figures of the dashboard, built from plain arrays and dicts (no Streamlit here, so
-they are testable and reusable). Curves of length V + 1 are drawn at a few hundred log-spaced
+they are testable and reusable; a benchmark's figures read its typed BenchResult). Curves of length V + 1 are drawn at a few hundred log-spaced
 k: the figure stays small (fast reruns) and the log axis looks the same."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from vtcore.benchtypes import BenchResult
 from vtcore.cost import COMPONENTS
 from vtcore.selection import Selection
 
@@ -129,21 +130,17 @@ def frontier_figure(front: dict[str, np.ndarray], trials: list[dict], min_covera
 METHOD_LABELS = {"target_only": "target only", "full": "target + full draft", "trimmed": "target + trimmed draft"}
 
 
-def _methods(result: dict) -> list[str]:
-    return [m for m in ("target_only", "full", "trimmed") if result.get(m)]
-
-
-def bench_throughput_figure(result: dict) -> go.Figure:
+def bench_throughput_figure(result: BenchResult) -> go.Figure:
     """Tokens per second of each method with its interval (whiskers) and every run (dots)."""
-    ms = _methods(result)
+    ms = result.methods()
     x = [METHOD_LABELS[m] for m in ms]
-    y = [result[m]["tokens_per_s"] for m in ms]
-    ci = [result[m].get("tokens_per_s_ci") or [v, v] for m, v in zip(ms, y)]
+    y = [r.tokens_per_s for r in ms.values()]
+    ci = [r.tokens_per_s_ci or [v, v] for r, v in zip(ms.values(), y)]
     fig = go.Figure(go.Bar(x=x, y=y, marker_color=["#7f7f7f", "#1f77b4", "#d62728"][:len(ms)] if len(ms) == 3 else None,
                            text=[f"{v:.1f}" for v in y], textposition="inside", name="tokens/s",
                            error_y=dict(type="data", symmetric=False, array=[hi - v for v, (_, hi) in zip(y, ci)],
                                         arrayminus=[v - lo for v, (lo, _) in zip(y, ci)], color="#222")))
-    runs = [(METHOD_LABELS[m], r["tokens_per_s"]) for m in ms for r in result[m].get("runs", [])]
+    runs = [(METHOD_LABELS[m], run.tokens_per_s) for m, r in ms.items() for run in r.runs]
     if runs:
         fig.add_trace(go.Scatter(x=[a for a, _ in runs], y=[b for _, b in runs], mode="markers", name="runs",
                                  marker=dict(size=6, color="rgba(0,0,0,0.45)")))
@@ -152,26 +149,30 @@ def bench_throughput_figure(result: dict) -> go.Figure:
     return fig
 
 
-def bench_acceptance_figure(result: dict) -> go.Figure:
+def _drafts(result: BenchResult) -> dict:
+    return {m: r for m, r in result.methods().items() if m != "target_only"}
+
+
+def bench_acceptance_figure(result: BenchResult) -> go.Figure:
     """Per draft position j: the share of drafted j-th tokens accepted, full vs trimmed head."""
-    ms = [m for m in _methods(result) if m != "target_only"]
+    ms = _drafts(result)
     fig = go.Figure()
-    for m, color in zip(ms, ["#1f77b4", "#d62728"][-len(ms):]):
-        by_pos = result[m].get("accepted_by_position") or []
-        fig.add_trace(go.Bar(name=f"{METHOD_LABELS[m]}: {result[m]['accepted_per_step']:.2f} per step",
+    for (m, r), color in zip(ms.items(), ["#1f77b4", "#d62728"][-len(ms):]):
+        by_pos = r.accepted_by_position or []
+        fig.add_trace(go.Bar(name=f"{METHOD_LABELS[m]}: {r.accepted_per_step:.2f} per step",
                              x=[f"position {j + 1}" for j in range(len(by_pos))], y=by_pos, marker_color=color,
                              text=[f"{p:.2f}" if p is not None else "" for p in by_pos], textposition="auto"))
-    fig.update_layout(title=f"Acceptance by draft position (γ = {result.get('gamma')})", barmode="group",
+    fig.update_layout(title=f"Acceptance by draft position (γ = {result.gamma})", barmode="group",
                       yaxis=dict(title="accepted share", range=[0, 1]), margin=_MARGIN, height=320,
                       legend=dict(orientation="h", y=-0.2))
     return fig
 
 
-def bench_draft_split_figure(result: dict) -> go.Figure:
+def bench_draft_split_figure(result: BenchResult) -> go.Figure:
     """Draft time per drafted token: LM head vs the rest of the draft."""
-    ms = [m for m in _methods(result) if m != "target_only"]
-    head = [result[m]["lm_head_ms_per_token"] for m in ms]
-    rest = [max(result[m]["draft_ms_per_token"] - result[m]["lm_head_ms_per_token"], 0.0) for m in ms]
+    ms = _drafts(result)
+    head = [r.lm_head_ms_per_token for r in ms.values()]
+    rest = [max(r.draft_ms_per_token - r.lm_head_ms_per_token, 0.0) for r in ms.values()]
     x = [METHOD_LABELS[m] for m in ms]
     fig = go.Figure([go.Bar(name="LM head", x=x, y=head, marker_color=COMPONENT_COLORS["lm_head"]),
                      go.Bar(name="rest of the draft", x=x, y=rest, marker_color="#c49c94")])
@@ -180,12 +181,12 @@ def bench_draft_split_figure(result: dict) -> go.Figure:
     return fig
 
 
-def bench_speedup_figure(result: dict) -> go.Figure:
+def bench_speedup_figure(result: BenchResult) -> go.Figure:
     """Measured speed-ups with their intervals, and the search's prediction with the verify cost."""
-    pred = result.get("prediction") or {}
-    bars = [(f"trimmed vs {b}", result.get(f"speedup_trimmed_vs_{k}"), result.get(f"speedup_trimmed_vs_{k}_ci"))
+    bars = [(f"trimmed vs {b}", *result.speedup(f"trimmed_vs_{k}")[:2])
             for k, b in (("target", "target"), ("full", "full draft"))]
-    bars.append(("predicted, trimmed vs target", pred.get("trimmed_vs_target_with_verify_cost"), None))
+    pred = result.prediction
+    bars.append(("predicted, trimmed vs target", pred.trimmed_vs_target_with_verify_cost if pred else None, None))
     bars = [(n, v, ci) for n, v, ci in bars if v is not None]
     err = dict(type="data", symmetric=False, array=[(ci[1] - v) if ci else 0 for _, v, ci in bars],
                arrayminus=[(v - ci[0]) if ci else 0 for _, v, ci in bars], color="#222")

@@ -33,6 +33,8 @@ from vtcore.counts import count_dataset
 from vtcore.coverage import k_for_coverage
 from vtcore.data import read_dataset
 from vtcore.errors import VTError
+from vtcore.benchtypes import (GAMMA_MAX, SPEEDUPS, BenchConfig, BenchResult, BenchStopped, Calibration,
+                               MethodResult, OodResult, Prediction, RunRecord)
 from vtcore.files import plain_json
 from vtcore.formats import read_token_ids
 from vtcore.search import Problem, predicted_speedup, solve_exact
@@ -98,66 +100,7 @@ def load_prompts(path: str | Path, tokenizer, heldout: bool = True, limit: int |
 
 # ---------------------------------------------------------------- configuration and models
 
-GAMMA_MAX = 8             # the search's gamma range is 1..GAMMA_MAX
 CALIBRATION_PROMPTS = 2
-
-
-@dataclass
-class BenchConfig:
-    target: str | None = None        # None: the embedded SmolLM2-135M-Instruct
-    draft: str | None = None         # None: its EAGLE-3 head; "standalone": its 2-layer draft
-    token_map: str | None = None     # None: the data's top-k (k from the search, or `k`)
-    data: str | None = None          # None: samples/code.jsonl
-    ood_data: str | None = None      # optional out-of-domain prompts, measured the same way
-    prompts: int = 6
-    max_new_tokens: int = 32
-    gamma: int | None = None         # None: the search's optimum for the measured costs
-    mode: str = "greedy"
-    temperature: float = 1.0
-    device: str = "auto"
-    k: int | None = None             # default token map: keep exactly k ids, or else
-    k_from: str = "search"           # "search": the speed-up optimum, or "coverage": the smallest k
-    min_coverage: float = 0.95       # whose held-out coverage meets this (also the search's constraint)
-    repeats: int = 2
-    warmup: int = 1
-    seed: int = 0
-    threads: int | None = None       # torch CPU threads (None: torch's default)
-    workspace: str | None = None
-    save: bool = True                # append to <workspace>/bench/results.jsonl
-    tree: list = field(default_factory=list)   # SGLang-style trees (s, t, n) to measure instead
-                                     # (vtcore.treebench); "grid": its small default grid
-
-
-def bench_argv(cfg: BenchConfig) -> list[str]:
-    """The `python -m vtcore bench` arguments that run `cfg` (the dashboard runs the CLI in a
-    child process: one code path for both)."""
-    flags = {"--target": cfg.target, "--draft": cfg.draft, "--token-map": cfg.token_map, "--data": cfg.data,
-             "--ood-data": cfg.ood_data, "--prompts": cfg.prompts, "--max-new-tokens": cfg.max_new_tokens,
-             "--gamma": cfg.gamma, "--mode": cfg.mode, "--temperature": cfg.temperature, "--device": cfg.device,
-             "--k": cfg.k, "--k-from": cfg.k_from, "--min-coverage": cfg.min_coverage, "--repeats": cfg.repeats,
-             "--warmup": cfg.warmup, "--seed": cfg.seed, "--threads": cfg.threads, "--workspace": cfg.workspace}
-    argv = ["bench"] + [x for f, v in flags.items() if v is not None for x in (f, str(v))]
-    argv += [x for t in cfg.tree for x in ("--tree", t if isinstance(t, str) else ",".join(map(str, t)))]
-    return argv + ([] if cfg.save else ["--no-save"])
-
-
-@dataclass
-class Calibration:
-    """What the speed-up model needs, measured with the full draft."""
-
-    a0: float                        # per-token acceptance of the full draft
-    draft_ms_per_token: float
-    head_share: float                # share of the draft's time spent in its LM head
-    target_ms: float                 # a token of the target alone (its forward and its loop's work)
-    verify_costs: list[float]        # a verify of gamma + 1 tokens and the loop's work per step, in
-                                     # target_ms, gamma = 1..GAMMA_MAX
-    gamma: int                       # the gamma the acceptance was measured at
-    prompts: int
-    where: str
-
-    @property
-    def cost_ratio(self) -> float:
-        return self.draft_ms_per_token / self.target_ms
 
 
 @dataclass
@@ -335,6 +278,57 @@ def best_gamma_at(cal: Calibration, coverage_k: float, k: int, N: int) -> tuple[
     return int(gammas[i]), float(S[i])
 
 
+@dataclass
+class TokenSet:
+    """The ids the trimmed draft keeps, where they came from, and the (gamma, predicted speed-up)
+    of the search when it chose both."""
+
+    kept: np.ndarray
+    source: str
+    gamma: int | None = None
+    predicted: float | None = None
+
+
+def choose_tokens(cfg: BenchConfig, cf, keep: tuple[int, ...], allowed: np.ndarray | None,
+                  cal: Calibration | None, data: str | Path) -> TokenSet:
+    """The kept ids: a given token map, a given k, the search's speed-up optimum, or the smallest k
+    whose held-out coverage meets min_coverage; always from the ids the draft can propose."""
+    if cfg.token_map:
+        return TokenSet(np.asarray(read_token_ids(cfg.token_map)), str(cfg.token_map))
+    order, C = ranking(cf, keep, allowed)
+    if cfg.k is None and C[-1] < cfg.min_coverage:
+        raise VTError(f"the draft's {order.size:,}-token vocabulary covers at most {C[-1]:.4f} of the held-out "
+                      f"tokens, below --min-coverage {cfg.min_coverage}")
+    gamma = predicted = None
+    if cfg.k is not None:
+        if not 1 <= cfg.k <= order.size:
+            raise VTError(f"--k must be between 1 and {order.size} (the ids the draft can propose), got {cfg.k}")
+        k, how = cfg.k, f"k = {cfg.k} given"
+    elif cfg.k_from == "search":
+        k, gamma, predicted = search_k_gamma(cfg, cal, C, len(keep))
+        how = (f"vtcore.search speed-up optimum at held-out C(k) >= {cfg.min_coverage} (calibrated on "
+               f"{cal.prompts} {cal.where}: a0 {cal.a0:.3f}, c {cal.cost_ratio:.3f}, head share "
+               f"{cal.head_share:.2f}, verify cost at gamma {gamma} {cal.verify_costs[gamma - 1]:.2f})")
+    else:
+        k = max(k_for_coverage(C, cfg.min_coverage), len(keep), 1)
+        how = f"smallest k with held-out coverage >= {cfg.min_coverage}"
+    return TokenSet(order[:k], f"{Path(data).name}: {how}", gamma, predicted)
+
+
+def choose_gamma(cfg: BenchConfig, cal: Calibration | None, cf, tokens: TokenSet,
+                 N: int) -> tuple[int, str, float | None]:
+    """(gamma, where it came from, predicted speed-up): given, the search's (with k), or the speed-up
+    model's best for the chosen token set; 4 when nothing was calibrated."""
+    if cfg.gamma is not None:
+        return cfg.gamma, "given", tokens.predicted
+    if tokens.gamma is not None:
+        return tokens.gamma, "search", tokens.predicted
+    if cal is None:
+        return 4, "default", None
+    gamma, predicted = best_gamma_at(cal, kept_coverage(cf, tokens.kept), len(tokens.kept), N)
+    return gamma, "search", predicted
+
+
 def prepare(cfg: BenchConfig, log=None) -> Setup:
     """Load models, count the data, calibrate, build the trimmed draft: everything before timing."""
     import torch
@@ -350,52 +344,25 @@ def prepare(cfg: BenchConfig, log=None) -> Setup:
     keep = eos_ids(target, tok)
     allowed = proposable_ids(draft)
     N = len(allowed) if allowed is not None else int(target.get_output_embeddings().weight.shape[0])
+    cal = None
     if kind == "standalone" and draft.trimmed:   # an hf-draft export: no full head to compare
         if cfg.token_map:
             raise VTError(f"{cfg.draft} is already trimmed; do not pass --token-map too")
         notes.append("the draft is already trimmed (an hf-draft export): no full-vocabulary draft to compare")
-        return Setup(target, tok, None, draft, kind, tname, dname, f"{cfg.draft} (d2t)", cfg.gamma or 4,
-                     "given" if cfg.gamma else "default", cf, notes=notes)
-    if cfg.k_from not in ("coverage", "search"):
-        raise VTError(f"--k-from must be 'coverage' or 'search', got {cfg.k_from!r}")
-    needs_search = cfg.gamma is None or (cfg.k is None and cfg.k_from == "search" and not cfg.token_map)
-    cal = calibrate(cfg, target, tok, draft, keep) if needs_search else None
-    predicted = None
-    if cfg.token_map:
-        kept = np.asarray(read_token_ids(cfg.token_map))
-        source = str(cfg.token_map)
+        full, tokens = None, TokenSet(allowed, f"{cfg.draft} (d2t)")
     else:
-        order, C = ranking(cf, keep, allowed)
-        if cfg.k is None and C[-1] < cfg.min_coverage:
-            raise VTError(f"the draft's {order.size:,}-token vocabulary covers at most {C[-1]:.4f} of the held-out "
-                          f"tokens, below --min-coverage {cfg.min_coverage}")
-        if cfg.k is not None:
-            if not 1 <= cfg.k <= order.size:
-                raise VTError(f"--k must be between 1 and {order.size} (the ids the draft can propose), got {cfg.k}")
-            k, how = cfg.k, f"k = {cfg.k} given"
-        elif cfg.k_from == "search":
-            k, gamma, predicted = search_k_gamma(cfg, cal, C, len(keep))
-            how = (f"vtcore.search speed-up optimum at held-out C(k) >= {cfg.min_coverage} (calibrated on "
-                   f"{cal.prompts} {cal.where}: a0 {cal.a0:.3f}, c {cal.cost_ratio:.3f}, head share "
-                   f"{cal.head_share:.2f}, verify cost at gamma {gamma} {cal.verify_costs[gamma - 1]:.2f})")
-        else:
-            k = max(k_for_coverage(C, cfg.min_coverage), len(keep), 1)
-            how = f"smallest k with held-out coverage >= {cfg.min_coverage}"
-        kept = order[:k]
-        source = f"{Path(data).name}: {how}"
-    trimmed = trim(draft, kept)
-    if cfg.gamma is not None:
-        gamma, gamma_from = cfg.gamma, "given"
-    elif predicted is not None:
-        gamma_from = "search"
-    else:
-        gamma, predicted = best_gamma_at(cal, kept_coverage(cf, kept), len(kept), N)
-        gamma_from = "search"
-    missing = [i for i in keep if int(i) not in set(np.asarray(kept).tolist())]
+        if cfg.k_from not in ("coverage", "search"):
+            raise VTError(f"--k-from must be 'coverage' or 'search', got {cfg.k_from!r}")
+        needs_search = cfg.gamma is None or (cfg.k is None and cfg.k_from == "search" and not cfg.token_map)
+        cal = calibrate(cfg, target, tok, draft, keep) if needs_search else None
+        full, tokens = draft, choose_tokens(cfg, cf, keep, allowed, cal, data)
+    gamma, gamma_from, predicted = choose_gamma(cfg, cal, cf, tokens, N)
+    missing = [i for i in keep if int(i) not in set(np.asarray(tokens.kept).tolist())]
     if missing:
         notes.append(f"the token map does not keep EOS id(s) {missing}: the trimmed draft can never propose them")
-    return Setup(target, tok, draft, trimmed, kind, tname, dname, source, gamma, gamma_from, cf, cal,
-                 predicted, notes)
+    return Setup(target=target, tokenizer=tok, full=full, trimmed=draft if full is None else trim(draft, tokens.kept),
+                 kind=kind, target_name=tname, draft_name=dname, token_map=tokens.source, gamma=gamma,
+                 gamma_from=gamma_from, counts=cf, calibration=cal, predicted=predicted, notes=notes)
 
 
 # ---------------------------------------------------------------- measuring
@@ -433,46 +400,54 @@ def accepted_by_position(stats_list, gamma: int) -> list[float | None]:
     return out
 
 
-def _aggregate(runs: dict[tuple[int, int], Any], method: str, gamma: int) -> dict:
+def _aggregate(runs: dict[tuple[int, int], Any], method: str, gamma: int) -> MethodResult:
     """Totals over every (prompt, repeat), per-run values kept, and intervals (vtcore.spread)."""
     stats = [runs[u] for u in sorted(runs)]
     points = {u: (s.new_tokens, s.wall_s) for u, s in runs.items()}
-    draft_steps = [x for s in stats for x in s.draft_s]
-    target_steps = [x for s in stats for x in s.target_s]
-    drafted = sum(sum(s.drafted) for s in stats)
     # medians over steps: a busy shared CPU adds rare, long stalls that would swamp a mean
+    out = MethodResult(
+        tokens_per_s=spread.throughput(points),
+        tokens_per_s_ci=list(spread.throughput_ci(points)),
+        new_tokens=sum(s.new_tokens for s in stats),
+        latency_s=median(s.wall_s for s in stats),
+        target_ms_per_step=1000 * median(x for s in stats for x in s.target_s),
+        prefill_ms=1000 * median(s.prefill_s for s in stats),
+        decode_ms_per_token=decode_ms_per_token(stats),
+        overhead_ms_per_step=overhead_ms_per_step(stats),
+        runs=[RunRecord(prompt=p, repeat=r, tokens=s.new_tokens, wall_s=s.wall_s, tokens_per_s=s.tokens_per_s,
+                        accepted_per_step=s.accepted_per_step if s.drafted else None)
+              for (p, r), s in sorted(runs.items())])
+    if method == "target_only":
+        return out
+    steps = sum(s.steps for s in stats)
+    accepted = sum(sum(s.accepted) for s in stats)
     per_token = per_drafted_token(stats)
-    out = {
-        "tokens_per_s": spread.throughput(points),
-        "tokens_per_s_ci": list(spread.throughput_ci(points)),
-        "new_tokens": sum(s.new_tokens for s in stats),
-        "latency_s": median(s.wall_s for s in stats),
-        "target_ms_per_step": 1000 * median(target_steps),
-        "prefill_ms": 1000 * median(s.prefill_s for s in stats),
-        "decode_ms_per_token": decode_ms_per_token(stats),
-        "overhead_ms_per_step": overhead_ms_per_step(stats),
-        "runs": [{"prompt": p, "repeat": r, "tokens": s.new_tokens, "wall_s": s.wall_s,
-                  "tokens_per_s": s.tokens_per_s, "accepted_per_step": s.accepted_per_step if s.drafted else None}
-                 for (p, r), s in sorted(runs.items())],
-    }
-    if method != "target_only":
-        steps = sum(s.steps for s in stats)
-        out.update({
-            "accepted_per_step": sum(sum(s.accepted) for s in stats) / steps,
-            "accepted_by_position": accepted_by_position(stats, gamma),
-            "tokens_per_step": sum(s.new_tokens for s in stats) / steps,
-            "acceptance_rate": sum(sum(s.accepted) for s in stats) / max(drafted, 1),
-            "acceptance": _acceptance(stats),
-            "draft_ms_per_step": 1000 * median(draft_steps),
-            "draft_ms_per_token": 1000 * median(d for d, _ in per_token) if per_token else None,
-            "lm_head_ms_per_token": 1000 * median(h for _, h in per_token) if per_token else None,
-            "lm_head_share": median(h / d for d, h in per_token if d > 0) if per_token else None,
-        })
+    out.accepted_per_step = accepted / steps
+    out.accepted_by_position = accepted_by_position(stats, gamma)
+    out.tokens_per_step = sum(s.new_tokens for s in stats) / steps
+    out.acceptance_rate = accepted / max(sum(sum(s.drafted) for s in stats), 1)
+    out.acceptance = _acceptance(stats)
+    out.draft_ms_per_step = 1000 * median(x for s in stats for x in s.draft_s)
+    if per_token:
+        out.draft_ms_per_token = 1000 * median(d for d, _ in per_token)
+        out.lm_head_ms_per_token = 1000 * median(h for _, h in per_token)
+        out.lm_head_share = median(h / d for d, h in per_token if d > 0)
     return out
 
 
+@dataclass
+class _Runs:
+    """What measure() saw: each method's figures, the speed-ups, and the outputs compared."""
+
+    methods: dict[str, MethodResult]
+    speedups: dict[str, Any]
+    identical_outputs: bool | None
+    prompts: int
+    sample_output: str
+
+
 def measure(setup: Setup, prompts: list[Prompt], cfg: BenchConfig, progress, should_stop, done: list,
-            total: int) -> dict | None:
+            total: int) -> _Runs | None:
     """Run the three methods over `prompts`, interleaved per repeat so load drifts hit all alike."""
     eos = eos_ids(setup.target, setup.tokenizer)
     methods = [(m, d) for m, d in (("target_only", None), ("full", setup.full), ("trimmed", setup.trimmed))
@@ -503,25 +478,22 @@ def measure(setup: Setup, prompts: list[Prompt], cfg: BenchConfig, progress, sho
                 done[0] += 1
                 progress(done[0] / total, f"prompt {pi + 1}/{len(prompts)} repeat {r + 1} {m}: "
                                           f"{res.stats.tokens_per_s:.1f} tok/s")
-    out: dict[str, Any] = {m: _aggregate(runs[m], m, setup.gamma) for m, _ in methods}
-    out.update(_speedups({m: {u: (s.new_tokens, s.wall_s) for u, s in runs[m].items()} for m, _ in methods}))
     if cfg.mode == "greedy":
         ref = outputs["target_only"]
-        out["identical_outputs"] = all(o == ref[u] for m, _ in methods for u, o in outputs[m].items())
+        identical = all(o == ref[u] for m, _ in methods for u, o in outputs[m].items())
     else:
-        out["identical_outputs"] = None  # samples differ run to run; the distribution is tested in tests/
-    out["prompts"] = len(prompts)
-    out["sample_output"] = setup.tokenizer.decode(outputs["target_only"][(0, 0)])
-    return out
+        identical = None  # samples differ run to run; the distribution is tested in tests/
+    return _Runs(methods={m: _aggregate(runs[m], m, setup.gamma) for m, _ in methods},
+                 speedups=_speedups({m: {u: (s.new_tokens, s.wall_s) for u, s in runs[m].items()} for m, _ in methods}),
+                 identical_outputs=identical, prompts=len(prompts),
+                 sample_output=setup.tokenizer.decode(outputs["target_only"][(0, 0)]))
 
 
 def _speedups(points: dict[str, dict]) -> dict:
-    """Each ratio with its interval and verdict (vtcore.spread)."""
+    """Each ratio with its interval and verdict (vtcore.spread), as Measured's fields."""
     out = {}
-    for name, a, b in (("trimmed_vs_full", "trimmed", "full"), ("trimmed_vs_target", "trimmed", "target_only"),
-                       ("full_vs_target", "full", "target_only")):
+    for name, a, b in SPEEDUPS:
         if a not in points or b not in points:
-            out.update({f"speedup_{name}": None, f"speedup_{name}_ci": None, f"verdict_{name}": None})
             continue
         ci = spread.ratio_ci(points[a], points[b])
         out.update({f"speedup_{name}": spread.throughput(points[a]) / spread.throughput(points[b]),
@@ -531,7 +503,7 @@ def _speedups(points: dict[str, dict]) -> dict:
     return out
 
 
-def prediction(res: dict, gamma: int, coverage_k: float, a0_override: float | None = None) -> dict:
+def prediction(methods: dict[str, MethodResult], gamma: int, coverage_k: float) -> Prediction:
     """The search module's speed-up model fed with what was measured: a0 (the full draft's
     per-token acceptance), a(k) = a0 C(k), and costs in units of a token of the target alone:
     c = draft ms per drafted token, and a step's fixed cost = its verify (gamma + 1 tokens) plus
@@ -539,34 +511,32 @@ def prediction(res: dict, gamma: int, coverage_k: float, a0_override: float | No
     beside it; `trimmed_vs_target_with_verify_cost` also counts each method's prefill, so it is
     the figure to compare with the measured speed-up. Only the tokens per step come from the
     model (from a(k)); every cost is measured."""
-    tgt, full, trim_ = res["target_only"], res.get("full"), res["trimmed"]
-    t1 = tgt["decode_ms_per_token"]
-    a0 = a0_override if a0_override is not None else (full["acceptance"] if full else None)
-    out = {"a0": a0, "coverage_k": coverage_k, "target_ms_per_token": t1,
-           "a_trimmed_measured": trim_["acceptance"], "gamma": gamma}
+    tgt, full, trim_ = methods["target_only"], methods.get("full"), methods["trimmed"]
+    t1 = tgt.decode_ms_per_token
+    a0 = full.acceptance if full else None
+    out = Prediction(a0=a0, coverage_k=coverage_k, target_ms_per_token=t1, a_trimmed_measured=trim_.acceptance,
+                     gamma=gamma)
     if a0 is None:
         return out
-    n = tgt["new_tokens"] / max(len(tgt["runs"]), 1)   # new tokens per run
+    n = tgt.new_tokens / max(len(tgt.runs), 1)   # new tokens per run
 
-    def speedups(m: dict, a: float) -> tuple[float, float, float, float]:
-        c = m["draft_ms_per_token"] / t1
-        step = (m["target_ms_per_step"] + m["overhead_ms_per_step"]) / t1
+    def speedups(m: MethodResult, a: float) -> tuple[float, float, float, float]:
+        c = m.draft_ms_per_token / t1
+        step = (m.target_ms_per_step + m.overhead_ms_per_step) / t1
         classic = float(predicted_speedup(a, gamma, c))
         steady = float(predicted_speedup(a, gamma, c, step))
         # with prefill: (P_target + n) / (P_method + n / steady), in target tokens
-        whole = (tgt["prefill_ms"] / t1 + n) / (m["prefill_ms"] / t1 + n / steady)
+        whole = (tgt.prefill_ms / t1 + n) / (m.prefill_ms / t1 + n / steady)
         return c, step, classic, whole
 
-    a_k = a0 * coverage_k
-    c_trim, step_trim, classic_trim, whole_trim = speedups(trim_, a_k)
-    out.update({"a_k": a_k, "cost_ratio_trimmed": c_trim, "verify_cost_ratio": step_trim,
-                "trimmed_vs_target": classic_trim, "trimmed_vs_target_with_verify_cost": whole_trim})
+    out.a_k = a0 * coverage_k
+    out.cost_ratio_trimmed, out.verify_cost_ratio, out.trimmed_vs_target, out.trimmed_vs_target_with_verify_cost = (
+        speedups(trim_, out.a_k))
     if full:
-        c_full, step_full, classic_full, whole_full = speedups(full, a0)
-        out.update({"cost_ratio_full": c_full, "full_vs_target": classic_full,
-                    "full_vs_target_with_verify_cost": whole_full,
-                    "trimmed_vs_full": classic_trim / classic_full,
-                    "trimmed_vs_full_with_verify_cost": whole_trim / whole_full})
+        out.cost_ratio_full, _, out.full_vs_target, out.full_vs_target_with_verify_cost = speedups(full, a0)
+        out.trimmed_vs_full = out.trimmed_vs_target / out.full_vs_target
+        out.trimmed_vs_full_with_verify_cost = (out.trimmed_vs_target_with_verify_cost
+                                                / out.full_vs_target_with_verify_cost)
     return out
 
 
@@ -578,16 +548,15 @@ def _device_name(device) -> str:
     return "cpu"
 
 
-def _summary(res: dict, setup: Setup, cfg: BenchConfig, kept_cov: float) -> dict:
-    """One measured set of prompts as the result reports it."""
-    return {"target_only": res["target_only"], "full": res.get("full"), "trimmed": res["trimmed"],
-            **{k: v for k, v in res.items() if k.startswith(("speedup_", "verdict_")) or k == "ci_method"},
-            "identical_outputs": res["identical_outputs"], "prompts": res["prompts"],
-            "prediction": prediction(res, setup.gamma, kept_cov)}
+def _measured(res: _Runs, setup: Setup, kept_cov: float) -> dict:
+    """One measured set of prompts as Measured's fields."""
+    return {"target_only": res.methods["target_only"], "full": res.methods.get("full"),
+            "trimmed": res.methods["trimmed"], **res.speedups, "identical_outputs": res.identical_outputs,
+            "prompts": res.prompts, "prediction": prediction(res.methods, setup.gamma, kept_cov)}
 
 
 def run_bench(cfg: BenchConfig, progress: Callable[[float, str], None] | None = None,
-              should_stop: Callable[[], bool] | None = None, log=None) -> dict:
+              should_stop: Callable[[], bool] | None = None, log=None) -> BenchResult | BenchStopped:
     """Benchmark target alone, target + full draft and target + trimmed draft (see module doc).
     `progress(frac, text)` and `should_stop()` let a caller report and stop it."""
     import torch
@@ -607,40 +576,35 @@ def run_bench(cfg: BenchConfig, progress: Callable[[float, str], None] | None = 
     n_methods = 3 if setup.full is not None else 2
     total = n_methods * (cfg.warmup + cfg.repeats * (len(prompts) + len(ood)))
     done = [0]
+    kept = proposable_ids(setup.trimmed)
     res = measure(setup, prompts, cfg, progress, should_stop, done, total)
     if res is None:
-        return {"stopped": True, "device": _device_name(device), "target": setup.target_name,
-                "draft": setup.draft_name, "k": int(len(proposable_ids(setup.trimmed)))}
-    kept = proposable_ids(setup.trimmed)
+        return BenchStopped(device=_device_name(device), target=setup.target_name, draft=setup.draft_name,
+                            k=int(len(kept)))
     full_ids = None if setup.full is None else proposable_ids(setup.full)
     c_k = kept_coverage(setup.counts, kept)
-    cal = setup.calibration
-    result = {
-        "device": _device_name(device),
-        "threads": torch.get_num_threads() if device.type == "cpu" else None,
-        "dtype": str(setup.target.dtype).replace("torch.", ""),
-        "target": setup.target_name, "draft": setup.draft_name, "draft_kind": setup.kind,
-        "k": int(len(kept)), "vocab_size": int(setup.target.get_output_embeddings().weight.shape[0]),
-        "draft_vocab_size": None if full_ids is None else int(len(full_ids)),
-        "token_map": setup.token_map, "coverage_k": c_k,
-        "data": str(data), "mode": cfg.mode, "gamma": setup.gamma, "gamma_from": setup.gamma_from,
-        "max_new_tokens": cfg.max_new_tokens, "repeats": cfg.repeats, "warmup": cfg.warmup,
-        **_summary(res, setup, cfg, c_k),
-        "calibration": None if cal is None else asdict(cal),
-        "search_predicted_speedup": setup.predicted,
-    }
-    result["predicted_speedup"] = result["prediction"].get("trimmed_vs_target_with_verify_cost")
+    measured = _measured(res, setup, c_k)
+    result = BenchResult(
+        device=_device_name(device), threads=torch.get_num_threads() if device.type == "cpu" else None,
+        dtype=str(setup.target.dtype).replace("torch.", ""),
+        target=setup.target_name, draft=setup.draft_name, draft_kind=setup.kind,
+        k=int(len(kept)), vocab_size=int(setup.target.get_output_embeddings().weight.shape[0]),
+        draft_vocab_size=None if full_ids is None else int(len(full_ids)),
+        token_map=setup.token_map, coverage_k=c_k,
+        data=str(data), mode=cfg.mode, gamma=setup.gamma, gamma_from=setup.gamma_from,
+        max_new_tokens=cfg.max_new_tokens, repeats=cfg.repeats, warmup=cfg.warmup, **measured,
+        calibration=setup.calibration, search_predicted_speedup=setup.predicted,
+        predicted_speedup=measured["prediction"].trimmed_vs_target_with_verify_cost,
+        sample_output=res.sample_output[:300], notes=setup.notes)
     if ood:
         o = measure(setup, ood, cfg, progress, should_stop, done, total)
         if o is not None:
             c_ood = kept_coverage(count_data(cfg.ood_data, setup.tokenizer, cfg.workspace), kept)
-            result["ood"] = {"data": str(cfg.ood_data), "coverage_k": c_ood, **_summary(o, setup, cfg, c_ood)}
-    result["sample_output"] = res["sample_output"][:300]
-    result["notes"] = setup.notes
-    result["seconds"] = time.perf_counter() - t0
+            result.ood = OodResult(data=str(cfg.ood_data), coverage_k=c_ood, **_measured(o, setup, c_ood))
+    result.seconds = time.perf_counter() - t0
     progress(1.0, "done")
     if cfg.save:
-        result["results_file"] = str(append_result(cfg, result))
+        result.results_file = str(append_result(cfg, result))
     return result
 
 
@@ -648,17 +612,18 @@ def results_path(workspace=None) -> Path:
     return subdir("bench", workspace) / "results.jsonl"
 
 
-def append_result(cfg: BenchConfig, result: dict) -> Path:
+def append_result(cfg: BenchConfig, result: BenchResult) -> Path:
     """One JSON line per run, so runs compare across sessions (appends are atomic enough for
     one writer: a single write of one line)."""
     path = results_path(cfg.workspace)
-    line = json.dumps(plain_json({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": asdict(cfg), **result}))
+    line = json.dumps(plain_json({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": asdict(cfg),
+                                  **result.to_dict()}))
     with open(path, "a", encoding="utf-8") as f:
         f.write(line + "\n")
     return path
 
 
-def load_results(workspace=None) -> list[dict]:
+def load_results(workspace=None) -> list[BenchResult]:
     """Every stored run, oldest first; unreadable lines are skipped."""
     path = results_path(workspace)
     if not path.is_file():
@@ -666,7 +631,7 @@ def load_results(workspace=None) -> list[dict]:
     out = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            out.append(json.loads(line))
-        except ValueError:
+            out.append(BenchResult.from_dict(json.loads(line)))
+        except (ValueError, TypeError):
             continue
     return out

@@ -5,7 +5,8 @@ object as the last line of stdout; progress goes to stderr. Exit 0 on success, 2
 input with a one-line reason on stderr.
 
 Each subcommand lives in vtcore/cmd/<name>.py with `register(subparsers)` that adds its
-parser and sets `func` (args -> dict) and optionally `human` (dict -> str). Those modules
+parser and sets `func` (args -> dict, or a result with to_dict()) and optionally `human`
+(result -> str). Those modules
 import heavy libraries inside `func`, so `--help` and light commands stay fast.
 """
 
@@ -58,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    if args.json:
-        sys.stdout.write(dumps(result) + "\n")
+    if args.json:   # a typed result (vtcore.benchtypes) prints as its JSON
+        sys.stdout.write(dumps(result.to_dict() if hasattr(result, "to_dict") else result) + "\n")
     else:
         human = getattr(args, "human", None) or default_human
         sys.stdout.write(human(result) + "\n")

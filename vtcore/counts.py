@@ -7,6 +7,8 @@ encoded by the Rust tokenizer, which releases the GIL and uses both cores.
 
 from __future__ import annotations
 
+import ast
+import functools
 import itertools
 import json
 import time
@@ -35,12 +37,45 @@ BATCH_ROWS = 1024  # rows per batch: big enough that the tokenizer call dominate
 FIRST_BATCH_ROWS = 128
 
 # manifest fields that decide the result: a cache hit needs every one to match. "engine" is
-# there as the issue asked (#14), though the engines' counts are equal (tests/test_ray.py).
+# one though the engines' counts are equal (tests/test_ray.py); "code_sha256" is the code that
+# counted, so a cache made by other code (an edit to the mask, say) is never reused.
 KEY_FIELDS = ("format", "datasets", "dataset_sha256", "schema", "tokenizer", "tokenizer_sha256",
               "chat_template_sha256", "mask_mode", "heldout_every", "skip_bad", "max_row_bytes", "vtcore_version",
-              "engine")
-# what a field absent from an older counts file meant: "engine" came later, all were local
-KEY_DEFAULTS = {"engine": "local"}
+              "engine", "code_sha256")
+
+
+def counting_modules(package: Path | None = None) -> list[str]:
+    """vtcore.counts and every vtcore module it imports, directly or not: the code that makes counts."""
+    package = package or Path(vtcore.__file__).parent
+    seen: set[str] = set()
+    todo = ["counts"]
+    while todo:
+        name = todo.pop()
+        if name in seen or not (package / f"{name}.py").is_file():
+            continue
+        seen.add(name)
+        for node in ast.walk(ast.parse((package / f"{name}.py").read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module == "vtcore":
+                todo += [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("vtcore."):
+                todo.append(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                todo += [a.name.split(".")[1] for a in node.names if a.name.startswith("vtcore.")]
+    return sorted(seen)
+
+
+def code_sha256(package: Path | None = None) -> str:
+    """sha256 of the source of counting_modules(): part of every count's cache key. Of vtcore's
+    own package (the default) it is read once per process."""
+    if package is None:
+        return _own_code_sha256()
+    return sha256_bytes(b"".join(name.encode() + b"\0" + (package / f"{name}.py").read_bytes() + b"\0"
+                                 for name in counting_modules(package)))
+
+
+@functools.lru_cache(maxsize=1)
+def _own_code_sha256() -> str:
+    return code_sha256(Path(vtcore.__file__).parent)
 
 
 def _sources(paths: Iterable[str | DataSource | tuple]) -> list[DataSource]:
@@ -97,8 +132,7 @@ def dataset_sha256(path: str | Path) -> tuple[str, int]:
 
 
 def _manifest_key(manifest: dict) -> str:
-    # a field at its default is left out, so local counts keep the cache key they had before "engine"
-    key = {k: manifest[k] for k in KEY_FIELDS if not (k in KEY_DEFAULTS and manifest[k] == KEY_DEFAULTS[k])}
+    key = {k: manifest[k] for k in KEY_FIELDS}
     return sha256_bytes(json.dumps(key, sort_keys=True).encode())[:24]
 
 
@@ -123,6 +157,7 @@ def dataset_manifest(sources: list[DataSource], tinfo, schema: str, mask: str, s
         "max_row_bytes": int(max_row_bytes),   # decides which rows are read (or skipped as too long)
         "vtcore_version": vtcore.__version__,
         "engine": engine,
+        "code_sha256": code_sha256(),
     }
     return manifest, datasets
 
@@ -135,7 +170,7 @@ def cached_counts(path: Path, manifest: dict) -> CountsFile | None:
         cf = load_counts(path)
     except VTError:
         return None   # unreadable cache entry: count again and overwrite it
-    return cf if all(cf.manifest.get(k, KEY_DEFAULTS.get(k)) == manifest[k] for k in KEY_FIELDS) else None
+    return cf if all(cf.manifest.get(k) == manifest[k] for k in KEY_FIELDS) else None
 
 
 def count_local(sources: list[DataSource], datasets: list[dict], assistant: AssistantTokens, vocab_size: int,

@@ -46,8 +46,8 @@ final norm, which is what the engines capture, while HF's tuple holds it after t
   (algorithms/model_providers.py `resolve_eagle_capture_layers`) defaults to
   [1, L//2-1, L-4] in that output convention and hands them to SGLang, so every engine agrees
   on the default: HF indices (2, L//2, L-3), i.e. the outputs of layers 1, L//2-1 and L-4.
-  EAGLE-3's "2, L//2, L-3" is right in the input/HF-index convention; for SmolLM2 (L = 30):
-  HF indices (2, 15, 27).
+  "2, L//2, L-3" is right in the input/HF-index convention; for SmolLM2 (L = 30): HF indices
+  (2, 15, 27).
 
 API for a chain-drafting loop (one sequence; tests/test_eagle3.py `greedy_chain` is a reference):
 target_forward (target states through its KV cache) -> draft.fuse -> draft(tokens, hidden,

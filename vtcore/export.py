@@ -1,7 +1,7 @@
 """Export a chosen token set in the formats engines read (docs/formats.md).
 
-Flow: a counts file -> a `TokenChoice` (k, a coverage constraint, a study trial, or explicit
-ids) -> `export(...)` renders every requested format to bytes in memory and validates
+Flow: a counts file -> a `TokenChoice` (k, a coverage constraint or a study trial)
+-> `export(...)` renders every requested format to bytes in memory and validates
 them (the dashboard offers those bytes as downloads) -> `write_bundle(...)` writes them
 atomically under an output folder, never overwriting without force.
 
@@ -42,7 +42,7 @@ from vtcore.search import read_trial
 from vtcore.selection import Selection, for_min_coverage
 from vtcore.target import TargetVocab, config_vocab_size, looks_like_hub_id, resolve_vocab
 from vtcore.tokens import BUNDLED_SHA256, sha256_file
-from vtcore.validate import (Expect, Report, check_ids, embed_key, head_key, manifest_tokenizer_name,
+from vtcore.validate import (Expect, Report, embed_key, head_key, manifest_tokenizer_name,
                              manifest_tokenizer_sha, validate_bytes, validate_draft, validate_npy_pair,
                              validate_speculators)
 from vtcore.workspace import subdir
@@ -61,7 +61,7 @@ class TokenChoice:
     """The token set to export, where it came from, and the coverage figures that describe it."""
 
     ids: np.ndarray                 # int64[k] target ids, ranking order (always-keep first)
-    curve: str                      # heldout | insample: the curve whose ranking gave the ids; explicit: given
+    curve: str                      # heldout | insample: the curve whose ranking gave the ids
     tokenizer_vocab: int            # V of the counts = len(tokenizer)
     coverage: float | None          # C(k) on `curve`: the figure shown for this k
     coverage_all_rows: float        # share of all counted assistant tokens the ids cover
@@ -80,8 +80,7 @@ class TokenChoice:
         return np.sort(self.ids)
 
 
-RANKED_ON = {"heldout": "the fit rows (all but the held-out fifth, vtcore.split)", "insample": "all rows",
-             "explicit": "not ranked: the ids were given"}
+RANKED_ON = {"heldout": "the fit rows (all but the held-out fifth, vtcore.split)", "insample": "all rows"}
 
 
 def _choice(cf: CountsFile, ids: np.ndarray, curve: str, coverage: float | None, always_keep: list[int],
@@ -110,17 +109,6 @@ def choose_min_coverage(cf: CountsFile, min_coverage: float, curve: str = "heldo
     sel = for_min_coverage(cf.coverage(extra_keep), min_coverage, curve)
     return choose_k(cf, sel.k, sel.curve, extra_keep,
                     how=f"smallest k with {sel.curve} coverage >= {min_coverage}")
-
-
-def choose_ids(cf: CountsFile, ids: list[int] | np.ndarray, how: str = "explicit token ids") -> TokenChoice:
-    """An explicit set (e.g. picked by hand in the dashboard), kept in the given order."""
-    arr = np.asarray(ids)
-    if arr.dtype.kind not in "iu" or arr.ndim != 1:
-        raise VTError(f"token ids must be a 1-D list of integers, got {arr.dtype}{list(arr.shape)}")
-    problems, _ = check_ids(arr.astype(np.int64), cf.vocab_size, None, None, "token ids")
-    if problems:
-        raise VTError("; ".join(problems))
-    return _choice(cf, arr.astype(np.int64), "explicit", None, cf.always_keep, how)
 
 
 _LATENCY_SOURCES = {"flops": "FLOPs per draft token (vtcore.cost)",
@@ -318,8 +306,7 @@ def coverage_doc(choice: TokenChoice) -> dict:
         "ranked_on": RANKED_ON[choice.curve],
         "at_k": choice.coverage,
         "at_k_is": {"heldout": "C(k) measured on the held-out rows, which the ranking never saw",
-                    "insample": "C(k) measured on all rows, the rows the ranking was made on",
-                    "explicit": "no curve: the ids were given"}[choice.curve],
+                    "insample": "C(k) measured on all rows, the rows the ranking was made on"}[choice.curve],
         "all_rows": choice.coverage_all_rows,
         "heldout_rows": choice.coverage_heldout_rows,
         "rows_are": "all_rows / heldout_rows: share of the assistant tokens of all rows / of the held-out rows "
@@ -648,20 +635,17 @@ MAPPING_FORMATS = [f for f in FORMATS if f not in DRAFT_FORMATS]
 
 
 def export(choice: TokenChoice, formats: list[str] | str | None = None, vocab_size: int | None = None,
-           model_config: dict | str | os.PathLike | None = None, draft: str | os.PathLike | None = None,
+           draft: str | os.PathLike | None = None,
            keep_ids: dict[int, str] | None = None, tokenizer_sha256: str | None = None,
            tokenizer_name: str | None = None, target: str | os.PathLike | None = None,
            strict_vocab: bool = True) -> Bundle:
     """Render and validate every requested format in memory; nothing is written here.
-    `target` (or its older name `model_config`) is the target model for V: a config.json, a model
+    `target` is the target model for V: a config.json, a model
     directory, a hub id or a preset (vtcore.target); a bundled draft brings the default target.
     A draft that cannot be exported (a broken directory, a head it cannot cut) does not stop the
     token maps: they are rendered and the reason is `Bundle.draft_error`. strict_vocab=False leaves
     out the formats whose readers check V when V is only len(tokenizer) (the dashboard) instead of
     refusing them."""
-    if model_config is not None and target is not None and str(model_config) != str(target):
-        raise VTError("give the target once: --target and --model-config name two different things")
-    target = target if target is not None else model_config
     check_counts_tokenizer(choice, target)
     asked = _requested(formats)
     draft_error = None

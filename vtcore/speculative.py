@@ -1,4 +1,6 @@
-"""Speculative decoding with a standalone draft, lossless, with an optionally trimmed draft head.
+"""Speculative decoding, lossless, with an optionally trimmed draft head. The draft is a standalone
+draft LM (StandaloneProposer) or an EAGLE-3 head reading the target's hidden states
+(Eagle3Proposer, vtcore.eagle3).
 
 One step: the draft proposes g <= gamma tokens one at a time (its own KV cache), the target
 scores all of them in one forward pass, the longest acceptable prefix is kept plus one token
@@ -195,17 +197,9 @@ class RunStats:
         return len(self.target_s)
 
     @property
-    def acceptance_rate(self) -> float:
-        return sum(self.accepted) / max(sum(self.drafted), 1)
-
-    @property
     def accepted_per_step(self) -> float:
         """Mean draft tokens accepted per target step (0..gamma; the target's own token excluded)."""
         return sum(self.accepted) / max(self.steps, 1)
-
-    @property
-    def tokens_per_step(self) -> float:
-        return self.new_tokens / max(self.steps, 1)
 
     @property
     def tokens_per_s(self) -> float:

@@ -7,7 +7,7 @@ and speculators both refuse a t2d of the tokenizer's length.
 
 Sources, strongest first (explicit ones must agree with each other):
 - `--vocab-size V`;
-- `--target` (alias `--model-config`): a config.json, a model directory, a hub id (its config.json
+- `--target`: a config.json, a model directory, a hub id (its config.json
   only is fetched) or a preset name of vtcore.cost;
 - the draft's config (an EAGLE-3 draft carries the target's V; a standalone draft shares it);
 - the counts' tokenizer when it is a known one: the bundled Qwen3 tokenizer belongs to Qwen3

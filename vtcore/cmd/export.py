@@ -39,10 +39,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                     "verifier)")
     p.add_argument("--vocab-size", type=int, metavar="V",
                    help="the target model's vocabulary size (its config's vocab_size, e.g. 151936 for Qwen3)")
-    p.add_argument("--target", "--model-config", dest="target", metavar="CONFIG|DIR|HUB_ID|PRESET",
+    p.add_argument("--target", metavar="CONFIG|DIR|HUB_ID|PRESET",
                    help="the target model, for V: its config.json, model directory, hub id (only its config.json is "
-                        "read) or a preset; a directory or hub id is also the verifier of --format speculators. "
-                        "--model-config is the older name")
+                        "read) or a preset; a directory or hub id is also the verifier of --format speculators")
     p.add_argument("--draft", metavar="DIR|HUB_ID|PRESET|default",
                    help="the draft: a model directory or hub id to trim (hf-draft; an EAGLE-3 draft in SpecForge / "
                         "SGLang or speculators layout is sub-trimmed, and --format speculators writes it in "

@@ -17,9 +17,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                                                 "d2t-{N}.npy / t2d-{N}.npy pair (or its folder), or a draft directory "
                                                 "(hf-draft, EAGLE-3 in SpecForge / SGLang or speculators layout)")
     p.add_argument("--vocab-size", type=int, metavar="V", help="the target model's vocabulary size")
-    p.add_argument("--target", "--model-config", dest="target", metavar="CONFIG|DIR|HUB_ID|PRESET",
-                   help="the target model for V: its config.json, model directory, hub id or a preset "
-                        "(--model-config is the older name)")
+    p.add_argument("--target", metavar="CONFIG|DIR|HUB_ID|PRESET",
+                   help="the target model for V: its config.json, model directory, hub id or a preset")
     p.add_argument("--tokenizer", metavar="NAME|DIR", help="tokenizer whose EOS / end-of-turn must be kept and whose hash the manifest must carry")
     p.add_argument("--k", type=int, metavar="N", help="expected number of kept tokens (default: from the _k{N} in the file name)")
     p.set_defaults(func=run, human=human)
