@@ -18,14 +18,11 @@ st.caption(f"{ui.dataset_label(s)} · {int(cf.counts.sum()):,} assistant tokens 
 has_heldout = cov.heldout is not None
 c1, c2 = st.columns([3, 2])
 with c1:
-    min_coverage = st.slider("Coverage constraint: C(k) ≥", 0.0, 1.0, step=0.001, format="%.3f",
-                             **ui.persisted("min_coverage", cast=float))
+    min_coverage = ui.coverage_constraint("cov_min_coverage")
 with c2:
-    if not has_heldout:
-        st.session_state["curve"] = "insample"
     which = st.radio("Curve", ["heldout", "insample"] if has_heldout else ["insample"], horizontal=True,
                      format_func={"heldout": "held-out rows (honest)", "insample": "in-sample (all rows)"}.get,
-                     **ui.persisted("curve"),
+                     **ui.persisted("cov_curve", "curve", cast=lambda c: c if has_heldout else "insample"),
                      help="held-out: ranked on the fit rows, measured on the held-out fifth; in-sample: ranked and "
                           "measured on all rows. The k shown and the tokens exported for it use the same ranking.")
 

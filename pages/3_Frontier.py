@@ -100,7 +100,7 @@ if latency != s.latency:
 def use_paper() -> None:
     """The seed paper's reference run in one click (vtcore.problem.PAPER, PAPER_RUN)."""
     paper = {**problem.PAPER, "k_max": min(problem.PAPER["k_max"], arch.vocab), **problem.PAPER_RUN}
-    st.session_state.update(paper)
+    st.session_state["latency"] = paper["latency"]   # the other widgets are seeded from the saved state
     ui.save(**paper)
 
 
@@ -117,20 +117,18 @@ with o1:
 with o2:
     alpha = st.slider("α (weight of coverage)", 0.0, 1.0, step=0.01, **ui.persisted("alpha", cast=float))
 with o3:
-    min_coverage = st.slider("Coverage constraint: C(k) ≥", 0.0, 1.0, step=0.005, format="%.3f",
-                             **ui.persisted("min_coverage", cast=float))
+    min_coverage = ui.coverage_constraint("front_min_coverage")
 with o4:
-    if cov.heldout is None:
-        st.session_state["curve"] = "insample"
     curve = st.radio("Coverage curve", ["heldout", "insample"] if cov.heldout is not None else ["insample"],
                      format_func={"heldout": "held-out rows", "insample": "in-sample (all rows)"}.get,
-                     **ui.persisted("curve"))
+                     **ui.persisted("front_curve", "curve",
+                                    cast=lambda c: c if cov.heldout is not None else "insample"))
 with st.expander("k range and sampling", expanded=False):
     r1, r2, r3 = st.columns(3)
-    k_min = int(r1.number_input("k min", 1, arch.vocab, **ui.persisted("k_min", cast=int)))
-    if st.session_state.get("k_max") is None or st.session_state["k_max"] > arch.vocab:
-        st.session_state["k_max"] = arch.vocab
-    k_max = int(r2.number_input("k max", 1, arch.vocab, **ui.persisted("k_max", cast=int)))
+    k_min = int(r1.number_input("k min", 1, arch.vocab,
+                                **ui.persisted("k_min", cast=lambda v: max(1, min(int(v), arch.vocab)))))
+    k_max = int(r2.number_input("k max", 1, arch.vocab,
+                                **ui.persisted("k_max", cast=lambda v: min(int(v), arch.vocab), default=arch.vocab)))
     k_scale = r3.radio("TPE samples k", ["log", "linear"], horizontal=True, **ui.persisted("k_scale"))
 a0, ratio = 0.7, None
 if objective == "speedup":

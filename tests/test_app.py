@@ -80,14 +80,14 @@ def test_start_with_the_sample_then_the_slider_moves_k(workspace):
     assert as_int(metric(at, "k needed")) == k_for_coverage(curve, 0.95)
     ks = {}
     for c in (0.8, 0.9, 0.99):
-        at.slider(key="min_coverage").set_value(c).run()
+        at.slider(key="cov_min_coverage").set_value(c).run()
         ok(at)
         ks[c] = as_int(metric(at, "k needed"))
         assert ks[c] == k_for_coverage(curve, c)
     assert ks[0.8] < ks[0.9] < ks[0.99]
     assert state.load_state().min_coverage == 0.99          # the slider's value survives a refresh
     again = open_app("pages/2_Coverage.py")
-    assert again.slider(key="min_coverage").value == 0.99
+    assert again.slider(key="cov_min_coverage").value == 0.99
     # "Select k" makes it the selected point for export
     at.button(key="use_k").click().run()
     sel = state.load_state().selected
@@ -432,3 +432,39 @@ def test_frontier_paper_settings_are_the_clis_paper_switch(workspace):
             s.seed) == ("utility", 0.5, 0.0, "insample", "paper-flops", 50, 50000, "linear", 30, 42)
     setup = problem.build(load_counts(counts_path), problem.paper_spec("eagle3-qwen3-8b", 151936))
     assert as_int(metric(at, "exact best k")) == search.solve_exact(setup.problem).best_k
+
+
+def test_one_coverage_constraint_on_every_page_and_after_a_reload(workspace):
+    """Coverage and Frontier set the same saved constraint: moved on one, it is the value of the
+    other (never the slider's minimum), after any number of page switches and after a reload;
+    the Frontier's optimum then meets it."""
+    counts_path = count_sample()
+    curve = load_counts(counts_path).coverage().curve("heldout")
+    at = open_app("pages/2_Coverage.py")
+    cov_slider, front_slider = at.slider(key="cov_min_coverage"), None
+    assert cov_slider.value == 0.95
+    cov_slider.set_value(0.9).run()
+    for _ in range(2):   # Coverage -> Frontier -> Coverage -> Frontier in one session
+        at.switch_page("pages/3_Frontier.py").run()
+        ok(at)
+        front_slider = at.slider(key="front_min_coverage")
+        assert front_slider.value == 0.9
+        assert float(metric(at, "coverage C")) >= 0.9
+        at.switch_page("pages/2_Coverage.py").run()
+        ok(at)
+        assert at.slider(key="cov_min_coverage").value == 0.9
+        assert as_int(metric(at, "k needed")) == k_for_coverage(curve, 0.9)
+    # one step on both pages
+    assert at.slider(key="cov_min_coverage").step == front_slider.step == 0.001
+    # set on the Frontier, shown on Coverage, also in a new session (a reload)
+    at.switch_page("pages/3_Frontier.py").run()
+    at.slider(key="front_min_coverage").set_value(0.97).run()
+    ok(at)
+    assert float(metric(at, "coverage C")) >= 0.97
+    at.switch_page("pages/2_Coverage.py").run()
+    assert at.slider(key="cov_min_coverage").value == 0.97
+    reloaded = open_app("pages/3_Frontier.py")
+    assert reloaded.slider(key="front_min_coverage").value == 0.97
+    reloaded.switch_page("pages/2_Coverage.py").run()
+    assert reloaded.slider(key="cov_min_coverage").value == 0.97
+    assert as_int(metric(reloaded, "k needed")) == k_for_coverage(curve, 0.97)

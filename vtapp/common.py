@@ -98,18 +98,35 @@ def save(**changes: Any) -> vstate.AppState:
     return vstate.update_state(**changes)
 
 
-def persisted(key: str, field: str | None = None, cast: Callable | None = None) -> dict:
-    """kwargs for a widget whose value lives in the saved state: seeded from it on first render
-    (and whenever the page is entered again), written back on every change."""
+def persisted(key: str, field: str | None = None, cast: Callable | None = None, default: Any = None) -> dict:
+    """kwargs for a widget whose value lives in the saved state, the one source of truth: the
+    widget is seeded from it on every run (so a value set on another page, in another tab or
+    before a reload shows here), and every change is written back.
+
+    `key` must be unique to one page: two pages' widgets under one key are two different
+    widgets to Streamlit (their parameters differ), and the second finds no value of its own
+    under the key and falls back to its minimum (a coverage constraint of 0.000).
+    `default` stands for a saved None; `cast` fixes the saved value up for this widget."""
     field = field or key
-    if key not in st.session_state:
-        v = getattr(vstate.load_state(), field)
-        st.session_state[key] = cast(v) if cast and v is not None else v
+    v = getattr(vstate.load_state(), field)
+    v = default if v is None else v
+    st.session_state[key] = cast(v) if cast and v is not None else v
     return {"key": key, "on_change": _persist, "args": (key, field)}
 
 
 def _persist(key: str, field: str) -> None:
     save(**{field: st.session_state[key]})
+
+
+COVERAGE_STEP = 0.001   # one step for the coverage constraint wherever it is set
+
+
+def coverage_constraint(key: str, where: Any = st) -> float:
+    """The coverage constraint's slider: the same widget (range, step, format) on every page
+    that sets it, its value the saved state's min_coverage. `key` is the page's own."""
+    return float(where.slider("Coverage constraint: C(k) ≥", 0.0, 1.0, step=COVERAGE_STEP, format="%.3f",
+                              help="the same constraint on the Coverage and Frontier pages (saved in the workspace)",
+                              **persisted(key, "min_coverage", cast=float)))
 
 
 # ---------------------------------------------------------------- registry and cached loads
