@@ -11,9 +11,10 @@ from vtcore.selection import for_min_coverage
 
 s = ui.page("Coverage")
 st.title("Coverage")
+ui.context_line(s)
 cf, cov = ui.counts_or_stop(s)
 V = cf.vocab_size
-st.caption(f"{ui.dataset_label(s)} · {int(cf.counts.sum()):,} assistant tokens · tokenizer vocabulary {V:,}")
+st.caption(f"{int(cf.counts.sum()):,} assistant tokens · tokenizer vocabulary {V:,}")
 
 has_heldout = cov.heldout is not None
 c1, c2 = st.columns([3, 2])

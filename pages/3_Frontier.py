@@ -16,6 +16,7 @@ from vtcore.selection import Selection
 
 s = ui.page("Frontier")
 st.title("Frontier")
+ui.context_line(s)
 cf, cov = ui.counts_or_stop(s)
 V_tok = cf.vocab_size
 

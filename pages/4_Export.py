@@ -13,6 +13,7 @@ from vtcore.workspace import subdir
 
 s = ui.page("Export")
 st.title("Export")
+ui.context_line(s)
 cf, cov = ui.counts_or_stop(s)
 sel = ui.selection(s)
 if s.selected and sel is None:

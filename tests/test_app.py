@@ -246,8 +246,17 @@ def test_export_page_without_a_selection_exports_any_k(workspace):
 
 def test_benchmark_page_runs_a_tiny_pair_in_the_background(workspace, tmp_path):
     tdir, ddir, _ = tiny_pair(tmp_path)
+    # the user's own upload, counted: the benchmark's prompts follow it (not the bundled sample)
+    upload = str(state.save_upload("mycode.jsonl", code_rows(40)))
+    job = counting_job([upload]).start()
+    job.join(60)
+    assert job.state == "finished", job.error
     at = open_app("pages/5_Benchmark.py")
     assert any("CPU" in c.value or "CUDA" in c.value for c in at.caption)
+    assert at.selectbox(key="bench_data_pick").value == upload
+    assert any("**Dataset:** mycode.jsonl" in c.value for c in at.caption)   # at the top of the page
+    # why its k is not the Frontier's
+    assert any("target's** tokenizer" in i.value and "its k is its own" in i.value for i in at.info)
     at.text_input(key="bench_target").set_value(str(tdir))
     at.text_input(key="bench_draft").set_value(str(ddir))
     at.number_input(key="bench_prompts").set_value(1)
@@ -271,7 +280,23 @@ def test_benchmark_page_runs_a_tiny_pair_in_the_background(workspace, tmp_path):
 
     runs = load_results()
     assert len(runs) == 1 and runs[0]["target"] == str(tdir) and runs[0]["identical_outputs"] is True
-    assert runs[0]["k"] == 2048 and any(c.value == "Kept tokens: code.jsonl: k = 2048 given" for c in at.caption)
+    assert runs[0]["k"] == 2048 and runs[0]["data"] == upload
+    assert any(c.value.startswith("Prompts: held-out rows of **mycode.jsonl**") and c.value.endswith(
+        "mycode.jsonl: k = 2048 given") for c in at.caption)
+    # the verdict badges carry the verdict's own arrow
+    arrows = {"faster": "UP", "slower": "DOWN", "no measurable difference": "NONE"}
+    for m in at.metric:
+        if m.label in ("trimmed draft vs target alone", "trimmed vs full draft") and m.proto.delta:
+            verdict = m.proto.delta
+            assert type(m.proto).MetricDirection.Name(m.proto.direction) == arrows[verdict], (verdict, m.proto)
+    # a random-weight draft accepts little: the page says it does not pay and what to do
+    acc = runs[0]["full"]["accepted_per_step"]
+    if acc < 1.0:
+        assert any("does not pay here" in w.value and "bring a draft trained for your domain" in w.value
+                   for w in at.warning)
+    history = [d for d in at.dataframe if "dataset" in d.value.columns]
+    assert len(history) == 1 and history[0].value["dataset"].tolist() == ["mycode.jsonl"]
+    assert {"draft", "k", "γ", "verdict vs target", "verdict vs full"} <= set(history[0].value.columns)
     assert state.load_state().bench["target"] == str(tdir)      # the settings survive a refresh
     again = open_app("pages/5_Benchmark.py")
     assert any(h.value == "History" for h in again.subheader)
@@ -468,3 +493,22 @@ def test_one_coverage_constraint_on_every_page_and_after_a_reload(workspace):
     reloaded.switch_page("pages/2_Coverage.py").run()
     assert reloaded.slider(key="cov_min_coverage").value == 0.97
     assert as_int(metric(reloaded, "k needed")) == k_for_coverage(curve, 0.97)
+
+
+def test_every_benchmark_verdict_badge_points_its_own_way(workspace):
+    """Each verdict the benchmark can give (vtcore.spread.verdict) is drawn with its own arrow:
+    faster up, slower down, no measurable difference none."""
+    from vtapp.common import VERDICT_BADGE
+    from vtcore.spread import verdict
+
+    drawn = {}
+    for ci in ((1.1, 1.3), (0.6, 0.9), (0.9, 1.1)):
+        v = verdict(ci)
+        script = ("import streamlit as st\nfrom vtapp.common import VERDICT_BADGE\n"
+                  f"st.metric('x', '1×', delta={v!r}, **VERDICT_BADGE[{v!r}])\n")
+        at = AppTest.from_string(script).run()
+        ok(at)
+        m = at.metric[0].proto
+        drawn[v] = type(m).MetricDirection.Name(m.direction)
+    assert drawn == {"faster": "UP", "slower": "DOWN", "no measurable difference": "NONE"}
+    assert set(VERDICT_BADGE) == set(drawn)

@@ -78,6 +78,15 @@ def counts_changed_elsewhere(s: vstate.AppState) -> None:
     st.session_state["counts_seen"] = s.counts_path
 
 
+def context_line(s: vstate.AppState) -> None:
+    """What every page follows, at its top: the current dataset, the coverage constraint and
+    the selected point (all from the saved state)."""
+    sel = selection(s)
+    st.caption(f"**Dataset:** {dataset_label(s) if s.counts_path else 'none counted yet'} · "
+               f"**coverage constraint:** C(k) ≥ {s.min_coverage:.3f} · "
+               f"**selected:** {sel.label() if sel else 'none'}")
+
+
 def dataset_label(s: vstate.AppState) -> str:
     names = [vstate.upload_label(p) for p in s.datasets] or ["?"]
     tok = "bundled Qwen3" if not s.tokenizer or s.tokenizer.startswith("bundled") else s.tokenizer
@@ -263,6 +272,12 @@ def job_panel(name: str, label: str) -> Any:
     panel()
     return job
 
+
+# a benchmark verdict's badge (st.metric delta): its arrow and colour say the verdict itself
+# (the text alone would get an up arrow whatever it says)
+VERDICT_BADGE = {"faster": {"delta_arrow": "up", "delta_color": "green"},
+                 "slower": {"delta_arrow": "down", "delta_color": "red"},
+                 "no measurable difference": {"delta_arrow": "off", "delta_color": "gray"}}
 
 CURVE_LABELS = {"heldout": "held-out", "insample": "in-sample"}
 
