@@ -53,6 +53,16 @@ else:
     other = "insample" if which == "heldout" else "heldout"
     m[3].metric(f"{ui.curve_label(other)} C(k)", "–" if cov.curve(other) is curve else f"{cov.curve(other)[k_need]:.4f}")
 
+# past the tokens the ranking rows use, the ranking is by id: those k do not come from the data
+ranked_on = cf.counts_fit if which == "heldout" else cf.counts
+n_seen = max(int(np.count_nonzero(ranked_on)), len(cov.always_keep))
+if k_need > n_seen:
+    rows = "fit rows (the four fifths the ranking is made on)" if which == "heldout" else "data"
+    st.info(f"k = {k_need:,} is more than the {n_seen:,} distinct tokens of the {rows}: ranks {n_seen + 1:,} to "
+            f"{k_need:,} are tokens never seen in the {rows.split(' (')[0]}, in id order, added only to reach "
+            f"C(k) ≥ {min_coverage:.3f}. More data (or a lower constraint) gives a k the data supports.",
+            icon=":material/info:")
+
 ks = plots.log_ks(V, must=(k_need,))
 st.plotly_chart(plots.coverage_figure(curves, k_need, min_coverage, ks=ks), key="coverage_plot",
                 config={"displaylogo": False})
@@ -85,9 +95,12 @@ def table(ids) -> pd.DataFrame:
 
 t1, t2 = st.columns(2)
 with t1:
-    st.markdown("**Most frequent dropped tokens** (ranks k+1 …)")
-    drop = [i for i in order[k_in:k_in + 200] if counts[i] > 0][:25]
-    if drop:
+    rest = order[k_in:]
+    seen = rest[counts[rest] > 0]
+    drop = seen[np.argsort(-counts[seen], kind="stable")][:25]   # what the user loses most first
+    st.markdown(f"**Most frequent dropped tokens** (the top {len(drop)} of the {seen.size:,} dropped tokens the "
+                "data uses, by count)")
+    if drop.size:
         st.dataframe(table(drop), hide_index=True, width="stretch", height=320,
                      column_config=SHARE)
     else:
