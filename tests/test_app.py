@@ -512,3 +512,54 @@ def test_every_benchmark_verdict_badge_points_its_own_way(workspace):
         drawn[v] = type(m).MetricDirection.Name(m.direction)
     assert drawn == {"faster": "UP", "slower": "DOWN", "no measurable difference": "NONE"}
     assert set(VERDICT_BADGE) == set(drawn)
+
+
+def qa_csv(n: int, sep: str = ";") -> bytes:
+    """The first n HumanEval rows as a question/answer table (column names no schema knows)."""
+    import pandas as pd
+
+    rows = [json.loads(line) for line in CODE.read_text(encoding="utf-8").splitlines()[:n]]
+    df = pd.DataFrame({"question": [r["messages"][0]["content"] for r in rows],
+                       "answer": [r["messages"][-1]["content"] for r in rows]})
+    return df.to_csv(index=False, sep=sep).encode()
+
+
+def test_uploads_mapped_chosen_and_counted_as_named_domains(workspace):
+    """A semicolon CSV with question/answer columns is mapped and counted beside a JSONL; a bad
+    upload the user took out is not chosen again by the next upload; the domains carry the
+    uploaded names; the top tokens say the always-kept ones rank first."""
+    at = open_app("pages/1_Data.py")
+    at.radio(key="data_source").set_value("Upload").run()
+    at.file_uploader(key="uploader").set_value(("broken.jsonl", malformed_rows(), "application/jsonl")).run()
+    ok(at)
+    broken = at.multiselect(key="uploads_chosen").value
+    assert [state.upload_label(p) for p in broken] == ["broken.jsonl"]
+    at.multiselect(key="uploads_chosen").set_value([]).run()          # the user takes it out
+    at.file_uploader(key="uploader").set_value([("broken.jsonl", malformed_rows(), "application/jsonl"),
+                                                ("mycode.jsonl", code_rows(20), "application/jsonl"),
+                                                ("pydocs.csv", qa_csv(20), "text/csv")]).run()
+    ok(at)
+    chosen = at.multiselect(key="uploads_chosen").value
+    assert sorted(state.upload_label(p) for p in chosen) == ["mycode.jsonl", "pydocs.csv"]
+    # the semicolon CSV is read as columns; no schema knows them: the mapping is offered, guessed
+    csv_path = next(p for p in chosen if p.endswith("pydocs.csv"))
+    assert at.selectbox(key=f"map_user_{csv_path}").value == "question"
+    assert at.selectbox(key=f"map_answer_{csv_path}").value == "answer"
+    at.button(key=f"map_use_{csv_path}").click().run()
+    ok(at)
+    chosen = at.multiselect(key="uploads_chosen").value
+    assert sorted(state.upload_label(p) for p in chosen) == ["mycode.jsonl", "pydocs.jsonl"]
+    at.button(key="count_btn").click().run()
+    settle(at)
+    assert not at.error, [e.value for e in at.error]
+    assert metric(at, "Rows") == "40"
+    cf = load_counts(state.load_state().counts_path)
+    # the table's domain is its uploaded name, no hash prefix (the code rows name theirs: "code")
+    assert sorted(cf.domain_names) == ["code", "pydocs"]
+    assert any(c.value.startswith("Domains: ") and "pydocs (" in c.value for c in at.caption)
+    top = at.dataframe[0].value
+    keep = set(cf.coverage().always_keep)
+    assert list(top["always kept"]) == [int(i) in keep for i in top["id"]] and top["always kept"].iloc[0]
+    assert any("always-kept tokens" in c.value and "rank first" in c.value for c in at.caption)
+    cov = open_app("pages/2_Coverage.py")
+    assert sorted(cov.selectbox(key="ood_a").options) == ["code", "pydocs"]

@@ -68,7 +68,9 @@ def counting_job(paths: list[str], tokenizer: str | None = None, mask: str = "te
         from vtcore.counts import count_dataset
         from vtcore.raycount import RayConfig
 
-        _, info = count_dataset(list(paths), tokenizer=tokenizer, mask=mask, schema=schema, skip_bad=skip_bad,
+        # an upload's domain is the name the user gave it, not the stored name's hash prefix
+        sources = [(str(p), state.upload_domain(p)) for p in paths]
+        _, info = count_dataset(sources, tokenizer=tokenizer, mask=mask, schema=schema, skip_bad=skip_bad,
                                 progress=progress, should_stop=should_stop, workspace=workspace, engine=engine,
                                 ray=RayConfig(address=ray_address or None))
         st = state.load_state(workspace)
