@@ -160,7 +160,13 @@ e[3].metric("utility U", f"{exact.utility:.4f}")
 if exact.speedup is not None:
     e[4].metric("predicted speed-up", f"{exact.speedup:.3f}× (γ={exact.best_gamma})")
 else:
-    e[4].metric("LM head share of the draft", ui.fmt_pct(cost.lm_head_share(arch, context, setup.flops_mode), 1))
+    if latency in cost.MODES:
+        share, how = cost.lm_head_share(arch, context, setup.flops_mode), f"{latency} model, full vocabulary"
+    else:   # the measured profile in use: its own head and step times at the full vocabulary
+        prof_now = ui.profile(latency)
+        share = float(prof_now.head_at(arch.vocab)) / max(float(prof_now.step_at(arch.vocab)), 1e-12)
+        how = f"measured: {Path(latency).name}, full vocabulary"
+    e[4].metric("LM head share of the draft", ui.fmt_pct(share, 1), help=f"the latency model in use ({how})")
 
 k_show = int(sel.k) if sel else exact.best_k
 with st.expander(f"Where the draft's cost goes (full vocabulary vs k = {k_show:,})", expanded=True):

@@ -193,6 +193,18 @@ def test_a_tpe_study_fills_the_frontier_and_survives_a_refresh(workspace):
     _, rows = search.load_study_rows(search.study_path(name))
     assert len(rows) == 15
     assert exact_k == as_int(metric(at, "exact best k"))
+    # every trial sits at its own coverage (none clipped onto the axis) and its hover shows U
+    spec = json.loads(next(c for c in at.get("plotly_chart") if "exact frontier" in c.proto.spec).proto.spec)
+    drawn = {}
+    for trace in spec["data"]:
+        if trace.get("name") in ("trials", "infeasible trials"):
+            assert "U=%{customdata[4]}" in trace["hovertemplate"]
+            drawn.update({cd[2]: (y, cd[4]) for cd, y in zip(trace["customdata"], trace["y"])})
+    by_number = {r["number"]: r for r in rows}
+    assert drawn and all(y == by_number[n]["coverage"] and u == f"{by_number[n]['utility']:.4f}"
+                         for n, (y, u) in drawn.items())
+    assert any(not r["feasible"] for r in rows)   # the log-sampled k also tried some under the constraint
+    assert spec["layout"]["yaxis"]["range"][0] <= min(r["coverage"] for r in rows)
     # a new browser session with the study in the URL finds it; so does one without (saved state)
     for query in ({"study": name}, {}):
         again = open_app("pages/3_Frontier.py", query=query)
@@ -378,6 +390,12 @@ def test_frontier_with_an_uploaded_config_and_a_measured_profile(workspace):
                                               alpha=0.5, min_coverage=state.load_state().min_coverage))
     assert as_int(metric(at, "exact best k")) == exact.best_k
     assert state.load_state().latency == str(path)
+    # the head share is the measured profile's, not the FLOPs model's
+    measured = float(prof.head_at(arch.vocab)) / float(prof.step_at(arch.vocab))
+    assert metric(at, "LM head share of the draft") == f"{100 * measured:.1f}%"
+    at.selectbox(key="latency").set_value("flops").run()
+    flops = cost.lm_head_share(arch, 1024, "flops")
+    assert metric(at, "LM head share of the draft") == f"{100 * flops:.1f}%"
 
 
 def test_export_page_trims_a_draft_directory_into_a_zip(workspace, tmp_path):
