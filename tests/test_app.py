@@ -173,8 +173,12 @@ def test_a_malformed_upload_shows_the_error_and_the_app_keeps_working(workspace)
     assert any(i.value.startswith("Kept:") for i in at.info)
     assert metric(at, "Rows") == "164"                       # the previous counts are still shown
     assert state.load_state().counts_path == before
-    ok(open_app("pages/2_Coverage.py"))                      # and every page still works
+    cov = ok(open_app("pages/2_Coverage.py"))                # and every page still works
     ok(open_app("pages/3_Frontier.py"))
+    # the sidebar says the count failed, and no longer that it runs
+    side = [c.value for c in cov.sidebar.caption]
+    assert not any(c.startswith("Running:") for c in side), side
+    assert any(c.startswith(":red[count failed]:") and "malformed JSON" in c for c in side), side
 
 
 def test_a_tpe_study_fills_the_frontier_and_survives_a_refresh(workspace):
@@ -254,6 +258,13 @@ def test_export_page_without_a_selection_exports_any_k(workspace):
     ok(at)
     assert metric(at, "kept tokens k") == "512"
     assert len(at.success) == 5
+    # each figure once, under its own name: the held-out curve's C(k), then the other measure
+    cov = load_counts(state.load_state().counts_path).coverage()
+    labels = [m.label for m in at.metric]
+    assert labels == ["kept tokens k", "held-out C(k)", "covers all rows", "latency reduction",
+                      "target vocabulary V"]
+    assert float(metric(at, "held-out C(k)")) == pytest.approx(cov.heldout[512], abs=1e-4)
+    assert any(c.value.startswith("Chosen: k typed in on this page.") for c in at.caption)
 
 
 def test_benchmark_page_runs_a_tiny_pair_in_the_background(workspace, tmp_path):

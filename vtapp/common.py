@@ -58,10 +58,26 @@ def page(title: str) -> vstate.AppState:
         sel = selection(s)
         if sel:
             st.caption(f"Selected: {sel.label()}")
-        busy = registry().running()
-        if busy:
-            st.caption("Running: " + ", ".join(busy))
+        jobs_status(registry().running())
     return s
+
+
+def jobs_status(watching: list[str]) -> None:
+    """The sidebar's job lines: what runs, what failed last. While something runs it polls, and
+    when a job ends it reruns the whole page, so a count finished (or failed) while the user is
+    on another page shows there at once, not on the next click."""
+
+    @st.fragment(run_every=POLL_S if watching else None)
+    def status() -> None:
+        running = registry().running()
+        if watching and set(running) != set(watching):
+            st.rerun(scope="app")
+        if running:
+            st.caption("Running: " + ", ".join(running))
+        for name, error in registry().failed().items():
+            st.caption(f":red[{name} failed]: {error[:160]}")
+
+    status()
 
 
 def counts_changed_elsewhere(s: vstate.AppState) -> None:

@@ -50,6 +50,12 @@ class Registry:
         with self._lock:
             return [n for n, w in self._items.items() if getattr(w, "running", False)]
 
+    def failed(self) -> dict[str, str]:
+        """name -> one-line error of each worker whose last run failed (until it is replaced)."""
+        with self._lock:
+            return {n: str(getattr(w, "error", None) or "failed") for n, w in self._items.items()
+                    if getattr(w, "state", None) == "error" and not getattr(w, "running", False)}
+
 
 # ---------------------------------------------------------------------------------------------
 # The dashboard's jobs: plain functions over vtcore, each a Job ready to start
