@@ -592,3 +592,25 @@ def test_uploads_mapped_chosen_and_counted_as_named_domains(workspace):
     assert any("always-kept tokens" in c.value and "rank first" in c.value for c in at.caption)
     cov = open_app("pages/2_Coverage.py")
     assert sorted(cov.selectbox(key="ood_a").options) == ["code", "pydocs"]
+
+
+def test_coverage_page_dropped_tokens_by_count_and_the_never_seen_note(workspace):
+    counts_path = count_sample()
+    cf = load_counts(counts_path)
+    cov = cf.coverage()
+    n_fit = int(np.count_nonzero(cf.counts_fit))
+    at = open_app("pages/2_Coverage.py")
+    k = as_int(metric(at, "k needed"))
+    assert k == k_for_coverage(cov.heldout, 0.95) > n_fit    # the sample's held-out rows need unseen tokens
+    notes = [i.value for i in at.info if "never seen in the fit rows" in i.value]
+    assert len(notes) == 1 and f"the {n_fit:,} distinct tokens" in notes[0] and f"to {k:,}" in notes[0]
+    # what a k drops, most frequent first: the dropped ids the data uses, by count
+    rest = cov.order("heldout")[k:]
+    seen = rest[cf.counts[rest] > 0]
+    drop = at.dataframe[0].value
+    assert list(drop["count"]) == sorted((int(c) for c in cf.counts[seen]), reverse=True)[:len(drop)]
+    assert set(drop["id"]) <= {int(i) for i in seen} and len(drop) == min(25, seen.size)
+    # a constraint the fit rows' tokens meet: no note
+    at.slider(key="cov_min_coverage").set_value(0.8).run()
+    assert as_int(metric(at, "k needed")) <= n_fit
+    assert not any("never seen" in i.value for i in at.info)
