@@ -58,19 +58,25 @@ def page(title: str) -> vstate.AppState:
         sel = selection(s)
         if sel:
             st.caption(f"Selected: {sel.label()}")
-        jobs_status(registry().running())
+        jobs_status(title)
     return s
 
 
-def jobs_status(watching: list[str]) -> None:
-    """The sidebar's job lines: what runs, what failed last. While something runs it polls, and
-    when a job ends it reruns the whole page, so a count finished (or failed) while the user is
-    on another page shows there at once, not on the next click."""
+# the jobs a page follows with a progress panel of its own (that panel polls and reruns the page)
+PANELS = {"Data": ("count",), "Frontier": ("profile", "study:"), "Benchmark": ("bench",)}
+
+
+def jobs_status(title: str) -> None:
+    """The sidebar's job lines: what runs, what failed last. While a job runs that this page has
+    no panel for, it polls, and when that job ends it reruns the whole page, so a count finished
+    (or failed) while the user is on another page shows there at once, not on the next click.
+    One poller per job: two fragments polling together keep interrupting each other's reruns."""
+    watching = [n for n in registry().running() if not n.startswith(PANELS.get(title, ()))]
 
     @st.fragment(run_every=POLL_S if watching else None)
     def status() -> None:
         running = registry().running()
-        if watching and set(running) != set(watching):
+        if watching and not set(watching) <= set(running):
             st.rerun(scope="app")
         if running:
             st.caption("Running: " + ", ".join(running))
