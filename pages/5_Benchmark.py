@@ -12,6 +12,8 @@ from vtapp import plots
 from vtapp import state as vstate
 from vtcore import export as ex
 from vtcore.bench import BenchConfig, load_results
+from vtcore.eagle3 import DEFAULT_EAGLE3
+from vtcore.models import DEFAULT_DRAFT
 from vtcore.errors import VTError
 from vtcore.files import atomic_file
 
@@ -156,8 +158,7 @@ def does_not_pay(r: dict) -> str | None:
     acc = (full or {}).get("accepted_per_step")
     if acc is None or (acc >= LOW_ACCEPTANCE and r.get("verdict_trimmed_vs_target") != "slower"):
         return None
-    bundled = not (r.get("config") or {}).get("draft") or r.get("draft_kind") == "eagle3" and "smollm2" in str(
-        r.get("draft", "")).lower()
+    bundled = r.get("draft") in (DEFAULT_DRAFT, DEFAULT_EAGLE3)   # the names the bundled drafts run under
     why = ("the bundled head was trained on code and chat (HumanEval-style solutions and chitchat), not on this "
            "data" if bundled else "the draft was not trained on data like this")
     return (f"This draft does not pay here: it gets {acc:.2f} accepted tokens per target step on these prompts, "

@@ -87,11 +87,15 @@ def frontier_figure(front: dict[str, np.ndarray], trials: list[dict], min_covera
         name="exact frontier", line=dict(color=COLORS["exact"], width=1.5), marker=dict(size=5),
         customdata=[["exact", int(k), -1] for k in fk], hoverinfo="skip" if done else None,
         hovertemplate=None if done else "exact k=%{customdata[1]:,}<br>R=%{x:.4f}<br>C=%{y:.4f}<extra></extra>"))
-    # the y axis spans the frontier and every trial: each point sits at its own coverage (none
-    # is clipped onto the axis), infeasible ones (under the constraint) grey
+    # the y axis starts just below the frontier and the constraint; every trial is drawn at its
+    # own coverage, so one far under it is off the plot (said in a note), never pinned to the axis
     front_c = np.asarray(front["coverage"], dtype=np.float64)
-    ys_all = [min_coverage] + ([float(front_c.min())] if front_c.size else []) + [float(r["coverage"]) for r in done]
-    lo = max(0.0, min(ys_all) - 0.02)
+    lo = max(0.0, min(min_coverage, float(front_c.min()) if front_c.size else min_coverage) - 0.02)
+    below = sum(1 for r in done if r["coverage"] < lo)
+    if below:
+        fig.add_annotation(text=f"{below} infeasible trial(s) below C = {lo:.3f}, off this plot (see the table)",
+                           xref="paper", yref="paper", x=0.0, y=0.0, xanchor="left", yanchor="bottom",
+                           showarrow=False, font=dict(size=11, color="#666"))
     for feasible in (False, True):
         rows = [r for r in done if bool(r.get("feasible")) == feasible]
         if not rows:
