@@ -1,5 +1,6 @@
 """Data: pick or upload a dataset, pick the tokenizer and mask, count in the background, see what was counted."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import streamlit as st
 from vtapp import common as ui
 from vtapp import state as vstate
 from vtcore.data import SCHEMAS
-from vtcore.errors import VTError
+from vtcore.errors import DataError, VTError
 from vtapp.jobs import counting_job
 
 s = ui.page("Data")
@@ -31,31 +32,90 @@ if source == "Bundled sample":
 else:
     limit = st.get_option("server.maxUploadSize")
 
-    def keep_uploads() -> None:   # save new uploads into the workspace and select them
-        saved, errors = [], []
+    def keep_uploads() -> None:
+        """Save the uploader's files into the workspace; only files new to it join the files to
+        count (one the user took out, or a bad one, is not chosen again by the next upload)."""
+        seen = st.session_state.setdefault("uploads_seen", set())
+        stored = {str(p) for p in vstate.list_uploads()}
+        chosen = [p for p in vstate.load_state().uploads]
+        errors = []
         for f in st.session_state.get("uploader") or []:
+            if f.file_id in seen:   # the uploader lists every file of this session each time
+                continue
+            seen.add(f.file_id)
             try:
-                saved.append(str(vstate.save_upload(f.name, f.getvalue())))
+                path = str(vstate.save_upload(f.name, f.getvalue()))
             except VTError as e:   # e.g. an empty file: said next to the uploader, the page goes on
                 errors.append(str(e))
+                continue
+            if path not in stored and path not in chosen:   # bytes already stored keep the user's choice
+                chosen.append(path)
         st.session_state["upload_errors"] = errors
-        if saved:
-            st.session_state["uploads_chosen"] = saved
-            ui.save(uploads=saved)
+        ui.save(uploads=chosen)
 
     st.file_uploader(f"JSONL, JSON, Parquet or CSV (optionally .gz); up to {limit:,} MB per file",
                      type=["jsonl", "ndjson", "json", "parquet", "pq", "csv", "gz"], accept_multiple_files=True,
                      key="uploader", on_change=keep_uploads,
                      help="Chat rows: OpenAI `messages` / ShareGPT `conversations` / Alpaca / prompt+response / "
-                          "text. Uploads are kept in the workspace, so a refresh loses nothing.")
+                          "text; a CSV or Parquet file with other column names gets a column mapping below. "
+                          "Uploads are kept in the workspace, so a refresh loses nothing.")
     for err in st.session_state.get("upload_errors", []):
         st.error(err)
     uploads = [str(p) for p in vstate.list_uploads()]
-    chosen = ui.persisted("uploads_chosen", field="uploads")   # the saved choice survives a refresh
-    st.session_state["uploads_chosen"] = [p for p in st.session_state["uploads_chosen"] or [] if p in uploads]
-    paths = st.multiselect("Uploaded files in the workspace", uploads, format_func=vstate.upload_label, **chosen)
+    # the saved choice (it survives a refresh), without files no longer in the workspace
+    chosen = ui.persisted("uploads_chosen", field="uploads", cast=lambda ps: [p for p in ps if p in uploads])
+    paths = st.multiselect("Uploaded files to count", uploads, format_func=vstate.upload_label, **chosen,
+                           help="only the files chosen here are counted; each names its domain")
     st.caption(f"Stored under `{vstate.subdir('uploads')}`; each file's name (or a `domain` field per row) "
                "names its domain.")
+
+    @st.cache_data(max_entries=32, show_spinner=False)
+    def table_info(path: str, mtime: float) -> tuple[list[str], str | None]:
+        """A table's columns and whether a schema reads it ("" when none does)."""
+        from vtcore.data import columns, detect_schema, iter_records
+
+        try:
+            cols = columns(path)
+        except DataError as e:   # unreadable: its one-line reason
+            return [], str(e)
+        try:
+            return cols, detect_schema(next(rec for _, rec in iter_records(path)), path)
+        except DataError:
+            return cols, ""
+
+    def use_columns(path: str, user: str, answer: str) -> None:
+        """Write the mapped rows as a JSONL upload named like the table and count it instead."""
+        from vtcore.data import map_columns
+
+        try:
+            body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in map_columns(path, user, answer))
+            mapped = str(vstate.save_upload(vstate.upload_label(path).split(".")[0] + ".jsonl", body.encode()))
+        except VTError as e:
+            st.session_state["upload_errors"] = [str(e)]
+            return
+        ui.save(uploads=[mapped if p == path else p for p in vstate.load_state().uploads])
+
+    for p in paths:
+        if not p.lower().endswith((".csv", ".csv.gz", ".parquet", ".pq")):
+            continue
+        cols, read_as = table_info(p, ui.mtime(p))
+        if not cols:
+            st.error(read_as)
+            continue
+        with st.expander(f"Columns of {vstate.upload_label(p)}" + (f" (read as {read_as})" if read_as else
+                                                                    ": map them to the user turn and the answer"),
+                         expanded=not read_as):
+            m1, m2, m3 = st.columns([2, 2, 1])
+            guess = lambda names: next((c for c in cols if c.lower() in names), None)  # noqa: E731
+            user = m1.selectbox("User turn (prompt)", cols, key=f"map_user_{p}",
+                                index=cols.index(guess(("question", "prompt", "input", "query", "instruction"))
+                                                 or cols[0]))
+            answer = m2.selectbox("Assistant answer (counted)", cols, key=f"map_answer_{p}",
+                                  index=cols.index(guess(("answer", "response", "output", "completion", "reply"))
+                                                   or cols[-1]))
+            m3.button("Use these columns", key=f"map_use_{p}", on_click=use_columns, args=(p, user, answer),
+                      disabled=user == answer, help="writes the rows as prompt/response JSONL in the workspace "
+                                                    "and counts that file instead")
 
 # ---- tokenizer and mask
 st.subheader("2. Tokenizer and mask")
@@ -126,16 +186,19 @@ if len(cf.domain_names) > 1:
                                        for i, d in enumerate(cf.domain_names)))
 
 st.markdown("**Top tokens**")
+st.caption("The always-kept tokens (end-of-turn / EOS: a trimmed draft must be able to end a turn) rank first "
+           "whatever their count; every other token ranks by its count.")
 top_n = 30
 order = cov.order_all   # the in-sample ranking: all rows
 total = max(int(cf.counts.sum()), 1)
 ids = [int(i) for i in order[:top_n] if cf.counts[i] > 0]
+keep = set(int(i) for i in cov.always_keep)
 tok = ui.tokenizer_or_none(m)
 if tok is None:
     st.caption(f"Tokenizer {m.get('tokenizer')} cannot be loaded here: ids only.")
 cum = np.cumsum(cf.counts[order[:top_n]]) / total
 st.dataframe(pd.DataFrame({
-    "rank": range(1, len(ids) + 1), "id": ids,
+    "rank": range(1, len(ids) + 1), "id": ids, "always kept": [i in keep for i in ids],
     "token": [ui.show_token(tok, i) for i in ids],
     "count": [int(cf.counts[i]) for i in ids],
     "share": [cf.counts[i] / total for i in ids],

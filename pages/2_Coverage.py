@@ -11,21 +11,19 @@ from vtcore.selection import for_min_coverage
 
 s = ui.page("Coverage")
 st.title("Coverage")
+ui.context_line(s)
 cf, cov = ui.counts_or_stop(s)
 V = cf.vocab_size
-st.caption(f"{ui.dataset_label(s)} · {int(cf.counts.sum()):,} assistant tokens · tokenizer vocabulary {V:,}")
+st.caption(f"{int(cf.counts.sum()):,} assistant tokens · tokenizer vocabulary {V:,}")
 
 has_heldout = cov.heldout is not None
 c1, c2 = st.columns([3, 2])
 with c1:
-    min_coverage = st.slider("Coverage constraint: C(k) ≥", 0.0, 1.0, step=0.001, format="%.3f",
-                             **ui.persisted("min_coverage", cast=float))
+    min_coverage = ui.coverage_constraint("cov_min_coverage")
 with c2:
-    if not has_heldout:
-        st.session_state["curve"] = "insample"
     which = st.radio("Curve", ["heldout", "insample"] if has_heldout else ["insample"], horizontal=True,
                      format_func={"heldout": "held-out rows (honest)", "insample": "in-sample (all rows)"}.get,
-                     **ui.persisted("curve"),
+                     **ui.persisted("cov_curve", "curve", cast=lambda c: c if has_heldout else "insample"),
                      help="held-out: ranked on the fit rows, measured on the held-out fifth; in-sample: ranked and "
                           "measured on all rows. The k shown and the tokens exported for it use the same ranking.")
 
@@ -54,6 +52,16 @@ if ood_k is not None:
 else:
     other = "insample" if which == "heldout" else "heldout"
     m[3].metric(f"{ui.curve_label(other)} C(k)", "–" if cov.curve(other) is curve else f"{cov.curve(other)[k_need]:.4f}")
+
+# past the tokens the ranking rows use, the ranking is by id: those k do not come from the data
+ranked_on = cf.counts_fit if which == "heldout" else cf.counts
+n_seen = max(int(np.count_nonzero(ranked_on)), len(cov.always_keep))
+if k_need > n_seen:
+    rows = "fit rows (the four fifths the ranking is made on)" if which == "heldout" else "data"
+    st.info(f"k = {k_need:,} is more than the {n_seen:,} distinct tokens of the {rows}: ranks {n_seen + 1:,} to "
+            f"{k_need:,} are tokens never seen in the {rows.split(' (')[0]}, in id order, added only to reach "
+            f"C(k) ≥ {min_coverage:.3f}. More data (or a lower constraint) gives a k the data supports.",
+            icon=":material/info:")
 
 ks = plots.log_ks(V, must=(k_need,))
 st.plotly_chart(plots.coverage_figure(curves, k_need, min_coverage, ks=ks), key="coverage_plot",
@@ -87,9 +95,12 @@ def table(ids) -> pd.DataFrame:
 
 t1, t2 = st.columns(2)
 with t1:
-    st.markdown("**Most frequent dropped tokens** (ranks k+1 …)")
-    drop = [i for i in order[k_in:k_in + 200] if counts[i] > 0][:25]
-    if drop:
+    rest = order[k_in:]
+    seen = rest[counts[rest] > 0]
+    drop = seen[np.argsort(-counts[seen], kind="stable")][:25]   # what the user loses most first
+    st.markdown(f"**Most frequent dropped tokens** (the top {len(drop)} of the {seen.size:,} dropped tokens the "
+                "data uses, by count)")
+    if drop.size:
         st.dataframe(table(drop), hide_index=True, width="stretch", height=320,
                      column_config=SHARE)
     else:

@@ -16,6 +16,7 @@ from vtcore.selection import Selection
 
 s = ui.page("Frontier")
 st.title("Frontier")
+ui.context_line(s)
 cf, cov = ui.counts_or_stop(s)
 V_tok = cf.vocab_size
 
@@ -100,7 +101,7 @@ if latency != s.latency:
 def use_paper() -> None:
     """The seed paper's reference run in one click (vtcore.problem.PAPER, PAPER_RUN)."""
     paper = {**problem.PAPER, "k_max": min(problem.PAPER["k_max"], arch.vocab), **problem.PAPER_RUN}
-    st.session_state.update(paper)
+    st.session_state["latency"] = paper["latency"]   # the other widgets are seeded from the saved state
     ui.save(**paper)
 
 
@@ -117,20 +118,18 @@ with o1:
 with o2:
     alpha = st.slider("α (weight of coverage)", 0.0, 1.0, step=0.01, **ui.persisted("alpha", cast=float))
 with o3:
-    min_coverage = st.slider("Coverage constraint: C(k) ≥", 0.0, 1.0, step=0.005, format="%.3f",
-                             **ui.persisted("min_coverage", cast=float))
+    min_coverage = ui.coverage_constraint("front_min_coverage")
 with o4:
-    if cov.heldout is None:
-        st.session_state["curve"] = "insample"
     curve = st.radio("Coverage curve", ["heldout", "insample"] if cov.heldout is not None else ["insample"],
                      format_func={"heldout": "held-out rows", "insample": "in-sample (all rows)"}.get,
-                     **ui.persisted("curve"))
+                     **ui.persisted("front_curve", "curve",
+                                    cast=lambda c: c if cov.heldout is not None else "insample"))
 with st.expander("k range and sampling", expanded=False):
     r1, r2, r3 = st.columns(3)
-    k_min = int(r1.number_input("k min", 1, arch.vocab, **ui.persisted("k_min", cast=int)))
-    if st.session_state.get("k_max") is None or st.session_state["k_max"] > arch.vocab:
-        st.session_state["k_max"] = arch.vocab
-    k_max = int(r2.number_input("k max", 1, arch.vocab, **ui.persisted("k_max", cast=int)))
+    k_min = int(r1.number_input("k min", 1, arch.vocab,
+                                **ui.persisted("k_min", cast=lambda v: max(1, min(int(v), arch.vocab)))))
+    k_max = int(r2.number_input("k max", 1, arch.vocab,
+                                **ui.persisted("k_max", cast=lambda v: min(int(v), arch.vocab), default=arch.vocab)))
     k_scale = r3.radio("TPE samples k", ["log", "linear"], horizontal=True, **ui.persisted("k_scale"))
 a0, ratio = 0.7, None
 if objective == "speedup":
@@ -161,7 +160,13 @@ e[3].metric("utility U", f"{exact.utility:.4f}")
 if exact.speedup is not None:
     e[4].metric("predicted speed-up", f"{exact.speedup:.3f}× (γ={exact.best_gamma})")
 else:
-    e[4].metric("LM head share of the draft", ui.fmt_pct(cost.lm_head_share(arch, context, setup.flops_mode), 1))
+    if latency in cost.MODES:
+        share, how = cost.lm_head_share(arch, context, setup.flops_mode), f"{latency} model, full vocabulary"
+    else:   # the measured profile in use: its own head and step times at the full vocabulary
+        prof_now = ui.profile(latency)
+        share = float(prof_now.head_at(arch.vocab)) / max(float(prof_now.step_at(arch.vocab)), 1e-12)
+        how = f"measured: {Path(latency).name}, full vocabulary"
+    e[4].metric("LM head share of the draft", ui.fmt_pct(share, 1), help=f"the latency model in use ({how})")
 
 k_show = int(sel.k) if sel else exact.best_k
 with st.expander(f"Where the draft's cost goes (full vocabulary vs k = {k_show:,})", expanded=True):

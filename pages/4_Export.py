@@ -14,6 +14,7 @@ from vtcore.workspace import subdir
 
 s = ui.page("Export")
 st.title("Export")
+ui.context_line(s)
 cf, cov = ui.counts_or_stop(s)
 sel = ui.selection(s)
 if s.selected and sel is None:
@@ -63,17 +64,21 @@ except VTError as e:
 
 ch = bundle.choice
 st.subheader(f"Selected: k = {ch.k:,} of {bundle.vocab_size:,}")
-held = "–" if ch.coverage_heldout_rows is None else f"{ch.coverage_heldout_rows:.4f}"
-m = st.columns(6)
+m = st.columns(5)
 m[0].metric("kept tokens k", f"{ch.k:,}", help=ch.how)
-m[5].metric("target vocabulary V", f"{bundle.vocab_size:,}", help=bundle.vocab_source)
 m[1].metric(f"{ui.curve_label(ch.curve)} C(k)", "–" if ch.coverage is None else f"{ch.coverage:.4f}",
             help=f"the coverage shown for this k; the ids are the ranking made on {ex.RANKED_ON[ch.curve]}")
-m[2].metric("covers all rows", f"{ch.coverage_all_rows:.4f}", help="these k ids' share of every row's tokens")
-m[3].metric("covers held-out", held, help="these k ids' share of the held-out rows' tokens")
+# the other measure of the same ids (the chosen curve's own is the one above)
+if ch.curve == "heldout":
+    m[2].metric("covers all rows", f"{ch.coverage_all_rows:.4f}", help="these k ids' share of every row's tokens")
+else:
+    m[2].metric("covers held-out rows", "–" if ch.coverage_heldout_rows is None else
+                f"{ch.coverage_heldout_rows:.4f}", help="these k ids' share of the held-out rows' tokens")
 lat = ch.extra.get("latency_reduction")
-m[4].metric("latency reduction", "–" if lat is None else f"{lat:.4f}", help=ch.extra.get("latency_estimate") or "")
-st.caption(f"Chosen by {ch.how}. V = {bundle.vocab_size:,} from {bundle.vocab_source}.")
+m[3].metric("latency reduction", "–" if lat is None else f"{lat:.4f}", help=ch.extra.get("latency_estimate") or "")
+m[4].metric("target vocabulary V", f"{bundle.vocab_size:,}", help=bundle.vocab_source)
+how = "k typed in on this page" if sel.source == "manual" else ch.how
+st.caption(f"Chosen: {how}. V = {bundle.vocab_size:,} from {bundle.vocab_source}.")
 if bundle.vocab.guessed:
     st.warning(f"V = {bundle.vocab_size:,} is only the tokenizer's size, a guess: the EAGLE-3, speculators and "
                "draft exports need the target model's vocab_size (their readers check it), so only the SGLang map "

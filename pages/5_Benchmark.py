@@ -13,6 +13,7 @@ from vtapp import state as vstate
 from vtcore import export as ex
 from vtcore.bench import load_results
 from vtcore.benchtypes import BenchConfig, BenchResult
+from vtcore.models import DEFAULT_DRAFT, DEFAULT_EAGLE3
 from vtcore.errors import VTError
 from vtcore.files import atomic_file
 
@@ -20,6 +21,7 @@ s = ui.page("Benchmark")
 DEFAULT_THREADS = max(1, (os.cpu_count() or 2) // 2)
 D = BenchConfig()   # the CLI's defaults: the page measures what `python -m vtcore bench` measures
 st.title("Benchmark")
+ui.context_line(s)
 
 
 @st.cache_resource(show_spinner=False)
@@ -40,10 +42,26 @@ st.markdown("Target and draft: `default` is the bundled pair, SmolLM2-135M-Instr
 c1, c2 = st.columns(2)
 target = c1.text_input("Target model", value=b.get("target") or "default", key="bench_target").strip()
 draft = c2.text_input("Draft model", value=b.get("draft") or "default", key="bench_draft").strip()
+# the prompts follow the current counts: the dataset counted last, unless the user picked
+# another one for these counts (a pick made for earlier counts does not carry over)
+counted = [d for d in s.datasets if d]
 sample_default = str(ui.SAMPLES["code"][0])
-data = st.text_input("Prompts: held-out rows of this dataset", value=b.get("data") or sample_default, key="bench_data",
-                     help="the token map is the top-k of this data's assistant tokens (counted with the target's "
-                          "tokenizer); prompts are its held-out rows, never used for the ranking").strip()
+picked = b.get("data") if b.get("data_for") == s.counts_path else None
+OTHER = "another file …"
+options = list(dict.fromkeys(counted + ([picked] if picked else []) + [sample_default])) + [OTHER]
+start = picked or (counted[0] if counted else sample_default)
+data_pick = st.selectbox("Prompts: held-out rows of", options, index=options.index(start), key="bench_data_pick",
+                         format_func=lambda d: d if d == OTHER else vstate.upload_label(d)
+                         + (" (the counted dataset)" if d in counted else ""),
+                         help="the token map is the top-k of this data's assistant tokens (counted with the target's "
+                              "tokenizer); prompts are its held-out rows, never used for the ranking")
+if data_pick == OTHER:
+    data = st.text_input("Dataset path", value="", key="bench_data", placeholder="/data/my.jsonl").strip()
+else:
+    data = data_pick
+if len(counted) > 1 and data in counted:
+    st.caption(f"The counts are of {len(counted)} files; the benchmark measures one file's held-out prompts "
+               "(pick which above).")
 p = st.columns(6)
 prompts = int(p[0].number_input("prompts", 1, 64, int(b.get("prompts", D.prompts)), key="bench_prompts"))
 max_new = int(p[1].number_input("new tokens", 4, 1024, int(b.get("max_new_tokens", D.max_new_tokens)), step=8,
@@ -68,12 +86,24 @@ k_from = q[0].selectbox("Trimmed draft keeps", list(K_FROM), format_func=K_FROM.
                         index=list(K_FROM).index(b.get("k_from")) if b.get("k_from") in K_FROM else 0)
 k_fixed, min_coverage = None, float(b.get("min_coverage", D.min_coverage))
 if k_from in ("search", "coverage"):
-    min_coverage = float(q[1].number_input("with held-out C(k) ≥", 0.0, 1.0, min_coverage, step=0.01, format="%.3f",
-                                           key="bench_min_cov"))
+    min_coverage = ui.coverage_constraint("bench_min_cov", q[1])   # the constraint of every page
 elif k_from == "k":
     k_fixed = int(q[1].number_input("k", 1, 1 << 20, int(b.get("k") or 8192), step=1024, key="bench_k"))
 else:
     q[1].caption("its token set, exported as a JSON token map (the target must use the counts' tokenizer)")
+if k_from != "selected":
+    # the Frontier's k is a k of the counts' tokenizer; this run ranks the prompts' dataset itself
+    counts_tok = "the counts' tokenizer"
+    if s.counts_path and os.path.isfile(s.counts_path):
+        cf_now = ui.counts(s.counts_path)
+        counts_tok = f"{cf_now.manifest.get('tokenizer') or 'bundled Qwen3'} ({cf_now.vocab_size:,} ids)"
+    st.info(("Your selection on the Frontier, " + sel.label() + ", is" if sel else "A Frontier selection is")
+            + f" a k of {counts_tok}. This run counts the prompts' dataset again with the **target's** tokenizer "
+            "(SmolLM2's, 49,152 ids, for the bundled pair) and keeps "
+            + {"search": "the k the speed-up model finds best", "coverage": "the smallest k meeting the held-out "
+               "constraint", "k": "the k typed in"}[k_from]
+            + ", so its k is its own. To benchmark the selected point itself choose “the selected point” above: "
+              "it applies when the target uses the counts' tokenizer.", icon=":material/info:")
 runs = prompts * repeats
 q[2].caption(f"One click runs {prompts} held-out prompts × {repeats} repeats × {max_new} new tokens for each of "
              f"target alone, full draft and trimmed draft ({runs} runs each, interleaved), after a calibration; "
@@ -93,7 +123,7 @@ job = ui.registry().get("bench")
 if st.button("Benchmark", type="primary", key="bench_run", disabled=job is not None and job.running):
     from vtapp.jobs import bench_job
 
-    settings = dict(target=target, draft=draft, data=data, prompts=prompts, max_new_tokens=max_new,
+    settings = dict(target=target, draft=draft, data=data, data_for=s.counts_path, prompts=prompts, max_new_tokens=max_new,
                     gamma=gamma or None, repeats=repeats, device=device, threads=threads, k_from=k_from, k=k_fixed,
                     min_coverage=min_coverage)
     ui.save(bench=settings)
@@ -119,13 +149,35 @@ def with_ci(x: float | None, ci: list | None, fmt: str = "{:.2f}") -> str:
     return fmt.format(x) + (f" [{fmt.format(ci[0])}, {fmt.format(ci[1])}]" if ci else "")
 
 
+LOW_ACCEPTANCE = 1.0   # accepted draft tokens per target step under which speculation rarely pays
+
+
+def does_not_pay(r: BenchResult) -> str | None:
+    """Why this draft does not pay on this data, and what to do, or None."""
+    full = r.full or r.trimmed
+    acc = full.accepted_per_step if full else None
+    if acc is None or (acc >= LOW_ACCEPTANCE and r.verdict_trimmed_vs_target != "slower"):
+        return None
+    bundled = r.draft in (DEFAULT_DRAFT, DEFAULT_EAGLE3)   # the names the bundled drafts run under
+    why = ("the bundled head was trained on code and chat (HumanEval-style solutions and chitchat), not on this "
+           "data" if bundled else "the draft was not trained on data like this")
+    return (f"This draft does not pay here: it gets {acc:.2f} accepted tokens per target step on these prompts, "
+            f"because {why}. Trimming its head cannot raise acceptance; bring a draft trained for your domain "
+            "(Draft model above), or fine-tune one on this data.")
+
+
 def show(r: BenchResult) -> None:
     st.markdown(f"**{r.target}** + **{r.draft}** ({r.draft_kind}) on {r.device} · "
                 f"k = {r.k:,} of {r.vocab_size:,} (covers {r.coverage_k:.3f} of held-out tokens) · "
                 f"γ = {r.gamma} ({'chosen by the search' if r.gamma_from == 'search' else r.gamma_from})"
                 f" · {r.prompts} prompts × {r.repeats} repeats × {r.max_new_tokens} tokens · "
                 f"identical outputs: {r.identical_outputs}")
-    st.caption(f"Kept tokens: {r.token_map}")
+    cfg = r.config or {}
+    st.caption(f"Prompts: held-out rows of **{vstate.upload_label(r.data or '?')}** · k = {r.k:,} is a k of "
+               f"the target's tokenizer ({r.vocab_size:,} ids), ranked on this dataset"
+               + ({"search": ", the speed-up optimum", "coverage": ", the smallest k meeting the constraint"}.get(
+                   cfg.get("k_from"), "") if not cfg.get("token_map") and not cfg.get("k") else "")
+               + f" · kept tokens: {r.token_map}")
     rows = []
     for m, x in r.methods().items():
         rows.append({"method": plots.METHOD_LABELS[m],
@@ -144,7 +196,7 @@ def show(r: BenchResult) -> None:
     for col, name, label in ((m[0], "trimmed_vs_target", "trimmed draft vs target alone"),
                              (m[1], "trimmed_vs_full", "trimmed vs full draft")):
         x, ci, verdict = r.speedup(name)
-        col.metric(label, "–" if x is None else f"{x:.2f}×", delta=verdict, delta_color="off",
+        col.metric(label, "–" if x is None else f"{x:.2f}×", delta=verdict, **ui.VERDICT_BADGE.get(verdict, {}),
                    help=f"interval {with_ci(x, ci)} ({r.ci_method})")
     pred = r.predicted_speedup
     m[2].metric("predicted, trimmed vs target", "–" if pred is None else f"{pred:.2f}×",
@@ -158,6 +210,9 @@ def show(r: BenchResult) -> None:
     g[1].plotly_chart(plots.bench_speedup_figure(r), key="b_speed", config={"displaylogo": False})
     for n in r.notes:
         st.caption(f"note: {n}")
+    why = does_not_pay(r)
+    if why:
+        st.warning(why, icon=":material/trending_down:")
 
 
 history = [r for r in load_results() if r.trimmed]
@@ -168,14 +223,35 @@ elif history:
     st.subheader("Latest result")
     show(history[-1])
 
+def history_row(r: BenchResult) -> dict:
+    """One benchmark run as a history row: what was measured on what, and the verdicts."""
+    return {"time": r.time, "dataset": vstate.upload_label(r.data or ""),
+            "target": r.target, "draft": r.draft, "kind": r.draft_kind,
+            "k": r.k, "of V": r.vocab_size, "γ": r.gamma, "prompts": r.prompts,
+            "target tok/s": r.target_only.tokens_per_s,
+            "full tok/s": r.full.tokens_per_s if r.full else None, "trimmed tok/s": r.trimmed.tokens_per_s,
+            "trimmed vs target": r.speedup_trimmed_vs_target, "verdict vs target": r.verdict_trimmed_vs_target,
+            "trimmed vs full": r.speedup_trimmed_vs_full, "verdict vs full": r.verdict_trimmed_vs_full,
+            "predicted": r.predicted_speedup, "accepted/step": r.trimmed.accepted_per_step,
+            "identical": r.identical_outputs, "device": r.device}
+
+
 if history:
     st.subheader("History")
-    st.dataframe(pd.DataFrame([{
-        "time": r.time, "device": r.device, "target": r.target, "draft": r.draft,
-        "kind": r.draft_kind, "k": r.k, "γ": r.gamma, "prompts": r.prompts,
-        "target tok/s": r.target_only.tokens_per_s,
-        "full tok/s": r.full.tokens_per_s if r.full else None, "trimmed tok/s": r.trimmed.tokens_per_s,
-        "speed-up": r.speedup_trimmed_vs_target, "verdict": r.verdict_trimmed_vs_target,
-        "predicted": r.predicted_speedup, "identical": r.identical_outputs} for r in reversed(history)]),
-        hide_index=True, width="stretch")
-    st.caption(f"Stored in `{vstate.subdir('bench') / 'results.jsonl'}`")
+    df = pd.DataFrame([history_row(r) for r in reversed(history)])
+    wide = st.column_config.TextColumn(width="medium")
+    num = st.column_config.NumberColumn(format="%.3g")
+    st.dataframe(df, hide_index=True, width="stretch",
+                 column_config={"time": wide, "dataset": wide, "target": wide, "draft": wide,
+                                "verdict vs target": wide, "verdict vs full": wide, "device": wide,
+                                **{c: num for c in ("target tok/s", "full tok/s", "trimmed tok/s", "trimmed vs target",
+                                                    "trimmed vs full", "predicted", "accepted/step")}})
+    store = vstate.subdir("bench") / "results.jsonl"
+    d1, d2, d3 = st.columns([1, 1, 4])
+    d1.download_button("results.jsonl", data=store.read_bytes() if store.is_file() else b"",
+                       file_name="bench-results.jsonl", mime="application/jsonl", icon=":material/download:",
+                       key="dl_bench_jsonl", help="every run, as the benchmark stored it (one JSON object a line)")
+    d2.download_button("results.csv", data=df.to_csv(index=False).encode(), file_name="bench-results.csv",
+                       mime="text/csv", icon=":material/download:", key="dl_bench_csv",
+                       help="the history table above")
+    d3.caption(f"Stored in `{store}`")

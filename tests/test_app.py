@@ -80,14 +80,14 @@ def test_start_with_the_sample_then_the_slider_moves_k(workspace):
     assert as_int(metric(at, "k needed")) == k_for_coverage(curve, 0.95)
     ks = {}
     for c in (0.8, 0.9, 0.99):
-        at.slider(key="min_coverage").set_value(c).run()
+        at.slider(key="cov_min_coverage").set_value(c).run()
         ok(at)
         ks[c] = as_int(metric(at, "k needed"))
         assert ks[c] == k_for_coverage(curve, c)
     assert ks[0.8] < ks[0.9] < ks[0.99]
     assert state.load_state().min_coverage == 0.99          # the slider's value survives a refresh
     again = open_app("pages/2_Coverage.py")
-    assert again.slider(key="min_coverage").value == 0.99
+    assert again.slider(key="cov_min_coverage").value == 0.99
     # "Select k" makes it the selected point for export
     at.button(key="use_k").click().run()
     sel = state.load_state().selected
@@ -173,8 +173,12 @@ def test_a_malformed_upload_shows_the_error_and_the_app_keeps_working(workspace_
     assert any(i.value.startswith("Kept:") for i in at.info)
     assert metric(at, "Rows") == "164"                       # the previous counts are still shown
     assert state.load_state().counts_path == before
-    ok(open_app("pages/2_Coverage.py"))                      # and every page still works
+    cov = ok(open_app("pages/2_Coverage.py"))                # and every page still works
     ok(open_app("pages/3_Frontier.py"))
+    # the sidebar says the count failed, and no longer that it runs
+    side = [c.value for c in cov.sidebar.caption]
+    assert not any(c.startswith("Running:") for c in side), side
+    assert any(c.startswith(":red[count failed]:") and "malformed JSON" in c for c in side), side
 
 
 def test_a_tpe_study_fills_the_frontier_and_survives_a_refresh(workspace_shared_counts):
@@ -193,6 +197,22 @@ def test_a_tpe_study_fills_the_frontier_and_survives_a_refresh(workspace_shared_
     _, rows = search.load_study_rows(search.study_path(name))
     assert len(rows) == 15
     assert exact_k == as_int(metric(at, "exact best k"))
+    # every trial sits at its own coverage (none clipped onto the axis) and its hover shows U
+    spec = json.loads(next(c for c in at.get("plotly_chart") if "exact frontier" in c.proto.spec).proto.spec)
+    drawn = {}
+    for trace in spec["data"]:
+        if trace.get("name") in ("trials", "infeasible trials"):
+            assert "U=%{customdata[4]}" in trace["hovertemplate"]
+            drawn.update({cd[2]: (y, cd[4]) for cd, y in zip(trace["customdata"], trace["y"])})
+    by_number = {r["number"]: r for r in rows}
+    assert drawn and all(y == by_number[n]["coverage"] and u == f"{by_number[n]['utility']:.4f}"
+                         for n, (y, u) in drawn.items())
+    assert any(not r["feasible"] for r in rows)   # the log-sampled k also tried some under the constraint
+    lo = spec["layout"]["yaxis"]["range"][0]
+    below = sum(1 for r in rows if r["coverage"] < lo)   # off the plot, and said so
+    notes = [a["text"] for a in spec["layout"].get("annotations", []) if "off this plot" in a["text"]]
+    assert notes == ([f"{below} infeasible trial(s) below C = {lo:.3f}, off this plot (see the table)"] if below
+                     else [])
     # a new browser session with the study in the URL finds it; so does one without (saved state)
     for query in ({"study": name}, {}):
         again = open_app("pages/3_Frontier.py", query=query)
@@ -242,12 +262,28 @@ def test_export_page_without_a_selection_exports_any_k(workspace_shared_counts):
     ok(at)
     assert metric(at, "kept tokens k") == "512"
     assert len(at.success) == 5
+    # each figure once, under its own name: the held-out curve's C(k), then the other measure
+    cov = load_counts(state.load_state().counts_path).coverage()
+    labels = [m.label for m in at.metric]
+    assert labels == ["kept tokens k", "held-out C(k)", "covers all rows", "latency reduction",
+                      "target vocabulary V"]
+    assert float(metric(at, "held-out C(k)")) == pytest.approx(cov.heldout[512], abs=1e-4)
+    assert any(c.value.startswith("Chosen: k typed in on this page.") for c in at.caption)
 
 
 def test_benchmark_page_runs_a_tiny_pair_in_the_background(workspace, tmp_path):
     tdir, ddir, _ = tiny_pair(tmp_path)
+    # the user's own upload, counted: the benchmark's prompts follow it (not the bundled sample)
+    upload = str(state.save_upload("mycode.jsonl", code_rows(40)))
+    job = counting_job([upload]).start()
+    job.join(60)
+    assert job.state == "finished", job.error
     at = open_app("pages/5_Benchmark.py")
     assert any("CPU" in c.value or "CUDA" in c.value for c in at.caption)
+    assert at.selectbox(key="bench_data_pick").value == upload
+    assert any("**Dataset:** mycode.jsonl" in c.value for c in at.caption)   # at the top of the page
+    # why its k is not the Frontier's
+    assert any("target's** tokenizer" in i.value and "its k is its own" in i.value for i in at.info)
     at.text_input(key="bench_target").set_value(str(tdir))
     at.text_input(key="bench_draft").set_value(str(ddir))
     at.number_input(key="bench_prompts").set_value(1)
@@ -271,7 +307,23 @@ def test_benchmark_page_runs_a_tiny_pair_in_the_background(workspace, tmp_path):
 
     runs = load_results()
     assert len(runs) == 1 and runs[0].target == str(tdir) and runs[0].identical_outputs is True
-    assert runs[0].k == 2048 and any(c.value == "Kept tokens: code.jsonl: k = 2048 given" for c in at.caption)
+    assert runs[0].k == 2048 and runs[0].data == upload
+    assert any(c.value.startswith("Prompts: held-out rows of **mycode.jsonl**") and c.value.endswith(
+        "mycode.jsonl: k = 2048 given") for c in at.caption)
+    # the verdict badges carry the verdict's own arrow
+    arrows = {"faster": "UP", "slower": "DOWN", "no measurable difference": "NONE"}
+    for m in at.metric:
+        if m.label in ("trimmed draft vs target alone", "trimmed vs full draft") and m.proto.delta:
+            verdict = m.proto.delta
+            assert type(m.proto).MetricDirection.Name(m.proto.direction) == arrows[verdict], (verdict, m.proto)
+    # a random-weight draft accepts little: the page says it does not pay and what to do
+    acc = runs[0].full.accepted_per_step
+    if acc < 1.0:
+        assert any("does not pay here" in w.value and "bring a draft trained for your domain" in w.value
+                   and "the draft was not trained on data like this" in w.value for w in at.warning)
+    history = [d for d in at.dataframe if "dataset" in d.value.columns]
+    assert len(history) == 1 and history[0].value["dataset"].tolist() == ["mycode.jsonl"]
+    assert {"draft", "k", "γ", "verdict vs target", "verdict vs full"} <= set(history[0].value.columns)
     assert state.load_state().bench["target"] == str(tdir)      # the settings survive a refresh
     again = open_app("pages/5_Benchmark.py")
     assert any(h.value == "History" for h in again.subheader)
@@ -353,6 +405,12 @@ def test_frontier_with_an_uploaded_config_and_a_measured_profile(workspace_share
                                               alpha=0.5, min_coverage=state.load_state().min_coverage))
     assert as_int(metric(at, "exact best k")) == exact.best_k
     assert state.load_state().latency == str(path)
+    # the head share is the measured profile's, not the FLOPs model's
+    measured = float(prof.head_at(arch.vocab)) / float(prof.step_at(arch.vocab))
+    assert metric(at, "LM head share of the draft") == f"{100 * measured:.1f}%"
+    at.selectbox(key="latency").set_value("flops").run()
+    flops = cost.lm_head_share(arch, 1024, "flops")
+    assert metric(at, "LM head share of the draft") == f"{100 * flops:.1f}%"
 
 
 def test_export_page_trims_a_draft_directory_into_a_zip(workspace_shared_counts, tmp_path):
@@ -439,3 +497,131 @@ def test_frontier_paper_settings_are_the_clis_paper_switch(workspace_shared_coun
             s.seed) == ("utility", 0.5, 0.0, "insample", "paper-flops", 50, 50000, "linear", 30, 42)
     setup = problem.build(load_counts(counts_path), problem.paper_spec("eagle3-qwen3-8b", 151936))
     assert as_int(metric(at, "exact best k")) == search.solve_exact(setup.problem).best_k
+
+
+def test_one_coverage_constraint_on_every_page_and_after_a_reload(workspace):
+    """Coverage and Frontier set the same saved constraint: moved on one, it is the value of the
+    other (never the slider's minimum), after any number of page switches and after a reload;
+    the Frontier's optimum then meets it."""
+    counts_path = count_sample()
+    curve = load_counts(counts_path).coverage().curve("heldout")
+    at = open_app("pages/2_Coverage.py")
+    cov_slider, front_slider = at.slider(key="cov_min_coverage"), None
+    assert cov_slider.value == 0.95
+    cov_slider.set_value(0.9).run()
+    for _ in range(2):   # Coverage -> Frontier -> Coverage -> Frontier in one session
+        at.switch_page("pages/3_Frontier.py").run()
+        ok(at)
+        front_slider = at.slider(key="front_min_coverage")
+        assert front_slider.value == 0.9
+        assert float(metric(at, "coverage C")) >= 0.9
+        at.switch_page("pages/2_Coverage.py").run()
+        ok(at)
+        assert at.slider(key="cov_min_coverage").value == 0.9
+        assert as_int(metric(at, "k needed")) == k_for_coverage(curve, 0.9)
+    # one step on both pages
+    assert at.slider(key="cov_min_coverage").step == front_slider.step == 0.001
+    # set on the Frontier, shown on Coverage, also in a new session (a reload)
+    at.switch_page("pages/3_Frontier.py").run()
+    at.slider(key="front_min_coverage").set_value(0.97).run()
+    ok(at)
+    assert float(metric(at, "coverage C")) >= 0.97
+    at.switch_page("pages/2_Coverage.py").run()
+    assert at.slider(key="cov_min_coverage").value == 0.97
+    reloaded = open_app("pages/3_Frontier.py")
+    assert reloaded.slider(key="front_min_coverage").value == 0.97
+    reloaded.switch_page("pages/2_Coverage.py").run()
+    assert reloaded.slider(key="cov_min_coverage").value == 0.97
+    assert as_int(metric(reloaded, "k needed")) == k_for_coverage(curve, 0.97)
+
+
+def test_every_benchmark_verdict_badge_points_its_own_way(workspace):
+    """Each verdict the benchmark can give (vtcore.spread.verdict) is drawn with its own arrow:
+    faster up, slower down, no measurable difference none."""
+    from vtapp.common import VERDICT_BADGE
+    from vtcore.spread import verdict
+
+    drawn = {}
+    for ci in ((1.1, 1.3), (0.6, 0.9), (0.9, 1.1)):
+        v = verdict(ci)
+        script = ("import streamlit as st\nfrom vtapp.common import VERDICT_BADGE\n"
+                  f"st.metric('x', '1×', delta={v!r}, **VERDICT_BADGE[{v!r}])\n")
+        at = AppTest.from_string(script).run()
+        ok(at)
+        m = at.metric[0].proto
+        drawn[v] = type(m).MetricDirection.Name(m.direction)
+    assert drawn == {"faster": "UP", "slower": "DOWN", "no measurable difference": "NONE"}
+    assert set(VERDICT_BADGE) == set(drawn)
+
+
+def qa_csv(n: int, sep: str = ";") -> bytes:
+    """The first n HumanEval rows as a question/answer table (column names no schema knows)."""
+    import pandas as pd
+
+    rows = [json.loads(line) for line in CODE.read_text(encoding="utf-8").splitlines()[:n]]
+    df = pd.DataFrame({"question": [r["messages"][0]["content"] for r in rows],
+                       "answer": [r["messages"][-1]["content"] for r in rows]})
+    return df.to_csv(index=False, sep=sep).encode()
+
+
+def test_uploads_mapped_chosen_and_counted_as_named_domains(workspace):
+    """A semicolon CSV with question/answer columns is mapped and counted beside a JSONL; a bad
+    upload the user took out is not chosen again by the next upload; the domains carry the
+    uploaded names; the top tokens say the always-kept ones rank first."""
+    at = open_app("pages/1_Data.py")
+    at.radio(key="data_source").set_value("Upload").run()
+    at.file_uploader(key="uploader").set_value(("broken.jsonl", malformed_rows(), "application/jsonl")).run()
+    ok(at)
+    broken = at.multiselect(key="uploads_chosen").value
+    assert [state.upload_label(p) for p in broken] == ["broken.jsonl"]
+    at.multiselect(key="uploads_chosen").set_value([]).run()          # the user takes it out
+    at.file_uploader(key="uploader").set_value([("broken.jsonl", malformed_rows(), "application/jsonl"),
+                                                ("mycode.jsonl", code_rows(20), "application/jsonl"),
+                                                ("pydocs.csv", qa_csv(20), "text/csv")]).run()
+    ok(at)
+    chosen = at.multiselect(key="uploads_chosen").value
+    assert sorted(state.upload_label(p) for p in chosen) == ["mycode.jsonl", "pydocs.csv"]
+    # the semicolon CSV is read as columns; no schema knows them: the mapping is offered, guessed
+    csv_path = next(p for p in chosen if p.endswith("pydocs.csv"))
+    assert at.selectbox(key=f"map_user_{csv_path}").value == "question"
+    assert at.selectbox(key=f"map_answer_{csv_path}").value == "answer"
+    at.button(key=f"map_use_{csv_path}").click().run()
+    ok(at)
+    chosen = at.multiselect(key="uploads_chosen").value
+    assert sorted(state.upload_label(p) for p in chosen) == ["mycode.jsonl", "pydocs.jsonl"]
+    at.button(key="count_btn").click().run()
+    settle(at)
+    assert not at.error, [e.value for e in at.error]
+    assert metric(at, "Rows") == "40"
+    cf = load_counts(state.load_state().counts_path)
+    # the table's domain is its uploaded name, no hash prefix (the code rows name theirs: "code")
+    assert sorted(cf.domain_names) == ["code", "pydocs"]
+    assert any(c.value.startswith("Domains: ") and "pydocs (" in c.value for c in at.caption)
+    top = at.dataframe[0].value
+    keep = set(cf.coverage().always_keep)
+    assert list(top["always kept"]) == [int(i) in keep for i in top["id"]] and top["always kept"].iloc[0]
+    assert any("always-kept tokens" in c.value and "rank first" in c.value for c in at.caption)
+    cov = open_app("pages/2_Coverage.py")
+    assert sorted(cov.selectbox(key="ood_a").options) == ["code", "pydocs"]
+
+
+def test_coverage_page_dropped_tokens_by_count_and_the_never_seen_note(workspace):
+    counts_path = count_sample()
+    cf = load_counts(counts_path)
+    cov = cf.coverage()
+    n_fit = int(np.count_nonzero(cf.counts_fit))
+    at = open_app("pages/2_Coverage.py")
+    k = as_int(metric(at, "k needed"))
+    assert k == k_for_coverage(cov.heldout, 0.95) > n_fit    # the sample's held-out rows need unseen tokens
+    notes = [i.value for i in at.info if "never seen in the fit rows" in i.value]
+    assert len(notes) == 1 and f"the {n_fit:,} distinct tokens" in notes[0] and f"to {k:,}" in notes[0]
+    # what a k drops, most frequent first: the dropped ids the data uses, by count
+    rest = cov.order("heldout")[k:]
+    seen = rest[cf.counts[rest] > 0]
+    drop = at.dataframe[0].value
+    assert list(drop["count"]) == sorted((int(c) for c in cf.counts[seen]), reverse=True)[:len(drop)]
+    assert set(drop["id"]) <= {int(i) for i in seen} and len(drop) == min(25, seen.size)
+    # a constraint the fit rows' tokens meet: no note
+    at.slider(key="cov_min_coverage").set_value(0.8).run()
+    assert as_int(metric(at, "k needed")) <= n_fit
+    assert not any("never seen" in i.value for i in at.info)

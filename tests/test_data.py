@@ -99,6 +99,44 @@ def test_csv_and_parquet_cells_holding_message_lists(tmp_path):
         assert conv.messages == CHAT
 
 
+@pytest.mark.parametrize("delimiter", [",", ";", "\t", "|"])
+def test_csv_delimiter_is_sniffed(tmp_path, delimiter):
+    import pandas as pd
+
+    rows = [{"prompt": "What is 1, 2; 3?", "response": "A list; or a tuple, maybe."},
+            {"prompt": "Say hi", "response": "hi"}]
+    path = tmp_path / "pr.csv"
+    pd.DataFrame(rows).to_csv(path, index=False, sep=delimiter)
+    convs, stats = read_all(path)
+    assert stats.schema == "prompt_response"
+    assert [c.messages[1]["content"] for c in convs] == [r["response"] for r in rows]
+
+
+def test_table_columns_mapped_to_user_turn_and_answer(tmp_path):
+    import pandas as pd
+
+    from vtcore.data import columns, map_columns
+
+    df = pd.DataFrame({"id": [1, 2], "question": ["How do I sort?", "What is a dict?"],
+                       "answer": ["Use sorted().", "A mapping."]})
+    df.to_csv(tmp_path / "qa.csv", index=False, sep=";")
+    df.to_parquet(tmp_path / "qa.parquet")
+    for name in ("qa.csv", "qa.parquet"):
+        path = tmp_path / name
+        with pytest.raises(DataError, match="cannot detect the schema"):   # no schema knows these names
+            read_all(path)
+        assert columns(path) == ["id", "question", "answer"]
+        mapped = write_jsonl(tmp_path / f"{name}.jsonl", map_columns(path, "question", "answer"))
+        convs, stats = read_all(mapped)
+        assert stats.schema == "prompt_response"
+        assert [c.messages for c in convs][1] == [{"role": "user", "content": "What is a dict?"},
+                                                  {"role": "assistant", "content": "A mapping."}]
+        with pytest.raises(DataError, match="no column 'reply'"):
+            list(map_columns(path, "question", "reply"))
+        with pytest.raises(DataError, match="two different columns"):
+            list(map_columns(path, "answer", "answer"))
+
+
 def test_saved_hf_dataset_directory(tmp_path):
     import datasets
 

@@ -41,6 +41,9 @@ def test_uploads_are_kept_once_under_a_safe_name(workspace):
     p = state.save_upload("../../etc/my data.jsonl", b'{"text": "x"}\n')
     assert p.parent == state.subdir("uploads") and p.name.endswith("-my_data.jsonl")
     assert state.upload_label(p) == "my_data.jsonl"
+    assert state.upload_domain(p) == "my_data"   # the domain it counts as: no hash prefix, no extension
+    assert state.upload_domain("/ws/uploads/0123456789ab-py.docs.jsonl.gz") == "py"
+    assert state.upload_domain("samples/code.jsonl") is None   # not an upload: it names its own
     assert state.save_upload("my data.jsonl", b'{"text": "x"}\n') == p   # same bytes: stored once
     other = state.save_upload("my data.jsonl", b'{"text": "y"}\n')
     assert other != p and len(state.list_uploads()) == 2

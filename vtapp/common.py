@@ -58,10 +58,32 @@ def page(title: str) -> vstate.AppState:
         sel = selection(s)
         if sel:
             st.caption(f"Selected: {sel.label()}")
-        busy = registry().running()
-        if busy:
-            st.caption("Running: " + ", ".join(busy))
+        jobs_status(title)
     return s
+
+
+# the jobs a page follows with a progress panel of its own (that panel polls and reruns the page)
+PANELS = {"Data": ("count",), "Frontier": ("profile", "study:"), "Benchmark": ("bench",)}
+
+
+def jobs_status(title: str) -> None:
+    """The sidebar's job lines: what runs, what failed last. While a job runs that this page has
+    no panel for, it polls, and when that job ends it reruns the whole page, so a count finished
+    (or failed) while the user is on another page shows there at once, not on the next click.
+    One poller per job: two fragments polling together keep interrupting each other's reruns."""
+    watching = [n for n in registry().running() if not n.startswith(PANELS.get(title, ()))]
+
+    @st.fragment(run_every=POLL_S if watching else None)
+    def status() -> None:
+        running = registry().running()
+        if watching and not set(watching) <= set(running):
+            st.rerun(scope="app")
+        if running:
+            st.caption("Running: " + ", ".join(running))
+        for name, error in registry().failed().items():
+            st.caption(f":red[{name} failed]: {error[:160]}")
+
+    status()
 
 
 def counts_changed_elsewhere(s: vstate.AppState) -> None:
@@ -76,6 +98,15 @@ def counts_changed_elsewhere(s: vstate.AppState) -> None:
     if here and (changed or job is None or not job.running):
         st.session_state["counting_here"] = False
     st.session_state["counts_seen"] = s.counts_path
+
+
+def context_line(s: vstate.AppState) -> None:
+    """What every page follows, at its top: the current dataset, the coverage constraint and
+    the selected point (all from the saved state)."""
+    sel = selection(s)
+    st.caption(f"**Dataset:** {dataset_label(s) if s.counts_path else 'none counted yet'} · "
+               f"**coverage constraint:** C(k) ≥ {s.min_coverage:.3f} · "
+               f"**selected:** {sel.label() if sel else 'none'}")
 
 
 def dataset_label(s: vstate.AppState) -> str:
@@ -98,18 +129,35 @@ def save(**changes: Any) -> vstate.AppState:
     return vstate.update_state(**changes)
 
 
-def persisted(key: str, field: str | None = None, cast: Callable | None = None) -> dict:
-    """kwargs for a widget whose value lives in the saved state: seeded from it on first render
-    (and whenever the page is entered again), written back on every change."""
+def persisted(key: str, field: str | None = None, cast: Callable | None = None, default: Any = None) -> dict:
+    """kwargs for a widget whose value lives in the saved state, the one source of truth: the
+    widget is seeded from it on every run (so a value set on another page, in another tab or
+    before a reload shows here), and every change is written back.
+
+    `key` must be unique to one page: two pages' widgets under one key are two different
+    widgets to Streamlit (their parameters differ), and the second finds no value of its own
+    under the key and falls back to its minimum (a coverage constraint of 0.000).
+    `default` stands for a saved None; `cast` fixes the saved value up for this widget."""
     field = field or key
-    if key not in st.session_state:
-        v = getattr(vstate.load_state(), field)
-        st.session_state[key] = cast(v) if cast and v is not None else v
+    v = getattr(vstate.load_state(), field)
+    v = default if v is None else v
+    st.session_state[key] = cast(v) if cast and v is not None else v
     return {"key": key, "on_change": _persist, "args": (key, field)}
 
 
 def _persist(key: str, field: str) -> None:
     save(**{field: st.session_state[key]})
+
+
+COVERAGE_STEP = 0.001   # one step for the coverage constraint wherever it is set
+
+
+def coverage_constraint(key: str, where: Any = st) -> float:
+    """The coverage constraint's slider: the same widget (range, step, format) on every page
+    that sets it, its value the saved state's min_coverage. `key` is the page's own."""
+    return float(where.slider("Coverage constraint: C(k) ≥", 0.0, 1.0, step=COVERAGE_STEP, format="%.3f",
+                              help="the same constraint on the Coverage and Frontier pages (saved in the workspace)",
+                              **persisted(key, "min_coverage", cast=float)))
 
 
 # ---------------------------------------------------------------- registry and cached loads
@@ -246,6 +294,12 @@ def job_panel(name: str, label: str) -> Any:
     panel()
     return job
 
+
+# a benchmark verdict's badge (st.metric delta): its arrow and colour say the verdict itself
+# (the text alone would get an up arrow whatever it says)
+VERDICT_BADGE = {"faster": {"delta_arrow": "up", "delta_color": "green"},
+                 "slower": {"delta_arrow": "down", "delta_color": "red"},
+                 "no measurable difference": {"delta_arrow": "off", "delta_color": "gray"}}
 
 CURVE_LABELS = {"heldout": "held-out", "insample": "in-sample"}
 

@@ -50,6 +50,12 @@ class Registry:
         with self._lock:
             return [n for n, w in self._items.items() if getattr(w, "running", False)]
 
+    def failed(self) -> dict[str, str]:
+        """name -> one-line error of each worker whose last run failed (until it is replaced)."""
+        with self._lock:
+            return {n: str(getattr(w, "error", None) or "failed") for n, w in self._items.items()
+                    if getattr(w, "state", None) == "error" and not getattr(w, "running", False)}
+
 
 # ---------------------------------------------------------------------------------------------
 # The dashboard's jobs: plain functions over vtcore, each a Job ready to start
@@ -68,7 +74,9 @@ def counting_job(paths: list[str], tokenizer: str | None = None, mask: str = "te
         from vtcore.counts import count_dataset
         from vtcore.raycount import RayConfig
 
-        _, info = count_dataset(list(paths), tokenizer=tokenizer, mask=mask, schema=schema, skip_bad=skip_bad,
+        # an upload's domain is the name the user gave it, not the stored name's hash prefix
+        sources = [(str(p), state.upload_domain(p)) for p in paths]
+        _, info = count_dataset(sources, tokenizer=tokenizer, mask=mask, schema=schema, skip_bad=skip_bad,
                                 progress=progress, should_stop=should_stop, workspace=workspace, engine=engine,
                                 ray=RayConfig(address=ray_address or None))
         st = state.load_state(workspace)

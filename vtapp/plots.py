@@ -17,7 +17,10 @@ COLORS = {"insample": "#1f77b4", "heldout": "#ff7f0e", "ood": "#2ca02c", "exact"
           "trial": "#1f77b4", "infeasible": "#c7c7c7", "best": "#d62728", "selected": "#9467bd"}
 COMPONENT_COLORS = {"embedding": "#aec7e8", "fc": "#ffbb78", "attn_proj": "#98df8a", "attn_scores": "#c5b0d5",
                     "mlp": "#c49c94", "norms": "#f7b6d2", "other": "#dbdb8d", "lm_head": "#d62728"}
-_MARGIN = dict(l=10, r=10, t=40, b=10)
+# the title starts at the left and the Plotly toolbar stands upright in the right margin, so
+# the toolbar never covers a title
+_MARGIN = dict(l=10, r=44, t=48, b=10)
+_FRAME = dict(title_x=0.0, title_xanchor="left", modebar=dict(orientation="v"))
 
 
 def log_ks(V: int, n: int = 400, must: Sequence[int] = ()) -> np.ndarray:
@@ -46,7 +49,7 @@ def coverage_figure(curves: dict[str, np.ndarray], k_mark: int | None, min_cover
         fig.add_vline(x=max(k_mark, 1), line=dict(color=COLORS["best"], dash="dash"),
                       annotation_text=f"k = {k_mark:,}", annotation_position="top left")
     fig.update_layout(title=title, xaxis=dict(type="log", title="draft vocabulary k (log)"),
-                      yaxis=dict(title="coverage", range=[0, 1.02]), margin=_MARGIN, height=420,
+                      yaxis=dict(title="coverage", range=[0, 1.02]), margin=_MARGIN, **_FRAME, height=420,
                       legend=dict(orientation="h", y=-0.2))
     return fig
 
@@ -64,7 +67,7 @@ def breakdown_figure(full: dict[str, float], at_k: dict[str, float], k: int, V: 
                              hovertemplate="%{x}<br>" + comp + ": %{y:,.4g} " + unit + "<extra></extra>"))
     total_full, total_k = sum(full.values()) * scale, sum(at_k.values()) * scale
     fig.update_layout(barmode="stack", title=f"Draft cost per token ({unit}): {total_full:,.4g} → {total_k:,.4g}",
-                      yaxis=dict(title=unit), margin=_MARGIN, height=380, legend=dict(orientation="h", y=-0.15))
+                      yaxis=dict(title=unit), margin=_MARGIN, **_FRAME, height=380, legend=dict(orientation="h", y=-0.15))
     return fig
 
 
@@ -85,23 +88,30 @@ def frontier_figure(front: dict[str, np.ndarray], trials: list[dict], min_covera
         name="exact frontier", line=dict(color=COLORS["exact"], width=1.5), marker=dict(size=5),
         customdata=[["exact", int(k), -1] for k in fk], hoverinfo="skip" if done else None,
         hovertemplate=None if done else "exact k=%{customdata[1]:,}<br>R=%{x:.4f}<br>C=%{y:.4f}<extra></extra>"))
-    # the y axis starts just below the frontier; trials under it sit on its floor as down-triangles
+    # the y axis starts just below the frontier and the constraint; every trial is drawn at its
+    # own coverage, so one far under it is off the plot (said in a note), never pinned to the axis
     front_c = np.asarray(front["coverage"], dtype=np.float64)
     lo = max(0.0, min(min_coverage, float(front_c.min()) if front_c.size else min_coverage) - 0.02)
+    below = sum(1 for r in done if r["coverage"] < lo)
+    if below:
+        fig.add_annotation(text=f"{below} infeasible trial(s) below C = {lo:.3f}, off this plot (see the table)",
+                           xref="paper", yref="paper", x=0.0, y=0.0, xanchor="left", yanchor="bottom",
+                           showarrow=False, font=dict(size=11, color="#666"))
     for feasible in (False, True):
         rows = [r for r in done if bool(r.get("feasible")) == feasible]
         if not rows:
             continue
-        ys = [max(r["coverage"], lo) for r in rows]
+        utility = [r.get("utility") for r in rows]
         fig.add_trace(go.Scatter(
-            x=[r["latency_reduction"] for r in rows], y=ys, mode="markers",
+            x=[r["latency_reduction"] for r in rows], y=[r["coverage"] for r in rows], mode="markers",
             name="trials" if feasible else "infeasible trials",
             marker=dict(size=9, color=COLORS["trial"] if feasible else COLORS["infeasible"],
-                        symbol=["circle" if r["coverage"] >= lo else "triangle-down" for r in rows],
-                        line=dict(width=1, color="white")),
-            customdata=[["trial", int(r["k"]), int(r["number"]), float(r["coverage"])] for r in rows],
-            hovertemplate="trial %{customdata[2]}: k=%{customdata[1]:,}<br>R=%{x:.4f}<br>C=%{customdata[3]:.4f}"
-                          "<extra></extra>"))
+                        symbol="circle" if feasible else "x", line=dict(width=1, color="white")),
+            customdata=[["trial", int(r["k"]), int(r["number"]), float(r["coverage"]),
+                         "–" if u is None else f"{u:.4f}"] for r, u in zip(rows, utility)],
+            hovertemplate="trial %{customdata[2]}" + ("" if feasible else " (infeasible)")
+                          + ": k=%{customdata[1]:,}<br>R=%{x:.4f}<br>C=%{customdata[3]:.4f}"
+                            "<br>U=%{customdata[4]}<extra></extra>"))
     if exact_best is not None:
         fig.add_trace(go.Scatter(
             x=[exact_best["latency_reduction"]], y=[exact_best["coverage"]], mode="markers", name="exact optimum",
@@ -123,7 +133,7 @@ def frontier_figure(front: dict[str, np.ndarray], trials: list[dict], min_covera
                   annotation_position="bottom left")
     fig.update_layout(title=title, xaxis=dict(title="latency reduction R(k)"),
                       yaxis=dict(title="coverage C(k)", range=[lo, 1.0 + 0.03 * (1.0 - lo)]),
-                      margin=_MARGIN, height=460, legend=dict(orientation="h", y=-0.18), clickmode="event+select")
+                      margin=_MARGIN, **_FRAME, height=460, legend=dict(orientation="h", y=-0.18), clickmode="event+select")
     return fig
 
 
@@ -137,14 +147,14 @@ def bench_throughput_figure(result: BenchResult) -> go.Figure:
     y = [r.tokens_per_s for r in ms.values()]
     ci = [r.tokens_per_s_ci or [v, v] for r, v in zip(ms.values(), y)]
     fig = go.Figure(go.Bar(x=x, y=y, marker_color=["#7f7f7f", "#1f77b4", "#d62728"][:len(ms)] if len(ms) == 3 else None,
-                           text=[f"{v:.1f}" for v in y], textposition="inside", name="tokens/s",
+                           text=[f"{v:.1f}" for v in y], textposition="inside", insidetextanchor="start", name="tokens/s",
                            error_y=dict(type="data", symmetric=False, array=[hi - v for v, (_, hi) in zip(y, ci)],
                                         arrayminus=[v - lo for v, (lo, _) in zip(y, ci)], color="#222")))
     runs = [(METHOD_LABELS[m], run.tokens_per_s) for m, r in ms.items() for run in r.runs]
     if runs:
         fig.add_trace(go.Scatter(x=[a for a, _ in runs], y=[b for _, b in runs], mode="markers", name="runs",
                                  marker=dict(size=6, color="rgba(0,0,0,0.45)")))
-    fig.update_layout(title="Tokens per second (interval and runs)", yaxis=dict(title="tokens/s"), margin=_MARGIN,
+    fig.update_layout(title="Tokens per second (interval and runs)", yaxis=dict(title="tokens/s"), margin=_MARGIN, **_FRAME,
                       height=320, showlegend=False)
     return fig
 
@@ -161,9 +171,10 @@ def bench_acceptance_figure(result: BenchResult) -> go.Figure:
         by_pos = r.accepted_by_position or []
         fig.add_trace(go.Bar(name=f"{METHOD_LABELS[m]}: {r.accepted_per_step:.2f} per step",
                              x=[f"position {j + 1}" for j in range(len(by_pos))], y=by_pos, marker_color=color,
-                             text=[f"{p:.2f}" if p is not None else "" for p in by_pos], textposition="auto"))
+                             text=[f"{p:.2f}" if p is not None else "" for p in by_pos], textposition="inside",
+                             insidetextanchor="start"))
     fig.update_layout(title=f"Acceptance by draft position (γ = {result.gamma})", barmode="group",
-                      yaxis=dict(title="accepted share", range=[0, 1]), margin=_MARGIN, height=320,
+                      yaxis=dict(title="accepted share", range=[0, 1]), margin=_MARGIN, **_FRAME, height=320,
                       legend=dict(orientation="h", y=-0.2))
     return fig
 
@@ -177,7 +188,7 @@ def bench_draft_split_figure(result: BenchResult) -> go.Figure:
     fig = go.Figure([go.Bar(name="LM head", x=x, y=head, marker_color=COMPONENT_COLORS["lm_head"]),
                      go.Bar(name="rest of the draft", x=x, y=rest, marker_color="#c49c94")])
     fig.update_layout(barmode="stack", title="Draft time per drafted token (ms)", yaxis=dict(title="ms"),
-                      margin=_MARGIN, height=320, legend=dict(orientation="h", y=-0.2))
+                      margin=_MARGIN, **_FRAME, height=320, legend=dict(orientation="h", y=-0.2))
     return fig
 
 
@@ -191,9 +202,9 @@ def bench_speedup_figure(result: BenchResult) -> go.Figure:
     err = dict(type="data", symmetric=False, array=[(ci[1] - v) if ci else 0 for _, v, ci in bars],
                arrayminus=[(v - ci[0]) if ci else 0 for _, v, ci in bars], color="#222")
     fig = go.Figure(go.Bar(x=[n for n, _, _ in bars], y=[v for _, v, _ in bars], error_y=err,
-                           text=[f"{v:.2f}×" for _, v, _ in bars], textposition="inside",
+                           text=[f"{v:.2f}×" for _, v, _ in bars], textposition="inside", insidetextanchor="start",
                            marker_color=["#d62728", "#ff9896", "#bcbd22"][:len(bars)]))
     fig.add_hline(y=1.0, line=dict(color="#444", dash="dot"))
-    fig.update_layout(title="Speed-ups (interval) and the prediction", yaxis=dict(title="×"), margin=_MARGIN,
+    fig.update_layout(title="Speed-ups (interval) and the prediction", yaxis=dict(title="×"), margin=_MARGIN, **_FRAME,
                       height=320)
     return fig

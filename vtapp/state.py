@@ -143,7 +143,17 @@ def list_uploads(workspace: str | os.PathLike | None = None, folder: str = "uplo
     return sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
+_HASHED = re.compile(r"^[0-9a-f]{12}-")
+
+
 def upload_label(path: str | os.PathLike) -> str:
     """The name the user uploaded (without the hash prefix)."""
     name = Path(path).name
-    return name[13:] if re.match(r"^[0-9a-f]{12}-", name) else name
+    return name[13:] if _HASHED.match(name) else name
+
+
+def upload_domain(path: str | os.PathLike) -> str | None:
+    """The domain an uploaded file names (its uploaded name without extensions: "pydocs" for
+    <sha12>-pydocs.jsonl.gz), or None for a file that is not an upload (it names its own)."""
+    name = Path(path).name
+    return upload_label(name).split(".")[0] or None if _HASHED.match(name) else None

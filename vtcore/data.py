@@ -20,6 +20,7 @@ from __future__ import annotations
 import codecs
 import csv
 import gzip
+import itertools
 import json
 import os
 import stat
@@ -312,10 +313,27 @@ def _csv_lines(f, path: Path, cap: int) -> Iterator[str]:
         yield text.removeprefix("\ufeff") if n == 1 else text
 
 
+CSV_DELIMITERS = ",;\t|"
+SNIFF_LINES = 5
+
+
+def sniff_delimiter(lines: list[str]) -> str:
+    """The delimiter of a CSV's first lines (comma, semicolon, tab or bar); a comma when they
+    do not say (a one-column file). A spreadsheet's semicolon CSV is then read as columns."""
+    for sample in ("".join(lines), lines[0] if lines else ""):
+        try:
+            return csv.Sniffer().sniff(sample, delimiters=CSV_DELIMITERS).delimiter
+        except csv.Error:
+            continue
+    return ","
+
+
 def _iter_csv(path: Path, pos: _Position, cap: int = MAX_ROW_BYTES) -> Iterator[tuple[int, dict]]:
     csv.field_size_limit(cap)
     with _open_binary(path, pos) as fb:
-        reader = csv.DictReader(_csv_lines(fb, path, cap))
+        lines = _csv_lines(fb, path, cap)
+        first = [line for _, line in zip(range(SNIFF_LINES), lines)]
+        reader = csv.DictReader(itertools.chain(first, lines), delimiter=sniff_delimiter(first))
         try:
             for row in reader:
                 yield reader.line_num, {k: _maybe_json(v) for k, v in row.items() if k is not None}
@@ -630,6 +648,33 @@ def read_dataset(path: str | Path, schema: str = "auto", domain: str | None = No
         row_domain = rec.get("domain") if isinstance(rec.get("domain"), str) else None
         yield Conversation(messages=messages, domain=row_domain or default_domain, source=f"{path}:{line}",
                            index=index, text=text)
+
+
+def columns(path: str | Path) -> list[str]:
+    """The fields of a dataset's first row: what a CSV or Parquet file's columns are called."""
+    for line, rec in iter_records(path):
+        if isinstance(rec, DataError):
+            raise rec
+        if not isinstance(rec, dict):
+            raise DataError(f"a row must be a JSON object, got {type(rec).__name__}", str(path), line)
+        return [str(k) for k in rec]
+    return []
+
+
+def map_columns(path: str | Path, user: str, answer: str) -> Iterator[dict]:
+    """The rows of a table as prompt/response records: `user` names the column with the user's
+    turn, `answer` the column with the assistant's (for files whose column names no schema knows)."""
+    if user == answer:
+        raise DataError(f"the user turn and the answer must be two different columns, got {user!r} twice", str(path))
+    for line, rec in iter_records(path):
+        if isinstance(rec, DataError):
+            raise rec
+        for col in (user, answer):
+            if not isinstance(rec, dict) or col not in rec:
+                found = sorted(rec) if isinstance(rec, dict) else type(rec).__name__
+                raise DataError(f"no column {col!r} (columns: {found})", str(path), line, col)
+        yield {"prompt": _content_text(rec[user], str(path), line, user),
+               "response": _content_text(rec[answer], str(path), line, answer)}
 
 
 def _count_dropped_parts(rec: dict, dropped: dict[str, int]) -> None:
