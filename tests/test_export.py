@@ -314,7 +314,8 @@ def test_all_formats_from_the_cli_each_validate(counts_path, tmp_path):
 # ---------------------------------------------------------------- study
 
 def test_export_from_a_study_trial(cf, counts_path, export_ws):
-    from vtcore.search import Problem, StudyRunner
+    from vtcore.search import Problem
+    from vtcore.studies import StudyRunner
 
     cov = cf.coverage()
     V = cf.vocab_size
@@ -340,7 +341,8 @@ def test_export_from_a_study_trial(cf, counts_path, export_ws):
 
 
 def test_best_trial_and_a_warning_for_an_infeasible_one(cf, export_ws):
-    from vtcore.search import Problem, StudyRunner
+    from vtcore.search import Problem
+    from vtcore.studies import StudyRunner
 
     cov = cf.coverage()
     V = cf.vocab_size

@@ -296,7 +296,7 @@ def test_3_a_torn_last_journal_line_is_dropped_not_appended_onto(capsys, code_co
 
 
 def test_3_a_journal_already_glued_by_the_old_append_is_recovered(capsys, code_counts, workspace):
-    from vtcore import search
+    from vtcore import studies
 
     optimize(capsys, code_counts, "glued")
     journal = workspace / "studies" / "glued.journal"
@@ -304,8 +304,8 @@ def test_3_a_journal_already_glued_by_the_old_append_is_recovered(capsys, code_c
     # what the old code made of a torn line: the next run's records written onto it
     journal.write_bytes(b"".join(lines[:-3]) + b'{"op_code":5,"wor' + b"".join(lines[-3:]))
     with pytest.raises(ValueError):           # Optuna itself cannot read it any more
-        search._storage(journal).get_all_studies()
-    settings, rows = search.load_study_rows(journal)
+        studies._storage(journal).get_all_studies()
+    settings, rows = studies.load_study_rows(journal)
     assert len([r for r in rows if r["state"] == "COMPLETE"]) == 5
     code, out, _ = optimize(capsys, code_counts, "glued")
     assert code == 0 and result(out)["n_trials"] == 10
@@ -314,7 +314,7 @@ def test_3_a_journal_already_glued_by_the_old_append_is_recovered(capsys, code_c
 STALE_RUN = """
 import sys, time
 import numpy as np
-from vtcore import search
+from vtcore import search, studies
 V = 1000
 p = search.Problem(np.linspace(0, 1, V + 1), 1 - np.arange(V + 1) / V)
 def slow(k, gamma):
@@ -323,7 +323,7 @@ def slow(k, gamma):
     seen.append(k)
     return p.evaluate(k, gamma)
 seen = []
-search.StudyRunner(p, "killed", n_trials=50, evaluate=slow).run()
+studies.StudyRunner(p, "killed", n_trials=50, evaluate=slow).run()
 """
 
 
@@ -335,7 +335,7 @@ def test_3_a_trial_left_running_by_kill_9_is_failed_on_resume_and_not_counted(wo
     import numpy as np
 
     from tests.conftest import ROOT
-    from vtcore import search
+    from vtcore import search, studies
 
     env = {**os.environ, "VTCORE_WORKSPACE": str(workspace), "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-c", STALE_RUN], env=env)
@@ -344,7 +344,7 @@ def test_3_a_trial_left_running_by_kill_9_is_failed_on_resume_and_not_counted(wo
         deadline = time.time() + 120
         # trial 3 sleeps: wait for it (an earlier trial can be caught RUNNING for an instant too)
         while not (journal.is_file() and any(r["state"] == "RUNNING" and r["number"] == 3
-                                             for r in search.load_study_rows(journal)[1])):
+                                             for r in studies.load_study_rows(journal)[1])):
             assert time.time() < deadline and proc.poll() is None
             time.sleep(0.2)
     finally:
@@ -352,12 +352,12 @@ def test_3_a_trial_left_running_by_kill_9_is_failed_on_resume_and_not_counted(wo
         proc.wait()
     V = 1000
     p = search.Problem(np.linspace(0, 1, V + 1), 1 - np.arange(V + 1) / V)
-    runner = search.StudyRunner(p, "killed", n_trials=2).run()
+    runner = studies.StudyRunner(p, "killed", n_trials=2).run()
     assert runner.state == "finished"
     assert runner.notes == ["failed 1 trial(s) left running by a run that was killed (trial 3); they are not counted"]
-    s = search.summarize(runner, search.solve_exact(p))
+    s = studies.summarize(runner, search.solve_exact(p))
     assert s["n_trials"] == 5 and s["n_failed"] == 1
-    assert [r["state"] for r in search.load_study_rows(journal)[1]].count("RUNNING") == 0
+    assert [r["state"] for r in studies.load_study_rows(journal)[1]].count("RUNNING") == 0
 
 
 def test_3_pareto_points_is_checked_before_the_study_runs(capsys, code_counts, workspace):
@@ -458,12 +458,12 @@ def test_6_runs_on_one_study_draw_different_seeds(workspace):
 
     import numpy as np
 
-    from vtcore import search
+    from vtcore import search, studies
 
     V = 5000
     p = search.Problem(np.linspace(0, 1, V + 1) ** 0.3, 1 - np.arange(V + 1) / V)
-    first = search.StudyRunner(p, "twice", n_trials=8, seed=42).run()
-    second = search.StudyRunner(p, "twice", n_trials=8, seed=42).run()
+    first = studies.StudyRunner(p, "twice", n_trials=8, seed=42).run()
+    second = studies.StudyRunner(p, "twice", n_trials=8, seed=42).run()
     ks = [r["k"] for r in second.snapshot()]
     assert first.seed_used == 42 and second.seed_used != 42        # a new study alone keeps its seed
     assert ks[:8] != ks[8:]                                       # the resumed run samples other k
@@ -476,14 +476,14 @@ def test_6_runs_on_one_study_draw_different_seeds(workspace):
         release.wait(30)
         return p.evaluate(k, gamma)
 
-    a = search.StudyRunner(p, "together", n_trials=1, seed=7, evaluate=held).start()
+    a = studies.StudyRunner(p, "together", n_trials=1, seed=7, evaluate=held).start()
     assert started.wait(30)
-    b = search.StudyRunner(p, "together", n_trials=1, seed=7)
+    b = studies.StudyRunner(p, "together", n_trials=1, seed=7)
     assert b.seed_used != a.seed_used and b.notes == []
     release.set()
     a.join(30)
     b.run()
-    assert [r["state"] for r in search.load_study_rows(b.path)[1]] == ["COMPLETE", "COMPLETE"]
+    assert [r["state"] for r in studies.load_study_rows(b.path)[1]] == ["COMPLETE", "COMPLETE"]
 
 
 # ------------------------------------------------------------------ the dashboard: errors in place, choices kept

@@ -38,7 +38,7 @@ from vtcore.formats import (DraftCheckpoint, eagle3_mapping, flat_eagle3_config,
                             is_speculators_config, read_config, read_draft, safetensors_bytes, side_files,
                             specforge_config, speculators_config, speculators_names, speculators_vocab_files,
                             tensor_source, torch_bytes)
-from vtcore.search import read_trial
+from vtcore.studies import read_trial
 from vtcore.selection import Selection, for_min_coverage
 from vtcore.target import TargetVocab, config_vocab_size, looks_like_hub_id, resolve_vocab
 from vtcore.tokens import sha256_file
