@@ -569,3 +569,81 @@ def test_6_a_count_in_another_tab_is_said_not_silently_shown(workspace, tmp_path
     warnings = [w.value for w in tab.warning]
     assert any("The current counts changed to" in w and "another tab or window" in w for w in warnings), warnings
     assert any(f"Study {name} was run on other counts" in w for w in warnings), warnings
+
+
+# ------------------------------------------------------------------ corrupt EAGLE-3 drafts
+
+@pytest.fixture(scope="module")
+def eagle3_drafts(tmp_path_factory, code_counts):
+    """A sound EAGLE-3 draft keeping the 64 most frequent ids of the code sample, its target's
+    config, and the same draft corrupted each way a careless edit or a bad conversion makes it:
+    {name: (directory, what the refusal must name)}."""
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from tests.drafthelpers import V, eagle3_checkpoint, tiny_target_config
+
+    root = tmp_path_factory.mktemp("drafts")
+    with np.load(code_counts) as z:
+        kept = np.sort(np.argsort(-z["counts"], kind="stable")[:64])
+    good = root / "good"
+    eagle3_checkpoint(good, V, kept)
+    weights = load_file(str(good / "model.safetensors"))
+    config = json.loads((good / "config.json").read_text())
+    nan_head = weights["lm_head.weight"].clone()
+    nan_head[3, 5] = float("nan")
+    dup = weights["d2t"].clone()
+    dup[1] = dup[0] - 1          # rows 0 and 1 both map to the same target id
+    cases = {
+        "hidden-huge": ({"hidden_size": 10 ** 9}, {}, r"'hidden_size' is 1000000000, outside 1\.\.65,536"),
+        "hidden-missing": ({"hidden_size": None}, {}, r"'hidden_size' is missing"),
+        "heads-zero": ({"num_attention_heads": 0}, {}, r"'num_attention_heads' is 0, outside"),
+        "head-wide": ({}, {"lm_head.weight": torch.randn(64, 17)},
+                      r"tensor lm_head\.weight is \[64, 17\], the config implies \[64, 16\]"),
+        "fc-missing": ({}, {"fc.weight": None}, r"tensor fc\.weight is missing"),
+        "fc-shape": ({}, {"fc.weight": torch.randn(16, 40)}, r"tensor fc\.weight is \[16, 40\], the config implies \[16, 48\]"),
+        "head-int": ({}, {"lm_head.weight": torch.ones(64, 16, dtype=torch.int32)},
+                     r"tensor lm_head\.weight has dtype int32, expected a float dtype"),
+        "head-nan": ({}, {"lm_head.weight": nan_head}, r"tensor lm_head\.weight holds NaN"),
+        "d2t-float": ({}, {"d2t": weights["d2t"].float()}, r"d2t must hold integer token ids, got dtype float32"),
+        "t2d-empty": ({}, {"t2d": torch.zeros(0, dtype=torch.bool)}, r"t2d has length 0 but the target vocabulary"),
+        "d2t-duplicate": ({}, {"d2t": dup}, r"the draft's own d2t \+ arange is not strictly increasing"),
+        "d2t-out-of-range": ({}, {"d2t": weights["d2t"] + V}, r"the draft's own d2t \+ arange gives ids .* >= len\(t2d\)"),
+    }
+    out = {}
+    for name, (cfg_change, w_change, pattern) in cases.items():
+        d = root / name
+        d.mkdir()
+        cfg = {k: v for k, v in {**config, **cfg_change}.items() if v is not None}
+        w = {k: v for k, v in {**weights, **w_change}.items() if v is not None}
+        (d / "config.json").write_text(json.dumps(cfg))
+        save_file(w, str(d / "model.safetensors"))
+        out[name] = (d, pattern)
+    return good, tiny_target_config(root / "target"), out
+
+
+def test_corrupt_eagle3_drafts_are_refused_by_export_and_failed_by_validate(capsys, code_counts, eagle3_drafts,
+                                                                           tmp_path):
+    good, target, bad = eagle3_drafts
+    code, out, err = cli(capsys, "export", "--counts", code_counts, "--k", 32, "--draft", good, "--target", target,
+                         "--out", tmp_path / "good", "--json")
+    assert code == 0 and result(out)["validated"], err
+    for name, (d, pattern) in bad.items():
+        code, _, err = cli(capsys, "export", "--counts", code_counts, "--k", 32, "--draft", d, "--target", target,
+                           "--out", tmp_path / name, "--json")
+        one_error(code, err, rf"{name}: not a usable EAGLE-3 draft: .*{pattern}")
+        assert not (tmp_path / name).exists(), name          # nothing written
+        code, out, _ = cli(capsys, "validate", d, "--json")
+        report = json.loads(out)
+        report = report[0] if isinstance(report, list) else report
+        assert code != 0 and any(re.search(pattern, p) for p in report.get("problems", [])), (name, out)
+
+
+def test_bench_refuses_a_corrupt_eagle3_draft_with_the_same_check(capsys, eagle3_drafts, tmp_path, workspace):
+    _, target, bad = eagle3_drafts    # the draft is checked before the target is loaded
+    for name in ("head-wide", "heads-zero", "d2t-duplicate"):
+        d, pattern = bad[name]
+        code, _, err = cli(capsys, "bench", "--target", target, "--draft", d, "--prompts", 1, "--max-new-tokens", 2,
+                           "--no-save", "--json")
+        one_error(code, err, rf"{name}: not a usable EAGLE-3 draft: .*{pattern}")

@@ -37,6 +37,7 @@ from vtcore.files import plain_json
 from vtcore.formats import read_token_ids
 from vtcore.search import Problem, predicted_speedup, solve_exact
 from vtcore.split import is_heldout
+from vtcore.validate import check_eagle3_dir
 from vtcore.workspace import repo_root, subdir
 
 
@@ -208,12 +209,14 @@ def load_models(cfg: BenchConfig, device, log=None) -> tuple[Any, Any, Any, str,
             draft = speculative.make_draft(models.build_default_draft(target), name=models.DEFAULT_DRAFT)
             return target, tok, draft, models.DEFAULT_TARGET, models.DEFAULT_DRAFT, "standalone"
         return target, tok, eagle3.build_default_eagle3(target), models.DEFAULT_TARGET, eagle3.DEFAULT_EAGLE3, "eagle3"
+    draft_dir = Path(models.resolve_model(cfg.draft, cfg.workspace))
+    if eagle3.is_eagle3_checkpoint(draft_dir):   # the checks export and validate make, before the target loads
+        check_eagle3_dir(draft_dir)
     target_dir = Path(models.resolve_model(cfg.target, cfg.workspace))
     target = models.load_model(target_dir, device)
     tok = models.load_tokenizer_from(target_dir)
     tname = models.DEFAULT_TARGET if default_target else str(cfg.target)
     V = int(target.get_output_embeddings().weight.shape[0])
-    draft_dir = Path(models.resolve_model(cfg.draft, cfg.workspace))
     if eagle3.is_eagle3_checkpoint(draft_dir):
         draft = eagle3.load_eagle3(draft_dir, device, target.dtype, target=target)
         if draft.cfg.vocab_size != V:

@@ -44,6 +44,7 @@ from vtcore.target import TargetVocab, config_vocab_size, looks_like_hub_id, res
 from vtcore.tokens import sha256_file
 from vtcore.validate import (Expect, Report, check_ids, head_key, manifest_tokenizer_name, manifest_tokenizer_sha,
                              validate_bytes, validate_draft, validate_npy_pair, validate_speculators)
+from vtcore.validate import check_eagle3_dir
 from vtcore.workspace import subdir
 
 FORMATS = ["sglang", "eagle3", "speculators-vocab", "json", "hf-draft", "speculators"]
@@ -549,6 +550,8 @@ def export(choice: TokenChoice, formats: list[str] | str | None = None, vocab_si
         raise VTError("give the target once: --target and --model-config name two different things")
     target = target if target is not None else model_config
     d = draft_dir(draft)
+    if d is not None and draft_is_eagle3(d):   # a corrupt draft is refused by name, never exported as valid
+        check_eagle3_dir(d)
     vocab = target_vocab(choice, vocab_size, target, draft, d)
     fmts = normalise_formats(formats, d, draft, verifier_of(vocab, read_config(d) if d else None) is not None)
     messages = check_vocab_for(fmts, vocab)
