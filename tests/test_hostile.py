@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import SAMPLES
 from vtcore.cli import main
+from vtcore.errors import VTError
 
 ROW = {"messages": [{"role": "user", "content": "Say hello."}, {"role": "assistant", "content": "Hello there!"}]}
 GOOD = (json.dumps(ROW) + "\n").encode()
@@ -647,3 +648,134 @@ def test_bench_refuses_a_corrupt_eagle3_draft_with_the_same_check(capsys, eagle3
         code, _, err = cli(capsys, "bench", "--target", target, "--draft", d, "--prompts", 1, "--max-new-tokens", 2,
                            "--no-save", "--json")
         one_error(code, err, rf"{name}: not a usable EAGLE-3 draft: .*{pattern}")
+
+
+# ------------------------------------------------------------------ tiny files, absurd numbers
+
+def npy_claiming(shape, data: bytes = b"\0" * 64) -> bytes:
+    """A .npy whose header declares `shape` of int64 followed by only `data`."""
+    import io
+
+    from numpy.lib import format as npformat
+
+    buf = io.BytesIO()
+    npformat.write_array_header_1_0(buf, {"descr": "<i8", "fortran_order": False, "shape": shape})
+    return buf.getvalue() + data
+
+
+def test_tiny_files_that_claim_huge_arrays_are_refused_before_allocation(capsys, code_counts, tmp_path, monkeypatch):
+    import zipfile
+
+    import numpy as np
+    import torch
+
+    from vtcore.formats import read_token_ids
+
+    # a 1 KB .npy whose header claims 5e10 elements, and a zip named .npy: validate names them
+    write(tmp_path / "d2t-5.npy", npy_claiming((50_000_000_000,)))
+    write(tmp_path / "t2d-5.npy", npy_claiming((50_000_000_000,)))
+    code, out, _ = cli(capsys, "validate", tmp_path / "d2t-5.npy", "--json")
+    assert code != 0 and "declares a int64 array of shape [50000000000]" in out and "over the limit" in out
+    with zipfile.ZipFile(tmp_path / "t2d-7.npy", "w") as z:
+        z.writestr("x.npy", npy_claiming((3,), b"\0" * 24))
+    write(tmp_path / "d2t-7.npy", npy_claiming((3,), b"\0" * 24))
+    code, out, _ = cli(capsys, "validate", tmp_path / "d2t-7.npy", "--json")
+    assert code != 0 and "a zip archive (an .npz?), not a .npy array" in out
+    # a counts file whose member declares a huge array in a few bytes
+    bomb = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(bomb, "w") as z:
+        z.writestr("counts.npy", npy_claiming((10 ** 12,)))
+        z.writestr("manifest.npy", npy_claiming((), b"\0" * 8))
+    code, _, err = cli(capsys, "coverage", "--counts", bomb, "--json")
+    one_error(code, err, r"bomb\.npz: member counts\.npy: declares a int64 array of shape \[1000000000000\] "
+                         r"\(7,629,394\.5 MB\), over the limit")
+    # a deflated counts file that expands past the limit (4 MB here, by the environment)
+    with np.load(code_counts) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["counts_by_domain"] = np.zeros((4, arrays["counts"].size), dtype=np.int64)   # 4.6 MB of zeros
+    np.savez_compressed(tmp_path / "deflated.npz", **arrays)
+    assert (tmp_path / "deflated.npz").stat().st_size < 200_000
+    monkeypatch.setenv("VTCORE_MAX_ARRAY_MB", "4")
+    code, _, err = cli(capsys, "coverage", "--counts", tmp_path / "deflated.npz", "--json")
+    one_error(code, err, r"deflated\.npz: member counts_by_domain\.npy expands to 4\.6 MB, over the limit of 4\.0 MB")
+    monkeypatch.setenv("VTCORE_MAX_ARRAY_MB", "1")
+    # the token map bench reads: its zip's expanded size, before torch loads it
+    torch.save(torch.arange(200_000), tmp_path / "map.pt")
+    with pytest.raises(VTError, match=r"map\.pt: the token map expands to 1\.\d MB, over the limit of 1\.0 MB"):
+        read_token_ids(tmp_path / "map.pt")
+    monkeypatch.delenv("VTCORE_MAX_ARRAY_MB")
+    assert read_token_ids(tmp_path / "map.pt").numel() == 200_000
+
+
+def test_absurd_numbers_are_refused_by_their_flag_with_the_limit(capsys, code_counts, tmp_path, workspace):
+    cases = [
+        (["profile", "--draft", "qwen3-0.6b", "--context", 2_000_000], r"--context must be within 0\.\.131,072"),
+        (["flops", "--draft", "qwen3-0.6b", "--context", 1_000_000_000], r"--context must be within 0\.\.1,048,576"),
+        (["optimize", "--counts", code_counts, "--draft", "qwen3-0.6b", "--objective", "speedup",
+          "--gamma-max", 1_000_000], r"--gamma-max must be within 1\.\.64"),
+        (["export", "--counts", code_counts, "--k", 10, "--vocab-size", 99_999_999_999], r"--vocab-size must be within"),
+        (["profile", "--draft", "qwen3-0.6b", "--threads", -1], r"--threads must be within 1\.\.\d+ \(this machine's cores\)"),
+        (["bench", "--threads", 100_000], r"--threads must be within 1\.\.\d+"),
+        (["optimize", "--counts", code_counts, "--draft", "qwen3-0.6b", "--study", "s" * 300],
+         r"study name 's+'\.\.\. is 300 characters; at most 200"),
+        (["export", "--counts", code_counts, "--k", 10, "--out", tmp_path / ("o" * 300)],
+         r"--out .*: cannot create the folder \(File name too long\)"),
+    ]
+    for argv, pattern in cases:
+        code, _, err = cli(capsys, *argv, "--json")
+        one_error(code, err, pattern)
+
+
+def test_malformed_configs_and_json_are_one_line_errors(capsys, code_counts, tmp_path, workspace):
+    import torch
+
+    from vtcore.formats import read_token_ids
+
+    listed = tmp_path / "listed"
+    listed.mkdir()
+    write(listed / "config.json", b"[1, 2]")
+    for argv in (["export", "--counts", code_counts, "--k", 10, "--target", listed],
+                 ["export", "--counts", code_counts, "--k", 10, "--draft", listed]):
+        code, _, err = cli(capsys, *argv, "--out", tmp_path / "ex", "--json")
+        one_error(code, err, r"listed/config\.json: (config\.json )?must be a JSON object, got a JSON list")
+    code, out, _ = cli(capsys, "validate", listed, "--json")
+    assert code != 0 and "config.json must be a JSON object, got a JSON list" in out
+    # a draft whose shard index is a list, or not JSON
+    sharded = tmp_path / "sharded"
+    sharded.mkdir()
+    write(sharded / "config.json", json.dumps({"vocab_size": 100, "hidden_size": 8}).encode())
+    for index in (b"[1]", b"{not json", b'{"weight_map": {"w": "../elsewhere.safetensors"}}'):
+        write(sharded / "model.safetensors.index.json", index)
+        code, out, _ = cli(capsys, "validate", sharded, "--json")
+        assert code != 0 and "model.safetensors.index.json" in out, out
+    # JSON with a 100,000-digit number, or nested 100,000 deep: as a config and as a dataset row
+    for name, text in (("digits", "{\"vocab_size\": " + "9" * 100_000 + "}"), ("deep", "[" * 100_000 + "]" * 100_000)):
+        d = tmp_path / name
+        d.mkdir()
+        write(d / "config.json", text.encode())
+        code, _, err = cli(capsys, "export", "--counts", code_counts, "--k", 10, "--target", d, "--out",
+                           tmp_path / "ex", "--json")
+        one_error(code, err, rf"{name}/config\.json: not valid JSON \((Exceeds the limit|nested too deep)")
+        write(tmp_path / f"{name}.jsonl", GOOD + text.encode() + b"\n" + GOOD)
+        code, _, err = cli(capsys, "count", "--data", tmp_path / f"{name}.jsonl", "--json")   # a malformed row
+        one_error(code, err, rf"{name}\.jsonl:2: malformed JSON \((Exceeds the limit|nested too deep)")
+    # a sparse tensor as a token map
+    torch.save(torch.arange(5).to_sparse(), tmp_path / "sparse.pt")
+    with pytest.raises(VTError, match=r"sparse\.pt: a token map must be a dense 1-D integer tensor, got a "
+                                      r"torch\.sparse_coo tensor"):
+        read_token_ids(tmp_path / "sparse.pt")
+
+
+def test_counts_whose_int64_sum_wraps_are_refused(capsys, code_counts, tmp_path):
+    import numpy as np
+
+    def huge(c):
+        c = np.zeros_like(c)
+        c[:3] = 1 << 62             # each fits int64; their sum does not
+        return c
+
+    bad = tampered_counts(code_counts, tmp_path / "wraps.npz", counts=huge, counts_fit=huge,
+                          counts_heldout=lambda c: np.zeros_like(c), counts_by_domain=lambda c: huge(c[0])[None])
+    for argv in (["coverage", "--counts", bad], ["optimize", "--counts", bad, "--draft", "qwen3-0.6b"]):
+        code, _, err = cli(capsys, *argv, "--json")
+        one_error(code, err, r"wraps\.npz: field 'counts' sums to 13,835,058,055,282,163,712, past what int64 holds")

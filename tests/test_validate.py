@@ -343,7 +343,7 @@ def test_npy_pair_defects(npy_pair):
 def speculators_dir(choice, tmp_path) -> Path:
     from tests.drafthelpers import eagle3_checkpoint, tiny_target_config
 
-    eagle3_checkpoint(tmp_path / "eagle3", 151936, np.sort(np.concatenate([choice.ids, np.arange(300, 700)])))
+    eagle3_checkpoint(tmp_path / "eagle3", 151936, np.union1d(choice.ids, np.arange(300, 700)))
     bundle = ex.export(choice, ["speculators"], draft=tmp_path / "eagle3", target=tiny_target_config(tmp_path / "t"))
     return ex.write_bundle(bundle, tmp_path / "out")["speculators"]
 

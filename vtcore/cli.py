@@ -16,7 +16,7 @@ import importlib
 import json
 import sys
 
-from vtcore.cmd.common import bar_open, dumps, set_progress_file
+from vtcore.cmd.common import bar_open, check_flags, dumps, set_progress_file
 from vtcore.errors import VTError
 from vtcore.files import plain_json
 
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     set_progress_file(args.progress_file)
     try:
+        check_flags(args)
         result = args.func(args)
     except VTError as e:
         # the reason on a line of its own, not glued to an unfinished progress bar

@@ -656,12 +656,12 @@ def write_bundle(bundle: Bundle, out_dir: str | os.PathLike, force: bool = False
     if not bundle.validated:
         raise VTError("export failed validation, nothing written: " + "; ".join(bundle.problems))
     out = Path(out_dir).expanduser()
-    if out.exists() and not out.is_dir():
-        raise VTError(f"--out {out} exists and is not a directory")
     try:
+        if out.exists() and not out.is_dir():
+            raise VTError(f"--out {out} exists and is not a directory")
         out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise VTError(f"--out {out}: cannot create the folder ({os_reason(e)})") from e
+    except OSError as e:   # a name too long for the file system, no permission, a full disk
+        raise VTError(f"--out {str(out)[:120]}: cannot create the folder ({os_reason(e)})") from e
     targets = {fmt: out / _check_name(a.name) for fmt, a in bundle.artifacts.items()}
     for p in targets.values():
         check_target(p, True, inputs)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from vtcore.errors import VTError
+from vtcore.files import array_limit
 
 OBJECTIVES = ("utility", "speedup", "pareto")
 
@@ -162,6 +163,12 @@ class Problem:
             if not 1 <= self.gamma_min <= self.gamma_max:
                 raise VTError(f"gamma range must satisfy 1 <= gamma_min <= gamma_max, got "
                               f"{self.gamma_min}..{self.gamma_max}")
+            cells = (self.k_max - self.k_min + 1) * (self.gamma_max - self.gamma_min + 1)
+            if cells * 32 > array_limit():   # solve_exact holds a few float64 [gamma, k] arrays at once
+                raise VTError(f"the exact sweep over {self.k_max - self.k_min + 1:,} k values x "
+                              f"{self.gamma_max - self.gamma_min + 1} gamma values needs {cells * 32 / 2**20:,.0f} MB, "
+                              f"over the limit of {array_limit() / 2**20:,.0f} MB (VTCORE_MAX_ARRAY_MB): lower "
+                              "--gamma-max or --k-max")
             if self.verify_costs is not None and len(self.verify_costs) < self.gamma_max:
                 raise VTError(f"verify costs are known up to gamma {len(self.verify_costs)}, not {self.gamma_max}")
 

@@ -30,6 +30,9 @@ from vtcore.workspace import subdir
 
 
 
+NAME_LIMIT = 200   # bytes of a study name: <name>.journal.active must fit a 255-byte file name
+
+
 def studies_dir(workspace: str | Path | None = None) -> Path:
     return subdir("studies", workspace)
 
@@ -37,6 +40,9 @@ def studies_dir(workspace: str | Path | None = None) -> Path:
 def study_path(name: str, workspace: str | Path | None = None) -> Path:
     if not name or any(c in name for c in "/\\") or name.startswith("."):
         raise VTError(f"study name {name!r} must be a plain file name (no slashes, not starting with '.')")
+    if len(name.encode("utf-8", "surrogateescape")) > NAME_LIMIT:
+        raise VTError(f"study name {name[:40]!r}... is {len(name)} characters; at most {NAME_LIMIT} fit a file name "
+                      "(with .journal.active)")
     return studies_dir(workspace) / f"{name}.journal"
 
 

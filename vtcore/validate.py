@@ -11,7 +11,6 @@ end-of-turn token: a draft that cannot emit it never ends a turn).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from vtcore.errors import VTError
-from vtcore.files import os_reason, regular_file
+from vtcore.files import os_reason, parse_json, regular_file
 from vtcore.formats import (StoredIds, TensorSource, UnsafeFile, draft_source, ids_from_d2t, is_eagle3, read_npy,
                             safe_torch_load, stored_ids)
 from vtcore.tokens import load_tokenizer, tokenizer_info
@@ -623,9 +622,9 @@ def validate_bytes(data: bytes, name: str, expect: Expect | None = None) -> Repo
     expect = expect or Expect()
     if name.endswith(".json"):
         try:
-            obj = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            return Report(path=name, format="json", problems=[f"not valid JSON ({e})"])
+            obj = parse_json(data, name)
+        except VTError as e:
+            return Report(path=name, format="json", problems=[str(e).replace(f"{name}: ", "", 1)])
         if Path(name).name.startswith("summary"):
             return validate_summary(obj, name, expect)
         return validate_json(obj, name, expect)
@@ -657,9 +656,12 @@ def validate_path(path: str | os.PathLike, expect: Expect | None = None) -> Repo
             return Report(path=str(p), problems=["a directory to validate must be a draft with config.json, or "
                                                  "hold d2t-{N}.npy and t2d-{N}.npy"])
         try:
-            config = json.loads(cfg.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            return Report(path=str(p), problems=[f"config.json is not valid JSON ({e})"])
+            config = parse_json(cfg.read_bytes(), "config.json")
+        except VTError as e:
+            return Report(path=str(p), problems=[str(e)])
+        if not isinstance(config, dict):
+            return Report(path=str(p), problems=[f"config.json must be a JSON object, got a JSON "
+                                                 f"{type(config).__name__}"])
         try:
             flat, src, layout = draft_source(p, config)
         except UnsafeFile as e:
