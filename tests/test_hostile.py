@@ -779,3 +779,56 @@ def test_counts_whose_int64_sum_wraps_are_refused(capsys, code_counts, tmp_path)
     for argv in (["coverage", "--counts", bad], ["optimize", "--counts", bad, "--draft", "qwen3-0.6b"]):
         code, _, err = cli(capsys, *argv, "--json")
         one_error(code, err, r"wraps\.npz: field 'counts' sums to 13,835,058,055,282,163,712, past what int64 holds")
+
+
+# ------------------------------------------------------------------ hand-edited journals, concurrent runs
+
+def test_forged_trials_in_a_journal_are_failed_and_never_best(capsys, code_counts, tmp_path, workspace):
+    code, out, _ = optimize(capsys, code_counts, "forged", 4)
+    assert code == 0
+    journal = workspace / "studies" / "forged.journal"
+    lines = journal.read_text().splitlines()
+    for i, line in enumerate(lines):
+        rec = json.loads(line)
+        if rec.get("op_code") == 5 and rec.get("trial_id") == 0:
+            rec["param_value_internal"] = 1e12                        # k = 10^12
+        if rec.get("op_code") == 5 and rec.get("trial_id") == 1:
+            rec["param_value_internal"] = -5.0                        # k = -5
+        if rec.get("op_code") == 8 and rec.get("trial_id") == 2:
+            rec["user_attr"]["metrics"]["utility"] = 99.0             # a utility no k reaches
+        if rec.get("op_code") == 6 and rec.get("trial_id") == 2:
+            rec["values"] = [99.0]
+        lines[i] = json.dumps(rec)
+    journal.write_text("\n".join(lines) + "\n")
+    code, out, err = optimize(capsys, code_counts, "forged", 2)
+    s = result(out)
+    assert code == 0 and s["best_trial"] not in (0, 1, 2) and s["regret"] >= 0, s
+    assert s["n_trials"] == 3 and s["n_failed"] == 3, s              # 6 in the study, 3 of them forged
+    faults = " ".join(s["notes"])
+    assert "trial 0 is not counted: k = 1,000,000,000,000 is outside the study's range 1..151,936" in faults
+    assert "trial 1 is not counted: k = -5 is outside" in faults
+    assert re.search(r"trial 2 is not counted: utility 99\.0 is not alpha C \+ \(1 - alpha\) R", faults)
+    for trial, pattern in (("2", r"trial 2 cannot be used: utility 99\.0"), ("0", r"trial 0 cannot be used: k = ")):
+        code, _, err = cli(capsys, "export", "--counts", code_counts, "--from-study", "forged", "--trial", trial,
+                           "--out", tmp_path / "ex", "--json")
+        one_error(code, err, pattern)
+    code, out, _ = cli(capsys, "export", "--counts", code_counts, "--from-study", "forged", "--trial", "best",
+                       "--out", tmp_path / "ex", "--json")
+    assert code == 0 and result(out)["k"] == s["best_k"]
+
+
+def test_a_summary_counts_the_trials_of_concurrent_runs_from_the_study(workspace):
+    import numpy as np
+
+    from vtcore import search, studies
+
+    V = 1000
+    p = search.Problem(np.linspace(0, 1, V + 1) ** 0.3, 1 - np.arange(V + 1) / V)
+    first = studies.StudyRunner(p, "shared", n_trials=3, seed=1)
+    second = studies.StudyRunner(p, "shared", n_trials=4, seed=2).run()   # runs while the first is open
+    first.run()
+    s = studies.summarize(first, search.solve_exact(p))
+    stored = studies.load_study_rows(first.path)[1]
+    assert s["n_trials"] == len(stored) == 7 and s["n_new_trials"] == 3
+    assert s["best_trial"] == studies.best_trial(stored, "utility")["number"]
+    assert second.progress()["done"] == 4

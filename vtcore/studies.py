@@ -160,6 +160,48 @@ def trial_row(t) -> dict[str, Any]:
             "state": t.state.name}
 
 
+def _trial_fault(r: dict, s: dict) -> str | None:
+    """Why a finished trial cannot be what the study's problem (its settings, Problem.fingerprint)
+    produced: a parameter outside the searched range, a metric out of its range, a utility that
+    is not alpha C + (1 - alpha) R. A hand-edited journal is caught here, never reported as best."""
+    k, gamma = r.get("k"), r.get("gamma")
+    if isinstance(k, bool) or not isinstance(k, int):
+        return f"k is {k!r}, not an integer"
+    lo, hi = s.get("k_min", 1), s.get("k_max")
+    if k < lo or (hi is not None and k > hi):
+        return f"k = {k:,} is outside the study's range {lo:,}..{hi if hi is None else f'{hi:,}'}"
+    if s.get("objective") == "speedup":
+        if isinstance(gamma, bool) or not isinstance(gamma, int) or not s.get("gamma_min", 1) <= gamma <= s.get(
+                "gamma_max", 64):
+            return f"gamma = {gamma!r} is outside the study's range {s.get('gamma_min')}..{s.get('gamma_max')}"
+        sp = r.get("speedup")
+        if not isinstance(sp, (int, float)) or not 0 < sp <= 2 * (gamma + 1):   # gamma + 1 at best, noise aside
+            return f"speed-up {sp!r} is impossible for gamma = {gamma}"
+    c, red, u = r.get("coverage"), r.get("latency_reduction"), r.get("utility")
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (c, red, u)):
+        return "coverage, latency reduction or utility is missing or not a finite number"
+    if not 0.0 <= c <= 1.0 or not -1.0 <= red <= 1.0:
+        return f"coverage {c} or latency reduction {red} is outside [0, 1]"
+    alpha = s.get("alpha", 0.5)
+    if abs(u - (alpha * c + (1 - alpha) * red)) > 1e-6:
+        return f"utility {u} is not alpha C + (1 - alpha) R = {alpha * c + (1 - alpha) * red:.6f}"
+    return None
+
+
+def vet_rows(rows: list[dict], settings: dict) -> list[str]:
+    """Finished trials that the study's problem cannot have produced become FAIL (so never best,
+    never counted), each with its reason in row["fault"]; returns one note per such trial."""
+    notes = []
+    for r in rows:
+        if r["state"] != "COMPLETE":
+            continue
+        fault = _trial_fault(r, settings)
+        if fault:
+            r.update(state="FAIL", feasible=None, fault=fault)
+            notes.append(f"trial {r['number']} is not counted: {fault} (the journal was edited or is damaged)")
+    return notes
+
+
 def best_trial(rows: list[dict], objective: str) -> dict | None:
     """The best feasible finished trial: highest speed-up (speedup objective) or utility (utility,
     and Pareto, whose pick is its utility optimum, as in solve_exact); ties go to the earliest."""
@@ -188,7 +230,10 @@ def load_study_rows(path: str | Path) -> tuple[dict, list[dict]]:
     if not summaries:
         raise VTError(f"{path}: no study in this file")
     study = optuna.load_study(study_name=summaries[0].study_name, storage=storage)
-    return dict(study.user_attrs.get("vtcore", {})), [trial_row(t) for t in study.get_trials(deepcopy=False)]
+    settings = dict(study.user_attrs.get("vtcore", {}))
+    rows = [trial_row(t) for t in study.get_trials(deepcopy=False)]
+    vet_rows(rows, settings)
+    return settings, rows
 
 
 def read_trial(name: str, number: int | str, workspace: str | Path | None = None) -> tuple[dict, dict]:
@@ -206,6 +251,8 @@ def read_trial(name: str, number: int | str, workspace: str | Path | None = None
     row = next((r for r in rows if r["number"] == number), None)
     if row is None:
         raise VTError(f"study {name!r} has no trial {number} ({len(rows)} trials, numbered 0..{len(rows) - 1})")
+    if row.get("fault"):
+        raise VTError(f"study {name!r} trial {number} cannot be used: {row['fault']}")
     if row["state"] != "COMPLETE":
         raise VTError(f"study {name!r} trial {number} is {row['state']}, not COMPLETE: pick a finished trial")
     if row.get("k") is None:
@@ -293,6 +340,7 @@ class StudyRunner:
             warnings.simplefilter("ignore", ExperimentalWarning)   # multivariate TPE is "experimental"
             study.sampler = optuna.samplers.TPESampler(seed=self.seed_used, multivariate=True)
         self._rows = [trial_row(t) for t in study.get_trials(deepcopy=False)]
+        self.notes += vet_rows(self._rows, want)
         return study
 
     def _fail_stale(self, study) -> None:
@@ -384,13 +432,22 @@ class StudyRunner:
                 "trials_in_study": total_rows, "error": self.error}
 
     # -- results --
-    def best(self) -> dict[str, Any] | None:
-        """The best feasible trial so far (best_trial), or None."""
-        return best_trial(self.snapshot(), self.problem.objective)
+    def stored_rows(self) -> list[dict]:
+        """Every trial in the study file now, this run's and any concurrent run's, vetted against
+        the problem (vet_rows): what a summary counts, not this run's own memory."""
+        rows = [trial_row(t) for t in self.study.get_trials(deepcopy=False)]
+        for note in vet_rows(rows, json.loads(json.dumps(self.problem.fingerprint()))):
+            if note not in self.notes:
+                self.notes.append(note)
+        return rows
 
-    def pareto_rows(self) -> list[dict]:
+    def best(self, rows: list[dict] | None = None) -> dict[str, Any] | None:
+        """The best feasible trial (best_trial) of `rows`, by default those seen so far, or None."""
+        return best_trial(self.snapshot() if rows is None else rows, self.problem.objective)
+
+    def pareto_rows(self, rows: list[dict] | None = None) -> list[dict]:
         """Feasible non-dominated trials in (coverage, latency_reduction)."""
-        rows = [r for r in self.snapshot() if r["state"] == "COMPLETE" and r["feasible"]]
+        rows = [r for r in (self.snapshot() if rows is None else rows) if r["state"] == "COMPLETE" and r["feasible"]]
         if not rows:
             return []
         m = pareto_mask(np.array([r["coverage"] for r in rows]), np.array([r["latency_reduction"] for r in rows]))
@@ -400,9 +457,12 @@ class StudyRunner:
 def summarize(runner: StudyRunner, exact: ExactResult, max_points: int = 200) -> dict[str, Any]:
     """The result of a run next to the exact optimum (regret = exact - TPE, >= 0 when TPE is feasible)."""
     p = runner.problem
-    best = runner.best()
+    try:   # the study file's trials: concurrent runs' too, hand-edited ones failed
+        rows = runner.stored_rows()
+    except (ValueError, OSError):   # the storage itself failed: this run's own view
+        rows = runner.snapshot()
+    best = runner.best(rows)
     value_key = "speedup" if p.objective == "speedup" else "utility"
-    rows = runner.snapshot()
     out: dict[str, Any] = {
         "objective": p.objective, "coverage_source": p.coverage_source, "latency_source": p.latency_source,
         "alpha": p.alpha, "min_coverage": p.min_coverage, "k_min": int(p.k_min), "k_max": int(p.k_max),
@@ -437,7 +497,7 @@ def summarize(runner: StudyRunner, exact: ExactResult, max_points: int = 200) ->
                      for k in ks]
     out["pareto_size"] = int(exact.frontier_k.size)
     if p.objective == "pareto":
-        front = runner.pareto_rows()
+        front = runner.pareto_rows(rows)
         out["trial_pareto"] = [{"k": r["k"], "coverage": r["coverage"], "latency_reduction": r["latency_reduction"],
                                 "number": r["number"]} for r in front]
         ref = (0.0, min(0.0, float(p.reduction[p.k_min:p.k_max + 1].min())))
