@@ -11,7 +11,7 @@ from vtapp import common as ui
 from vtapp import plots
 from vtapp import state as vstate
 from vtcore import export as ex
-from vtcore.bench import BenchConfig, load_results
+from vtcore.bench import BenchConfig, load_results, read_results, results_path
 from vtcore.errors import VTError
 from vtcore.files import atomic_file
 
@@ -162,6 +162,8 @@ def show(r: dict) -> None:
 
 
 history = [r for r in load_results() if not r.get("stopped") and r.get("trimmed")]
+if (unreadable := read_results()[1]):
+    st.caption(f"{unreadable} unreadable line(s) in {results_path()} skipped (torn by a killed run, or edited)")
 if job is not None and job.state == "finished" and job.result and not job.result.get("stopped"):
     st.subheader("Result")
     show(job.result)

@@ -832,3 +832,28 @@ def test_a_summary_counts_the_trials_of_concurrent_runs_from_the_study(workspace
     assert s["n_trials"] == len(stored) == 7 and s["n_new_trials"] == 3
     assert s["best_trial"] == studies.best_trial(stored, "utility")["number"]
     assert second.progress()["done"] == 4
+
+
+# ------------------------------------------------------------------ the results store
+
+def test_the_results_store_survives_torn_and_foreign_lines_and_the_page_counts_them(workspace):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import ROOT
+    from vtcore.bench import BenchConfig, append_result, read_results, results_path
+
+    path = results_path()
+    path.write_bytes(b'{"time": "earlier", "device": "cpu"}\n'
+                     b'\xff\xfe not utf-8\n'
+                     b'[1, 2, 3]\n'
+                     b'{"time": "killed mid-wri')                       # a torn last line, no newline
+    append_result(BenchConfig(workspace=str(workspace)), {"device": "cpu", "stopped": True})
+    rows, unreadable = read_results()
+    assert [r["time"] for r in rows][0] == "earlier" and rows[1]["stopped"] and len(rows) == 2
+    assert unreadable == 3 and path.read_bytes().endswith(b"}\n")
+    assert path.read_bytes().count(b"\n") == 5                          # the new record on its own line
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/5_Benchmark.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("3 unreadable line(s)" in c.value for c in at.caption)

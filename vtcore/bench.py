@@ -655,20 +655,33 @@ def append_result(cfg: BenchConfig, result: dict) -> Path:
     one writer: a single write of one line)."""
     path = results_path(cfg.workspace)
     line = json.dumps(plain_json({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": asdict(cfg), **result}))
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line + "\n")
+    with open(path, "a+b") as f:
+        torn = f.seek(0, 2) > 0 and f.seek(-1, 2) >= 0 and f.read(1) != b"\n"   # a run killed mid-write
+        f.write((b"\n" if torn else b"") + line.encode("utf-8") + b"\n")   # so this record starts its own line
     return path
 
 
-def load_results(workspace=None) -> list[dict]:
-    """Every stored run, oldest first; unreadable lines are skipped."""
+def read_results(workspace=None) -> tuple[list[dict], int]:
+    """(every stored run, oldest first; how many lines could not be read: torn, not UTF-8, not a
+    JSON object). Unreadable lines are skipped, never fatal."""
     path = results_path(workspace)
     if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
+        return [], 0
+    out, bad = [], 0
+    for line in path.read_bytes().split(b"\n"):
+        if not line.strip():
             continue
-    return out
+        try:
+            rec = json.loads(line.decode("utf-8"))
+        except (ValueError, RecursionError):   # UnicodeDecodeError is a ValueError too
+            rec = None
+        if isinstance(rec, dict):
+            out.append(rec)
+        else:
+            bad += 1
+    return out, bad
+
+
+def load_results(workspace=None) -> list[dict]:
+    """Every stored run, oldest first; unreadable lines are skipped (read_results counts them)."""
+    return read_results(workspace)[0]
