@@ -568,9 +568,7 @@ def test_an_interrupted_write_leaves_no_half_file(cf, tmp_path, monkeypatch):
     monkeypatch.setattr(ex.os, "replace", dying_replace)
     with pytest.raises(KeyboardInterrupt):
         ex.write_bundle(bundle, tmp_path)
-    names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["token_map_sglang_k100.pt"]                 # one complete file, no temp, no partial
-    assert torch.load(tmp_path / names[0], weights_only=True).shape == (100,)
+    assert calls["n"] == 2 and sorted(p.name for p in tmp_path.iterdir()) == []   # no temp, no partial bundle
 
 
 def test_an_interrupted_draft_overwrite_keeps_the_previous_export(cf, tmp_path, monkeypatch):

@@ -857,3 +857,57 @@ def test_the_results_store_survives_torn_and_foreign_lines_and_the_page_counts_t
     at.switch_page("pages/5_Benchmark.py").run()
     assert not at.exception, [e.message for e in at.exception]
     assert any("3 unreadable line(s)" in c.value for c in at.caption)
+
+
+# ------------------------------------------------------------------ a full disk
+
+@pytest.fixture()
+def full_disk(tmp_path):
+    """A 1 MB tmpfs, filled but for `room` bytes by the test; skipped where mounting is not allowed."""
+    import shutil
+    import subprocess
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if shutil.which("mount") is None or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                                                         capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+
+    def fill(room: int) -> None:
+        st = os.statvfs(mnt)
+        (mnt / "filler").write_bytes(b"\0" * max(st.f_bavail * st.f_frsize - room, 0))
+
+    yield mnt, fill
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing_behind(capsys, code_counts, full_disk, monkeypatch):
+    mnt, fill = full_disk
+    fill(0)
+    data = write(mnt.parent / "rows.jsonl", GOOD * 3)
+    code, _, err = cli(capsys, "count", "--data", data, "--out", mnt / "c.npz", "--json")
+    one_error(code, err, r"cannot write --out .*c\.npz: the disk is full \(no space left")
+    code, _, err = cli(capsys, "export", "--counts", code_counts, "--k", 100, "--out", mnt / "ex", "--json")
+    one_error(code, err, r"cannot write --out .*ex: needs 0\.\d MB, only 0\.0 MB free on its file system")
+    assert sorted(p.name for p in mnt.iterdir()) == ["filler"]          # no temp file, no empty folder
+    monkeypatch.setenv("VTCORE_WORKSPACE", str(mnt / "ws"))
+    code, _, err = cli(capsys, "count", "--data", data, "--json")
+    one_error(code, err, r"cannot unpack the bundled tokenizer into the workspace .*ws/tokenizers \(No space left "
+                         r"on device; it needs 11 MB free\)")
+
+
+def test_export_cleans_killed_runs_temps_and_force_keeps_a_users_folder(capsys, code_counts, tmp_path):
+    out = tmp_path / "ex"
+    stale = out / ".tmp-hf_draft_k100-999999999-abcd1234"       # what an export killed mid-write leaves
+    stale.mkdir(parents=True)
+    (stale / "model.safetensors").write_bytes(b"\0" * 1000)
+    mine = out / "token_map_sglang_k100.pt"                     # a folder of the user's at an output's name
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    code, _, err = cli(capsys, "export", "--counts", code_counts, "--k", 100, "--out", out, "--force", "--json")
+    one_error(code, err, r"token_map_sglang_k100\.pt is a folder this export did not write")
+    assert (mine / "notes.txt").read_text() == "mine"
+    mine.rename(tmp_path / "moved")
+    code, out_text, err = cli(capsys, "export", "--counts", code_counts, "--k", 100, "--out", out, "--json")
+    assert code == 0 and result(out_text)["validated"], err
+    assert not stale.exists() and not any(p.name.startswith(".") for p in out.iterdir())

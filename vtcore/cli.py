@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 
 from vtcore.cmd.common import bar_open, check_flags, dumps, set_progress_file
 from vtcore.errors import VTError
-from vtcore.files import plain_json
+from vtcore.files import DISK_FULL, plain_json
 
 COMMANDS = ["count", "coverage", "flops", "profile", "optimize", "export", "validate", "bench"]
 
@@ -59,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:   # a write that no command-level check caught: a full disk is still one line
+        if e.errno not in DISK_FULL:
+            raise
+        print(("\n" if bar_open() else "") + f"error: cannot write {e.filename or 'a file'}: the disk is full "
+              f"({os.strerror(e.errno)}); free some space, or point --out / VTCORE_WORKSPACE elsewhere", file=sys.stderr)
+        return 2
     if args.json:
         sys.stdout.write(dumps(result) + "\n")
     else:

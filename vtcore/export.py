@@ -33,7 +33,7 @@ from vtcore import __version__, models
 from vtcore.cost import DEFAULT_CONTEXT, PRESETS, arch_from_config, latency_reduction, resolve_draft
 from vtcore.countsfile import CountsFile, counts_sha256
 from vtcore.errors import VTError
-from vtcore.files import atomic_file, check_target, os_reason, plain_json, tmp_sibling
+from vtcore.files import DISK_FULL, atomic_file, check_space, check_target, os_reason, plain_json, tmp_sibling
 from vtcore.formats import (DraftCheckpoint, eagle3_mapping, flat_eagle3_config, ids_from_d2t, is_eagle3,
                             is_speculators_config, read_config, read_draft, safetensors_bytes, side_files,
                             specforge_config, speculators_config, speculators_names, speculators_vocab_files,
@@ -618,8 +618,6 @@ def _check_name(name: str) -> str:
 def _write_file_atomic(target: Path, blob: bytes, force: bool = False) -> None:
     with atomic_file(target, fsync=True, force=force) as f:
         f.write(blob)
-        if target.is_dir() and not target.is_symlink():   # --force over an old export of another kind
-            shutil.rmtree(target)
 
 
 def _write_dir_atomic(target: Path, files: dict[str, bytes], force: bool = False) -> None:
@@ -630,7 +628,11 @@ def _write_dir_atomic(target: Path, files: dict[str, bytes], force: bool = False
     try:
         for rel, blob in files.items():
             _check_name(rel)
-            (tmp / rel).write_bytes(blob)
+            try:
+                (tmp / rel).write_bytes(blob)
+            except OSError as e:
+                raise VTError(f"cannot write --out {target}: {os_reason(e)}"
+                              f"{' (the disk is full)' if e.errno in DISK_FULL else ''}") from None
         if target.exists() or target.is_symlink():
             # move the previous export aside first: a directory cannot be replaced in one rename
             old = target.parent / f".old-{target.name}-{os.getpid()}"
@@ -659,6 +661,7 @@ def write_bundle(bundle: Bundle, out_dir: str | os.PathLike, force: bool = False
     try:
         if out.exists() and not out.is_dir():
             raise VTError(f"--out {out} exists and is not a directory")
+        made_out = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:   # a name too long for the file system, no permission, a full disk
         raise VTError(f"--out {str(out)[:120]}: cannot create the folder ({os_reason(e)})") from e
@@ -668,11 +671,58 @@ def write_bundle(bundle: Bundle, out_dir: str | os.PathLike, force: bool = False
     existing = [p.name for p in targets.values() if p.exists() or p.is_symlink()]
     if existing and not force:
         raise VTError(f"{out}: {', '.join(existing)} already exist; pass --force to overwrite")
+    for fmt, p in targets.items():
+        _check_replaceable(p, bundle.artifacts[fmt])
+    remove_stale_temps(out)
     order = [f for f in bundle.artifacts if f != "summary"] + ["summary"]   # summary last: it lists the rest
-    for fmt in order:
-        a = bundle.artifacts[fmt]
-        if a.is_dir:
-            _write_dir_atomic(targets[fmt], a.files, force)
-        else:
-            _write_file_atomic(targets[fmt], a.files[a.name], force)
+    made: list[Path] = []
+    try:
+        check_space(out, sum(len(b) for a in bundle.artifacts.values() for b in a.files.values()))
+        for fmt in order:
+            a, new = bundle.artifacts[fmt], not (targets[fmt].exists() or targets[fmt].is_symlink())
+            if a.is_dir:
+                _write_dir_atomic(targets[fmt], a.files, force)
+            else:
+                _write_file_atomic(targets[fmt], a.files[a.name], force)
+            if new:
+                made.append(targets[fmt])
+    except BaseException:   # a full disk, a kill: no half bundle (the outputs this call made are removed)
+        for p in made:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+        if made_out and not any(out.iterdir()):
+            out.rmdir()
+        raise
     return targets
+
+
+def _check_replaceable(target: Path, a: Artifact) -> None:
+    """--force replaces what an export wrote, never a folder of the user's: a folder at a file's
+    name, or a folder without a draft's config.json or a vocab pair at a folder's name, stays."""
+    if not target.is_dir() or target.is_symlink():
+        return
+    ours = a.is_dir and ((target / "config.json").is_file() or any(target.glob("d2t-*.npy")))
+    if not ours:
+        raise VTError(f"--out: {target} is a folder this export did not write; move it away (--force replaces "
+                      "only earlier exports)")
+
+
+def remove_stale_temps(out: Path) -> list[str]:
+    """Temp files and folders that killed exports left in `out` (.tmp-NAME-PID-HEX, .old-NAME-PID
+    whose process is gone) are removed; returns their names."""
+    gone = []
+    for p in [*out.glob(".tmp-*-*-*"), *out.glob(".old-*-*")]:
+        pid = p.name.rsplit("-", 2)[-2] if p.name.startswith(".tmp-") else p.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+            gone.append(p.name)
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True

@@ -226,7 +226,33 @@ def _make_parent(target: Path, flag: str) -> None:
                       f"({os_reason(e)})") from e
 
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def free_bytes(path: str | os.PathLike) -> int | None:
+    """Bytes free to this user on the file system that holds `path` (or its nearest existing parent)."""
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        st = os.statvfs(p)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def check_space(target: str | os.PathLike, need: int, flag: str = "--out") -> None:
+    """Refuse before writing `need` bytes where the file system has less free."""
+    free = free_bytes(target)
+    if free is not None and need > free:
+        raise VTError(f"cannot write {flag} {target}: needs {_mb(need)}, only {_mb(free)} free on its file system")
+
+
 def _write_error(target: Path, e: OSError, flag: str) -> VTError:
+    if e.errno in DISK_FULL:
+        free = free_bytes(target)
+        return VTError(f"cannot write {flag} {target}: the disk is full ({'quota exceeded' if e.errno == errno.EDQUOT else 'no space left'}"
+                       f"{'' if free is None else f', {_mb(free)} free'}); free some space or write elsewhere")
     if e.errno == errno.ENAMETOOLONG:
         return VTError(f"cannot write {flag} {str(target)[:120]}...: the name is too long for this file system")
     if e.errno == errno.EISDIR:
@@ -262,8 +288,10 @@ def atomic_file(target: str | os.PathLike, fsync: bool = False, force: bool = Fa
             os.replace(tmp, target)
         except OSError as e:
             raise _write_error(target, e, flag) from e
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in DISK_FULL:   # raised by the caller's writes or the flush
+            raise _write_error(target, e, flag) from None
         raise
 
 

@@ -24,6 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from vtcore.errors import VTError
+from vtcore.files import DISK_FULL, free_bytes
 from vtcore.jobs import Job
 from vtcore.search import ExactResult, Problem, hypervolume_2d, pareto_mask, thin_frontier
 from vtcore.workspace import subdir
@@ -378,6 +379,15 @@ class StudyRunner:
         try:
             self.study.optimize(self._objective, n_trials=self.n_trials, timeout=self.timeout,
                                 callbacks=[self._after_trial], gc_after_trial=False, show_progress_bar=False)
+        except Exception as e:
+            # a full disk surfaces from the journal as an OSError, or as Optuna's own assertion
+            # on the half-written log: said as what it is
+            free = free_bytes(self.path)
+            if (isinstance(e, OSError) and e.errno in DISK_FULL) or (free is not None and free < 1 << 16):
+                raise VTError(f"cannot write the study journal {self.path}: the disk is full "
+                              f"({free if free is not None else '?'} bytes free); free some space or set "
+                              "VTCORE_WORKSPACE elsewhere") from None
+            raise
         finally:
             self._run_lock.release()
 
