@@ -911,3 +911,21 @@ def test_export_cleans_killed_runs_temps_and_force_keeps_a_users_folder(capsys, 
     code, out_text, err = cli(capsys, "export", "--counts", code_counts, "--k", 100, "--out", out, "--json")
     assert code == 0 and result(out_text)["validated"], err
     assert not stale.exists() and not any(p.name.startswith(".") for p in out.iterdir())
+
+
+# ------------------------------------------------------------------ names that are not UTF-8
+
+def test_a_dataset_name_that_is_not_utf8_is_carried_through_counts_and_exports(capsys, tmp_path, workspace):
+    data = tmp_path / os.fsdecode(b"mine\xff.jsonl")          # any bytes the file system allows
+    data.write_bytes(GOOD * 4)
+    code, out, err = cli(capsys, "count", "--data", data, "--out", tmp_path / "c.npz", "--json")
+    assert code == 0 and list(result(out)["domains"]) == [os.fsdecode(b"mine\xff")], err
+    (tmp_path / "c.npz").rename(tmp_path / "renamed.npz")
+    for extra in (["--json"], []):                              # the JSON line and the human output
+        code, out, err = cli(capsys, "export", "--counts", tmp_path / "renamed.npz", "--k", 5, "--out",
+                             tmp_path / "ex", "--force", *extra)
+        assert code == 0 and "Traceback" not in err, err
+    text = (tmp_path / "ex" / "summary_k5.json").read_bytes()
+    assert b"mine\\udcff.jsonl" in text                         # the JSON escape of the byte: valid UTF-8
+    paths = [d["path"] for d in json.loads(text.decode("utf-8"))["manifest"]["datasets_detail"]]
+    assert [os.fsencode(p) for p in paths] == [os.fsencode(data)]   # read back, the same bytes

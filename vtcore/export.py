@@ -304,7 +304,8 @@ def summary_doc(choice: TokenChoice, vocab: TargetVocab, files: dict[str, str], 
 
 
 def _json_bytes(obj: Any) -> bytes:
-    return (json.dumps(plain_json(obj), indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+    # a file name that is not UTF-8 (kept as lone surrogates) is written as its JSON escape, \udcXX
+    return (json.dumps(plain_json(obj), indent=1, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace")
 
 
 def file_name(fmt: str, k: int) -> str:
