@@ -929,3 +929,22 @@ def test_a_dataset_name_that_is_not_utf8_is_carried_through_counts_and_exports(c
     assert b"mine\\udcff.jsonl" in text                         # the JSON escape of the byte: valid UTF-8
     paths = [d["path"] for d in json.loads(text.decode("utf-8"))["manifest"]["datasets_detail"]]
     assert [os.fsencode(p) for p in paths] == [os.fsencode(data)]   # read back, the same bytes
+
+
+# ------------------------------------------------------------------ Ray
+
+def test_an_unreachable_ray_address_fails_within_the_stated_timeout(capsys, tmp_path, workspace, monkeypatch):
+    import socket
+    import time
+
+    data = write(tmp_path / "rows.jsonl", GOOD * 3)
+    monkeypatch.setenv("VTCORE_RAY_TIMEOUT", "1")
+    with socket.socket() as s:            # a port nothing listens on: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        t0 = time.monotonic()
+        code, _, err = cli(capsys, "count", "--data", data, "--engine", "ray", "--ray-address", f"127.0.0.1:{port}",
+                           "--json")
+    assert time.monotonic() - t0 < 60                      # Ray itself retries for minutes
+    one_error(code, err, rf"cannot reach the Ray cluster at 127\.0\.0\.1:{port}: Connection refused within the "
+                         r"1 s timeout \(VTCORE_RAY_TIMEOUT\)")
