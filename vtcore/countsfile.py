@@ -163,4 +163,4 @@ def load_counts(path: str | os.PathLike) -> CountsFile:
     _check_manifest(path, manifest, counts, names)
     return CountsFile(counts=counts.astype(np.int64), manifest=manifest, counts_fit=fit.astype(np.int64),
                       counts_heldout=heldout.astype(np.int64), domain_names=list(names),
-                      counts_by_domain=None if by_domain is None else by_domain.astype(np.int64))
+                      counts_by_domain=None if by_domain is None else by_domain.astype(np.int64, copy=False))

@@ -56,9 +56,10 @@ VOCAB_LIMIT = 1 << 21   # token ids: 8x the largest real vocabulary (Gemma 3's 2
 
 
 def array_limit() -> int:
-    """Bytes one file's arrays may need once read: VTCORE_MAX_ARRAY_MB (default 1024), so a small
-    file whose header claims a huge array is refused before it is allocated."""
-    raw = os.environ.get("VTCORE_MAX_ARRAY_MB", "1024")
+    """Bytes one file's arrays may need once read: VTCORE_MAX_ARRAY_MB (default 512: a counts file
+    of 400 domains over a 152k vocabulary), so a small file whose header claims a huge array is
+    refused before it is allocated, and one within it stays under 2 GB with its copies."""
+    raw = os.environ.get("VTCORE_MAX_ARRAY_MB", "512")
     try:
         return max(1, int(float(raw) * (1 << 20)))
     except ValueError:
