@@ -948,3 +948,24 @@ def test_an_unreachable_ray_address_fails_within_the_stated_timeout(capsys, tmp_
     assert time.monotonic() - t0 < 60                      # Ray itself retries for minutes
     one_error(code, err, rf"cannot reach the Ray cluster at 127\.0\.0\.1:{port}: Connection refused within the "
                          r"1 s timeout \(VTCORE_RAY_TIMEOUT\)")
+
+
+# ------------------------------------------------------------------ softer cases
+
+def test_a_child_killed_from_outside_is_reported_as_killed():
+    import signal
+
+    from vtcore.jobs import run_child
+
+    with pytest.raises(VTError, match=r"the child process was killed \(SIGKILL\) from outside"):
+        run_child(["flops", "--draft", "qwen3-0.6b"], lambda f, t="": None, lambda: False,
+                  on_start=lambda pid: os.kill(pid, signal.SIGKILL))
+
+
+def test_bench_refuses_max_new_tokens_past_the_targets_context(capsys, tmp_path, workspace):
+    from tests.drafthelpers import tiny_pair
+
+    tdir, ddir, _ = tiny_pair(tmp_path)                 # context 2,048
+    code, _, err = cli(capsys, "bench", "--target", tdir, "--draft", ddir, "--max-new-tokens", 100_000, "--no-save",
+                       "--json")
+    one_error(code, err, r"--max-new-tokens 100,000 is past the target's context of 2,048 tokens")

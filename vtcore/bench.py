@@ -347,6 +347,9 @@ def prepare(cfg: BenchConfig, log=None) -> Setup:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     target, tok, draft, tname, dname, kind = load_models(cfg, device, log)
+    context = getattr(target.config, "max_position_embeddings", None)
+    if isinstance(context, int) and cfg.max_new_tokens >= context:   # before calibration generates any
+        raise VTError(f"--max-new-tokens {cfg.max_new_tokens:,} is past the target's context of {context:,} tokens")
     data = cfg.data or default_data()
     cf = count_data(data, tok, cfg.workspace)
     keep = eos_ids(target, tok)
@@ -606,6 +609,8 @@ def run_bench(cfg: BenchConfig, progress: Callable[[float, str], None] | None = 
     data = cfg.data or default_data()
     prompts = load_prompts(data, setup.tokenizer, heldout=True, limit=cfg.prompts)
     ood = load_prompts(cfg.ood_data, setup.tokenizer, heldout=True, limit=cfg.prompts) if cfg.ood_data else []
+    if len(prompts) < cfg.prompts:   # said, not silently fewer
+        setup.notes.append(f"--prompts {cfg.prompts:,}: {data} has {len(prompts)} held-out prompt(s); ran those")
     n_methods = 3 if setup.full is not None else 2
     total = n_methods * (cfg.warmup + cfg.repeats * (len(prompts) + len(ood)))
     done = [0]
