@@ -962,10 +962,8 @@ def test_a_child_killed_from_outside_is_reported_as_killed():
                   on_start=lambda pid: os.kill(pid, signal.SIGKILL))
 
 
-def test_bench_refuses_max_new_tokens_past_the_targets_context(capsys, tmp_path, workspace):
-    from tests.drafthelpers import tiny_pair
-
-    tdir, ddir, _ = tiny_pair(tmp_path)                 # context 2,048
-    code, _, err = cli(capsys, "bench", "--target", tdir, "--draft", ddir, "--max-new-tokens", 100_000, "--no-save",
+def test_bench_refuses_max_new_tokens_past_the_targets_context(capsys, eagle3_drafts, workspace):
+    good, target, _ = eagle3_drafts                      # the target's config says 40,960 positions
+    code, _, err = cli(capsys, "bench", "--target", target, "--draft", good, "--max-new-tokens", 100_000, "--no-save",
                        "--json")
-    one_error(code, err, r"--max-new-tokens 100,000 is past the target's context of 2,048 tokens")
+    one_error(code, err, r"--max-new-tokens 100,000 is past the target's context of 40,960 tokens")

@@ -34,7 +34,7 @@ from vtcore.coverage import k_for_coverage
 from vtcore.data import read_dataset
 from vtcore.errors import VTError
 from vtcore.files import plain_json
-from vtcore.formats import read_token_ids
+from vtcore.formats import read_config, read_token_ids
 from vtcore.search import Problem, predicted_speedup, solve_exact
 from vtcore.split import is_heldout
 from vtcore.validate import check_eagle3_dir
@@ -213,6 +213,7 @@ def load_models(cfg: BenchConfig, device, log=None) -> tuple[Any, Any, Any, str,
     if eagle3.is_eagle3_checkpoint(draft_dir):   # the checks export and validate make, before the target loads
         check_eagle3_dir(draft_dir)
     target_dir = Path(models.resolve_model(cfg.target, cfg.workspace))
+    check_context(cfg, read_config(target_dir))   # before the weights load
     target = models.load_model(target_dir, device)
     tok = models.load_tokenizer_from(target_dir)
     tname = models.DEFAULT_TARGET if default_target else str(cfg.target)
@@ -337,6 +338,14 @@ def best_gamma_at(cal: Calibration, coverage_k: float, k: int, N: int) -> tuple[
     return int(gammas[i]), float(S[i])
 
 
+def check_context(cfg: BenchConfig, target_config: dict) -> None:
+    """--max-new-tokens must fit the target's context (its max_position_embeddings)."""
+    text = target_config.get("text_config") if isinstance(target_config.get("text_config"), dict) else target_config
+    context = text.get("max_position_embeddings")
+    if isinstance(context, int) and cfg.max_new_tokens >= context:
+        raise VTError(f"--max-new-tokens {cfg.max_new_tokens:,} is past the target's context of {context:,} tokens")
+
+
 def prepare(cfg: BenchConfig, log=None) -> Setup:
     """Load models, count the data, calibrate, build the trimmed draft: everything before timing."""
     import torch
@@ -347,9 +356,7 @@ def prepare(cfg: BenchConfig, log=None) -> Setup:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     target, tok, draft, tname, dname, kind = load_models(cfg, device, log)
-    context = getattr(target.config, "max_position_embeddings", None)
-    if isinstance(context, int) and cfg.max_new_tokens >= context:   # before calibration generates any
-        raise VTError(f"--max-new-tokens {cfg.max_new_tokens:,} is past the target's context of {context:,} tokens")
+    check_context(cfg, target.config.to_dict())   # before calibration generates any
     data = cfg.data or default_data()
     cf = count_data(data, tok, cfg.workspace)
     keep = eos_ids(target, tok)
