@@ -209,10 +209,10 @@ def load_models(cfg: BenchConfig, device, log=None) -> tuple[Any, Any, Any, str,
             draft = speculative.make_draft(models.build_default_draft(target), name=models.DEFAULT_DRAFT)
             return target, tok, draft, models.DEFAULT_TARGET, models.DEFAULT_DRAFT, "standalone"
         return target, tok, eagle3.build_default_eagle3(target), models.DEFAULT_TARGET, eagle3.DEFAULT_EAGLE3, "eagle3"
+    target_dir = Path(models.resolve_model(cfg.target, cfg.workspace))
     draft_dir = Path(models.resolve_model(cfg.draft, cfg.workspace))
     if eagle3.is_eagle3_checkpoint(draft_dir):   # the checks export and validate make, before the target loads
         check_eagle3_dir(draft_dir)
-    target_dir = Path(models.resolve_model(cfg.target, cfg.workspace))
     check_context(cfg, read_config(target_dir))   # before the weights load
     target = models.load_model(target_dir, device)
     tok = models.load_tokenizer_from(target_dir)
