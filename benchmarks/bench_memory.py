@@ -1,6 +1,6 @@
 """Peak memory of `count` and `validate` on hostile inputs, each run as its own process.
 
-    python benchmarks/bench_memory.py [--mb 50] [--ids 150000000] [--timeout 600] [--keep DIR]
+    python benchmarks/bench_memory.py [--mb 50] [--ids 150000000] [--timeout 600] [--keep DIR] [--bombs-only]
 
 Builds the inputs in a temporary folder: a JSONL file that is one 50 MB line (one conversation
 whose answer is 50 MB of text), the same line with --max-row-mb 16 (refused by the row cap), a
@@ -12,6 +12,11 @@ that child alone). Prints one line per case: exit status, seconds, peak RSS, the
 Before the row cap and bounded reads: the 50 MB line peaked at 18.7 GB (183 s), /dev/zero grew until
 MemoryError, the FIFO hung, validate on 150 M ids reached 12.7 GB and ran past 5 minutes.
 The goal: count under 2 GB on the 50 MB line (or refused with the cap named).
+
+Then the tiny-file bombs (also alone with --bombs-only): a counts .npz of a few MB that inflates to
+2.3 GB (coverage reached 7.0 GB before the header and member checks), a 1 KB .npy whose header
+claims 5e10 ids and a zip named .npy (validate: tracebacks), profile --context 2000000 (6.4 GB)
+and optimize --gamma-max 1000000 (asked for 1.1 TiB): each must be one line, well under 2 GB.
 """
 
 from __future__ import annotations
@@ -57,6 +62,64 @@ def token_map(path: Path, n: int) -> None:
     subprocess.run([sys.executable, "-c", TOKEN_MAP, str(n), str(path)], check=True)
 
 
+def npy_header(shape: tuple, descr: str = "<i8") -> bytes:
+    import io
+
+    from numpy.lib import format as npformat
+
+    buf = io.BytesIO()
+    npformat.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+def deflated_counts(path: Path, gb: float, V: int = 151669) -> None:
+    """A counts .npz of a few MB whose counts_by_domain member inflates to `gb` GB of zeros,
+    streamed through the deflater in pieces (this process stays small)."""
+    import zipfile
+
+    rows = int(gb * 1e9 / (8 * V))
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        z.writestr("counts.npy", npy_header((V,)) + b"\0" * (8 * V))
+        z.writestr("manifest.npy", npy_header((), "<U2") + "{}".encode("utf-32-le"))
+        with z.open("counts_by_domain.npy", "w", force_zip64=True) as f:
+            f.write(npy_header((rows, V)))
+            block = b"\0" * (8 << 20)
+            left = rows * V * 8
+            while left > 0:
+                f.write(block[:left])
+                left -= len(block)
+
+
+def bomb_cases(tmp: Path) -> list[tuple[str, list[str]]]:
+    """Tiny files (and flags) that once took the machine: each must now be one line, small."""
+    import zipfile
+
+    bomb, within = tmp / "counts-bomb.npz", tmp / "counts-within.npz"
+    if not bomb.exists():
+        deflated_counts(bomb, 2.3)
+    if not within.exists():
+        deflated_counts(within, 0.5)   # just within the default 512 MB: read, checked, refused by content
+    claim = tmp / "d2t-5.npy"
+    claim.write_bytes(npy_header((50_000_000_000,)) + b"\0" * 64)
+    (tmp / "t2d-5.npy").write_bytes(npy_header((50_000_000_000,), "|b1") + b"\0" * 64)
+    zipped = tmp / "zipped" / "d2t-3.npy"
+    zipped.parent.mkdir(exist_ok=True)
+    with zipfile.ZipFile(zipped, "w") as z:
+        z.writestr("x.npy", npy_header((3,)) + b"\0" * 24)
+    (zipped.parent / "t2d-3.npy").write_bytes(npy_header((3,), "|b1") + b"\0" * 3)
+    size = bomb.stat().st_size / 1e6
+    return [
+        (f"coverage, counts .npz of {size:.1f} MB -> 2.3 GB", ["coverage", "--counts", str(bomb), "--json"]),
+        (f"coverage, counts .npz of {within.stat().st_size / 1e6:.1f} MB -> 0.5 GB",
+         ["coverage", "--counts", str(within), "--json"]),
+        ("validate, 1 KB .npy claiming 5e10 ids", ["validate", str(claim), "--json"]),
+        ("validate, a zip named .npy", ["validate", str(zipped), "--json"]),
+        ("profile --context 2000000", ["profile", "--draft", "qwen3-0.6b", "--context", "2000000", "--json"]),
+        ("optimize --gamma-max 1000000", ["optimize", "--counts", str(bomb), "--draft", "qwen3-0.6b",
+                                          "--objective", "speedup", "--gamma-max", "1000000", "--json"]),
+    ]
+
+
 def run(args: list[str], ws: Path, timeout: float) -> dict:
     """One `python -m vtcore ...` process: exit status, seconds, peak RSS (MB), its error line.
     Linux counts the RSS a child had when forked from this process in its ru_maxrss: this
@@ -85,17 +148,36 @@ def run(args: list[str], ws: Path, timeout: float) -> dict:
             "message": lines[0][:150] if lines else ""}
 
 
+def report(cases: list[tuple[str, list[str]]], tmp: Path, timeout: float) -> None:
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"inputs in {tmp}; python {sys.version.split()[0]}; each case a fresh process (this one: "
+          f"{own:.0f} MB peak, a floor for the figures below)", flush=True)
+    print(f"{'case':58} {'exit':>7} {'seconds':>8} {'peak RSS':>10}  first error / warning line")
+    for label, argv in cases:
+        ws = tmp / "ws"
+        r = run(argv, ws, timeout)
+        shutil.rmtree(ws, ignore_errors=True)
+        print(f"{label:58} {str(r['exit']):>7} {r['seconds']:8.1f} {r['peak_rss_mb']:8.0f} MB  {r['message']}",
+              flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=int, default=50, help="size of the one-line JSONL (default 50)")
     ap.add_argument("--ids", type=int, default=150_000_000, help="ids in the big token map (default 150 M)")
     ap.add_argument("--timeout", type=float, default=600, help="seconds before a case is killed (default 600)")
     ap.add_argument("--keep", default=None, help="build the inputs here and keep them (default: a temp folder)")
+    ap.add_argument("--bombs-only", action="store_true", help="only the tiny-file bombs (no 50 MB line, no 1.2 GB map)")
     args = ap.parse_args()
 
     tmp = Path(args.keep or tempfile.mkdtemp(prefix="vt-bench-memory-"))
     tmp.mkdir(parents=True, exist_ok=True)
     try:
+        if args.bombs_only:
+            report(bomb_cases(tmp), tmp, args.timeout)
+            return
         line = tmp / f"one-line-{args.mb}mb.jsonl"
         if not line.exists():
             one_line_jsonl(line, args.mb)
@@ -117,18 +199,7 @@ def main() -> None:
             (f"validate, {args.ids / 1e6:,.0f} M ids ({tmap.stat().st_size / 1e9:.2f} GB), V 151936",
              ["validate", str(tmap), "--vocab-size", "151936", "--json"]),
         ]
-        import resource
-
-        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"inputs in {tmp}; python {sys.version.split()[0]}; each case a fresh process (this one: "
-              f"{own:.0f} MB peak, a floor for the figures below)", flush=True)
-        print(f"{'case':58} {'exit':>7} {'seconds':>8} {'peak RSS':>10}  first error / warning line")
-        for label, argv in cases:
-            ws = tmp / "ws"
-            r = run(argv, ws, args.timeout)
-            shutil.rmtree(ws, ignore_errors=True)
-            print(f"{label:58} {str(r['exit']):>7} {r['seconds']:8.1f} {r['peak_rss_mb']:8.0f} MB  {r['message']}",
-                  flush=True)
+        report(cases + bomb_cases(tmp), tmp, args.timeout)
     finally:
         if args.keep is None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -24,7 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from vtcore import cost, search  # noqa: E402
+from vtcore import cost, search, studies  # noqa: E402
 
 
 def counts_for(sample: str, work: Path):
@@ -63,7 +63,7 @@ def tpe(problem: search.Problem, trials: int, seed: int, ws: Path, name: str, in
         study.optimize(objective, n_trials=trials)
         return study.best_value, time.perf_counter() - t0
     t0 = time.perf_counter()
-    r = search.StudyRunner(problem, name, n_trials=trials, seed=seed, workspace=ws).run()
+    r = studies.StudyRunner(problem, name, n_trials=trials, seed=seed, workspace=ws).run()
     took = time.perf_counter() - t0
     best = r.best()
     return (None if best is None else best["utility"]), took

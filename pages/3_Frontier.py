@@ -11,6 +11,7 @@ from vtapp import common as ui
 from vtapp import plots
 from vtapp import state as vstate
 from vtcore import cost, problem, search
+from vtcore import studies as study_files   # "studies" below is the list of names
 from vtcore.errors import VTError
 from vtcore.selection import Selection
 
@@ -189,8 +190,8 @@ with st.expander(f"Where the draft's cost goes (full vocabulary vs k = {k_show:,
 # ---- 3. TPE
 st.subheader("3. Search (Optuna TPE)")
 reg = ui.registry()
-studies = sorted((p.stem for p in search.studies_dir().glob("*.journal")),
-                 key=lambda n: search.study_path(n).stat().st_mtime, reverse=True)
+studies = sorted((p.stem for p in study_files.studies_dir().glob("*.journal")),
+                 key=lambda n: study_files.study_path(n).stat().st_mtime, reverse=True)
 # the study to show: the URL's (a refresh keeps it), else the saved one
 known = lambda n: bool(n) and (n in studies or reg.get(f"study:{n}") is not None)  # noqa: E731
 name = next((n for n in (st.query_params.get("study"), s.study) if known(n)), None)
@@ -205,7 +206,7 @@ n_trials = int(t[0].number_input("Trials", 1, 5000, **ui.persisted("trials", cas
 seed = int(t[1].number_input("Seed", 0, 2**31 - 1, **ui.persisted("seed", cast=int)))
 if t[2].button("Run TPE", type="primary", key="run_tpe", disabled=runner is not None and runner.running):
     try:
-        new = search.StudyRunner(setup.problem, None, n_trials=n_trials, seed=seed)
+        new = study_files.StudyRunner(setup.problem, None, n_trials=n_trials, seed=seed)
         reg.put(f"study:{new.study_name}", new)
         new.start()
         ui.save(study=new.study_name)
@@ -232,7 +233,7 @@ def study_rows() -> tuple[dict, list[dict], str, str | None]:
     if not name:
         return {}, [], "none", None
     try:
-        settings, rows = search.load_study_rows(search.study_path(name))
+        settings, rows = study_files.load_study_rows(study_files.study_path(name))
     except VTError as err:
         return {}, [], "error", str(err)
     return settings, rows, "stored", None
@@ -292,9 +293,9 @@ def live() -> None:
             st.rerun()
     if state_ == "error" and error:
         st.error(f"Study {name} stopped on an error: {error}. The {len(rows)} trial(s) before it are kept in "
-                 f"{search.study_path(name) if name else 'the study file'}.")
+                 f"{study_files.study_path(name) if name else 'the study file'}.")
     study_obj = settings.get("objective", objective)
-    best = search.best_trial(rows, study_obj)
+    best = study_files.best_trial(rows, study_obj)
     if name:
         fp = setup.problem.fingerprint()
         same = settings.get("coverage_sha") == fp["coverage_sha"] and settings.get("reduction_sha") == fp["reduction_sha"]

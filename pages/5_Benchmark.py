@@ -11,7 +11,7 @@ from vtapp import common as ui
 from vtapp import plots
 from vtapp import state as vstate
 from vtcore import export as ex
-from vtcore.bench import load_results
+from vtcore.bench import load_results, read_results, results_path
 from vtcore.benchtypes import BenchConfig, BenchResult
 from vtcore.models import DEFAULT_DRAFT, DEFAULT_EAGLE3
 from vtcore.errors import VTError
@@ -216,6 +216,8 @@ def show(r: BenchResult) -> None:
 
 
 history = [r for r in load_results() if r.trimmed]
+if (unreadable := read_results()[1]):
+    st.caption(f"{unreadable} unreadable line(s) in {results_path()} skipped (torn by a killed run, or edited)")
 if job is not None and job.state == "finished" and job.result and not job.result.get("stopped"):
     st.subheader("Result")
     show(BenchResult.from_dict(job.result))

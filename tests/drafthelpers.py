@@ -105,20 +105,21 @@ def eagle3_checkpoint(path: Path, vocab: int, kept_sorted, hidden: int = 16, see
 
     from vtcore.formats import eagle3_mapping
 
+    from vtcore import eagle3 as E
+
     g = torch.Generator().manual_seed(seed)
     n = int(np.asarray(kept_sorted).size)
-    w = {"fc.weight": torch.randn(hidden, 3 * hidden, generator=g),
-         "midlayer.self_attn.q_proj.weight": torch.randn(hidden, 2 * hidden, generator=g),
-         "midlayer.input_layernorm.weight": torch.ones(hidden),
-         "norm.weight": torch.ones(hidden),
-         "lm_head.weight": torch.randn(n, hidden, generator=g)}
+    config = {"architectures": ["LlamaForCausalLMEagle3"], "model_type": "llama", "hidden_size": hidden,
+              "intermediate_size": 2 * hidden, "num_attention_heads": 2, "num_key_value_heads": 1,
+              "num_hidden_layers": 1, "vocab_size": vocab, "draft_vocab_size": n, "tie_word_embeddings": False}
+    with torch.device("meta"):   # every tensor the config implies (fc, the decoder layer, norms)
+        shapes = {k: v.shape for k, v in E.Eagle3Draft(E.config_from_dict(config)).trainable_state().items()}
+    w = {k: torch.ones(s) if len(s) == 1 else torch.randn(s, generator=g) for k, s in shapes.items()}
+    w["lm_head.weight"] = torch.randn(n, hidden, generator=g)
     w.update(eagle3_mapping(kept_sorted, vocab))
     path.mkdir(parents=True)
     save_file(w, str(path / "model.safetensors"), metadata={"format": "pt"})
-    (path / "config.json").write_text(json.dumps({
-        "architectures": ["LlamaForCausalLMEagle3"], "model_type": "llama", "hidden_size": hidden,
-        "intermediate_size": 2 * hidden, "num_attention_heads": 2, "num_key_value_heads": 1,
-        "num_hidden_layers": 1, "vocab_size": vocab, "draft_vocab_size": n, "tie_word_embeddings": False}))
+    (path / "config.json").write_text(json.dumps(config))
     return w
 
 

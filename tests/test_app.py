@@ -15,7 +15,7 @@ from apphelpers import CODE, ROOT, code_rows, malformed_rows
 from drafthelpers import tiny_pair
 from vtapp import state
 from vtapp.jobs import counting_job
-from vtcore import search
+from vtcore import search, studies
 from vtcore.countsfile import load_counts
 from vtcore.coverage import k_for_coverage
 
@@ -194,7 +194,7 @@ def test_a_tpe_study_fills_the_frontier_and_survives_a_refresh(workspace_shared_
     assert len(trials) == 15 and set(trials["state"]) == {"COMPLETE"}
     assert any(f"Study **{name}** (finished)" in c.value for c in at.caption)
     # the exact optimum on the page is vtcore's, for the same settings
-    _, rows = search.load_study_rows(search.study_path(name))
+    _, rows = studies.load_study_rows(studies.study_path(name))
     assert len(rows) == 15
     assert exact_k == as_int(metric(at, "exact best k"))
     # every trial sits at its own coverage (none clipped onto the axis) and its hover shows U
@@ -233,7 +233,7 @@ def test_export_page_offers_each_format_validated(workspace_shared_counts):
     arch = cost.preset("eagle3-qwen3-8b")
     problem = search.Problem(search.pad_curve(cov.curve("heldout"), arch.vocab),
                              cost.latency_reduction(arch, np.arange(arch.vocab + 1)), min_coverage=0.9)
-    runner = search.StudyRunner(problem, "export-test", n_trials=6, seed=1).run()
+    runner = studies.StudyRunner(problem, "export-test", n_trials=6, seed=1).run()
     row = runner.best()
     state.update_state(draft="eagle3-qwen3-8b", study="export-test",
                        selected={"source": "trial", "k": row["k"], "study": "export-test", "trial": row["number"],
@@ -354,7 +354,7 @@ def test_a_running_study_survives_a_refresh_and_stops(workspace_shared_counts):
     assert any(p.proto.text.startswith(f"TPE {name}:") for p in again.get("progress"))
     again.button(key="stop_tpe").click().run()
     settle(again)
-    _, rows = search.load_study_rows(search.study_path(name))
+    _, rows = studies.load_study_rows(studies.study_path(name))
     assert 0 < len(rows) < 5000                                   # stopped early, trials kept on disk
     assert any(f"Study **{name}** (stopped)" in c.value for c in again.caption)
     assert len(again.dataframe[0].value) == len(rows)

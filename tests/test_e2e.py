@@ -273,10 +273,10 @@ def test_tpe_fills_the_frontier_and_a_click_selects_a_point(page, server):
     assert traces.get("trials", 0) + traces.get("infeasible trials", 0) == n_trials, traces
     assert traces.get("best trial") == 1 and traces.get("exact optimum") == 1
     # click the best trial (the star): it becomes the selected point
-    from vtcore import search
+    from vtcore import studies
 
     name = saved_state(server)["study"]
-    _, rows = search.load_study_rows(server["ws"] / "studies" / f"{name}.journal")
+    _, rows = studies.load_study_rows(server["ws"] / "studies" / f"{name}.journal")
     best = max((r for r in rows if r["state"] == "COMPLETE" and r["feasible"]),
                key=lambda r: (r["utility"], -r["number"]))
     names = [t["name"] for t in plot_traces(page)]

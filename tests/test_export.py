@@ -306,7 +306,8 @@ def test_all_formats_from_the_cli_each_validate(counts_path, tmp_path):
 # ---------------------------------------------------------------- study
 
 def test_export_from_a_study_trial(cf, counts_path, export_ws):
-    from vtcore.search import Problem, StudyRunner
+    from vtcore.search import Problem
+    from vtcore.studies import StudyRunner
 
     cov = cf.coverage()
     V = cf.vocab_size
@@ -332,7 +333,8 @@ def test_export_from_a_study_trial(cf, counts_path, export_ws):
 
 
 def test_best_trial_and_a_warning_for_an_infeasible_one(cf, export_ws):
-    from vtcore.search import Problem, StudyRunner
+    from vtcore.search import Problem
+    from vtcore.studies import StudyRunner
 
     cov = cf.coverage()
     V = cf.vocab_size
@@ -560,9 +562,7 @@ def test_an_interrupted_write_leaves_no_half_file(cf, tmp_path, monkeypatch):
     monkeypatch.setattr(ex.os, "replace", dying_replace)
     with pytest.raises(KeyboardInterrupt):
         ex.write_bundle(bundle, tmp_path)
-    names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["token_map_sglang_k100.pt"]                 # one complete file, no temp, no partial
-    assert torch.load(tmp_path / names[0], weights_only=True).shape == (100,)
+    assert calls["n"] == 2 and sorted(p.name for p in tmp_path.iterdir()) == []   # no temp, no partial bundle
 
 
 def test_an_interrupted_draft_overwrite_keeps_the_previous_export(cf, tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import SAMPLES
 from vtcore.cli import main
+from vtcore.errors import VTError
 
 ROW = {"messages": [{"role": "user", "content": "Say hello."}, {"role": "assistant", "content": "Hello there!"}]}
 GOOD = (json.dumps(ROW) + "\n").encode()
@@ -296,7 +297,7 @@ def test_a_torn_last_journal_line_is_dropped_not_appended_onto(capsys, code_coun
 
 
 def test_a_journal_already_glued_by_the_old_append_is_recovered(capsys, code_counts, workspace):
-    from vtcore import search
+    from vtcore import studies
 
     optimize(capsys, code_counts, "glued")
     journal = workspace / "studies" / "glued.journal"
@@ -304,8 +305,8 @@ def test_a_journal_already_glued_by_the_old_append_is_recovered(capsys, code_cou
     # what the old code made of a torn line: the next run's records written onto it
     journal.write_bytes(b"".join(lines[:-3]) + b'{"op_code":5,"wor' + b"".join(lines[-3:]))
     with pytest.raises(ValueError):           # Optuna itself cannot read it any more
-        search._storage(journal).get_all_studies()
-    settings, rows = search.load_study_rows(journal)
+        studies._storage(journal).get_all_studies()
+    settings, rows = studies.load_study_rows(journal)
     assert len([r for r in rows if r["state"] == "COMPLETE"]) == 5
     code, out, _ = optimize(capsys, code_counts, "glued")
     assert code == 0 and result(out)["n_trials"] == 10
@@ -314,7 +315,7 @@ def test_a_journal_already_glued_by_the_old_append_is_recovered(capsys, code_cou
 STALE_RUN = """
 import sys, time
 import numpy as np
-from vtcore import search
+from vtcore import search, studies
 V = 1000
 p = search.Problem(np.linspace(0, 1, V + 1), 1 - np.arange(V + 1) / V)
 def slow(k, gamma):
@@ -323,7 +324,7 @@ def slow(k, gamma):
     seen.append(k)
     return p.evaluate(k, gamma)
 seen = []
-search.StudyRunner(p, "killed", n_trials=50, evaluate=slow).run()
+studies.StudyRunner(p, "killed", n_trials=50, evaluate=slow).run()
 """
 
 
@@ -335,7 +336,7 @@ def test_a_trial_left_running_by_kill_9_is_failed_on_resume_and_not_counted(work
     import numpy as np
 
     from tests.conftest import ROOT
-    from vtcore import search
+    from vtcore import search, studies
 
     env = {**os.environ, "VTCORE_WORKSPACE": str(workspace), "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-c", STALE_RUN], env=env)
@@ -344,7 +345,7 @@ def test_a_trial_left_running_by_kill_9_is_failed_on_resume_and_not_counted(work
         deadline = time.time() + 120
         # trial 3 sleeps: wait for it (an earlier trial can be caught RUNNING for an instant too)
         while not (journal.is_file() and any(r["state"] == "RUNNING" and r["number"] == 3
-                                             for r in search.load_study_rows(journal)[1])):
+                                             for r in studies.load_study_rows(journal)[1])):
             assert time.time() < deadline and proc.poll() is None
             time.sleep(0.2)
     finally:
@@ -352,12 +353,12 @@ def test_a_trial_left_running_by_kill_9_is_failed_on_resume_and_not_counted(work
         proc.wait()
     V = 1000
     p = search.Problem(np.linspace(0, 1, V + 1), 1 - np.arange(V + 1) / V)
-    runner = search.StudyRunner(p, "killed", n_trials=2).run()
+    runner = studies.StudyRunner(p, "killed", n_trials=2).run()
     assert runner.state == "finished"
     assert runner.notes == ["failed 1 trial(s) left running by a run that was killed (trial 3); they are not counted"]
-    s = search.summarize(runner, search.solve_exact(p))
+    s = studies.summarize(runner, search.solve_exact(p))
     assert s["n_trials"] == 5 and s["n_failed"] == 1
-    assert [r["state"] for r in search.load_study_rows(journal)[1]].count("RUNNING") == 0
+    assert [r["state"] for r in studies.load_study_rows(journal)[1]].count("RUNNING") == 0
 
 
 def test_pareto_points_is_checked_before_the_study_runs(capsys, code_counts, workspace):
@@ -458,12 +459,12 @@ def test_runs_on_one_study_draw_different_seeds(workspace):
 
     import numpy as np
 
-    from vtcore import search
+    from vtcore import search, studies
 
     V = 5000
     p = search.Problem(np.linspace(0, 1, V + 1) ** 0.3, 1 - np.arange(V + 1) / V)
-    first = search.StudyRunner(p, "twice", n_trials=8, seed=42).run()
-    second = search.StudyRunner(p, "twice", n_trials=8, seed=42).run()
+    first = studies.StudyRunner(p, "twice", n_trials=8, seed=42).run()
+    second = studies.StudyRunner(p, "twice", n_trials=8, seed=42).run()
     ks = [r["k"] for r in second.snapshot()]
     assert first.seed_used == 42 and second.seed_used != 42        # a new study alone keeps its seed
     assert ks[:8] != ks[8:]                                       # the resumed run samples other k
@@ -476,14 +477,14 @@ def test_runs_on_one_study_draw_different_seeds(workspace):
         release.wait(30)
         return p.evaluate(k, gamma)
 
-    a = search.StudyRunner(p, "together", n_trials=1, seed=7, evaluate=held).start()
+    a = studies.StudyRunner(p, "together", n_trials=1, seed=7, evaluate=held).start()
     assert started.wait(30)
-    b = search.StudyRunner(p, "together", n_trials=1, seed=7)
+    b = studies.StudyRunner(p, "together", n_trials=1, seed=7)
     assert b.seed_used != a.seed_used and b.notes == []
     release.set()
     a.join(30)
     b.run()
-    assert [r["state"] for r in search.load_study_rows(b.path)[1]] == ["COMPLETE", "COMPLETE"]
+    assert [r["state"] for r in studies.load_study_rows(b.path)[1]] == ["COMPLETE", "COMPLETE"]
 
 
 # ------------------------------------------------------------------ the dashboard: errors in place, choices kept
@@ -569,3 +570,400 @@ def test_a_count_in_another_tab_is_said_not_silently_shown(workspace, tmp_path):
     warnings = [w.value for w in tab.warning]
     assert any("The current counts changed to" in w and "another tab or window" in w for w in warnings), warnings
     assert any(f"Study {name} was run on other counts" in w for w in warnings), warnings
+
+
+# ------------------------------------------------------------------ corrupt EAGLE-3 drafts
+
+@pytest.fixture(scope="module")
+def eagle3_drafts(tmp_path_factory, code_counts):
+    """A sound EAGLE-3 draft keeping the 64 most frequent ids of the code sample, its target's
+    config, and the same draft corrupted each way a careless edit or a bad conversion makes it:
+    {name: (directory, what the refusal must name)}."""
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from tests.drafthelpers import V, eagle3_checkpoint, tiny_target_config
+
+    root = tmp_path_factory.mktemp("drafts")
+    with np.load(code_counts) as z:
+        kept = np.sort(np.argsort(-z["counts"], kind="stable")[:64])
+    good = root / "good"
+    eagle3_checkpoint(good, V, kept)
+    weights = load_file(str(good / "model.safetensors"))
+    config = json.loads((good / "config.json").read_text())
+    nan_head = weights["lm_head.weight"].clone()
+    nan_head[3, 5] = float("nan")
+    dup = weights["d2t"].clone()
+    dup[1] = dup[0] - 1          # rows 0 and 1 both map to the same target id
+    cases = {
+        "hidden-huge": ({"hidden_size": 10 ** 9}, {}, r"'hidden_size' is 1000000000, outside 1\.\.65,536"),
+        "hidden-missing": ({"hidden_size": None}, {}, r"'hidden_size' is missing"),
+        "heads-zero": ({"num_attention_heads": 0}, {}, r"'num_attention_heads' is 0, outside"),
+        "head-wide": ({}, {"lm_head.weight": torch.randn(64, 17)},
+                      r"tensor lm_head\.weight is \[64, 17\], the config implies \[64, 16\]"),
+        "fc-missing": ({}, {"fc.weight": None}, r"tensor fc\.weight is missing"),
+        "fc-shape": ({}, {"fc.weight": torch.randn(16, 40)}, r"tensor fc\.weight is \[16, 40\], the config implies \[16, 48\]"),
+        "head-int": ({}, {"lm_head.weight": torch.ones(64, 16, dtype=torch.int32)},
+                     r"tensor lm_head\.weight has dtype int32, expected a float dtype"),
+        "head-nan": ({}, {"lm_head.weight": nan_head}, r"tensor lm_head\.weight holds NaN"),
+        "d2t-float": ({}, {"d2t": weights["d2t"].float()}, r"d2t must hold integer token ids, got dtype float32"),
+        "t2d-empty": ({}, {"t2d": torch.zeros(0, dtype=torch.bool)}, r"t2d has length 0 but the target vocabulary"),
+        "d2t-duplicate": ({}, {"d2t": dup}, r"the draft's own d2t \+ arange is not strictly increasing"),
+        "d2t-out-of-range": ({}, {"d2t": weights["d2t"] + V}, r"the draft's own d2t \+ arange gives ids .* >= len\(t2d\)"),
+    }
+    out = {}
+    for name, (cfg_change, w_change, pattern) in cases.items():
+        d = root / name
+        d.mkdir()
+        cfg = {k: v for k, v in {**config, **cfg_change}.items() if v is not None}
+        w = {k: v for k, v in {**weights, **w_change}.items() if v is not None}
+        (d / "config.json").write_text(json.dumps(cfg))
+        save_file(w, str(d / "model.safetensors"))
+        out[name] = (d, pattern)
+    return good, tiny_target_config(root / "target"), out
+
+
+def test_corrupt_eagle3_drafts_are_refused_by_export_and_failed_by_validate(capsys, code_counts, eagle3_drafts,
+                                                                           tmp_path):
+    good, target, bad = eagle3_drafts
+    code, out, err = cli(capsys, "export", "--counts", code_counts, "--k", 32, "--draft", good, "--target", target,
+                         "--out", tmp_path / "good", "--json")
+    assert code == 0 and result(out)["validated"], err
+    for name, (d, pattern) in bad.items():
+        code, _, err = cli(capsys, "export", "--counts", code_counts, "--k", 32, "--draft", d, "--target", target,
+                           "--out", tmp_path / name, "--json")
+        one_error(code, err, rf"{name}: not a usable EAGLE-3 draft: .*{pattern}")
+        assert not (tmp_path / name).exists(), name          # nothing written
+        code, out, _ = cli(capsys, "validate", d, "--json")
+        report = json.loads(out)
+        report = report[0] if isinstance(report, list) else report
+        assert code != 0 and any(re.search(pattern, p) for p in report.get("problems", [])), (name, out)
+
+
+def test_bench_refuses_a_corrupt_eagle3_draft_with_the_same_check(capsys, eagle3_drafts, tmp_path, workspace):
+    _, target, bad = eagle3_drafts    # the draft is checked before the target is loaded
+    for name in ("head-wide", "heads-zero", "d2t-duplicate"):
+        d, pattern = bad[name]
+        code, _, err = cli(capsys, "bench", "--target", target, "--draft", d, "--prompts", 1, "--max-new-tokens", 2,
+                           "--no-save", "--json")
+        one_error(code, err, rf"{name}: not a usable EAGLE-3 draft: .*{pattern}")
+
+
+# ------------------------------------------------------------------ tiny files, absurd numbers
+
+def npy_claiming(shape, data: bytes = b"\0" * 64) -> bytes:
+    """A .npy whose header declares `shape` of int64 followed by only `data`."""
+    import io
+
+    from numpy.lib import format as npformat
+
+    buf = io.BytesIO()
+    npformat.write_array_header_1_0(buf, {"descr": "<i8", "fortran_order": False, "shape": shape})
+    return buf.getvalue() + data
+
+
+def test_tiny_files_that_claim_huge_arrays_are_refused_before_allocation(capsys, code_counts, tmp_path, monkeypatch):
+    import zipfile
+
+    import numpy as np
+    import torch
+
+    from vtcore.formats import read_token_ids
+
+    # a 1 KB .npy whose header claims 5e10 elements, and a zip named .npy: validate names them
+    write(tmp_path / "d2t-5.npy", npy_claiming((50_000_000_000,)))
+    write(tmp_path / "t2d-5.npy", npy_claiming((50_000_000_000,)))
+    code, out, _ = cli(capsys, "validate", tmp_path / "d2t-5.npy", "--json")
+    assert code != 0 and "declares a int64 array of shape [50000000000]" in out and "over the limit" in out
+    with zipfile.ZipFile(tmp_path / "t2d-7.npy", "w") as z:
+        z.writestr("x.npy", npy_claiming((3,), b"\0" * 24))
+    write(tmp_path / "d2t-7.npy", npy_claiming((3,), b"\0" * 24))
+    code, out, _ = cli(capsys, "validate", tmp_path / "d2t-7.npy", "--json")
+    assert code != 0 and "a zip archive (an .npz?), not a .npy array" in out
+    # a counts file whose member declares a huge array in a few bytes
+    bomb = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(bomb, "w") as z:
+        z.writestr("counts.npy", npy_claiming((10 ** 12,)))
+        z.writestr("manifest.npy", npy_claiming((), b"\0" * 8))
+    code, _, err = cli(capsys, "coverage", "--counts", bomb, "--json")
+    one_error(code, err, r"bomb\.npz: member counts\.npy: declares a int64 array of shape \[1000000000000\] "
+                         r"\(7,629,394\.5 MB\), over the limit")
+    # a deflated counts file that expands past the limit (4 MB here, by the environment)
+    with np.load(code_counts) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["counts_by_domain"] = np.zeros((4, arrays["counts"].size), dtype=np.int64)   # 4.6 MB of zeros
+    np.savez_compressed(tmp_path / "deflated.npz", **arrays)
+    assert (tmp_path / "deflated.npz").stat().st_size < 200_000
+    monkeypatch.setenv("VTCORE_MAX_ARRAY_MB", "4")
+    code, _, err = cli(capsys, "coverage", "--counts", tmp_path / "deflated.npz", "--json")
+    one_error(code, err, r"deflated\.npz: member counts_by_domain\.npy expands to 4\.6 MB, over the limit of 4\.0 MB")
+    monkeypatch.setenv("VTCORE_MAX_ARRAY_MB", "1")
+    # the token map bench reads: its zip's expanded size, before torch loads it
+    torch.save(torch.arange(200_000), tmp_path / "map.pt")
+    with pytest.raises(VTError, match=r"map\.pt: the token map expands to 1\.\d MB, over the limit of 1\.0 MB"):
+        read_token_ids(tmp_path / "map.pt")
+    monkeypatch.delenv("VTCORE_MAX_ARRAY_MB")
+    assert read_token_ids(tmp_path / "map.pt").numel() == 200_000
+
+
+def test_absurd_numbers_are_refused_by_their_flag_with_the_limit(capsys, code_counts, tmp_path, workspace):
+    cases = [
+        (["profile", "--draft", "qwen3-0.6b", "--context", 2_000_000], r"--context must be within 0\.\.131,072"),
+        (["flops", "--draft", "qwen3-0.6b", "--context", 1_000_000_000], r"--context must be within 0\.\.1,048,576"),
+        (["optimize", "--counts", code_counts, "--draft", "qwen3-0.6b", "--objective", "speedup",
+          "--gamma-max", 1_000_000], r"--gamma-max must be within 1\.\.64"),
+        (["export", "--counts", code_counts, "--k", 10, "--vocab-size", 99_999_999_999], r"--vocab-size must be within"),
+        (["profile", "--draft", "qwen3-0.6b", "--threads", -1], r"--threads must be within 1\.\.\d+ \(this machine's cores\)"),
+        (["bench", "--threads", 100_000], r"--threads must be within 1\.\.\d+"),
+        (["optimize", "--counts", code_counts, "--draft", "qwen3-0.6b", "--study", "s" * 300],
+         r"study name 's+'\.\.\. is 300 characters; at most 200"),
+        (["export", "--counts", code_counts, "--k", 10, "--out", tmp_path / ("o" * 300)],
+         r"--out .*: cannot create the folder \(File name too long\)"),
+    ]
+    for argv, pattern in cases:
+        code, _, err = cli(capsys, *argv, "--json")
+        one_error(code, err, pattern)
+
+
+def test_malformed_configs_and_json_are_one_line_errors(capsys, code_counts, tmp_path, workspace):
+    import torch
+
+    from vtcore.formats import read_token_ids
+
+    listed = tmp_path / "listed"
+    listed.mkdir()
+    write(listed / "config.json", b"[1, 2]")
+    for argv in (["export", "--counts", code_counts, "--k", 10, "--target", listed],
+                 ["export", "--counts", code_counts, "--k", 10, "--draft", listed]):
+        code, _, err = cli(capsys, *argv, "--out", tmp_path / "ex", "--json")
+        one_error(code, err, r"listed/config\.json: (config\.json )?must be a JSON object, got a JSON list")
+    code, out, _ = cli(capsys, "validate", listed, "--json")
+    assert code != 0 and "config.json must be a JSON object, got a JSON list" in out
+    # a draft whose shard index is a list, or not JSON
+    sharded = tmp_path / "sharded"
+    sharded.mkdir()
+    write(sharded / "config.json", json.dumps({"vocab_size": 100, "hidden_size": 8}).encode())
+    for index in (b"[1]", b"{not json", b'{"weight_map": {"w": "../elsewhere.safetensors"}}'):
+        write(sharded / "model.safetensors.index.json", index)
+        code, out, _ = cli(capsys, "validate", sharded, "--json")
+        assert code != 0 and "model.safetensors.index.json" in out, out
+    # JSON with a 100,000-digit number, or nested 100,000 deep: as a config and as a dataset row
+    for name, text in (("digits", "{\"vocab_size\": " + "9" * 100_000 + "}"), ("deep", "[" * 100_000 + "]" * 100_000)):
+        d = tmp_path / name
+        d.mkdir()
+        write(d / "config.json", text.encode())
+        code, _, err = cli(capsys, "export", "--counts", code_counts, "--k", 10, "--target", d, "--out",
+                           tmp_path / "ex", "--json")
+        one_error(code, err, rf"{name}/config\.json: not valid JSON \((Exceeds the limit|nested too deep)")
+        write(tmp_path / f"{name}.jsonl", GOOD + text.encode() + b"\n" + GOOD)
+        code, _, err = cli(capsys, "count", "--data", tmp_path / f"{name}.jsonl", "--json")   # a malformed row
+        one_error(code, err, rf"{name}\.jsonl:2: malformed JSON \((Exceeds the limit|nested too deep)")
+    # a sparse tensor as a token map
+    torch.save(torch.arange(5).to_sparse(), tmp_path / "sparse.pt")
+    with pytest.raises(VTError, match=r"sparse\.pt: a token map must be a dense 1-D integer tensor, got a "
+                                      r"torch\.sparse_coo tensor"):
+        read_token_ids(tmp_path / "sparse.pt")
+
+
+def test_counts_whose_int64_sum_wraps_are_refused(capsys, code_counts, tmp_path):
+    import numpy as np
+
+    def huge(c):
+        c = np.zeros_like(c)
+        c[:3] = 1 << 62             # each fits int64; their sum does not
+        return c
+
+    bad = tampered_counts(code_counts, tmp_path / "wraps.npz", counts=huge, counts_fit=huge,
+                          counts_heldout=lambda c: np.zeros_like(c), counts_by_domain=lambda c: huge(c[0])[None])
+    for argv in (["coverage", "--counts", bad], ["optimize", "--counts", bad, "--draft", "qwen3-0.6b"]):
+        code, _, err = cli(capsys, *argv, "--json")
+        one_error(code, err, r"wraps\.npz: field 'counts' sums to 13,835,058,055,282,163,712, past what int64 holds")
+
+
+# ------------------------------------------------------------------ hand-edited journals, concurrent runs
+
+def test_forged_trials_in_a_journal_are_failed_and_never_best(capsys, code_counts, tmp_path, workspace):
+    code, out, _ = optimize(capsys, code_counts, "forged", 4)
+    assert code == 0
+    journal = workspace / "studies" / "forged.journal"
+    lines = journal.read_text().splitlines()
+    for i, line in enumerate(lines):
+        rec = json.loads(line)
+        if rec.get("op_code") == 5 and rec.get("trial_id") == 0:
+            rec["param_value_internal"] = 1e12                        # k = 10^12
+        if rec.get("op_code") == 5 and rec.get("trial_id") == 1:
+            rec["param_value_internal"] = -5.0                        # k = -5
+        if rec.get("op_code") == 8 and rec.get("trial_id") == 2:
+            rec["user_attr"]["metrics"]["utility"] = 99.0             # a utility no k reaches
+        if rec.get("op_code") == 6 and rec.get("trial_id") == 2:
+            rec["values"] = [99.0]
+        lines[i] = json.dumps(rec)
+    journal.write_text("\n".join(lines) + "\n")
+    code, out, err = optimize(capsys, code_counts, "forged", 2)
+    s = result(out)
+    assert code == 0 and s["best_trial"] not in (0, 1, 2) and s["regret"] >= 0, s
+    assert s["n_trials"] == 3 and s["n_failed"] == 3, s              # 6 in the study, 3 of them forged
+    faults = " ".join(s["notes"])
+    assert "trial 0 is not counted: k = 1,000,000,000,000 is outside the study's range 1..151,936" in faults
+    assert "trial 1 is not counted: k = -5 is outside" in faults
+    assert re.search(r"trial 2 is not counted: utility 99\.0 is not alpha C \+ \(1 - alpha\) R", faults)
+    for trial, pattern in (("2", r"trial 2 cannot be used: utility 99\.0"), ("0", r"trial 0 cannot be used: k = ")):
+        code, _, err = cli(capsys, "export", "--counts", code_counts, "--from-study", "forged", "--trial", trial,
+                           "--out", tmp_path / "ex", "--json")
+        one_error(code, err, pattern)
+    code, out, _ = cli(capsys, "export", "--counts", code_counts, "--from-study", "forged", "--trial", "best",
+                       "--out", tmp_path / "ex", "--json")
+    assert code == 0 and result(out)["k"] == s["best_k"]
+
+
+def test_a_summary_counts_the_trials_of_concurrent_runs_from_the_study(workspace):
+    import numpy as np
+
+    from vtcore import search, studies
+
+    V = 1000
+    p = search.Problem(np.linspace(0, 1, V + 1) ** 0.3, 1 - np.arange(V + 1) / V)
+    first = studies.StudyRunner(p, "shared", n_trials=3, seed=1)
+    second = studies.StudyRunner(p, "shared", n_trials=4, seed=2).run()   # runs while the first is open
+    first.run()
+    s = studies.summarize(first, search.solve_exact(p))
+    stored = studies.load_study_rows(first.path)[1]
+    assert s["n_trials"] == len(stored) == 7 and s["n_new_trials"] == 3
+    assert s["best_trial"] == studies.best_trial(stored, "utility")["number"]
+    assert second.progress()["done"] == 4
+
+
+# ------------------------------------------------------------------ the results store
+
+def test_the_results_store_survives_torn_and_foreign_lines_and_the_page_counts_them(workspace):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import ROOT
+    from vtcore.bench import BenchConfig, append_result, read_results, results_path
+
+    path = results_path()
+    path.write_bytes(b'{"time": "earlier", "device": "cpu"}\n'
+                     b'\xff\xfe not utf-8\n'
+                     b'[1, 2, 3]\n'
+                     b'{"time": "killed mid-wri')                       # a torn last line, no newline
+    append_result(BenchConfig(workspace=str(workspace)), {"device": "cpu", "stopped": True})
+    rows, unreadable = read_results()
+    assert [r["time"] for r in rows][0] == "earlier" and rows[1]["stopped"] and len(rows) == 2
+    assert unreadable == 3 and path.read_bytes().endswith(b"}\n")
+    assert path.read_bytes().count(b"\n") == 5                          # the new record on its own line
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/5_Benchmark.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("3 unreadable line(s)" in c.value for c in at.caption)
+
+
+# ------------------------------------------------------------------ a full disk
+
+@pytest.fixture()
+def full_disk(tmp_path):
+    """A 1 MB tmpfs, filled but for `room` bytes by the test; skipped where mounting is not allowed."""
+    import shutil
+    import subprocess
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if shutil.which("mount") is None or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                                                         capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+
+    def fill(room: int) -> None:
+        st = os.statvfs(mnt)
+        (mnt / "filler").write_bytes(b"\0" * max(st.f_bavail * st.f_frsize - room, 0))
+
+    yield mnt, fill
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing_behind(capsys, code_counts, full_disk, monkeypatch):
+    mnt, fill = full_disk
+    fill(0)
+    data = write(mnt.parent / "rows.jsonl", GOOD * 3)
+    code, _, err = cli(capsys, "count", "--data", data, "--out", mnt / "c.npz", "--json")
+    one_error(code, err, r"cannot write --out .*c\.npz: the disk is full \(no space left")
+    code, _, err = cli(capsys, "export", "--counts", code_counts, "--k", 100, "--out", mnt / "ex", "--json")
+    one_error(code, err, r"cannot write --out .*ex: needs 0\.\d MB, only 0\.0 MB free on its file system")
+    assert sorted(p.name for p in mnt.iterdir()) == ["filler"]          # no temp file, no empty folder
+    monkeypatch.setenv("VTCORE_WORKSPACE", str(mnt / "ws"))
+    code, _, err = cli(capsys, "count", "--data", data, "--json")
+    one_error(code, err, r"cannot unpack the bundled tokenizer into the workspace .*ws/tokenizers \(No space left "
+                         r"on device; it needs 11 MB free\)")
+
+
+def test_export_cleans_killed_runs_temps_and_force_keeps_a_users_folder(capsys, code_counts, tmp_path):
+    out = tmp_path / "ex"
+    stale = out / ".tmp-hf_draft_k100-999999999-abcd1234"       # what an export killed mid-write leaves
+    stale.mkdir(parents=True)
+    (stale / "model.safetensors").write_bytes(b"\0" * 1000)
+    mine = out / "token_map_sglang_k100.pt"                     # a folder of the user's at an output's name
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    code, _, err = cli(capsys, "export", "--counts", code_counts, "--k", 100, "--out", out, "--force", "--json")
+    one_error(code, err, r"token_map_sglang_k100\.pt is a folder this export did not write")
+    assert (mine / "notes.txt").read_text() == "mine"
+    mine.rename(tmp_path / "moved")
+    code, out_text, err = cli(capsys, "export", "--counts", code_counts, "--k", 100, "--out", out, "--json")
+    assert code == 0 and result(out_text)["validated"], err
+    assert not stale.exists() and not any(p.name.startswith(".") for p in out.iterdir())
+
+
+# ------------------------------------------------------------------ names that are not UTF-8
+
+def test_a_dataset_name_that_is_not_utf8_is_carried_through_counts_and_exports(capsys, tmp_path, workspace):
+    data = tmp_path / os.fsdecode(b"mine\xff.jsonl")          # any bytes the file system allows
+    data.write_bytes(GOOD * 4)
+    code, out, err = cli(capsys, "count", "--data", data, "--out", tmp_path / "c.npz", "--json")
+    assert code == 0 and list(result(out)["domains"]) == [os.fsdecode(b"mine\xff")], err
+    (tmp_path / "c.npz").rename(tmp_path / "renamed.npz")
+    for extra in (["--json"], []):                              # the JSON line and the human output
+        code, out, err = cli(capsys, "export", "--counts", tmp_path / "renamed.npz", "--k", 5, "--out",
+                             tmp_path / "ex", "--force", *extra)
+        assert code == 0 and "Traceback" not in err, err
+    text = (tmp_path / "ex" / "summary_k5.json").read_bytes()
+    assert b"mine\\udcff.jsonl" in text                         # the JSON escape of the byte: valid UTF-8
+    paths = [d["path"] for d in json.loads(text.decode("utf-8"))["manifest"]["datasets_detail"]]
+    assert [os.fsencode(p) for p in paths] == [os.fsencode(data)]   # read back, the same bytes
+
+
+# ------------------------------------------------------------------ Ray
+
+def test_an_unreachable_ray_address_fails_within_the_stated_timeout(capsys, tmp_path, workspace, monkeypatch):
+    import socket
+    import time
+
+    data = write(tmp_path / "rows.jsonl", GOOD * 3)
+    monkeypatch.setenv("VTCORE_RAY_TIMEOUT", "1")
+    with socket.socket() as s:            # a port nothing listens on: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        t0 = time.monotonic()
+        code, _, err = cli(capsys, "count", "--data", data, "--engine", "ray", "--ray-address", f"127.0.0.1:{port}",
+                           "--json")
+    assert time.monotonic() - t0 < 60                      # Ray itself retries for minutes
+    one_error(code, err, rf"cannot reach the Ray cluster at 127\.0\.0\.1:{port}: Connection refused within the "
+                         r"1 s timeout \(VTCORE_RAY_TIMEOUT\)")
+
+
+# ------------------------------------------------------------------ softer cases
+
+def test_a_child_killed_from_outside_is_reported_as_killed():
+    import signal
+
+    from vtcore.jobs import run_child
+
+    with pytest.raises(VTError, match=r"the child process was killed \(SIGKILL\) from outside"):
+        run_child(["flops", "--draft", "qwen3-0.6b"], lambda f, t="": None, lambda: False,
+                  on_start=lambda pid: os.kill(pid, signal.SIGKILL))
+
+
+def test_bench_refuses_max_new_tokens_past_the_targets_context(capsys, eagle3_drafts, workspace):
+    good, target, _ = eagle3_drafts                      # the target's config says 40,960 positions
+    code, _, err = cli(capsys, "bench", "--target", target, "--draft", good, "--max-new-tokens", 100_000, "--no-save",
+                       "--json")
+    one_error(code, err, r"--max-new-tokens 100,000 is past the target's context of 40,960 tokens")

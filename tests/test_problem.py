@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.clihelpers import last_json, run_vtcore
-from vtcore import cost, problem, search
+from vtcore import cost, problem, studies
 from vtcore.countsfile import CountsFile, save_counts
 
 V = 4096
@@ -118,7 +118,7 @@ def test_one_best_trial_rule():
             {"number": 1, "state": "COMPLETE", "feasible": False, "k": 6, "utility": 0.9, "speedup": 1.9},
             {"number": 2, "state": "COMPLETE", "feasible": True, "k": 7, "utility": 0.7, "speedup": 1.3},
             {"number": 3, "state": "FAIL", "feasible": None, "k": 8, "utility": None, "speedup": None}]
-    assert search.best_trial(rows, "utility")["number"] == 0      # tie: the earlier trial
-    assert search.best_trial(rows, "pareto")["number"] == 0       # Pareto's pick is its utility optimum
-    assert search.best_trial(rows, "speedup")["number"] == 2      # the infeasible 1.9 never wins
-    assert search.best_trial(rows[3:], "utility") is None
+    assert studies.best_trial(rows, "utility")["number"] == 0      # tie: the earlier trial
+    assert studies.best_trial(rows, "pareto")["number"] == 0       # Pareto's pick is its utility optimum
+    assert studies.best_trial(rows, "speedup")["number"] == 2      # the infeasible 1.9 never wins
+    assert studies.best_trial(rows[3:], "utility") is None

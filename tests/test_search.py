@@ -14,7 +14,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from clihelpers import last_json, run_vtcore
-from vtcore import cost, search  # noqa: E402
+from vtcore import cost, search, studies  # noqa: E402
 from vtcore.countsfile import CountsFile, load_counts, save_counts  # noqa: E402
 from vtcore.errors import VTError  # noqa: E402
 
@@ -195,9 +195,9 @@ def test_tpe_regret_small_and_constraint_holds(qwen_problem_parts, ws):
     C, R, arch = qwen_problem_parts
     p = search.Problem(C, R, alpha=0.5, min_coverage=0.9)
     ex = search.solve_exact(p)
-    runner = search.StudyRunner(p, "regret", n_trials=100, seed=42)
+    runner = studies.StudyRunner(p, "regret", n_trials=100, seed=42)
     runner.run()
-    s = search.summarize(runner, ex)
+    s = studies.summarize(runner, ex)
     assert s["state"] == "finished" and s["n_trials"] == 100
     assert s["coverage"] >= 0.9 and ex.coverage >= 0.9
     assert 0 <= s["regret"] < 0.005, s
@@ -212,8 +212,8 @@ def test_speedup_search_close_to_exact(qwen_problem_parts, ws):
     ratio = float(cost.total_flops(arch, arch.vocab)) / cost.target_flops(arch)
     p = search.Problem(C, R, objective="speedup", a0=0.7, cost_ratio_full=ratio, gamma_max=8)
     ex = search.solve_exact(p)
-    runner = search.StudyRunner(p, "speed", n_trials=80, seed=1).run()
-    s = search.summarize(runner, ex)
+    runner = studies.StudyRunner(p, "speed", n_trials=80, seed=1).run()
+    s = studies.summarize(runner, ex)
     assert s["best_gamma"] is not None and 1 <= s["best_gamma"] <= 8
     assert s["predicted_speedup"] <= ex.speedup + 1e-12
     assert s["regret"] / ex.speedup < 0.02
@@ -223,8 +223,8 @@ def test_speedup_search_close_to_exact(qwen_problem_parts, ws):
 def test_pareto_study_front_is_nondominated(qwen_problem_parts, ws):
     C, R, arch = qwen_problem_parts
     p = search.Problem(C, R, objective="pareto", min_coverage=0.8)
-    runner = search.StudyRunner(p, "front", n_trials=60, seed=0).run()
-    s = search.summarize(runner, search.solve_exact(p))
+    runner = studies.StudyRunner(p, "front", n_trials=60, seed=0).run()
+    s = studies.summarize(runner, search.solve_exact(p))
     front = s["trial_pareto"]
     assert front and all(pt["coverage"] >= 0.8 for pt in front)
     # optuna's own Pareto front (constraint-aware) agrees with ours
@@ -242,7 +242,7 @@ def test_stop_works_mid_run(qwen_problem_parts, ws):
         time.sleep(0.01)
         return p.evaluate(k, gamma)
 
-    runner = search.StudyRunner(p, "stopme", n_trials=100_000, evaluate=slow).start()
+    runner = studies.StudyRunner(p, "stopme", n_trials=100_000, evaluate=slow).start()
     seen = []
     while len(runner.snapshot()) < 5:
         seen.append(len(runner.snapshot()))
@@ -253,7 +253,7 @@ def test_stop_works_mid_run(qwen_problem_parts, ws):
     n = len(runner.snapshot())
     assert 5 <= n < 1000 and n == len(calls) == runner.progress()["done"]
     assert seen == sorted(seen)   # snapshots only grow
-    settings, rows = search.load_study_rows(runner.path)
+    settings, rows = studies.load_study_rows(runner.path)
     assert len(rows) == n and settings == json.loads(json.dumps(p.fingerprint()))
 
 
@@ -268,19 +268,19 @@ def test_objective_error_is_reported_and_trials_kept(qwen_problem_parts, ws):
         return p.evaluate(k, gamma)
 
     done = []
-    runner = search.StudyRunner(p, "broken", n_trials=50, evaluate=breaks_on_eighth).run()
+    runner = studies.StudyRunner(p, "broken", n_trials=50, evaluate=breaks_on_eighth).run()
     assert runner.state == "error" and "latency service went away" in runner.error
     rows = runner.snapshot()
     assert [r["state"] for r in rows] == ["COMPLETE"] * 7 + ["FAIL"]
     assert [r["k"] for r in rows[:7]] == done
     assert runner.best() is not None and runner.progress()["error"] == runner.error
-    _, stored = search.load_study_rows(runner.path)
+    _, stored = studies.load_study_rows(runner.path)
     assert [r["state"] for r in stored] == [r["state"] for r in rows]
 
 
 def test_snapshot_is_safe_while_running(qwen_problem_parts, ws):
     C, R, _ = qwen_problem_parts
-    runner = search.StudyRunner(search.Problem(C, R), "poll", n_trials=60).start()
+    runner = studies.StudyRunner(search.Problem(C, R), "poll", n_trials=60).start()
     bad = []
 
     def poll():
@@ -301,13 +301,13 @@ def test_snapshot_is_safe_while_running(qwen_problem_parts, ws):
 
 def test_resume_refuses_a_different_problem(qwen_problem_parts, ws):
     C, R, _ = qwen_problem_parts
-    search.StudyRunner(search.Problem(C, R, alpha=0.5), "same", n_trials=3).run()
-    again = search.StudyRunner(search.Problem(C, R, alpha=0.5), "same", n_trials=2).run()
+    studies.StudyRunner(search.Problem(C, R, alpha=0.5), "same", n_trials=3).run()
+    again = studies.StudyRunner(search.Problem(C, R, alpha=0.5), "same", n_trials=2).run()
     assert len(again.snapshot()) == 5
     with pytest.raises(VTError, match="differs in: alpha"):
-        search.StudyRunner(search.Problem(C, R, alpha=0.7), "same", n_trials=2)
+        studies.StudyRunner(search.Problem(C, R, alpha=0.7), "same", n_trials=2)
     with pytest.raises(VTError, match="plain file name"):
-        search.StudyRunner(search.Problem(C, R), "../escape", n_trials=2)
+        studies.StudyRunner(search.Problem(C, R), "../escape", n_trials=2)
 
 
 # --- CLI ---------------------------------------------------------------------------------------
@@ -319,7 +319,7 @@ def test_cli_study_resumes_in_a_new_process(counts_path, tmp_path):
     second = last_json(run_vtcore(*args, "--trials", "10", ws=tmp_path))
     assert second["n_trials"] == 25 and second["n_new_trials"] == 10
     assert second["study_path"] == first["study_path"] and Path(second["study_path"]).is_file()
-    _, rows = search.load_study_rows(second["study_path"])
+    _, rows = studies.load_study_rows(second["study_path"])
     assert [r["number"] for r in rows] == list(range(25))
     assert second["utility"] >= first["utility"]   # the best so far can only improve
     p = run_vtcore(*args, "--trials", "5", "--alpha", "0.9", ws=tmp_path)

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from vtcore import eagle3, models, speculative, spread
+from vtcore import checkpoints, eagle3, models, speculative, spread
 from vtcore.counts import count_dataset
 from vtcore.coverage import k_for_coverage
 from vtcore.data import read_dataset
@@ -36,9 +36,10 @@ from vtcore.errors import VTError
 from vtcore.benchtypes import (GAMMA_MAX, SPEEDUPS, BenchConfig, BenchResult, BenchStopped, Calibration,
                                MethodResult, OodResult, Prediction, RunRecord)
 from vtcore.files import plain_json
-from vtcore.formats import read_token_ids
+from vtcore.formats import read_config, read_token_ids
 from vtcore.search import Problem, predicted_speedup, solve_exact
 from vtcore.split import is_heldout
+from vtcore.validate import check_eagle3_dir
 from vtcore.workspace import repo_root, subdir
 
 
@@ -153,12 +154,15 @@ def load_models(cfg: BenchConfig, device, log=None) -> tuple[Any, Any, Any, str,
             return target, tok, draft, models.DEFAULT_TARGET, models.DEFAULT_DRAFT, "standalone"
         return target, tok, eagle3.build_default_eagle3(target), models.DEFAULT_TARGET, models.DEFAULT_EAGLE3, "eagle3"
     target_dir = Path(models.resolve_model(cfg.target, cfg.workspace))
+    draft_dir = Path(models.resolve_model(cfg.draft, cfg.workspace))
+    if checkpoints.is_eagle3_checkpoint(draft_dir):   # the checks export and validate make, before the target loads
+        check_eagle3_dir(draft_dir)
+    check_context(cfg, read_config(target_dir))   # before the weights load
     target = models.load_model(target_dir, device)
     tok = models.load_tokenizer_from(target_dir)
     tname = models.DEFAULT_TARGET if default_target else str(cfg.target)
     V = int(target.get_output_embeddings().weight.shape[0])
-    draft_dir = Path(models.resolve_model(cfg.draft, cfg.workspace))
-    if eagle3.is_eagle3_checkpoint(draft_dir):
+    if checkpoints.is_eagle3_checkpoint(draft_dir):
         draft = eagle3.load_eagle3(draft_dir, device, target.dtype, target=target)
         if draft.cfg.vocab_size != V:
             raise VTError(f"{cfg.draft}: the EAGLE-3 head is for a {draft.cfg.vocab_size:,}-token vocabulary, "
@@ -327,6 +331,12 @@ def choose_gamma(cfg: BenchConfig, cal: Calibration | None, cf, tokens: TokenSet
         return 4, "default", None
     gamma, predicted = best_gamma_at(cal, kept_coverage(cf, tokens.kept), len(tokens.kept), N)
     return gamma, "search", predicted
+def check_context(cfg: BenchConfig, target_config: dict) -> None:
+    """--max-new-tokens must fit the target's context (its max_position_embeddings)."""
+    text = target_config.get("text_config") if isinstance(target_config.get("text_config"), dict) else target_config
+    context = text.get("max_position_embeddings")
+    if isinstance(context, int) and cfg.max_new_tokens >= context:
+        raise VTError(f"--max-new-tokens {cfg.max_new_tokens:,} is past the target's context of {context:,} tokens")
 
 
 def prepare(cfg: BenchConfig, log=None) -> Setup:
@@ -339,6 +349,7 @@ def prepare(cfg: BenchConfig, log=None) -> Setup:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     target, tok, draft, tname, dname, kind = load_models(cfg, device, log)
+    check_context(cfg, target.config.to_dict())   # before calibration generates any
     data = cfg.data or default_data()
     cf = count_data(data, tok, cfg.workspace)
     keep = eos_ids(target, tok)
@@ -573,6 +584,8 @@ def run_bench(cfg: BenchConfig, progress: Callable[[float, str], None] | None = 
     data = cfg.data or default_data()
     prompts = load_prompts(data, setup.tokenizer, heldout=True, limit=cfg.prompts)
     ood = load_prompts(cfg.ood_data, setup.tokenizer, heldout=True, limit=cfg.prompts) if cfg.ood_data else []
+    if len(prompts) < cfg.prompts:   # said, not silently fewer
+        setup.notes.append(f"--prompts {cfg.prompts:,}: {data} has {len(prompts)} held-out prompt(s); ran those")
     n_methods = 3 if setup.full is not None else 2
     total = n_methods * (cfg.warmup + cfg.repeats * (len(prompts) + len(ood)))
     done = [0]
@@ -618,20 +631,40 @@ def append_result(cfg: BenchConfig, result: BenchResult) -> Path:
     path = results_path(cfg.workspace)
     line = json.dumps(plain_json({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": asdict(cfg),
                                   **result.to_dict()}))
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line + "\n")
+    with open(path, "a+b") as f:
+        torn = f.seek(0, 2) > 0 and f.seek(-1, 2) >= 0 and f.read(1) != b"\n"   # a run killed mid-write
+        f.write((b"\n" if torn else b"") + line.encode("utf-8") + b"\n")   # so this record starts its own line
     return path
 
 
-def load_results(workspace=None) -> list[BenchResult]:
-    """Every stored run, oldest first; unreadable lines are skipped."""
+def read_results(workspace=None) -> tuple[list[dict], int]:
+    """(every stored run, oldest first; how many lines could not be read: torn, not UTF-8, not a
+    JSON object). Unreadable lines are skipped, never fatal."""
     path = results_path(workspace)
     if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+        return [], 0
+    out, bad = [], 0
+    for line in path.read_bytes().split(b"\n"):
+        if not line.strip():
+            continue
         try:
-            out.append(BenchResult.from_dict(json.loads(line)))
-        except (ValueError, TypeError):
+            rec = json.loads(line.decode("utf-8"))
+        except (ValueError, RecursionError):   # UnicodeDecodeError is a ValueError too
+            rec = None
+        if isinstance(rec, dict):
+            out.append(rec)
+        else:
+            bad += 1
+    return out, bad
+
+
+def load_results(workspace=None) -> list[BenchResult]:
+    """Every stored run, oldest first; unreadable lines, and records that are not a finished run,
+    are skipped (read_results counts the unreadable ones)."""
+    out = []
+    for rec in read_results(workspace)[0]:
+        try:
+            out.append(BenchResult.from_dict(rec))
+        except (TypeError, ValueError):
             continue
     return out

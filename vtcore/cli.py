@@ -15,11 +15,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 
-from vtcore.cmd.common import bar_open, dumps, set_progress_file
+from vtcore.cmd.common import bar_open, check_flags, dumps, set_progress_file
 from vtcore.errors import VTError
-from vtcore.files import plain_json
+from vtcore.files import DISK_FULL, plain_json
 
 COMMANDS = ["count", "coverage", "flops", "profile", "optimize", "export", "validate", "bench"]
 
@@ -47,10 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):   # a file name that is not UTF-8 prints as its own bytes
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
     parser = build_parser()
     args = parser.parse_args(argv)
     set_progress_file(args.progress_file)
     try:
+        check_flags(args)
         result = args.func(args)
     except VTError as e:
         # the reason on a line of its own, not glued to an unfinished progress bar
@@ -59,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:   # a write that no command-level check caught: a full disk is still one line
+        if e.errno not in DISK_FULL:
+            raise
+        print(("\n" if bar_open() else "") + f"error: cannot write {e.filename or 'a file'}: the disk is full "
+              f"({os.strerror(e.errno)}); free some space, or point --out / VTCORE_WORKSPACE elsewhere", file=sys.stderr)
+        return 2
     if args.json:   # a typed result (vtcore.benchtypes) prints as its JSON
         sys.stdout.write(dumps(result.to_dict() if hasattr(result, "to_dict") else result) + "\n")
     else:

@@ -18,7 +18,7 @@ import numpy as np
 
 from vtcore.coverage import Coverage, analyse, out_of_domain
 from vtcore.errors import VTError
-from vtcore.files import atomic_file
+from vtcore.files import VOCAB_LIMIT, atomic_file, check_npz
 
 FORMAT = "vtcore-counts/1"
 
@@ -82,10 +82,21 @@ def save_counts(path: str | os.PathLike, cf: CountsFile, force: bool = False,
     return path
 
 
+INT64_MAX = (1 << 63) - 1
+
+
+def _exact_sum(a: np.ndarray) -> int:
+    """The sum in Python ints (no wrap-around): int64 sums of forged counts can come out negative."""
+    return sum(int(x) for x in a.tolist())
+
+
 def _check_arrays(path: Path, arrays: dict[str, np.ndarray], by_domain: np.ndarray | None, names: list) -> None:
     """Wrong figures must not load quietly (a short or negative array gives a wrong C(k)): one
     length V for every array, non-negative integers, counts = fit + held-out = sum of domains."""
     V = arrays["counts"].shape[0] if arrays["counts"].ndim == 1 else None
+    if V is not None and V > VOCAB_LIMIT:
+        raise VTError(f"{path}: field 'counts' has {V:,} entries, more token ids than any vocabulary "
+                      f"(limit {VOCAB_LIMIT:,})")
     for name, a in arrays.items():
         if a.ndim != 1 or a.dtype.kind not in "iu":
             raise VTError(f"{path}: field '{name}' must be a 1-D integer array, got {a.dtype}{list(a.shape)}")
@@ -95,6 +106,9 @@ def _check_arrays(path: Path, arrays: dict[str, np.ndarray], by_domain: np.ndarr
         if a.dtype.kind == "i" and a.size and int(a.min()) < 0:
             raise VTError(f"{path}: field '{name}' has negative counts (token id {int(np.argmin(a))}: "
                           f"{int(a.min())}); counts are never negative")
+        if a.size and int(a.max()) > INT64_MAX // max(a.size, 1) and _exact_sum(a) > INT64_MAX:
+            raise VTError(f"{path}: field '{name}' sums to {_exact_sum(a):,}, past what int64 holds: the counts "
+                          "overflowed or were edited")
     counts, fit, held = arrays["counts"], arrays["counts_fit"], arrays["counts_heldout"]
     if fit is not counts and not np.array_equal(fit.astype(np.int64) + held, counts):
         raise VTError(f"{path}: fields 'counts_fit' + 'counts_heldout' do not add up to 'counts'")
@@ -130,6 +144,7 @@ def load_counts(path: str | os.PathLike) -> CountsFile:
     path = Path(path)
     if not path.is_file():
         raise VTError(f"{path}: counts file not found")
+    check_npz(path)   # every array's declared size, before anything is decompressed
     try:
         with np.load(path, allow_pickle=False) as z:
             if "counts" not in z or "manifest" not in z:
@@ -148,4 +163,4 @@ def load_counts(path: str | os.PathLike) -> CountsFile:
     _check_manifest(path, manifest, counts, names)
     return CountsFile(counts=counts.astype(np.int64), manifest=manifest, counts_fit=fit.astype(np.int64),
                       counts_heldout=heldout.astype(np.int64), domain_names=list(names),
-                      counts_by_domain=None if by_domain is None else by_domain.astype(np.int64))
+                      counts_by_domain=None if by_domain is None else by_domain.astype(np.int64, copy=False))

@@ -204,6 +204,10 @@ def _iter_jsonl(path: Path, pos: "_Position", cap: int = MAX_ROW_BYTES) -> Itera
             except json.JSONDecodeError as e:
                 yield line_no, DataError(f"malformed JSON ({e.msg} at column {e.colno})", str(path), line_no)
                 continue
+            except (ValueError, RecursionError) as e:   # a 100,000-digit number; nesting too deep
+                why = "nested too deep" if isinstance(e, RecursionError) else str(e).split(":")[0]
+                yield line_no, DataError(f"malformed JSON ({why})", str(path), line_no)
+                continue
             yield line_no, rec
 
 
@@ -299,7 +303,7 @@ def _maybe_json(value):
     if isinstance(value, str) and value[:1] in "[{":
         try:
             return json.loads(value)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             return value
     return value
 

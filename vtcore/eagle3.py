@@ -70,7 +70,7 @@ from torch import nn
 
 from vtcore import checkpoints, formats, models
 # the config, its mapping and the layouts are vtcore.checkpoints'; the names, vtcore.models'
-from vtcore.checkpoints import WEIGHTS_FILE, Eagle3Config, is_eagle3_checkpoint  # noqa: F401
+from vtcore.checkpoints import WEIGHTS_FILE, Eagle3Config  # noqa: F401
 from vtcore.errors import VTError
 from vtcore.models import DEFAULT_EAGLE3, default_eagle3_dir  # noqa: F401
 

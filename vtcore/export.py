@@ -33,18 +33,18 @@ from vtcore import __version__, models
 from vtcore.cost import DEFAULT_CONTEXT, PRESETS, arch_from_config, latency_reduction, resolve_draft
 from vtcore.countsfile import CountsFile, counts_sha256
 from vtcore.errors import VTError
-from vtcore.files import atomic_file, check_target, os_reason, plain_json, tmp_sibling
+from vtcore.files import DISK_FULL, atomic_file, check_space, check_target, os_reason, plain_json, tmp_sibling
 from vtcore.checkpoints import (DraftCheckpoint, checkpoint_files, flat_eagle3_config, is_eagle3,
                                 is_speculators_config, read_draft)
 from vtcore.formats import (eagle3_mapping, ids_from_d2t, read_config, safetensors_bytes, side_files,
                             speculators_vocab_files, tensor_source, torch_bytes)
-from vtcore.search import read_trial
+from vtcore.studies import read_trial
 from vtcore.selection import Selection, for_min_coverage
 from vtcore.target import TargetVocab, config_vocab_size, looks_like_hub_id, resolve_vocab
 from vtcore.tokens import BUNDLED_SHA256, sha256_file
 from vtcore.validate import (Expect, Report, embed_key, head_key, manifest_tokenizer_name,
                              manifest_tokenizer_sha, validate_bytes, validate_draft, validate_npy_pair,
-                             validate_speculators)
+                             validate_speculators, check_eagle3_dir)
 from vtcore.workspace import subdir
 
 FORMATS = ["sglang", "eagle3", "speculators-vocab", "json", "hf-draft", "speculators"]
@@ -345,7 +345,8 @@ def summary_doc(choice: TokenChoice, vocab: TargetVocab, files: dict[str, str], 
 
 
 def _json_bytes(obj: Any) -> bytes:
-    return (json.dumps(plain_json(obj), indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+    # a file name that is not UTF-8 (kept as lone surrogates) is written as its JSON escape, \udcXX
+    return (json.dumps(plain_json(obj), indent=1, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace")
 
 
 def file_name(fmt: str, k: int) -> str:
@@ -655,7 +656,8 @@ def export(choice: TokenChoice, formats: list[str] | str | None = None, vocab_si
             check_counts_tokenizer(choice, implied)
         d = draft_dir(draft)
         dv = draft_vocab(draft, d)
-        draft_is_eagle3(d)   # its weights are readable (their names say the layout)
+        if d is not None and draft_is_eagle3(d):   # a corrupt draft is refused by name, never exported as valid
+            check_eagle3_dir(d)
         target = implied
     except VTError as e:
         if not (Path(str(draft)).expanduser().is_dir() or models.bundled_draft(draft)
@@ -732,8 +734,6 @@ def _check_name(name: str) -> str:
 def _write_file_atomic(target: Path, blob: bytes, force: bool = False) -> None:
     with atomic_file(target, fsync=True, force=force) as f:
         f.write(blob)
-        if target.is_dir() and not target.is_symlink():   # --force over an old export of another kind
-            shutil.rmtree(target)
 
 
 def _write_dir_atomic(target: Path, files: dict[str, bytes], force: bool = False) -> None:
@@ -744,7 +744,11 @@ def _write_dir_atomic(target: Path, files: dict[str, bytes], force: bool = False
     try:
         for rel, blob in files.items():
             _check_name(rel)
-            (tmp / rel).write_bytes(blob)
+            try:
+                (tmp / rel).write_bytes(blob)
+            except OSError as e:
+                raise VTError(f"cannot write --out {target}: {os_reason(e)}"
+                              f"{' (the disk is full)' if e.errno in DISK_FULL else ''}") from None
         if target.exists() or target.is_symlink():
             # move the previous export aside first: a directory cannot be replaced in one rename
             old = target.parent / f".old-{target.name}-{os.getpid()}"
@@ -770,23 +774,71 @@ def write_bundle(bundle: Bundle, out_dir: str | os.PathLike, force: bool = False
     if not bundle.validated:
         raise VTError("export failed validation, nothing written: " + "; ".join(bundle.problems))
     out = Path(out_dir).expanduser()
-    if out.exists() and not out.is_dir():
-        raise VTError(f"--out {out} exists and is not a directory")
     try:
+        if out.exists() and not out.is_dir():
+            raise VTError(f"--out {out} exists and is not a directory")
+        made_out = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise VTError(f"--out {out}: cannot create the folder ({os_reason(e)})") from e
+    except OSError as e:   # a name too long for the file system, no permission, a full disk
+        raise VTError(f"--out {str(out)[:120]}: cannot create the folder ({os_reason(e)})") from e
     targets = {fmt: out / _check_name(a.name) for fmt, a in bundle.artifacts.items()}
     for p in targets.values():
         check_target(p, True, inputs)
     existing = [p.name for p in targets.values() if p.exists() or p.is_symlink()]
     if existing and not force:
         raise VTError(f"{out}: {', '.join(existing)} already exist; pass --force to overwrite")
+    for fmt, p in targets.items():
+        _check_replaceable(p, bundle.artifacts[fmt])
+    remove_stale_temps(out)
     order = [f for f in bundle.artifacts if f != "summary"] + ["summary"]   # summary last: it lists the rest
-    for fmt in order:
-        a = bundle.artifacts[fmt]
-        if a.is_dir:
-            _write_dir_atomic(targets[fmt], a.files, force)
-        else:
-            _write_file_atomic(targets[fmt], a.files[a.name], force)
+    made: list[Path] = []
+    try:
+        check_space(out, sum(len(b) for a in bundle.artifacts.values() for b in a.files.values()))
+        for fmt in order:
+            a, new = bundle.artifacts[fmt], not (targets[fmt].exists() or targets[fmt].is_symlink())
+            if a.is_dir:
+                _write_dir_atomic(targets[fmt], a.files, force)
+            else:
+                _write_file_atomic(targets[fmt], a.files[a.name], force)
+            if new:
+                made.append(targets[fmt])
+    except BaseException:   # a full disk, a kill: no half bundle (the outputs this call made are removed)
+        for p in made:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+        if made_out and not any(out.iterdir()):
+            out.rmdir()
+        raise
     return targets
+
+
+def _check_replaceable(target: Path, a: Artifact) -> None:
+    """--force replaces what an export wrote, never a folder of the user's: a folder at a file's
+    name, or a folder without a draft's config.json or a vocab pair at a folder's name, stays."""
+    if not target.is_dir() or target.is_symlink():
+        return
+    ours = a.is_dir and ((target / "config.json").is_file() or any(target.glob("d2t-*.npy")))
+    if not ours:
+        raise VTError(f"--out: {target} is a folder this export did not write; move it away (--force replaces "
+                      "only earlier exports)")
+
+
+def remove_stale_temps(out: Path) -> list[str]:
+    """Temp files and folders that killed exports left in `out` (.tmp-NAME-PID-HEX, .old-NAME-PID
+    whose process is gone) are removed; returns their names."""
+    gone = []
+    for p in [*out.glob(".tmp-*-*-*"), *out.glob(".old-*-*")]:
+        pid = p.name.rsplit("-", 2)[-2] if p.name.startswith(".tmp-") else p.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+            gone.append(p.name)
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import numpy as np
 
 from vtcore.errors import VTError
-from vtcore.files import read_json
+from vtcore.files import VOCAB_LIMIT, check_npy, check_zip_size, read_json
 
 if TYPE_CHECKING:
     import torch
@@ -206,8 +206,7 @@ def tensor_source(weights: dict[str, Any] | None = None, directory: str | os.Pat
     if (d / "model.safetensors").is_file():
         files = {"*": d / "model.safetensors"}
     elif (d / "model.safetensors.index.json").is_file():
-        index = json.loads((d / "model.safetensors.index.json").read_text())
-        files = {k: d / v for k, v in index.get("weight_map", {}).items()}
+        files = {k: d / v for k, v in _weight_map(d / "model.safetensors.index.json").items()}
     if files:
         from safetensors import safe_open
 
@@ -227,8 +226,7 @@ def tensor_source(weights: dict[str, Any] | None = None, directory: str | os.Pat
         return TensorSource(shapes, get)
     bins = [d / "pytorch_model.bin"] if (d / "pytorch_model.bin").is_file() else []
     if not bins and (d / "pytorch_model.bin.index.json").is_file():
-        index = json.loads((d / "pytorch_model.bin.index.json").read_text())
-        bins = sorted({d / v for v in index.get("weight_map", {}).values()})
+        bins = sorted({d / v for v in _weight_map(d / "pytorch_model.bin.index.json").values()})
     if bins:
         state: dict[str, Any] = {}
         for b in bins:
@@ -250,7 +248,21 @@ def read_config(directory: str | os.PathLike) -> dict:
     p = Path(directory) / "config.json"
     if not p.is_file():
         raise VTError(f"{directory}: not a model directory (no config.json)")
-    return read_json(p, "config.json")
+    config = read_json(p, "config.json")
+    if not isinstance(config, dict):
+        raise VTError(f"{p}: config.json must be a JSON object, got a JSON {type(config).__name__}")
+    return config
+
+
+def _weight_map(index: Path) -> dict[str, str]:
+    """A sharded checkpoint's index: {tensor name: shard file name}, checked."""
+    doc = read_json(index, "checkpoint index")
+    wm = doc.get("weight_map") if isinstance(doc, dict) else None
+    if not isinstance(wm, dict) or not all(isinstance(k, str) and isinstance(v, str) and v and "/" not in v
+                                           for k, v in wm.items()):
+        raise VTError(f"{index}: must be a JSON object whose 'weight_map' maps tensor names to shard files "
+                      "in the same folder")
+    return wm
 
 
 # ---------------------------------------------------------------- token maps
@@ -267,15 +279,15 @@ def read_token_ids(path: str | os.PathLike) -> "torch.Tensor":
     if not path.is_file():
         raise VTError(f"{path}: token map not found")
     if path.suffix == ".json":
-        try:
-            obj = json.loads(path.read_text())
-        except ValueError as e:
-            raise VTError(f"{path}: not valid JSON ({e})") from None
+        if path.stat().st_size > VOCAB_LIMIT * 12:   # ids of any vocabulary, in decimal, with separators
+            raise VTError(f"{path}: {path.stat().st_size:,} bytes is more than a token map of any vocabulary")
+        obj = read_json(path, "token map")
         ids = obj.get("token_ids") if isinstance(obj, dict) else obj
-        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+        if not isinstance(ids, list) or not all(isinstance(i, int) and abs(i) < 1 << 62 for i in ids):
             raise VTError(f"{path}: field 'token_ids' must be a list of integers")
         t = torch.tensor(ids, dtype=torch.long)
     else:
+        check_zip_size(path, "token map")   # a deflated 2 MB map must not expand to GBs
         obj = safe_torch_load(path)
         if isinstance(obj, dict) and "d2t" in obj:
             t = torch.from_numpy(ids_from_d2t(torch.as_tensor(obj["d2t"])))
@@ -283,6 +295,8 @@ def read_token_ids(path: str | os.PathLike) -> "torch.Tensor":
             t = obj
         else:
             raise VTError(f"{path}: expected a 1-D tensor of token ids or a dict with 'd2t', got {type(obj).__name__}")
+    if t.layout != torch.strided:
+        raise VTError(f"{path}: a token map must be a dense 1-D integer tensor, got a {t.layout} tensor")
     if t.dim() != 1 or t.dtype.is_floating_point or t.dtype == torch.bool:
         raise VTError(f"{path}: a token map must be a 1-D integer tensor, got {t.dtype} {list(t.shape)}")
     if t.numel() == 0:
@@ -336,6 +350,13 @@ def read_npy(source: str | os.PathLike | bytes) -> np.ndarray:
     """A .npy array, never unpickling objects (allow_pickle=False)."""
     where = "data" if isinstance(source, (bytes, bytearray)) else str(source)
     try:
+        with (io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else open(source, "rb")) as f:
+            if f.read(2) == b"PK":
+                raise VTError(f"{where}: a zip archive (an .npz?), not a .npy array")
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(0)
+            check_npy(f, where, size)   # the declared shape, before np.load allocates it
         return np.load(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source, allow_pickle=False)
     except FileNotFoundError:
         raise VTError(f"{where}: file not found") from None

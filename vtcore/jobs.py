@@ -233,6 +233,9 @@ def run_child(args: list[str], progress: Progress, should_stop: ShouldStop, poll
         _read_progress(prog, offset, progress)
         stdout = out.read_text(encoding="utf-8", errors="replace")
         stderr = err.read_text(encoding="utf-8", errors="replace")
+    if proc.returncode < 0:   # a signal from outside (the OOM killer, kill -9): its last progress line is no reason
+        raise VTError(f"the child process was killed ({signal.Signals(-proc.returncode).name}) from outside, "
+                      "e.g. by the out-of-memory killer; nothing it computed was kept")
     if proc.returncode != 0:
         raise VTError(_error_line(stderr) or f"the child process exited with status {proc.returncode}")
     try:

@@ -30,7 +30,7 @@ import numpy as np
 
 from vtcore.cost import DraftArch, latency_reduction as flops_reduction
 from vtcore.errors import VTError
-from vtcore.files import atomic_file, read_json
+from vtcore.files import atomic_file, memory_available, read_json
 
 FORMAT = "vtcore-latency-profile/1"
 DTYPES = ("float32", "bfloat16", "float16")
@@ -238,6 +238,11 @@ def measure_profile(arch: DraftArch, device: str = "cpu", dtype: str | None = No
     if context < 1:
         raise VTError(f"--context must be >= 1, got {context}")
     V = arch.vocab
+    need = 2 * arch.layers * arch.kv_heads * arch.head_dim * (context + 1) * tdtype.itemsize
+    free = memory_available()
+    if device == "cpu" and free is not None and need > free // 2:   # the KV cache of `context` tokens
+        raise VTError(f"--context {context:,}: the profile's KV cache needs {need / 2**20:,.0f} MB, more than half "
+                      f"of this machine's available memory ({free / 2**20:,.0f} MB); lower --context")
     ks = sorted(set(int(k) for k in (ks or default_grid(V))) | {V})
     bad = [k for k in ks if not 1 <= k <= V]
     if bad:

@@ -62,7 +62,11 @@ _joined: list[str | None] = []   # the address this process connected to, when c
 def connect(address: str | None = None, num_cpus: int | None = None) -> None:
     """Join the Ray cluster at `address`, or start a local Ray on this machine (loopback only,
     `num_cpus` or all). A process that already has Ray keeps it, unless connect() made it for
-    another address (the dashboard's user changed it): then it leaves that one first."""
+    another address (the dashboard's user changed it): then it leaves that one first. An address
+    that does not answer within connect_timeout() seconds is refused before Ray's own retries
+    (minutes)."""
+    if address:
+        probe(address)
     ray = import_ray()
     if ray.is_initialized():
         if not _joined or _joined[0] == address:   # started by the caller (a test), or the same
@@ -83,6 +87,33 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         raise VTError(f"cannot start or reach {where} ({_first_line(e)})") from e
     _joined[:] = [address]
+
+
+def connect_timeout() -> float:
+    """Seconds an unreachable --ray-address is given: VTCORE_RAY_TIMEOUT, default 10."""
+    raw = os.environ.get("VTCORE_RAY_TIMEOUT", "10")
+    try:
+        return max(0.05, float(raw))
+    except ValueError:
+        raise VTError(f"VTCORE_RAY_TIMEOUT must be a number of seconds, got {raw!r}") from None
+
+
+def probe(address: str) -> None:
+    """A TCP connection to host:port of a Ray address (host:port or ray://host:port) within
+    connect_timeout(); other forms ("auto") are left to Ray."""
+    import socket
+
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    t = connect_timeout()
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=t).close()
+    except OSError as e:
+        why = "no answer" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__)
+        raise VTError(f"cannot reach the Ray cluster at {address}: {why} within the {t:g} s timeout "
+                      "(VTCORE_RAY_TIMEOUT); is the head node running and the port open?") from None
 
 
 def _first_line(e: BaseException) -> str:

@@ -25,7 +25,6 @@ after it are fed on that model's next forward. Rolling back is a crop to the com
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ import torch
 from vtcore import eagle3, models
 from vtcore.checkpoints import read_trimmed_draft
 from vtcore.errors import VTError
-from vtcore.formats import read_token_ids
+from vtcore.formats import read_config, read_token_ids
 
 
 @dataclass
@@ -112,7 +111,7 @@ def load_draft(path_or_id: str | os.PathLike, device="cpu", dtype=None, token_ma
     map (vtcore.formats.read_token_ids), or from a trimmed draft directory (an "hf-draft"
     export: vtcore.checkpoints.read_trimmed_draft)."""
     path = Path(models.resolve_model(path_or_id, workspace))
-    cfg = json.loads((path / "config.json").read_text())
+    cfg = read_config(path)
     if "draft_vocab_size" not in cfg:
         model = models.load_model(path, device, dtype)
         kept = read_token_ids(token_map) if token_map is not None else None

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from vtcore.cost import PRESETS
 from vtcore.errors import VTError
-from vtcore.files import read_json
+from vtcore.files import VOCAB_LIMIT, read_json
 from vtcore.tokens import BUNDLED_SHA256
 
 # Tokenizer (sha256 of tokenizer.json) -> the vocab_size of the models that use it.
@@ -46,15 +46,21 @@ class TargetVocab:
 def config_vocab_size(config: dict | str | os.PathLike) -> int:
     """vocab_size of an HF config (dict, config.json, or a model directory); multimodal configs
     keep it in text_config, speculators' drafts in transformer_layer_config."""
-    if not isinstance(config, dict):
+    where = "the model config"
+    if isinstance(config, (str, os.PathLike)):
         p = Path(config)
-        config = read_json(p / "config.json" if p.is_dir() else p, "model config")
+        p = p / "config.json" if p.is_dir() else p
+        config, where = read_json(p, "model config"), str(p)
+    if not isinstance(config, dict):
+        raise VTError(f"{where}: must be a JSON object, got a JSON {type(config).__name__}")
     V = config.get("vocab_size")
     for nested in ("text_config", "transformer_layer_config"):
         if V is None and isinstance(config.get(nested), dict):
             V = config[nested].get("vocab_size")
     if not isinstance(V, int) or isinstance(V, bool) or V <= 0:
         raise VTError("model config has no positive integer 'vocab_size'")
+    if V > VOCAB_LIMIT:
+        raise VTError(f"model config says vocab_size {V:,}, more token ids than any vocabulary (limit {VOCAB_LIMIT:,})")
     return V
 
 
@@ -88,7 +94,7 @@ def from_target(spec: str | os.PathLike) -> TargetVocab:
         if not (p / "config.json").is_file():
             raise VTError(f"--target {p}: not a model directory (no config.json)")
         cfg = read_json(p / "config.json", "model config")
-        return TargetVocab(config_vocab_size(cfg), f"target {p}/config.json", model=str(p), config=cfg)
+        return TargetVocab(config_vocab_size(p / "config.json"), f"target {p}/config.json", model=str(p), config=cfg)
     if text in PRESETS:
         return TargetVocab(config_vocab_size(PRESETS[text]["config"]), f"preset {text} ({PRESETS[text]['source']})")
     if looks_like_hub_id(text):

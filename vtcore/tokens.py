@@ -50,8 +50,13 @@ def bundled_tokenizer_dir() -> Path:
         data = gzip.decompress((BUNDLED_DIR / "tokenizer.json.gz").read_bytes())
         if sha256_bytes(data) != BUNDLED_SHA256:
             raise VTError(f"bundled tokenizer {BUNDLED_DIR}/tokenizer.json.gz is corrupt (sha256 mismatch)")
-        (tmp / "tokenizer.json").write_bytes(data)
-        shutil.copy(BUNDLED_DIR / "tokenizer_config.json", tmp / "tokenizer_config.json")
+        try:
+            (tmp / "tokenizer.json").write_bytes(data)
+            shutil.copy(BUNDLED_DIR / "tokenizer_config.json", tmp / "tokenizer_config.json")
+        except OSError as e:   # a full disk or quota: the workspace is named, with what it needs
+            raise VTError(f"cannot unpack the bundled tokenizer into the workspace {target.parent} "
+                          f"({os.strerror(e.errno) if e.errno else e}; it needs {len(data) / 2**20:.0f} MB free): "
+                          "free some space or set VTCORE_WORKSPACE elsewhere") from None
         try:
             os.replace(tmp, target)
         except OSError:  # another process unpacked it first

@@ -11,7 +11,6 @@ end-of-turn token: a draft that cannot emit it never ends a turn).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ import numpy as np
 
 from vtcore.checkpoints import draft_source, is_eagle3
 from vtcore.errors import VTError
-from vtcore.files import os_reason, regular_file
+from vtcore.files import os_reason, parse_json, regular_file
 from vtcore.formats import StoredIds, TensorSource, UnsafeFile, ids_from_d2t, read_npy, safe_torch_load, stored_ids
 from vtcore.tokens import load_tokenizer, tokenizer_info
 
@@ -364,11 +363,141 @@ def embed_key(shapes: dict[str, tuple]) -> str | None:
     return keys[0] if keys else None
 
 
+# Sizes a draft's config may state: far above any real model, low enough that a size from a
+# hand-edited file cannot make a loader allocate terabytes.
+DRAFT_LIMITS = {"hidden_size": 1 << 16, "num_attention_heads": 1 << 10, "num_key_value_heads": 1 << 10,
+                "head_dim": 1 << 12, "intermediate_size": 1 << 20, "vocab_size": 1 << 24,
+                "draft_vocab_size": 1 << 24, "target_hidden_size": 1 << 16, "max_position_embeddings": 1 << 24,
+                "num_hidden_layers": 1}
+_DRAFT_REQUIRED = ("hidden_size", "num_attention_heads", "intermediate_size", "vocab_size")
+FINITE_CHUNK = 1 << 22   # elements checked for NaN / inf at a time
+
+
+def _config_int(config: dict, key: str, problems: list[str]) -> int | None:
+    v = config.get(key)
+    if v is None:
+        if key in _DRAFT_REQUIRED:
+            problems.append(f"config.json: '{key}' is missing")
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        problems.append(f"config.json: '{key}' must be an integer, got {str(v)[:40]!r}")
+        return None
+    if not 1 <= v <= DRAFT_LIMITS[key]:
+        problems.append(f"config.json: '{key}' is {str(v)[:40]}, outside 1..{DRAFT_LIMITS[key]:,}")
+        return None
+    return v
+
+
+def _draft_tensor_name(k: str) -> str:
+    """A checkpoint's tensor name in the SpecForge form (midlayer.*), whatever the layout wrote."""
+    k = k[len("model."):] if k.startswith("model.") else k
+    for a in ("layers.0.", "midlayers.0."):
+        if k.startswith(a):
+            return "midlayer." + k[len(a):]
+    return k
+
+
+def _not_finite(t: Any) -> bool:
+    import torch
+
+    flat = t.reshape(-1)
+    return any(not bool(torch.isfinite(flat[i:i + FINITE_CHUNK]).all()) for i in range(0, flat.numel(), FINITE_CHUNK))
+
+
+def eagle3_draft_problems(config: dict, src: TensorSource, finite: bool = True) -> list[str]:
+    """Everything that makes an EAGLE-3 draft (flat SpecForge config, tensors under SpecForge
+    names) unusable, each naming the field or tensor: config sizes present, integral and in
+    range (DRAFT_LIMITS); every tensor's shape and dtype against the config (fc, the decoder
+    layer, norms, embedding [V, H], head [draft_vocab_size, H]); d2t/t2d consistent and in range;
+    weights finite. export, validate and bench all refuse a draft with any of these."""
+    import torch
+
+    from vtcore import eagle3
+
+    problems: list[str] = []
+    sizes = {k: _config_int(config, k, problems) for k in DRAFT_LIMITS}
+    if problems:
+        return problems
+    H, heads, V = sizes["hidden_size"], sizes["num_attention_heads"], sizes["vocab_size"]
+    N = sizes["draft_vocab_size"] or V
+    if N > V:
+        problems.append(f"config.json: 'draft_vocab_size' {N:,} is larger than 'vocab_size' {V:,}")
+    kv = sizes["num_key_value_heads"] or heads
+    if heads % kv:
+        problems.append(f"config.json: 'num_attention_heads' {heads} is not a multiple of 'num_key_value_heads' {kv}")
+    if sizes["head_dim"] is None and H % heads:
+        problems.append(f"config.json: 'hidden_size' {H} is not a multiple of 'num_attention_heads' {heads} "
+                        "(and no 'head_dim' is given)")
+    if problems:
+        return problems
+    try:
+        cfg = eagle3.config_from_dict(config)
+        with torch.device("meta"):   # the shapes the config implies, nothing allocated
+            expected = {k: tuple(v.shape) for k, v in eagle3.Eagle3Draft(cfg).trainable_state().items()}
+    except (VTError, ValueError, TypeError) as e:
+        return [f"config.json: {e}"]
+    expected.update({"embed_tokens.weight": (V, H), "lm_head.weight": (N, H)})
+    optional = {"embed_tokens.weight", "lm_head.weight"} | {k for k in expected if "q_norm" in k or "k_norm" in k}
+    have = {}
+    for k, shape in src.shapes.items():
+        if not k.startswith(("verifier_", "model.verifier_")) and "rotary_emb" not in k:
+            have[_draft_tensor_name(k)] = k
+    for name, shape in expected.items():
+        if name not in have:
+            if name not in optional:
+                problems.append(f"tensor {name} is missing (expected shape {list(shape)})")
+            continue
+        got = tuple(src.shapes[have[name]])
+        if got != shape:
+            problems.append(f"tensor {name} is {list(got)}, the config implies {list(shape)}")
+    extra = sorted(k for k in set(have) - set(expected) - {"d2t", "t2d"} if "q_norm" not in k and "k_norm" not in k)
+    if extra:
+        problems.append(f"tensors the config has no place for: {', '.join(extra[:5])}")
+    if "lm_head.weight" not in have and N != V and not config.get("tie_word_embeddings"):
+        problems.append(f"no lm_head.weight, and the head cannot come from the target: draft_vocab_size {N:,} "
+                        f"is not vocab_size {V:,}")
+    if N != V and not {"d2t", "t2d"} <= set(have):
+        problems.append(f"draft_vocab_size {N:,} < vocab_size {V:,} but the weights lack d2t/t2d")
+    if problems:
+        return problems
+    for name in sorted(set(have) & set(expected)):
+        t = src.get(have[name])
+        if not t.dtype.is_floating_point:
+            problems.append(f"tensor {name} has dtype {str(t.dtype).replace('torch.', '')}, expected a float dtype")
+        elif finite and _not_finite(t):
+            problems.append(f"tensor {name} holds NaN or infinite values")
+    if "d2t" in have:
+        d2t, t2d = src.get(have["d2t"]), src.get(have["t2d"]) if "t2d" in have else None
+        _, mapping = check_mapping(d2t, t2d, V, N)
+        problems += [f"the draft's own {p}" for p in mapping]
+    return problems
+
+
+def check_eagle3_draft(config: dict, src: TensorSource, where: str | os.PathLike) -> None:
+    """eagle3_draft_problems as one error naming the draft (VTError, exit 2)."""
+    problems = eagle3_draft_problems(config, src)
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise VTError(f"{where}: not a usable EAGLE-3 draft: {problems[0]}{more}")
+
+
+def check_eagle3_dir(directory: str | os.PathLike) -> None:
+    """check_eagle3_draft on a draft directory in either layout, tensors read lazily."""
+    from vtcore.formats import read_config
+
+    flat, src, _ = draft_source(directory, read_config(directory))
+    check_eagle3_draft(flat, src, directory)
+
+
 def validate_draft(config: dict, src: TensorSource, path: str, expect: Expect,
                    tokenizer_files: list[str] | None = None) -> Report:
     """A trimmed draft directory (ours: hf-draft; or an EAGLE-3 checkpoint)."""
     eagle = is_eagle3(config, src.shapes)
     r = Report(path=path, format="eagle3-draft" if eagle else "hf-draft")
+    if eagle:
+        r.problems += eagle3_draft_problems(config, src)
+        if r.problems:
+            return r
     V = config.get("vocab_size")
     if not isinstance(V, int):
         r.problems.append("config.json lacks an integer 'vocab_size'")
@@ -493,9 +622,9 @@ def validate_bytes(data: bytes, name: str, expect: Expect | None = None) -> Repo
     expect = expect or Expect()
     if name.endswith(".json"):
         try:
-            obj = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            return Report(path=name, format="json", problems=[f"not valid JSON ({e})"])
+            obj = parse_json(data, name)
+        except VTError as e:
+            return Report(path=name, format="json", problems=[str(e).replace(f"{name}: ", "", 1)])
         if Path(name).name.startswith("summary"):
             return validate_summary(obj, name, expect)
         return validate_json(obj, name, expect)
@@ -527,9 +656,12 @@ def validate_path(path: str | os.PathLike, expect: Expect | None = None) -> Repo
             return Report(path=str(p), problems=["a directory to validate must be a draft with config.json, or "
                                                  "hold d2t-{N}.npy and t2d-{N}.npy"])
         try:
-            config = json.loads(cfg.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            return Report(path=str(p), problems=[f"config.json is not valid JSON ({e})"])
+            config = parse_json(cfg.read_bytes(), "config.json")
+        except VTError as e:
+            return Report(path=str(p), problems=[str(e)])
+        if not isinstance(config, dict):
+            return Report(path=str(p), problems=[f"config.json must be a JSON object, got a JSON "
+                                                 f"{type(config).__name__}"])
         try:
             flat, src, layout = draft_source(p, config)
         except UnsafeFile as e:

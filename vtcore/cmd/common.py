@@ -9,10 +9,44 @@ import time
 from typing import Any, Callable
 
 from vtcore.coverage import CURVES
-from vtcore.files import plain_json
+from vtcore.errors import VTError
+from vtcore.files import VOCAB_LIMIT, plain_json
 
 _bar = [False]   # a progress bar line is on stderr without its newline yet
 _progress_file: list[str | None] = [None]   # --progress-file: progress as JSON lines for a parent process
+
+
+# Numeric flags and their stated limits, checked before a command allocates anything: far
+# beyond real use, small enough that no value can ask for terabytes. (command or "*", flag)
+FLAG_LIMITS: dict[tuple[str, str], tuple[int, int, str]] = {
+    ("*", "vocab_size"): (1, VOCAB_LIMIT, "token ids"),
+    ("*", "context"): (0, 1 << 20, "tokens"),
+    ("profile", "context"): (0, 1 << 17, "tokens: the profile allocates a KV cache that long"),
+    ("*", "gamma_min"): (1, 64, "draft tokens per step"),
+    ("*", "gamma_max"): (1, 64, "draft tokens per step"),
+    ("*", "gamma"): (1, 64, "draft tokens per step"),
+    ("*", "trials"): (1, 1_000_000, "trials"),
+    ("*", "repeats"): (1, 10_000, "repeats"),
+    ("*", "max_new_tokens"): (1, 1 << 20, "tokens"),
+}
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Every numeric flag within its stated limit (FLAG_LIMITS); --threads within this machine's cores."""
+    import os
+
+    for name, value in vars(args).items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            continue
+        flag = "--" + name.replace("_", "-")
+        if name == "threads":
+            cores = os.cpu_count() or 1
+            if not 1 <= value <= cores:
+                raise VTError(f"{flag} must be within 1..{cores} (this machine's cores), got {value}")
+            continue
+        limit = FLAG_LIMITS.get((args.command, name)) or FLAG_LIMITS.get(("*", name))
+        if limit and not limit[0] <= value <= limit[1]:
+            raise VTError(f"{flag} must be within {limit[0]:,}..{limit[1]:,} ({limit[2]}), got {value:,}")
 
 
 def dumps(result: dict) -> str:

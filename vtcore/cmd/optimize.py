@@ -76,7 +76,7 @@ def run(args) -> dict:
     import sys
     import time
 
-    from vtcore import cost, problem, search
+    from vtcore import cost, problem, search, studies
     from vtcore.cmd.common import progress_printer
     from vtcore.countsfile import load_counts
     from vtcore.errors import VTError
@@ -87,7 +87,7 @@ def run(args) -> dict:
     cf = load_counts(args.counts)
     setup = problem.build(cf, spec)
     exact = search.solve_exact(setup.problem)
-    runner = search.StudyRunner(setup.problem, args.study, n_trials=trials, seed=seed)
+    runner = studies.StudyRunner(setup.problem, args.study, n_trials=trials, seed=seed)
     show = progress_printer(f"optimize {runner.study_name}", sys.stderr)
     for note in runner.notes:   # what opening the study repaired
         print(f"note: {note}", file=sys.stderr)
@@ -103,7 +103,7 @@ def run(args) -> dict:
     show(1.0, runner.state)
     seconds = time.perf_counter() - t0
 
-    out = search.summarize(runner, exact, max_points=args.pareto_points)
+    out = studies.summarize(runner, exact, max_points=args.pareto_points)
     out["tpe_seconds"] = seconds
     out["paper"] = bool(args.paper)
     out["seed"] = seed
