@@ -18,7 +18,6 @@ decoding engine loads token maps through them.
 from __future__ import annotations
 
 import io
-import json
 import os
 import pickle
 import struct
