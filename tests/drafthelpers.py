@@ -112,8 +112,10 @@ def eagle3_checkpoint(path: Path, vocab: int, kept_sorted, hidden: int = 16, see
     config = {"architectures": ["LlamaForCausalLMEagle3"], "model_type": "llama", "hidden_size": hidden,
               "intermediate_size": 2 * hidden, "num_attention_heads": 2, "num_key_value_heads": 1,
               "num_hidden_layers": 1, "vocab_size": vocab, "draft_vocab_size": n, "tie_word_embeddings": False}
+    from vtcore import checkpoints
+
     with torch.device("meta"):   # every tensor the config implies (fc, the decoder layer, norms)
-        shapes = {k: v.shape for k, v in E.Eagle3Draft(E.config_from_dict(config)).trainable_state().items()}
+        shapes = {k: v.shape for k, v in E.Eagle3Draft(checkpoints.config_from_dict(config)).trainable_state().items()}
     w = {k: torch.ones(s) if len(s) == 1 else torch.randn(s, generator=g) for k, s in shapes.items()}
     w["lm_head.weight"] = torch.randn(n, hidden, generator=g)
     w.update(eagle3_mapping(kept_sorted, vocab))

@@ -634,7 +634,8 @@ def test_corrupt_eagle3_drafts_are_refused_by_export_and_failed_by_validate(caps
         code, _, err = cli(capsys, "export", "--counts", code_counts, "--k", 32, "--draft", d, "--target", target,
                            "--out", tmp_path / name, "--json")
         one_error(code, err, rf"{name}: not a usable EAGLE-3 draft: .*{pattern}")
-        assert not (tmp_path / name).exists(), name          # nothing written
+        written = [p.name for p in (tmp_path / name).iterdir()] if (tmp_path / name).exists() else []
+        assert not [w for w in written if "draft" in w], (name, written)   # no draft written; the token maps may be
         code, out, _ = cli(capsys, "validate", d, "--json")
         report = json.loads(out)
         report = report[0] if isinstance(report, list) else report
@@ -841,13 +842,14 @@ def test_the_results_store_survives_torn_and_foreign_lines_and_the_page_counts_t
 
     from tests.conftest import ROOT
     from vtcore.bench import BenchConfig, append_result, read_results, results_path
+    from vtcore.benchtypes import BenchStopped
 
     path = results_path()
     path.write_bytes(b'{"time": "earlier", "device": "cpu"}\n'
                      b'\xff\xfe not utf-8\n'
                      b'[1, 2, 3]\n'
                      b'{"time": "killed mid-wri')                       # a torn last line, no newline
-    append_result(BenchConfig(workspace=str(workspace)), {"device": "cpu", "stopped": True})
+    append_result(BenchConfig(workspace=str(workspace)), BenchStopped(device="cpu", target="t", draft="d", k=1))
     rows, unreadable = read_results()
     assert [r["time"] for r in rows][0] == "earlier" and rows[1]["stopped"] and len(rows) == 2
     assert unreadable == 3 and path.read_bytes().endswith(b"}\n")

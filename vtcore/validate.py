@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from vtcore.checkpoints import draft_source, is_eagle3
+from vtcore.checkpoints import config_from_dict, draft_source, is_eagle3
 from vtcore.errors import VTError
 from vtcore.files import os_reason, parse_json, regular_file
 from vtcore.formats import StoredIds, TensorSource, UnsafeFile, ids_from_d2t, read_npy, safe_torch_load, stored_ids
@@ -431,7 +431,7 @@ def eagle3_draft_problems(config: dict, src: TensorSource, finite: bool = True) 
     if problems:
         return problems
     try:
-        cfg = eagle3.config_from_dict(config)
+        cfg = config_from_dict(config)
         with torch.device("meta"):   # the shapes the config implies, nothing allocated
             expected = {k: tuple(v.shape) for k, v in eagle3.Eagle3Draft(cfg).trainable_state().items()}
     except (VTError, ValueError, TypeError) as e:
