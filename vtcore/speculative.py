@@ -240,6 +240,9 @@ def _postprocess_logits(model, logits: torch.Tensor) -> torch.Tensor:
     return logits
 
 
+postprocess_logits = _postprocess_logits   # public: the acceptance replay scores heads the same way
+
+
 class _Runner:
     """Forward passes of one model with its cache, the committed sequence fed lazily."""
 
