@@ -221,3 +221,30 @@ def test_a_small_cap_is_reported_and_leaves_the_full_head_exact(pair, replays):
     assert np.array_equal(small.above, rep.above[:, :2])
     for g in (1, 4):   # the full head needs no id above the target's token: the cap never matters
         assert A.for_set(small, None, g).accepted[0] == A.for_set(rep, None, g).accepted[0]
+
+
+# ---------------------------------------------------------------- the benchmark uses it
+
+
+@pytest.fixture(scope="module")
+def qwen_pair(tmp_path_factory):
+    from drafthelpers import tiny_pair
+
+    return tiny_pair(tmp_path_factory.mktemp("pair"))
+
+
+def test_bench_chooses_on_the_replay_and_replays_what_it_measures(qwen_pair, tmp_path):
+    from vtcore import bench
+
+    tdir, ddir, _ = qwen_pair
+    cfg = bench.BenchConfig(target=str(tdir), draft=str(ddir), prompts=2, max_new_tokens=8, repeats=1, warmup=0,
+                            device="cpu", workspace=str(tmp_path), threads=1, k_from="search", gamma=None,
+                            acceptance_model="replay", ranking="acceptance", fit_prompts=3, save=False)
+    r = bench.run_bench(cfg)
+    assert r["k_gamma_chosen_on"] == "replay" and r["ranking"] == "acceptance"
+    assert "replayed A(k, gamma)" in r["token_map"]
+    assert r["prediction"]["acceptance_model"] == "replay"
+    assert r["identical_outputs"] is True
+    for m in ("full", "trimmed"):   # the replay predicts the measured acceptance exactly (greedy)
+        assert r[m]["accepted_per_step_replayed"] == pytest.approx(r[m]["accepted_per_step"]), m
+    assert r["full"]["accepted_per_step"] > 0

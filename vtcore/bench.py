@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from vtcore import eagle3, models, speculative, spread
+from vtcore import acceptance, eagle3, models, speculative, spread
 from vtcore.counts import count_dataset
 from vtcore.coverage import k_for_coverage
 from vtcore.data import read_dataset
@@ -126,6 +126,10 @@ class BenchConfig:
     threads: int | None = None       # torch CPU threads (None: torch's default)
     workspace: str | None = None
     save: bool = True                # append to <workspace>/bench/results.jsonl
+    acceptance_model: str = "replay"  # k and gamma chosen on the replayed A(k, gamma) (vtcore.acceptance),
+                                     # or "a0": on a0 * C(k) under the coverage constraint
+    ranking: str = "frequency"       # the kept set's ranking: frequency | acceptance (from the replay of
+    fit_prompts: int = 16            # this many fit-row prompts)
 
 
 def bench_argv(cfg: BenchConfig) -> list[str]:
@@ -135,7 +139,8 @@ def bench_argv(cfg: BenchConfig) -> list[str]:
              "--ood-data": cfg.ood_data, "--prompts": cfg.prompts, "--max-new-tokens": cfg.max_new_tokens,
              "--gamma": cfg.gamma, "--mode": cfg.mode, "--temperature": cfg.temperature, "--device": cfg.device,
              "--k": cfg.k, "--k-from": cfg.k_from, "--min-coverage": cfg.min_coverage, "--repeats": cfg.repeats,
-             "--warmup": cfg.warmup, "--seed": cfg.seed, "--threads": cfg.threads, "--workspace": cfg.workspace}
+             "--warmup": cfg.warmup, "--seed": cfg.seed, "--threads": cfg.threads, "--workspace": cfg.workspace,
+             "--acceptance-model": cfg.acceptance_model, "--ranking": cfg.ranking, "--fit-prompts": cfg.fit_prompts}
     argv = ["bench"] + [x for f, v in flags.items() if v is not None for x in (f, str(v))]
     return argv + ([] if cfg.save else ["--no-save"])
 
@@ -175,6 +180,8 @@ class Setup:
     calibration: Calibration | None = None
     predicted: float | None = None   # the search's predicted speed-up at (k, gamma)
     notes: list = field(default_factory=list)
+    ranking: str = "frequency"       # the ranking the kept set is a prefix of
+    acceptance_model: str = "a0*C(k)"   # what k and gamma were chosen on: "replay" | "a0*C(k)"
 
 
 def _has_tokenizer(path: Path) -> bool:
@@ -312,16 +319,20 @@ def calibrate(cfg: BenchConfig, target, tok, draft, eos: tuple[int, ...]) -> Cal
                        prompts=len(prompts), where=where)
 
 
-def search_k_gamma(cfg: BenchConfig, cal: Calibration, C: np.ndarray, n_keep: int) -> tuple[int, int, float]:
+def search_k_gamma(cfg: BenchConfig, cal: Calibration, C: np.ndarray, n_keep: int,
+                   table: np.ndarray | None = None) -> tuple[int, int, float]:
     """(k, gamma, predicted speed-up): vtcore.search's exact speed-up optimum at C(k) >= min_coverage,
     the draft's time linear in k (t(k) = t(N) (1 - s (1 - k/N)), s its head share) and the verify
-    cost measured for every gamma. A given --gamma fixes gamma."""
+    cost measured for every gamma. A given --gamma fixes gamma. With a replayed acceptance table
+    (vtcore.acceptance) the tokens per step are 1 + A(k, gamma) and no coverage constraint applies."""
     N = C.shape[0] - 1
     gammas = (cfg.gamma, cfg.gamma) if cfg.gamma else (1, GAMMA_MAX)
     best = solve_exact(Problem(coverage=C, reduction=cal.head_share * (1.0 - np.arange(N + 1) / N),
                                objective="speedup", a0=cal.a0, cost_ratio_full=cal.cost_ratio,
                                verify_costs=tuple(cal.verify_costs), gamma_min=gammas[0], gamma_max=gammas[1],
-                               min_coverage=cfg.min_coverage, k_min=max(n_keep, 1), latency_source="measured"))
+                               min_coverage=cfg.min_coverage if table is None else 0.0, k_min=max(n_keep, 1),
+                               latency_source="measured", accepted=table,
+                               acceptance_source=None if table is None else "replay"))
     return best.best_k, best.best_gamma, float(best.speedup)
 
 
@@ -332,6 +343,71 @@ def best_gamma_at(cal: Calibration, coverage_k: float, k: int, N: int) -> tuple[
     S = predicted_speedup(cal.a0 * coverage_k, gammas, c, np.asarray(cal.verify_costs))
     i = int(np.argmax(S))
     return int(gammas[i]), float(S[i])
+
+
+# ---------------------------------------------------------------- the acceptance replay (vtcore.acceptance)
+
+REPLAY_CALIBRATION_PROMPTS = 8   # held-out prompts after the measured ones, replayed to choose k and gamma
+REPLAY_CAP = 256                 # ids recorded above the target's token (more: counted as rejected)
+
+
+def _replay_mode(cfg: BenchConfig, notes: list) -> bool:
+    """Whether k and gamma are chosen on the replayed A(k, gamma): greedy only (the replay does
+    not model sampling)."""
+    if cfg.acceptance_model not in ("replay", "a0"):
+        raise VTError(f"--acceptance-model must be 'replay' or 'a0', got {cfg.acceptance_model!r}")
+    if cfg.ranking not in ("frequency", "acceptance"):
+        raise VTError(f"--ranking must be 'frequency' or 'acceptance', got {cfg.ranking!r}")
+    if cfg.acceptance_model == "replay" and cfg.mode != "greedy":
+        notes.append("the acceptance replay is greedy-only: in sample mode k and gamma come from a0 * C(k)")
+        return False
+    return cfg.acceptance_model == "replay"
+
+
+def _replay(cfg: BenchConfig, target, tok, draft, prompts: list[Prompt], gamma_max: int, heldout: bool = True):
+    eos = eos_ids(target, tok)
+    conts = acceptance.target_continuations(target, prompts, eos=eos, max_new_tokens=cfg.max_new_tokens,
+                                            heldout=heldout, workspace=cfg.workspace)
+    return acceptance.replay(target, draft, conts, gamma_max, REPLAY_CAP)
+
+
+def acceptance_order(cfg: BenchConfig, target, tok, draft, keep, allowed, cf) -> tuple[np.ndarray, np.ndarray]:
+    """The acceptance-aware ranking (vtcore.acceptance.acceptance_ranking) from a replay of the full
+    draft over fit-row prompts (the measured prompts stay unseen), and its held-out C(k)."""
+    if cfg.fit_prompts < 1:
+        raise VTError("--ranking acceptance needs --fit-prompts >= 1")
+    fit = load_prompts(cfg.data or default_data(), tok, heldout=False, limit=cfg.fit_prompts)
+    rep = _replay(cfg, target, tok, draft, fit, 1, heldout=False)
+    order = acceptance.acceptance_ranking(rep, cf.counts_fit, keep, allowed)
+    counts = _measured_counts(cf)
+    return order, np.concatenate([[0.0], np.cumsum(counts[order]) / max(int(counts.sum()), 1)])
+
+
+def calibration_table(cfg: BenchConfig, target, tok, draft, keep, order: np.ndarray) -> np.ndarray:
+    """A[gamma - 1, k], gamma = 1..GAMMA_MAX, k = 0..len(order): the replayed accepted tokens per step
+    of order[:k] over held-out prompts the benchmark does not measure."""
+    data = cfg.data or default_data()
+    prompts = load_prompts(data, tok, heldout=True, limit=cfg.prompts + REPLAY_CALIBRATION_PROMPTS)[cfg.prompts:]
+    if not prompts:
+        prompts = load_prompts(data, tok, heldout=False, limit=REPLAY_CALIBRATION_PROMPTS)
+    rep = _replay(cfg, target, tok, draft, prompts, GAMMA_MAX)
+    return acceptance.acceptance_table(rep, order, k_max=len(order))
+
+
+def replayed_accepted(setup: Setup, prompts: list[Prompt], cfg: BenchConfig) -> dict | None:
+    """For the full and the trimmed head: the replay's accepted tokens per step (and by position)
+    over the measured prompts' target continuation at the run's gamma; None when there is no
+    full draft to replay or in sample mode."""
+    if setup.full is None or cfg.mode != "greedy":
+        return None
+    rep = _replay(cfg, setup.target, setup.tokenizer, setup.full, prompts, setup.gamma)
+    out = {}
+    for m, kept in (("full", None), ("trimmed", proposable_ids(setup.trimmed))):
+        sim = acceptance.for_set(rep, kept, setup.gamma)
+        out[m] = {"accepted_per_step_replayed": float(sim.accepted_per_step[0]),
+                  "accepted_by_position_replayed": [None if np.isnan(x) else float(x) for x in sim.by_position[0]]}
+    out["over_cap_share"] = rep.overflow_share()
+    return out
 
 
 def prepare(cfg: BenchConfig, log=None) -> Setup:
@@ -360,18 +436,28 @@ def prepare(cfg: BenchConfig, log=None) -> Setup:
     needs_search = cfg.gamma is None or (cfg.k is None and cfg.k_from == "search" and not cfg.token_map)
     cal = calibrate(cfg, target, tok, draft, keep) if needs_search else None
     predicted = None
+    chosen_on = "a0*C(k)"
     if cfg.token_map:
         kept = np.asarray(read_token_ids(cfg.token_map))
         source = str(cfg.token_map)
     else:
         order, C = ranking(cf, keep, allowed)
-        if cfg.k is None and C[-1] < cfg.min_coverage:
+        replayed = _replay_mode(cfg, notes)
+        if cfg.ranking == "acceptance":
+            order, C = acceptance_order(cfg, target, tok, draft, keep, allowed, cf)
+        if cfg.k is None and C[-1] < cfg.min_coverage and not replayed:
             raise VTError(f"the draft's {order.size:,}-token vocabulary covers at most {C[-1]:.4f} of the held-out "
                           f"tokens, below --min-coverage {cfg.min_coverage}")
         if cfg.k is not None:
             if not 1 <= cfg.k <= order.size:
                 raise VTError(f"--k must be between 1 and {order.size} (the ids the draft can propose), got {cfg.k}")
             k, how = cfg.k, f"k = {cfg.k} given"
+        elif cfg.k_from == "search" and replayed:
+            table = calibration_table(cfg, target, tok, draft, keep, order)
+            k, gamma, predicted = search_k_gamma(cfg, cal, C, len(keep), table)
+            chosen_on = "replay"
+            how = (f"vtcore.search speed-up optimum on the replayed A(k, gamma) of {cfg.ranking}-ranked sets "
+                   f"(replay over held-out prompts not benchmarked; costs calibrated on {cal.prompts} {cal.where})")
         elif cfg.k_from == "search":
             k, gamma, predicted = search_k_gamma(cfg, cal, C, len(keep))
             how = (f"vtcore.search speed-up optimum at held-out C(k) >= {cfg.min_coverage} (calibrated on "
@@ -394,7 +480,8 @@ def prepare(cfg: BenchConfig, log=None) -> Setup:
     if missing:
         notes.append(f"the token map does not keep EOS id(s) {missing}: the trimmed draft can never propose them")
     return Setup(target, tok, draft, trimmed, kind, tname, dname, source, gamma, gamma_from, cf, cal,
-                 predicted, notes)
+                 predicted, notes, ranking=cfg.ranking if not cfg.token_map else "token map",
+                 acceptance_model=chosen_on)
 
 
 # ---------------------------------------------------------------- measuring
@@ -537,7 +624,9 @@ def prediction(res: dict, gamma: int, coverage_k: float, a0_override: float | No
     the loop's own work around it. Leviathan et al.'s form (verify cost 1, no loop work) is kept
     beside it; `trimmed_vs_target_with_verify_cost` also counts each method's prefill, so it is
     the figure to compare with the measured speed-up. Only the tokens per step come from the
-    model (from a(k)); every cost is measured."""
+    model (from a(k)); every cost is measured. When the measured heads were replayed
+    (vtcore.acceptance: `accepted_per_step_replayed`), the tokens per step are 1 + that instead
+    of the a0 C(k) model, and `acceptance_model` says "replay"."""
     tgt, full, trim_ = res["target_only"], res.get("full"), res["trimmed"]
     t1 = tgt["decode_ms_per_token"]
     a0 = a0_override if a0_override is not None else (full["acceptance"] if full else None)
@@ -546,12 +635,18 @@ def prediction(res: dict, gamma: int, coverage_k: float, a0_override: float | No
     if a0 is None:
         return out
     n = tgt["new_tokens"] / max(len(tgt["runs"]), 1)   # new tokens per run
+    replay = trim_.get("accepted_per_step_replayed") is not None
+    out["acceptance_model"] = "replay" if replay else "a0*C(k)"
 
     def speedups(m: dict, a: float) -> tuple[float, float, float, float]:
         c = m["draft_ms_per_token"] / t1
         step = (m["target_ms_per_step"] + m["overhead_ms_per_step"]) / t1
-        classic = float(predicted_speedup(a, gamma, c))
-        steady = float(predicted_speedup(a, gamma, c, step))
+        if replay:   # tokens per step: 1 + the replayed accepted tokens of this head
+            tokens = 1.0 + m["accepted_per_step_replayed"]
+            classic, steady = tokens / (gamma * c + 1.0), tokens / (gamma * c + step)
+        else:
+            classic = float(predicted_speedup(a, gamma, c))
+            steady = float(predicted_speedup(a, gamma, c, step))
         # with prefill: (P_target + n) / (P_method + n / steady), in target tokens
         whole = (tgt["prefill_ms"] / t1 + n) / (m["prefill_ms"] / t1 + n / steady)
         return c, step, classic, whole
@@ -567,6 +662,13 @@ def prediction(res: dict, gamma: int, coverage_k: float, a0_override: float | No
                     "trimmed_vs_full": classic_trim / classic_full,
                     "trimmed_vs_full_with_verify_cost": whole_trim / whole_full})
     return out
+
+
+def _add_replayed(res: dict, replayed: dict | None) -> None:
+    for m in ("full", "trimmed"):
+        if res.get(m) is not None:
+            res[m].update(replayed[m] if replayed else {"accepted_per_step_replayed": None})
+    res["replay_over_cap_share"] = None if replayed is None else replayed["over_cap_share"]
 
 
 def _device_name(device) -> str:
@@ -607,6 +709,8 @@ def run_bench(cfg: BenchConfig, progress: Callable[[float, str], None] | None = 
     total = n_methods * (cfg.warmup + cfg.repeats * (len(prompts) + len(ood)))
     done = [0]
     res = measure(setup, prompts, cfg, progress, should_stop, done, total)
+    if res is not None:
+        _add_replayed(res, replayed_accepted(setup, prompts, cfg))
     if res is None:
         return {"stopped": True, "device": _device_name(device), "target": setup.target_name,
                 "draft": setup.draft_name, "k": int(len(proposable_ids(setup.trimmed)))}
@@ -621,7 +725,8 @@ def run_bench(cfg: BenchConfig, progress: Callable[[float, str], None] | None = 
         "target": setup.target_name, "draft": setup.draft_name, "draft_kind": setup.kind,
         "k": int(len(kept)), "vocab_size": int(setup.target.get_output_embeddings().weight.shape[0]),
         "draft_vocab_size": None if full_ids is None else int(len(full_ids)),
-        "token_map": setup.token_map, "coverage_k": c_k,
+        "token_map": setup.token_map, "coverage_k": c_k, "ranking": setup.ranking,
+        "k_gamma_chosen_on": setup.acceptance_model,
         "data": str(data), "mode": cfg.mode, "gamma": setup.gamma, "gamma_from": setup.gamma_from,
         "max_new_tokens": cfg.max_new_tokens, "repeats": cfg.repeats, "warmup": cfg.warmup,
         **_summary(res, setup, cfg, c_k),
@@ -632,6 +737,7 @@ def run_bench(cfg: BenchConfig, progress: Callable[[float, str], None] | None = 
     if ood:
         o = measure(setup, ood, cfg, progress, should_stop, done, total)
         if o is not None:
+            _add_replayed(o, replayed_accepted(setup, ood, cfg))
             c_ood = kept_coverage(count_data(cfg.ood_data, setup.tokenizer, cfg.workspace), kept)
             result["ood"] = {"data": str(cfg.ood_data), "coverage_k": c_ood, **_summary(o, setup, cfg, c_ood)}
     result["sample_output"] = res["sample_output"][:300]

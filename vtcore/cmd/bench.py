@@ -46,6 +46,15 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--workspace", help="workspace directory (default $VTCORE_WORKSPACE or ~/.cache/vocab-trim-studio)")
     p.add_argument("--no-save", action="store_true", help="do not append to the results store")
+    p.add_argument("--acceptance-model", choices=["replay", "a0"], default="replay",
+                   help="what the search scores acceptance with: the replayed A(k, gamma) of the full draft over the "
+                        "target's continuation of held-out prompts not benchmarked (default; greedy only), or "
+                        "a0 * C(k) under --min-coverage")
+    p.add_argument("--ranking", choices=["frequency", "acceptance"], default="frequency",
+                   help="the ranking the trimmed head keeps a prefix of: the fit rows' token frequency (default), or "
+                        "acceptance-aware (tokens the full draft gets accepted on over --fit-prompts fit-row prompts "
+                        "first, the rest by frequency)")
+    p.add_argument("--fit-prompts", type=int, default=16, help="fit-row prompts replayed for --ranking acceptance")
     p.set_defaults(func=run, human=human)
     return p
 
@@ -61,7 +70,8 @@ def run(args) -> dict:
                       gamma=args.gamma, mode=args.mode, temperature=args.temperature, device=args.device,
                       k=args.k, k_from=args.k_from, min_coverage=args.min_coverage, repeats=args.repeats,
                       warmup=args.warmup, seed=args.seed, threads=args.threads, workspace=args.workspace,
-                      save=not args.no_save)
+                      save=not args.no_save, acceptance_model=args.acceptance_model, ranking=args.ranking,
+                      fit_prompts=args.fit_prompts)
     return run_bench(cfg, progress=progress_printer("bench"), log=lambda m: print(m, file=sys.stderr, flush=True))
 
 
@@ -95,6 +105,10 @@ def human(r: dict) -> str:
         lines.append(f"{m:12} {_f(x['tokens_per_s'], '{:.1f}'):>8} {f'[{lo:.1f}, {hi:.1f}]':>15} "
                      f"{_f(x.get('accepted_per_step')):>9} {_f(x.get('draft_ms_per_step')):>14} "
                      f"{_f(x.get('lm_head_share')):>11} {_f(x['target_ms_per_step']):>15}")
+    if r.get("trimmed", {}).get("accepted_per_step_replayed") is not None:
+        lines.append("accepted per step, replayed (vtcore.acceptance) vs measured: " + "; ".join(
+            f"{m} {_f(r[m]['accepted_per_step_replayed'], '{:.3f}')} vs {_f(r[m]['accepted_per_step'], '{:.3f}')}"
+            for m in ("full", "trimmed") if r.get(m)) + f" (ranking {r.get('ranking')})")
     if r.get("full"):
         by_pos = ", ".join(_f(p) for p in r["full"]["accepted_by_position"])
         lines.append(f"full draft acceptance by position: {by_pos}")
