@@ -515,3 +515,31 @@ def summarize(rep: Replay, extra: dict | None = None) -> dict:
     full = {g: float(for_set(rep, None, g, ho).accepted_per_step[0]) for g in range(1, rep.gamma_max + 1)}
     return {"manifest": rep.manifest, "heldout_prompts": int(ho.size), "fit_prompts": int(rep.select(False).size),
             "full_accepted_per_step": full, "over_cap_share": rep.overflow_share(), **(extra or {})}
+
+
+def check_counts(rep: Replay, vocab_size: int, where: str = "the counts file") -> None:
+    """The replay's tokens must be ids of the counts' tokenizer (the same target)."""
+    top = int(rep.tokens.max()) if rep.tokens.size else -1
+    if top >= vocab_size:
+        raise VTError(f"the acceptance file's continuation has token id {top}, beyond {where}'s {vocab_size:,}-token "
+                      f"vocabulary: it was made for another target ({rep.manifest.get('target')})")
+
+
+def ranking_for(rep: Replay, counts_fit: np.ndarray, always_keep: Sequence[int], ranking: str,
+                allowed: np.ndarray | None = None) -> np.ndarray:
+    """The ranking a trimmed head keeps a prefix of: "frequency" (the fit rows' counts) or
+    "acceptance" (acceptance_ranking over the replay's fit prompts)."""
+    check_counts(rep, int(np.asarray(counts_fit).shape[0]))
+    if ranking == "frequency":
+        order = rank_tokens(counts_fit, always_keep)
+        if allowed is not None:
+            mask = np.zeros(order.size, dtype=bool)
+            allowed = np.asarray(allowed)
+            mask[allowed[allowed < order.size]] = True
+            order = order[mask[order]]
+        return order
+    if ranking != "acceptance":
+        raise VTError(f"ranking must be 'frequency' or 'acceptance', got {ranking!r}")
+    if not rep.select(False).size:
+        raise VTError("the acceptance file has no fit-row prompts to rank on (made with --fit-prompts 0)")
+    return acceptance_ranking(rep, counts_fit, always_keep, allowed)
