@@ -8,6 +8,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -248,3 +249,81 @@ def test_bench_chooses_on_the_replay_and_replays_what_it_measures(qwen_pair, tmp
     for m in ("full", "trimmed"):   # the replay predicts the measured acceptance exactly (greedy)
         assert r[m]["accepted_per_step_replayed"] == pytest.approx(r[m]["accepted_per_step"]), m
     assert r["full"]["accepted_per_step"] > 0
+
+
+# ---------------------------------------------------------------- the CLI, optimize and export read the file
+
+
+def test_cli_acceptance_file_feeds_optimize_and_export(qwen_pair, tmp_path, code_counts):
+    import json
+
+    from clihelpers import last_json, run_vtcore
+
+    tdir, ddir, _ = qwen_pair
+    f = tmp_path / "acc.npz"
+    p = run_vtcore("acceptance", "--target", str(tdir), "--draft", str(ddir), "--prompts", "2", "--fit-prompts", "3",
+                   "--max-new-tokens", "6", "--gamma-max", "4", "--device", "cpu", "--out", str(f), "--json",
+                   ws=tmp_path / "ws")
+    assert p.returncode == 0, p.stderr
+    r = last_json(p)
+    assert r["heldout_prompts"] == 2 and r["fit_prompts"] == 3 and "acceptance [" in p.stderr
+    assert r["manifest"]["gamma_max"] == 4 and len(r["manifest"]["data_sha256"]) == 64
+    assert set(r["full_accepted_per_step"]) == {"1", "2", "3", "4"}
+    rep = A.load_acceptance(f)
+    assert rep.manifest["draft_kind"] == "standalone" and int(rep.n_tokens.sum()) == 5 * 6
+
+    a = last_json(run_vtcore("optimize", "--counts", str(code_counts), "--draft", "qwen3-0.6b", "--objective",
+                             "speedup", "--cost-ratio", "0.2", "--trials", "2", "--gamma-max", "4", "--acceptance",
+                             str(f), "--ranking", "acceptance", "--json", ws=tmp_path / "ws"))
+    assert a["acceptance_model"] == "replay" and a["ranking"] == "acceptance"
+    # in process: the table the search scored is the file's replay of the acceptance ranking
+    from vtcore import problem
+    from vtcore.countsfile import load_counts
+
+    cf = load_counts(code_counts)
+    spec = problem.SearchSpec(draft="qwen3-0.6b", objective="speedup", cost_ratio=0.2, gamma_max=4)
+    setup = problem.attach_acceptance(problem.build(cf, spec), cf, str(f), "acceptance")
+    order = A.ranking_for(rep, cf.counts_fit, cf.always_keep, "acceptance")
+    k, g = a["exact_best_k"], a["exact_best_gamma"]
+    assert setup.problem.accepted[g - 1, k] == pytest.approx(A.for_set(rep, order[:k], g).accepted_per_step[0])
+    assert setup.problem.acceptance_model == "replay"
+    with pytest.raises(VTError, match="replayed up to gamma 4"):
+        problem.attach_acceptance(problem.build(cf, spec.__class__(**{**spec.__dict__, "gamma_max": 6})), cf,
+                                  str(f), "frequency")
+
+    e = run_vtcore("export", "--counts", str(code_counts), "--k", "300", "--ranking", "acceptance", "--acceptance",
+                   str(f), "--format", "json", "--out", str(tmp_path / "exp"), "--json", ws=tmp_path / "ws")
+    assert e.returncode == 0, e.stderr
+    out = last_json(e)
+    assert out["k"] == 300 and "acceptance-aware ranking" in out["chosen_by"]
+    summaries = [json.loads(Path(v).read_text()) for k, v in out["files"].items() if "summary" in k]
+    assert all("acceptance-aware" in s["chosen_by"] for s in summaries)
+    scores = A.accepted_scores(rep)
+    kept = set(json.loads(Path(out["files"]["json"]).read_text())["token_ids"])
+    assert set(np.flatnonzero(scores[:151669] > 0).tolist()) <= kept   # every accepted token is kept
+
+
+# ---------------------------------------------------------------- the real default pair
+
+
+HAVE_DEFAULT = (E.default_eagle3_dir() / E.WEIGHTS_FILE).is_file()
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not HAVE_DEFAULT, reason="weights/smollm2-135m-eagle3 is not trained yet")
+def test_replay_equals_real_decoding_on_the_default_smollm2_pair(tmp_path):
+    from vtcore import bench
+
+    target, tok, draft, *_ = bench.load_models(bench.BenchConfig(device="cpu"), torch.device("cpu"))
+    eos = bench.eos_ids(target, tok)
+    prompts = bench.load_prompts(bench.default_data(), tok, heldout=True, limit=1)
+    conts = A.target_continuations(target, prompts, eos=eos, max_new_tokens=16, workspace=tmp_path)
+    rep = A.replay(target, draft, conts, gamma_max=3, cap=64)
+    cf = bench.count_data(bench.default_data(), tok, tmp_path)
+    order, _ = bench.ranking(cf, eos, bench.proposable_ids(draft))
+    for kept in (None, order[:512]):
+        d = draft if kept is None else E.subtrim(draft, kept)
+        r = sp.speculative_generate(target, d, prompts[0].ids, sp.SpecConfig(gamma=3, max_new_tokens=16, eos_ids=eos))
+        sim = A.for_set(rep, kept, 3)
+        assert (int(sim.accepted[0]), int(sim.steps[0])) == (sum(r.stats.accepted), r.stats.steps)
+    assert A.for_set(rep, None, 3).accepted[0] > 0
