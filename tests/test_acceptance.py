@@ -21,6 +21,7 @@ from vtcore import speculative as sp
 from vtcore.errors import VTError
 
 VOCAB = 96
+torch.set_num_threads(1)   # tiny models in Python loops: a second thread only adds synchronisation
 
 
 @dataclass
@@ -112,8 +113,8 @@ def test_replay_equals_real_speculative_decoding_with_the_trimmed_head(pair, rep
     counts = np.bincount(rep.tokens, minlength=VOCAB)
     order = A.rank_tokens(counts, [7])
     checked = 0
-    for gamma in (1, 3, 5):
-        ks = [4, 12, 30, VOCAB]
+    for gamma in (2, 5):
+        ks = [4, 30, VOCAB]
         table = A.acceptance_table(rep, order, [gamma], k_max=VOCAB)
         for k in ks:
             d = draft if k == VOCAB else trimmed(draft, order[:k])
@@ -129,9 +130,9 @@ def test_the_vectorised_sweep_equals_a_plain_loop_over_k(replays):
     _, rep = replays["eagle3"]
     order = np.random.default_rng(0).permutation(VOCAB)
     lo, hi = A.intervals(rep, order)
-    for gamma in (2, 4):
+    for gamma in (3,):
         table = A.acceptance_table(rep, order, [gamma], k_max=VOCAB)[0]
-        for k in range(1, VOCAB + 1):
+        for k in range(1, VOCAB + 1, 2):
             one = A.for_set(rep, order[:k], gamma)
             loop = A.simulate(rep, lo, hi, np.array([k]), gamma)
             assert one.accepted[0] == loop.accepted[0] and one.steps[0] == loop.steps[0]
@@ -319,9 +320,9 @@ def test_replay_equals_real_decoding_on_the_default_smollm2_pair(tmp_path):
     prompts = bench.load_prompts(bench.default_data(), tok, heldout=True, limit=1)
     conts = A.target_continuations(target, prompts, eos=eos, max_new_tokens=16, workspace=tmp_path)
     rep = A.replay(target, draft, conts, gamma_max=3, cap=64)
-    cf = bench.count_data(bench.default_data(), tok, tmp_path)
-    order, _ = bench.ranking(cf, eos, bench.proposable_ids(draft))
-    for kept in (None, order[:512]):
+    # a trimmed set that keeps some of the continuation's tokens and not others
+    kept_ids = np.array(sorted(set(range(1024)) | set(conts[0].tokens[::2])))
+    for kept in (None, kept_ids):
         d = draft if kept is None else E.subtrim(draft, kept)
         r = sp.speculative_generate(target, d, prompts[0].ids, sp.SpecConfig(gamma=3, max_new_tokens=16, eos_ids=eos))
         sim = A.for_set(rep, kept, 3)
