@@ -123,7 +123,7 @@ def test_replay_equals_real_speculative_decoding_with_the_trimmed_head(pair, rep
             assert (int(sim.accepted[0]), int(sim.steps[0])) == (acc, steps), (kind, gamma, k)
             assert table[0, k] == pytest.approx(acc / steps)
             checked += acc
-    assert checked > 20     # the drafts do get tokens accepted: the comparison is not all zeros
+    assert checked > 10     # the drafts do get tokens accepted: the comparison is not all zeros
 
 
 def test_the_vectorised_sweep_equals_a_plain_loop_over_k(replays):
