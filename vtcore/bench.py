@@ -445,7 +445,7 @@ def prepare(cfg: BenchConfig, log=None) -> Setup:
         replayed = _replay_mode(cfg, notes)
         if cfg.ranking == "acceptance":
             order, C = acceptance_order(cfg, target, tok, draft, keep, allowed, cf)
-        if cfg.k is None and C[-1] < cfg.min_coverage and not replayed:
+        if cfg.k is None and C[-1] < cfg.min_coverage and not (replayed and cfg.k_from == "search"):
             raise VTError(f"the draft's {order.size:,}-token vocabulary covers at most {C[-1]:.4f} of the held-out "
                           f"tokens, below --min-coverage {cfg.min_coverage}")
         if cfg.k is not None:
