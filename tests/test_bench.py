@@ -84,7 +84,7 @@ def test_bench_default_token_map_and_results_store(pair, ws):
 
 def test_k_and_gamma_from_the_search_modules_speedup_optimum(pair, ws):
     r = bench.run_bench(_cfg(pair, ws, k_from="search", gamma=None, min_coverage=0.995, prompts=1, repeats=1,
-                             save=False))
+                             save=False, acceptance_model="a0"))
     assert "vtcore.search speed-up optimum" in r.token_map
     assert "calibrated on 2 held-out prompts not benchmarked" in r.token_map
     assert r.coverage_k >= 0.995 and r.identical_outputs is True

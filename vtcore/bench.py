@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from vtcore import checkpoints, eagle3, models, speculative, spread
+from vtcore import acceptance, checkpoints, eagle3, models, speculative, spread
 from vtcore.counts import count_dataset
 from vtcore.coverage import k_for_coverage
 from vtcore.data import read_dataset
@@ -120,6 +120,8 @@ class Setup:
     calibration: Calibration | None = None
     predicted: float | None = None   # the search's predicted speed-up at (k, gamma)
     notes: list = field(default_factory=list)
+    ranking: str = "frequency"       # the ranking the kept set is a prefix of
+    acceptance_model: str = "a0*C(k)"   # what k and gamma were chosen on: "replay" | "a0*C(k)"
 
 
 def _has_tokenizer(path: Path) -> bool:
@@ -260,16 +262,20 @@ def calibrate(cfg: BenchConfig, target, tok, draft, eos: tuple[int, ...]) -> Cal
                        prompts=len(prompts), where=where)
 
 
-def search_k_gamma(cfg: BenchConfig, cal: Calibration, C: np.ndarray, n_keep: int) -> tuple[int, int, float]:
+def search_k_gamma(cfg: BenchConfig, cal: Calibration, C: np.ndarray, n_keep: int,
+                   table: np.ndarray | None = None) -> tuple[int, int, float]:
     """(k, gamma, predicted speed-up): vtcore.search's exact speed-up optimum at C(k) >= min_coverage,
     the draft's time linear in k (t(k) = t(N) (1 - s (1 - k/N)), s its head share) and the verify
-    cost measured for every gamma. A given --gamma fixes gamma."""
+    cost measured for every gamma. A given --gamma fixes gamma. With a replayed acceptance table
+    (vtcore.acceptance) the tokens per step are 1 + A(k, gamma) and no coverage constraint applies."""
     N = C.shape[0] - 1
     gammas = (cfg.gamma, cfg.gamma) if cfg.gamma else (1, GAMMA_MAX)
     best = solve_exact(Problem(coverage=C, reduction=cal.head_share * (1.0 - np.arange(N + 1) / N),
                                objective="speedup", a0=cal.a0, cost_ratio_full=cal.cost_ratio,
                                verify_costs=tuple(cal.verify_costs), gamma_min=gammas[0], gamma_max=gammas[1],
-                               min_coverage=cfg.min_coverage, k_min=max(n_keep, 1), latency_source="measured"))
+                               min_coverage=cfg.min_coverage if table is None else 0.0, k_min=max(n_keep, 1),
+                               latency_source="measured", accepted=table,
+                               acceptance_source=None if table is None else "replay"))
     return best.best_k, best.best_gamma, float(best.speedup)
 
 
@@ -291,23 +297,39 @@ class TokenSet:
     source: str
     gamma: int | None = None
     predicted: float | None = None
+    ranking: str = "frequency"       # the ranking the kept set is a prefix of ("token map" when given)
+    chosen_on: str = "a0*C(k)"       # what k and gamma were chosen on: "replay" | "a0*C(k)"
 
 
 def choose_tokens(cfg: BenchConfig, cf, keep: tuple[int, ...], allowed: np.ndarray | None,
-                  cal: Calibration | None, data: str | Path) -> TokenSet:
-    """The kept ids: a given token map, a given k, the search's speed-up optimum, or the smallest k
-    whose held-out coverage meets min_coverage; always from the ids the draft can propose."""
+                  cal: Calibration | None, data: str | Path, target=None, tok=None, draft=None,
+                  notes: list | None = None) -> TokenSet:
+    """The kept ids: a given token map, a given k, the search's speed-up optimum (on the replayed
+    A(k, gamma) by default, else a0 C(k)), or the smallest k whose held-out coverage meets
+    min_coverage; a prefix of the frequency or the acceptance-aware ranking of the ids the draft
+    can propose."""
     if cfg.token_map:
-        return TokenSet(np.asarray(read_token_ids(cfg.token_map)), str(cfg.token_map))
+        return TokenSet(np.asarray(read_token_ids(cfg.token_map)), str(cfg.token_map), ranking="token map")
+    notes = notes if notes is not None else []
     order, C = ranking(cf, keep, allowed)
-    if cfg.k is None and C[-1] < cfg.min_coverage:
+    replayed = _replay_mode(cfg, notes)
+    if cfg.ranking == "acceptance":
+        order, C = acceptance_order(cfg, target, tok, draft, keep, allowed, cf)
+    if cfg.k is None and C[-1] < cfg.min_coverage and not (replayed and cfg.k_from == "search"):
         raise VTError(f"the draft's {order.size:,}-token vocabulary covers at most {C[-1]:.4f} of the held-out "
                       f"tokens, below --min-coverage {cfg.min_coverage}")
     gamma = predicted = None
+    chosen_on = "a0*C(k)"
     if cfg.k is not None:
         if not 1 <= cfg.k <= order.size:
             raise VTError(f"--k must be between 1 and {order.size} (the ids the draft can propose), got {cfg.k}")
         k, how = cfg.k, f"k = {cfg.k} given"
+    elif cfg.k_from == "search" and replayed:
+        table = calibration_table(cfg, target, tok, draft, keep, order)
+        k, gamma, predicted = search_k_gamma(cfg, cal, C, len(keep), table)
+        chosen_on = "replay"
+        how = (f"vtcore.search speed-up optimum on the replayed A(k, gamma) of {cfg.ranking}-ranked sets "
+               f"(replay over held-out prompts not benchmarked; costs calibrated on {cal.prompts} {cal.where})")
     elif cfg.k_from == "search":
         k, gamma, predicted = search_k_gamma(cfg, cal, C, len(keep))
         how = (f"vtcore.search speed-up optimum at held-out C(k) >= {cfg.min_coverage} (calibrated on "
@@ -316,7 +338,8 @@ def choose_tokens(cfg: BenchConfig, cf, keep: tuple[int, ...], allowed: np.ndarr
     else:
         k = max(k_for_coverage(C, cfg.min_coverage), len(keep), 1)
         how = f"smallest k with held-out coverage >= {cfg.min_coverage}"
-    return TokenSet(order[:k], f"{Path(data).name}: {how}", gamma, predicted)
+    return TokenSet(order[:k], f"{Path(data).name}: {how}", gamma, predicted, ranking=cfg.ranking,
+                    chosen_on=chosen_on)
 
 
 def choose_gamma(cfg: BenchConfig, cal: Calibration | None, cf, tokens: TokenSet,
@@ -331,12 +354,77 @@ def choose_gamma(cfg: BenchConfig, cal: Calibration | None, cf, tokens: TokenSet
         return 4, "default", None
     gamma, predicted = best_gamma_at(cal, kept_coverage(cf, tokens.kept), len(tokens.kept), N)
     return gamma, "search", predicted
+
+
 def check_context(cfg: BenchConfig, target_config: dict) -> None:
     """--max-new-tokens must fit the target's context (its max_position_embeddings)."""
     text = target_config.get("text_config") if isinstance(target_config.get("text_config"), dict) else target_config
     context = text.get("max_position_embeddings")
     if isinstance(context, int) and cfg.max_new_tokens >= context:
         raise VTError(f"--max-new-tokens {cfg.max_new_tokens:,} is past the target's context of {context:,} tokens")
+# ---------------------------------------------------------------- the acceptance replay (vtcore.acceptance)
+
+REPLAY_CALIBRATION_PROMPTS = 8   # held-out prompts after the measured ones, replayed to choose k and gamma
+REPLAY_CAP = 256                 # ids recorded above the target's token (more: counted as rejected)
+
+
+def _replay_mode(cfg: BenchConfig, notes: list) -> bool:
+    """Whether k and gamma are chosen on the replayed A(k, gamma): greedy only (the replay does
+    not model sampling)."""
+    if cfg.acceptance_model not in ("replay", "a0"):
+        raise VTError(f"--acceptance-model must be 'replay' or 'a0', got {cfg.acceptance_model!r}")
+    if cfg.ranking not in ("frequency", "acceptance"):
+        raise VTError(f"--ranking must be 'frequency' or 'acceptance', got {cfg.ranking!r}")
+    if cfg.acceptance_model == "replay" and cfg.mode != "greedy":
+        notes.append("the acceptance replay is greedy-only: in sample mode k and gamma come from a0 * C(k)")
+        return False
+    return cfg.acceptance_model == "replay"
+
+
+def _replay(cfg: BenchConfig, target, tok, draft, prompts: list[Prompt], gamma_max: int, heldout: bool = True):
+    eos = eos_ids(target, tok)
+    conts = acceptance.target_continuations(target, prompts, eos=eos, max_new_tokens=cfg.max_new_tokens,
+                                            heldout=heldout, workspace=cfg.workspace)
+    return acceptance.replay(target, draft, conts, gamma_max, REPLAY_CAP)
+
+
+def acceptance_order(cfg: BenchConfig, target, tok, draft, keep, allowed, cf) -> tuple[np.ndarray, np.ndarray]:
+    """The acceptance-aware ranking (vtcore.acceptance.acceptance_ranking) from a replay of the full
+    draft over fit-row prompts (the measured prompts stay unseen), and its held-out C(k)."""
+    if cfg.fit_prompts < 1:
+        raise VTError("--ranking acceptance needs --fit-prompts >= 1")
+    fit = load_prompts(cfg.data or default_data(), tok, heldout=False, limit=cfg.fit_prompts)
+    rep = _replay(cfg, target, tok, draft, fit, 1, heldout=False)
+    order = acceptance.acceptance_ranking(rep, cf.counts_fit, keep, allowed)
+    counts = _measured_counts(cf)
+    return order, np.concatenate([[0.0], np.cumsum(counts[order]) / max(int(counts.sum()), 1)])
+
+
+def calibration_table(cfg: BenchConfig, target, tok, draft, keep, order: np.ndarray) -> np.ndarray:
+    """A[gamma - 1, k], gamma = 1..GAMMA_MAX, k = 0..len(order): the replayed accepted tokens per step
+    of order[:k] over held-out prompts the benchmark does not measure."""
+    data = cfg.data or default_data()
+    prompts = load_prompts(data, tok, heldout=True, limit=cfg.prompts + REPLAY_CALIBRATION_PROMPTS)[cfg.prompts:]
+    if not prompts:
+        prompts = load_prompts(data, tok, heldout=False, limit=REPLAY_CALIBRATION_PROMPTS)
+    rep = _replay(cfg, target, tok, draft, prompts, GAMMA_MAX)
+    return acceptance.acceptance_table(rep, order, k_max=len(order))
+
+
+def replayed_accepted(setup: Setup, prompts: list[Prompt], cfg: BenchConfig) -> dict | None:
+    """For the full and the trimmed head: the replay's accepted tokens per step (and by position)
+    over the measured prompts' target continuation at the run's gamma; None when there is no
+    full draft to replay or in sample mode."""
+    if setup.full is None or cfg.mode != "greedy":
+        return None
+    rep = _replay(cfg, setup.target, setup.tokenizer, setup.full, prompts, setup.gamma)
+    out = {}
+    for m, kept in (("full", None), ("trimmed", proposable_ids(setup.trimmed))):
+        sim = acceptance.for_set(rep, kept, setup.gamma)
+        out[m] = {"accepted_per_step_replayed": float(sim.accepted_per_step[0]),
+                  "accepted_by_position_replayed": [None if np.isnan(x) else float(x) for x in sim.by_position[0]]}
+    out["over_cap_share"] = rep.overflow_share()
+    return out
 
 
 def prepare(cfg: BenchConfig, log=None) -> Setup:
@@ -366,14 +454,15 @@ def prepare(cfg: BenchConfig, log=None) -> Setup:
             raise VTError(f"--k-from must be 'coverage' or 'search', got {cfg.k_from!r}")
         needs_search = cfg.gamma is None or (cfg.k is None and cfg.k_from == "search" and not cfg.token_map)
         cal = calibrate(cfg, target, tok, draft, keep) if needs_search else None
-        full, tokens = draft, choose_tokens(cfg, cf, keep, allowed, cal, data)
+        full, tokens = draft, choose_tokens(cfg, cf, keep, allowed, cal, data, target, tok, draft, notes)
     gamma, gamma_from, predicted = choose_gamma(cfg, cal, cf, tokens, N)
     missing = [i for i in keep if int(i) not in set(np.asarray(tokens.kept).tolist())]
     if missing:
         notes.append(f"the token map does not keep EOS id(s) {missing}: the trimmed draft can never propose them")
     return Setup(target=target, tokenizer=tok, full=full, trimmed=draft if full is None else trim(draft, tokens.kept),
                  kind=kind, target_name=tname, draft_name=dname, token_map=tokens.source, gamma=gamma,
-                 gamma_from=gamma_from, counts=cf, calibration=cal, predicted=predicted, notes=notes)
+                 gamma_from=gamma_from, counts=cf, calibration=cal, predicted=predicted, notes=notes,
+                 ranking=tokens.ranking, acceptance_model=tokens.chosen_on)
 
 
 # ---------------------------------------------------------------- measuring
@@ -455,6 +544,7 @@ class _Runs:
     identical_outputs: bool | None
     prompts: int
     sample_output: str
+    replay_over_cap_share: float | None = None   # set by _add_replayed
 
 
 def measure(setup: Setup, prompts: list[Prompt], cfg: BenchConfig, progress, should_stop, done: list,
@@ -521,7 +611,9 @@ def prediction(methods: dict[str, MethodResult], gamma: int, coverage_k: float) 
     the loop's own work around it. Leviathan et al.'s form (verify cost 1, no loop work) is kept
     beside it; `trimmed_vs_target_with_verify_cost` also counts each method's prefill, so it is
     the figure to compare with the measured speed-up. Only the tokens per step come from the
-    model (from a(k)); every cost is measured."""
+    model (from a(k)); every cost is measured. When the measured heads were replayed
+    (vtcore.acceptance: `accepted_per_step_replayed`), the tokens per step are 1 + that instead
+    of the a0 C(k) model, and `acceptance_model` says "replay"."""
     tgt, full, trim_ = methods["target_only"], methods.get("full"), methods["trimmed"]
     t1 = tgt.decode_ms_per_token
     a0 = full.acceptance if full else None
@@ -530,12 +622,18 @@ def prediction(methods: dict[str, MethodResult], gamma: int, coverage_k: float) 
     if a0 is None:
         return out
     n = tgt.new_tokens / max(len(tgt.runs), 1)   # new tokens per run
+    replay = trim_.accepted_per_step_replayed is not None
+    out.acceptance_model = "replay" if replay else "a0*C(k)"
 
     def speedups(m: MethodResult, a: float) -> tuple[float, float, float, float]:
         c = m.draft_ms_per_token / t1
         step = (m.target_ms_per_step + m.overhead_ms_per_step) / t1
-        classic = float(predicted_speedup(a, gamma, c))
-        steady = float(predicted_speedup(a, gamma, c, step))
+        if replay:   # tokens per step: 1 + the replayed accepted tokens of this head
+            tokens = 1.0 + m.accepted_per_step_replayed
+            classic, steady = tokens / (gamma * c + 1.0), tokens / (gamma * c + step)
+        else:
+            classic = float(predicted_speedup(a, gamma, c))
+            steady = float(predicted_speedup(a, gamma, c, step))
         # with prefill: (P_target + n) / (P_method + n / steady), in target tokens
         whole = (tgt.prefill_ms / t1 + n) / (m.prefill_ms / t1 + n / steady)
         return c, step, classic, whole
@@ -551,6 +649,17 @@ def prediction(methods: dict[str, MethodResult], gamma: int, coverage_k: float) 
     return out
 
 
+def _add_replayed(res: _Runs, replayed: dict | None) -> None:
+    """The replay's accepted tokens per step (and by position) on each draft method's figures."""
+    if replayed is None:
+        return
+    for m in ("full", "trimmed"):
+        if res.methods.get(m) is not None:
+            res.methods[m].accepted_per_step_replayed = replayed[m]["accepted_per_step_replayed"]
+            res.methods[m].accepted_by_position_replayed = replayed[m]["accepted_by_position_replayed"]
+    res.replay_over_cap_share = replayed["over_cap_share"]
+
+
 def _device_name(device) -> str:
     import torch
 
@@ -563,7 +672,8 @@ def _measured(res: _Runs, setup: Setup, kept_cov: float) -> dict:
     """One measured set of prompts as Measured's fields."""
     return {"target_only": res.methods["target_only"], "full": res.methods.get("full"),
             "trimmed": res.methods["trimmed"], **res.speedups, "identical_outputs": res.identical_outputs,
-            "prompts": res.prompts, "prediction": prediction(res.methods, setup.gamma, kept_cov)}
+            "prompts": res.prompts, "prediction": prediction(res.methods, setup.gamma, kept_cov),
+            "replay_over_cap_share": res.replay_over_cap_share}
 
 
 def run_bench(cfg: BenchConfig, progress: Callable[[float, str], None] | None = None,
@@ -591,6 +701,8 @@ def run_bench(cfg: BenchConfig, progress: Callable[[float, str], None] | None = 
     done = [0]
     kept = proposable_ids(setup.trimmed)
     res = measure(setup, prompts, cfg, progress, should_stop, done, total)
+    if res is not None:
+        _add_replayed(res, replayed_accepted(setup, prompts, cfg))
     if res is None:
         return BenchStopped(device=_device_name(device), target=setup.target_name, draft=setup.draft_name,
                             k=int(len(kept)))
@@ -603,7 +715,7 @@ def run_bench(cfg: BenchConfig, progress: Callable[[float, str], None] | None = 
         target=setup.target_name, draft=setup.draft_name, draft_kind=setup.kind,
         k=int(len(kept)), vocab_size=int(setup.target.get_output_embeddings().weight.shape[0]),
         draft_vocab_size=None if full_ids is None else int(len(full_ids)),
-        token_map=setup.token_map, coverage_k=c_k,
+        token_map=setup.token_map, coverage_k=c_k, ranking=setup.ranking, k_gamma_chosen_on=setup.acceptance_model,
         data=str(data), mode=cfg.mode, gamma=setup.gamma, gamma_from=setup.gamma_from,
         max_new_tokens=cfg.max_new_tokens, repeats=cfg.repeats, warmup=cfg.warmup, **measured,
         calibration=setup.calibration, search_predicted_speedup=setup.predicted,
@@ -612,6 +724,7 @@ def run_bench(cfg: BenchConfig, progress: Callable[[float, str], None] | None = 
     if ood:
         o = measure(setup, ood, cfg, progress, should_stop, done, total)
         if o is not None:
+            _add_replayed(o, replayed_accepted(setup, ood, cfg))
             c_ood = kept_coverage(count_data(cfg.ood_data, setup.tokenizer, cfg.workspace), kept)
             result.ood = OodResult(data=str(cfg.ood_data), coverage_k=c_ood, **_measured(o, setup, c_ood))
     result.seconds = time.perf_counter() - t0

@@ -51,6 +51,14 @@ class BenchConfig:
     workspace: str | None = _opt(None, "workspace directory (default $VTCORE_WORKSPACE or "
                                        "~/.cache/vocab-trim-studio)")
     save: bool = _opt(True, "append the result to <workspace>/bench/results.jsonl")
+    acceptance_model: str = _opt("replay", "what the search scores acceptance with: the replayed A(k, gamma) of the "
+                                           "full draft over the target's continuation of held-out prompts not "
+                                           "benchmarked (greedy only), or a0 * C(k) under --min-coverage",
+                                 choices=["replay", "a0"])
+    ranking: str = _opt("frequency", "the ranking the trimmed head keeps a prefix of: the fit rows' token frequency, "
+                                     "or acceptance-aware (tokens the full draft gets accepted on over --fit-prompts "
+                                     "fit-row prompts first, the rest by frequency)", choices=["frequency", "acceptance"])
+    fit_prompts: int = _opt(16, "fit-row prompts replayed for --ranking acceptance")
     tree: list = field(default_factory=list, metadata={
         "help": "measure SGLang-style tree drafting instead (repeatable): S draft steps, top-T children per node, "
                 "N tokens verified per round (the root included), e.g. 5,4,8; 'grid' for a small default grid. "
@@ -181,6 +189,8 @@ class MethodResult:
     draft_ms_per_token: float | None = None
     lm_head_ms_per_token: float | None = None
     lm_head_share: float | None = None
+    accepted_per_step_replayed: float | None = None     # vtcore.acceptance over the same prompts' continuation
+    accepted_by_position_replayed: list[float | None] | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> MethodResult:
@@ -207,6 +217,7 @@ class Prediction:
     full_vs_target_with_verify_cost: float | None = None
     trimmed_vs_full: float | None = None
     trimmed_vs_full_with_verify_cost: float | None = None
+    acceptance_model: str | None = None         # "replay" | "a0*C(k)": what gave the tokens per step
 
     @classmethod
     def from_dict(cls, d: dict) -> Prediction:
@@ -239,6 +250,7 @@ class Measured:
     identical_outputs: bool | None = None        # None in sample mode
     prompts: int = 0
     prediction: Prediction | None = None
+    replay_over_cap_share: float | None = None   # share of replay records past the cap (counted as rejected)
 
     def methods(self) -> dict[str, MethodResult]:
         """The methods that ran, in order."""
@@ -283,6 +295,8 @@ class BenchResult(Measured):
     draft_vocab_size: int | None = None
     token_map: str | None = None
     coverage_k: float
+    ranking: str = "frequency"                  # the ranking the kept set is a prefix of
+    k_gamma_chosen_on: str = "a0*C(k)"          # "replay" | "a0*C(k)"
     data: str | None = None
     mode: str = "greedy"
     gamma: int

@@ -22,7 +22,7 @@ from vtcore.cmd.common import bar_open, check_flags, dumps, set_progress_file
 from vtcore.errors import VTError
 from vtcore.files import DISK_FULL, plain_json
 
-COMMANDS = ["count", "coverage", "flops", "profile", "optimize", "export", "validate", "bench"]
+COMMANDS = ["count", "coverage", "flops", "profile", "optimize", "export", "validate", "bench", "acceptance"]
 
 
 def default_human(result: dict) -> str:

@@ -125,3 +125,34 @@ def build(cf: CountsFile, spec: SearchSpec, cov: Coverage | None = None,
     return SearchSetup(spec=replace(spec, curve=curve), problem=problem, arch=arch, profile=prof,
                        flops_mode=spec.latency if spec.latency in cost.MODES else "flops",
                        cost_ratio_source=ratio_source, notes=notes)
+
+
+def attach_acceptance(setup: SearchSetup, cf: CountsFile, path: str, ranking: str = "frequency") -> SearchSetup:
+    """The speed-up objective on the replayed A(k, gamma) of an acceptance file (vtcore.acceptance)
+    instead of a0 * C(k): the table of `ranking`'s prefixes for gamma = gamma_min..gamma_max, and
+    the coverage curve of that same ranking (held-out rows), so C(k) describes the set scored."""
+    from vtcore import acceptance
+
+    p = setup.problem
+    if p.objective != "speedup":
+        raise VTError("--acceptance scores the speed-up objective: give --objective speedup")
+    rep = acceptance.load_acceptance(path)
+    if rep.gamma_max < p.gamma_max:
+        raise VTError(f"{path}: replayed up to gamma {rep.gamma_max}, the search goes to --gamma-max {p.gamma_max}")
+    try:
+        order = acceptance.ranking_for(rep, cf.counts_fit, cf.always_keep, ranking)
+    except VTError as e:
+        raise VTError(f"{path}: {e}") from None
+    V = p.vocab
+    table = acceptance.acceptance_table(rep, order, range(1, p.gamma_max + 1), k_max=V)
+    if ranking == "acceptance":
+        held = cf.counts_heldout if int(cf.counts_heldout.sum()) else cf.counts
+        curve = np.concatenate([[0.0], np.cumsum(held[order]) / max(int(held.sum()), 1)])
+        p.coverage = pad_curve(curve, V)
+    p.accepted = table
+    p.acceptance_source = f"replay:{path}"
+    p.validate()
+    setup.notes.append(f"acceptance: replayed A(k, gamma) of the {ranking} ranking from {path} "
+                       f"({int(rep.heldout.sum())} held-out prompts, {rep.manifest.get('draft')})")
+    return setup
+

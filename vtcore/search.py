@@ -122,6 +122,9 @@ class Problem:
     coverage_source: str = "heldout"
     latency_source: str = "flops"
     counts_sha256: str | None = None   # the counts C(k) came from (countsfile.counts_sha256)
+    accepted: np.ndarray | None = field(default=None, repr=False)   # [G, V+1]: replayed accepted draft
+    # tokens per step of order[:k] at gamma = 1..G (vtcore.acceptance); None: the a0 * C(k) model
+    acceptance_source: str | None = None   # where `accepted` came from (an acceptance file)
 
     def __post_init__(self) -> None:
         self.coverage = np.asarray(self.coverage, dtype=np.float64)
@@ -169,8 +172,28 @@ class Problem:
                               f"{self.gamma_max - self.gamma_min + 1} gamma values needs {cells * 32 / 2**20:,.0f} MB, "
                               f"over the limit of {array_limit() / 2**20:,.0f} MB (VTCORE_MAX_ARRAY_MB): lower "
                               "--gamma-max or --k-max")
+            if self.accepted is not None:
+                self.accepted = np.asarray(self.accepted, dtype=np.float64)
+                if self.accepted.ndim != 2 or self.accepted.shape[0] < self.gamma_max or self.accepted.shape[1] != V + 1:
+                    raise VTError(f"the acceptance table is {list(self.accepted.shape)}, need [>= {self.gamma_max}, "
+                                  f"{V + 1}] (gamma 1..gamma_max, k 0..{V})")
             if self.verify_costs is not None and len(self.verify_costs) < self.gamma_max:
                 raise VTError(f"verify costs are known up to gamma {len(self.verify_costs)}, not {self.gamma_max}")
+
+    @property
+    def acceptance_model(self) -> str:
+        return "a0*C(k)" if self.accepted is None else "replay"
+
+    def tokens_per_step(self, k: np.ndarray | int, gamma: np.ndarray | int) -> np.ndarray:
+        """Expected new tokens per target step: 1 + the replayed accepted tokens of order[:k] at
+        gamma when an acceptance table is given, else (1 - a^(g+1)) / (1 - a) with a = a0 C(k)."""
+        if self.accepted is None:
+            return predicted_speedup(self.a0 * self.coverage[k], gamma, 0.0, 1.0)
+        return 1.0 + self.accepted[np.asarray(gamma) - 1, k]
+
+    def speedup(self, k: np.ndarray | int, gamma: np.ndarray | int) -> np.ndarray:
+        """The speed-up model at (k, gamma): tokens per step / (gamma c(k) + verify cost)."""
+        return self.tokens_per_step(k, gamma) / (np.asarray(gamma) * self.cost_ratio(k) + self.verify_cost(gamma))
 
     def verify_cost(self, gamma: np.ndarray | int) -> np.ndarray | float:
         if self.verify_costs is None:
@@ -189,7 +212,7 @@ class Problem:
         if self.objective == "speedup":
             g = int(gamma if gamma is not None else self.gamma_min)
             out["gamma"] = g
-            out["speedup"] = float(predicted_speedup(self.a0 * c, g, self.cost_ratio(k), self.verify_cost(g)))
+            out["speedup"] = float(self.speedup(k, g))
         return out
 
     def fingerprint(self) -> dict[str, Any]:
@@ -203,6 +226,8 @@ class Problem:
                 fp["verify_costs"] = list(self.verify_costs)
             fp.update(a0=self.a0, cost_ratio_full=self.cost_ratio_full,
                       gamma_min=self.gamma_min, gamma_max=self.gamma_max)
+            if self.accepted is not None:
+                fp.update(acceptance_model="replay", accepted_sha=_sha(self.accepted))
         if self.counts_sha256 is not None:   # export and the Frontier compare it with the counts in use
             fp["counts_sha256"] = self.counts_sha256
         return fp
@@ -236,7 +261,7 @@ def solve_exact(p: Problem) -> ExactResult:
     n = ks.size
     if p.objective == "speedup":
         gammas = np.arange(p.gamma_min, p.gamma_max + 1)[:, None]
-        S = predicted_speedup(p.a0 * C[None, :], gammas, p.cost_ratio(ks)[None, :], p.verify_cost(gammas))   # [G, K]
+        S = p.speedup(ks[None, :], gammas)   # [G, K]
         gi = np.argmax(S, axis=0)
         value = S[gi, np.arange(n)]
         gamma_by_k = gammas[gi, 0]

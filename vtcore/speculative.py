@@ -234,7 +234,6 @@ def postprocess_logits(model, logits: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-_postprocess_logits = postprocess_logits   # the name this module's loop uses
 
 
 class _Runner:
@@ -266,7 +265,7 @@ class _Runner:
         """Full-vocabulary logits [last, V] of the last `last` positions (the target's head), and
         the aux states of every position fed (EAGLE-3)."""
         h, aux = self.forward(ids)
-        return _postprocess_logits(self.model, self.model.get_output_embeddings()(h[-last:])).float(), aux
+        return postprocess_logits(self.model, self.model.get_output_embeddings()(h[-last:])).float(), aux
 
 
 def _sample(probs: torch.Tensor, gen: torch.Generator) -> int:
@@ -384,7 +383,7 @@ class StandaloneProposer:
             if d.bias is not None:
                 z = z + d.bias
             hb = clock.now()
-            row, q = _pick(_postprocess_logits(d.model, z).float(), cfg.mode == "greedy", cfg.temperature, gen)
+            row, q = _pick(postprocess_logits(d.model, z).float(), cfg.mode == "greedy", cfg.temperature, gen)
             if q is not None:
                 prop.q.append(q)
             prop.rows[j], prop.tokens[j] = row, (d.kept[row] if d.kept is not None else row)

@@ -98,6 +98,10 @@ def human(r: BenchResult | BenchStopped | dict) -> str:
         lines.append(f"{m:12} {_f(x.tokens_per_s, '{:.1f}'):>8} {f'[{lo:.1f}, {hi:.1f}]':>15} "
                      f"{_f(x.accepted_per_step):>9} {_f(x.draft_ms_per_step):>14} "
                      f"{_f(x.lm_head_share):>11} {_f(x.target_ms_per_step):>15}")
+    if r.trimmed and r.trimmed.accepted_per_step_replayed is not None:
+        lines.append("accepted per step, replayed (vtcore.acceptance) vs measured: " + "; ".join(
+            f"{m} {_f(x.accepted_per_step_replayed, '{:.3f}')} vs {_f(x.accepted_per_step, '{:.3f}')}"
+            for m, x in (("full", r.full), ("trimmed", r.trimmed)) if x) + f" (ranking {r.ranking})")
     if r.full:
         lines.append(f"full draft acceptance by position: {', '.join(_f(p) for p in r.full.accepted_by_position)}")
     lines.append(f"trimmed vs full: {ratio(r, 'trimmed_vs_full')}; trimmed vs target alone: "

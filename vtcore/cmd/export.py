@@ -55,6 +55,11 @@ def register(subparsers) -> argparse.ArgumentParser:
     repeatable(p, "--keep", type=int, metavar="ID", help="extra token ids to always keep (repeatable)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: <workspace>/exports)")
     p.add_argument("--force", action="store_true", help="overwrite existing files of the same names")
+    p.add_argument("--ranking", choices=["frequency", "acceptance"], default="frequency",
+                   help="frequency (default): the --coverage curve's ranking; acceptance: tokens the full draft gets "
+                        "accepted on in --acceptance FILE's fit-row replay first, the rest by fit-row frequency "
+                        "(with --k)")
+    p.add_argument("--acceptance", metavar="FILE.npz", help="acceptance file (python -m vtcore acceptance)")
     p.set_defaults(func=run, human=human)
     return p
 
@@ -79,7 +84,9 @@ def run(args) -> dict:
     if args.trial is not None and args.from_study is None:
         raise VTError("--trial only goes with --from-study NAME")
     cf = load_counts(args.counts)
-    if args.k is not None:
+    if args.ranking == "acceptance":
+        choice = _acceptance_choice(cf, args)
+    elif args.k is not None:
         choice = ex.choose_k(cf, args.k, args.coverage, args.keep)
     elif args.min_coverage is not None:
         choice = ex.choose_min_coverage(cf, args.min_coverage, args.coverage, args.keep)
@@ -125,6 +132,25 @@ def run(args) -> dict:
         "retrain_needed": bundle.retrain_needed,
         "reports": [a.report.as_dict() for a in bundle.artifacts.values()],
     }
+
+
+def _acceptance_choice(cf, args):
+    """The first --k ids of the acceptance-aware ranking of --acceptance FILE."""
+    from vtcore import acceptance
+    from vtcore import export as ex
+    from vtcore.errors import VTError
+
+    if not args.acceptance or args.k is None:
+        raise VTError("--ranking acceptance needs --acceptance FILE and --k K")
+    rep = acceptance.load_acceptance(args.acceptance)
+    try:
+        order = acceptance.ranking_for(rep, cf.counts_fit, cf.always_keep + list(args.keep or []), "acceptance")
+    except VTError as e:
+        raise VTError(f"{args.acceptance}: {e}") from None
+    if not 1 <= args.k <= order.size:
+        raise VTError(f"--k must be between 1 and {order.size}, got {args.k}")
+    return ex.choose_ids(cf, order[: args.k], how=f"k given, acceptance-aware ranking ({args.acceptance}: "
+                                                  f"{int((~rep.heldout).sum())} fit-row prompts replayed)")
 
 
 def human(r: dict) -> str:

@@ -46,6 +46,12 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--gamma-min", type=int, default=1)
     p.add_argument("--gamma-max", type=int, default=8)
     p.add_argument("--pareto-points", type=int, default=200, help="at most this many exact frontier points in JSON")
+    p.add_argument("--acceptance", metavar="FILE.npz",
+                   help="speedup: score acceptance with the replayed A(k, gamma) of this acceptance file "
+                        "(python -m vtcore acceptance) instead of a0 * C(k)")
+    p.add_argument("--ranking", choices=["frequency", "acceptance"], default="frequency",
+                   help="with --acceptance: the ranking whose prefixes are scored (acceptance: from the file's "
+                        "fit-row replay)")
     p.set_defaults(func=run, human=human)
     return p
 
@@ -86,6 +92,10 @@ def run(args) -> dict:
     spec, trials, seed = spec_from_args(args)
     cf = load_counts(args.counts)
     setup = problem.build(cf, spec)
+    if args.acceptance:
+        problem.attach_acceptance(setup, cf, args.acceptance, args.ranking)
+    elif args.ranking != "frequency":
+        raise VTError("--ranking acceptance needs --acceptance FILE")
     exact = search.solve_exact(setup.problem)
     runner = studies.StudyRunner(setup.problem, args.study, n_trials=trials, seed=seed)
     show = progress_printer(f"optimize {runner.study_name}", sys.stderr)
@@ -111,6 +121,8 @@ def run(args) -> dict:
         out["coverage_note"] = "; ".join(setup.notes)
     if spec.objective == "speedup":
         out["cost_ratio_source"] = setup.cost_ratio_source
+        out["acceptance_model"] = setup.problem.acceptance_model
+        out["ranking"] = args.ranking
     arch = setup.arch
     best_k = out["best_k"] if out["best_k"] is not None else exact.best_k
     full = cost.flops_breakdown(arch, None, spec.context, setup.flops_mode)
