@@ -19,6 +19,7 @@ from vtcore import acceptance as A
 from vtcore import eagle3 as E
 from vtcore import speculative as sp
 from vtcore.errors import VTError
+from vtcore.checkpoints import config_from_dict
 
 VOCAB = 96
 torch.set_num_threads(1)   # tiny models in Python loops: a second thread only adds synchronisation
@@ -51,7 +52,7 @@ def standalone_draft(target):
 
 def eagle3_draft(target, seed=3):
     c = target.config
-    cfg = E.config_from_dict({"architectures": ["LlamaForCausalLMEagle3"], "hidden_size": c.hidden_size,
+    cfg = config_from_dict({"architectures": ["LlamaForCausalLMEagle3"], "hidden_size": c.hidden_size,
                               "intermediate_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
                               "vocab_size": c.vocab_size, "draft_vocab_size": c.vocab_size, "rms_norm_eps": 1e-6,
                               "max_position_embeddings": 512, "eagle_aux_hidden_state_layer_ids": [3, 2, 1]})

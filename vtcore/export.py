@@ -80,7 +80,12 @@ class TokenChoice:
         return np.sort(self.ids)
 
 
-RANKED_ON = {"heldout": "the fit rows (all but the held-out fifth, vtcore.split)", "insample": "all rows"}
+RANKED_ON = {"heldout": "the fit rows (all but the held-out fifth, vtcore.split)", "insample": "all rows",
+             "acceptance": "a replay of the full draft over fit-row prompts (vtcore.acceptance: accepted tokens "
+                           "first), the rest by fit-row frequency"}
+AT_K_IS = {"heldout": "C(k) measured on the held-out rows, which the ranking never saw",
+           "insample": "C(k) measured on all rows, the rows the ranking was made on",
+           "acceptance": "C(k) measured on the held-out rows, which the ranking never saw"}
 
 
 def _choice(cf: CountsFile, ids: np.ndarray, curve: str, coverage: float | None, always_keep: list[int],
@@ -101,6 +106,17 @@ def choose_k(cf: CountsFile, k: int, curve: str = "heldout", extra_keep: list[in
     used = cov.resolve(curve)
     return _choice(cf, cov.kept(used, k), used, float(cov.curve(used)[k]), cov.always_keep,
                    how or f"k given, {used} ranking")
+
+
+def choose_ranked(cf: CountsFile, order: np.ndarray, k: int, curve: str, how: str) -> TokenChoice:
+    """The first k ids of a ranking made elsewhere (the acceptance-aware one: `curve` names it),
+    with their held-out coverage as C(k)."""
+    if not 1 <= k <= len(order):
+        raise VTError(f"k must be between 1 and {len(order)}, got {k}")
+    ids = np.asarray(order[:k], dtype=np.int64)
+    held_total = int(cf.counts_heldout.sum())
+    at_k = float(cf.counts_heldout[ids].sum() / held_total) if held_total else None
+    return _choice(cf, ids, curve, at_k, cf.always_keep, how)
 
 
 def choose_min_coverage(cf: CountsFile, min_coverage: float, curve: str = "heldout",
@@ -305,8 +321,7 @@ def coverage_doc(choice: TokenChoice) -> dict:
         "curve": choice.curve,
         "ranked_on": RANKED_ON[choice.curve],
         "at_k": choice.coverage,
-        "at_k_is": {"heldout": "C(k) measured on the held-out rows, which the ranking never saw",
-                    "insample": "C(k) measured on all rows, the rows the ranking was made on"}[choice.curve],
+        "at_k_is": AT_K_IS[choice.curve],
         "all_rows": choice.coverage_all_rows,
         "heldout_rows": choice.coverage_heldout_rows,
         "rows_are": "all_rows / heldout_rows: share of the assistant tokens of all rows / of the held-out rows "

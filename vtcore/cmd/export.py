@@ -149,7 +149,7 @@ def _acceptance_choice(cf, args):
         raise VTError(f"{args.acceptance}: {e}") from None
     if not 1 <= args.k <= order.size:
         raise VTError(f"--k must be between 1 and {order.size}, got {args.k}")
-    return ex.choose_ids(cf, order[: args.k], how=f"k given, acceptance-aware ranking ({args.acceptance}: "
+    return ex.choose_ranked(cf, order, args.k, "acceptance", how=f"k given, acceptance-aware ranking ({args.acceptance}: "
                                                   f"{int((~rep.heldout).sum())} fit-row prompts replayed)")
 
 
