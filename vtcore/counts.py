@@ -41,14 +41,14 @@ FIRST_BATCH_ROWS = 128
 # counted, so a cache made by other code (an edit to the mask, say) is never reused.
 KEY_FIELDS = ("format", "datasets", "dataset_sha256", "schema", "tokenizer", "tokenizer_sha256",
               "chat_template_sha256", "mask_mode", "heldout_every", "skip_bad", "max_row_bytes", "vtcore_version",
-              "engine", "code_sha256")
+              "engine", "code_sha256", "mode", "generate")
 
 
-def counting_modules(package: Path | None = None) -> list[str]:
-    """vtcore.counts and every vtcore module it imports, directly or not: the code that makes counts."""
+def counting_modules(package: Path | None = None, root: str = "counts") -> list[str]:
+    """vtcore.<root> (counts) and every vtcore module it imports, directly or not: the code that makes counts."""
     package = package or Path(vtcore.__file__).parent
     seen: set[str] = set()
-    todo = ["counts"]
+    todo = [root]
     while todo:
         name = todo.pop()
         if name in seen or not (package / f"{name}.py").is_file():
@@ -64,18 +64,19 @@ def counting_modules(package: Path | None = None) -> list[str]:
     return sorted(seen)
 
 
-def code_sha256(package: Path | None = None) -> str:
+def code_sha256(package: Path | None = None, root: str = "counts") -> str:
     """sha256 of the source of counting_modules(): part of every count's cache key. Of vtcore's
-    own package (the default) it is read once per process."""
+    own package (the default) it is read once per process. `root`: the module that counts
+    ("gencount" for counts of the target's generations)."""
     if package is None:
-        return _own_code_sha256()
+        return _own_code_sha256(root)
     return sha256_bytes(b"".join(name.encode() + b"\0" + (package / f"{name}.py").read_bytes() + b"\0"
-                                 for name in counting_modules(package)))
+                                 for name in counting_modules(package, root)))
 
 
-@functools.lru_cache(maxsize=1)
-def _own_code_sha256() -> str:
-    return code_sha256(Path(vtcore.__file__).parent)
+@functools.lru_cache(maxsize=4)
+def _own_code_sha256(root: str = "counts") -> str:
+    return code_sha256(Path(vtcore.__file__).parent, root)
 
 
 def _sources(paths: Iterable[str | DataSource | tuple]) -> list[DataSource]:
@@ -131,7 +132,8 @@ def dataset_sha256(path: str | Path) -> tuple[str, int]:
     return sha256_bytes("\n".join(parts).encode()), size
 
 
-def _manifest_key(manifest: dict) -> str:
+def manifest_key(manifest: dict) -> str:
+    """The cache key: a hash of the manifest's KEY_FIELDS."""
     key = {k: manifest[k] for k in KEY_FIELDS}
     return sha256_bytes(json.dumps(key, sort_keys=True).encode())[:24]
 
@@ -158,6 +160,8 @@ def dataset_manifest(sources: list[DataSource], tinfo, schema: str, mask: str, s
         "vtcore_version": vtcore.__version__,
         "engine": engine,
         "code_sha256": code_sha256(),
+        "mode": "dataset",     # "generate": the target's responses counted (vtcore.gencount)
+        "generate": None,      # then: the target, its weights' fingerprint, max_new_tokens, rows
     }
     return manifest, datasets
 
@@ -251,7 +255,7 @@ def counts_file(tally: Tally, manifest: dict, datasets: list[dict], tok, tinfo, 
         "mask_mode_used": assistant.mode,
         "warnings": warnings,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "cache_key": _manifest_key(manifest),
+        "cache_key": manifest_key(manifest),
         "count_seconds": round(seconds, 4),
     })
     return CountsFile(counts=counts, manifest=manifest, counts_fit=fit, counts_heldout=held,
@@ -287,13 +291,13 @@ def count_dataset(paths: Sequence[str | DataSource | tuple], tokenizer=None, mas
     tok = tokenizer if hasattr(tokenizer, "backend_tokenizer") else load_tokenizer(tokenizer)
     tinfo = tokenizer_info(tok)
     manifest, datasets = dataset_manifest(sources, tinfo, schema, mask, skip_bad, engine, max_row_bytes)
-    cache_path = subdir("counts", workspace) / f"{_manifest_key(manifest)}.npz"
+    cache_path = subdir("counts", workspace) / f"{manifest_key(manifest)}.npz"
     cf = cached_counts(cache_path, manifest) if cache else None
     if cf is not None:
         progress(1.0, "cached")
         if out is not None and not same_file(out, cache_path):
             save_counts(out, cf, force=force, inputs=inputs)
-        return cf, _summary(cf, time.perf_counter() - t0, out or cache_path, cache_hit=True, warnings=repeated)
+        return cf, count_summary(cf, time.perf_counter() - t0, out or cache_path, cache_hit=True, warnings=repeated)
     assistant = AssistantTokens(tok, mask)
     if engine == "ray":
         tally = count_ray(sources, datasets, tok, assistant, tinfo.vocab_size, schema, skip_bad, progress,
@@ -307,7 +311,7 @@ def count_dataset(paths: Sequence[str | DataSource | tuple], tokenizer=None, mas
     if out is not None and not same_file(out, cache_path):
         save_counts(out, cf, force=force, inputs=inputs)
     progress(1.0, f"{cf.manifest['rows']:,} rows")
-    return cf, _summary(cf, time.perf_counter() - t0, out or cache_path, cache_hit=False)
+    return cf, count_summary(cf, time.perf_counter() - t0, out or cache_path, cache_hit=False)
 
 
 SUMMARY_KS = (1024, 2048, 4096, 8192, 16384, 32768)
@@ -330,7 +334,7 @@ def coverage_summary(cf: CountsFile) -> dict:
     return out
 
 
-def _summary(cf: CountsFile, seconds: float, path, cache_hit: bool, warnings: list[str] = ()) -> dict:
+def count_summary(cf: CountsFile, seconds: float, path, cache_hit: bool, warnings: list[str] = ()) -> dict:
     m = cf.manifest
     tokens = int(cf.counts.sum())
     info = {
@@ -345,6 +349,7 @@ def _summary(cf: CountsFile, seconds: float, path, cache_hit: bool, warnings: li
         "mask": m["mask_mode_used"],
         "tokenizer": m["tokenizer"],
         "engine": m.get("engine", "local"),
+        "mode": m.get("mode", "dataset"),
     }
     info.update(coverage_summary(cf))
     info.update({

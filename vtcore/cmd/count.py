@@ -40,6 +40,19 @@ def register(sub) -> argparse.ArgumentParser:
                         "without it a local Ray starts on this machine")
     p.add_argument("--workspace", default=None, help="workspace folder (default $VTCORE_WORKSPACE or "
                                                      "~/.cache/vocab-trim-studio)")
+    g = p.add_argument_group("counting the target's own responses (--generate)")
+    g.add_argument("--generate", action="store_true",
+                   help="count the TARGET's greedy responses to the dataset's prompts (each row's conversation up "
+                        "to its last assistant turn) instead of the dataset's assistant turns, with the target's "
+                        "tokenizer; also reports held-out C(k) of that ranking beside the dataset's")
+    g.add_argument("--target", default=None, metavar="NAME|DIR",
+                   help="with --generate: local model directory or hub id in the local cache (default: the "
+                        "embedded SmolLM2-135M-Instruct)")
+    g.add_argument("--max-new-tokens", type=int, default=128, help="with --generate: tokens per response at most "
+                                                                  "(default 128)")
+    g.add_argument("--generate-rows", type=int, default=100, metavar="R",
+                   help="with --generate: prompts from the first R rows of each dataset (default 100)")
+    g.add_argument("--device", default="auto", help="with --generate: auto | cpu | cuda")
     p.set_defaults(func=run, human=human)
     return p
 
@@ -54,11 +67,34 @@ def run(args) -> dict:
         raise VTError("--ray-address needs --engine ray")
     if not args.max_row_mb > 0:
         raise VTError(f"--max-row-mb must be > 0, got {args.max_row_mb}")
+    if args.generate:
+        return run_generate(args)
+    if args.target:
+        raise VTError("--target needs --generate (the target's responses are counted only then)")
     _, info = count_dataset(args.data, tokenizer=args.tokenizer, mask=args.mask, schema=args.schema,
                             skip_bad=args.skip_bad, progress=progress_printer("counting"),
                             cache=not args.no_cache, workspace=args.workspace, out=args.out, force=args.force,
                             max_row_bytes=int(args.max_row_mb * (1 << 20)), engine=args.engine,
                             ray=RayConfig(address=args.ray_address))
+    return info
+
+
+def run_generate(args) -> dict:
+    from vtcore.cmd.common import progress_printer
+    from vtcore.errors import VTError
+    from vtcore.gencount import count_and_compare
+
+    if args.tokenizer:
+        raise VTError("--tokenizer does not apply with --generate: the target's own tokenizer counts its responses")
+    if args.engine != "local":
+        raise VTError("--generate counts on this machine only (--engine local)")
+    if args.generate_rows < 1:
+        raise VTError(f"--generate-rows must be >= 1, got {args.generate_rows}")
+    _, info = count_and_compare(args.data, args.target, mask=args.mask, max_new_tokens=args.max_new_tokens,
+                                rows=args.generate_rows, schema=args.schema, skip_bad=args.skip_bad,
+                                device=args.device, progress=progress_printer("generating"),
+                                cache=not args.no_cache, workspace=args.workspace, out=args.out, force=args.force,
+                                max_row_bytes=int(args.max_row_mb * (1 << 20)))
     return info
 
 
@@ -72,5 +108,14 @@ def human(r: dict) -> str:
         h = r["heldout_coverage_at"][k] if r["heldout_coverage_at"] else float("nan")
         lines.append(f"{int(k):<7} {c:8.4f}  {h:8.4f}")
     lines.append("k for coverage: " + ", ".join(f"{t}: {k:,}" for t, k in r["k_for"].items()))
+    if r.get("generate"):
+        g = r["generate"]
+        lines.append(f"counted the responses of {g['target']} to {g['prompts']} prompts ({g['heldout_prompts']} "
+                     f"held out), at most {g['max_new_tokens']} tokens, {g['ended']} ended with an end of turn")
+    if r.get("compare") and r["compare"].get("on_dataset_heldout"):
+        c = r["compare"]["on_dataset_heldout"]
+        lines.append("on the dataset's held-out rows: k  ranked on the target's responses / on the dataset")
+        lines += [f"  {int(k):<7} {c['generated_ranking'][k]:.4f} / {c['dataset_ranking'][k]:.4f}"
+                  for k in c["generated_ranking"]]
     lines += [f"warning: {w}" for w in r["warnings"]]
     return "\n".join(lines)
