@@ -148,15 +148,30 @@ with c2:
         ray_address = st.text_input("Ray cluster address (empty: start a local Ray)", key="ray_address",
                                     placeholder="auto or HOST:PORT").strip() or None
 
+# ---- what to count: the dataset's answers, or the target's own (VocabTrim: its generations rank better)
+what = st.radio("What to count", ["dataset", "generate"], horizontal=True, key="count_what",
+                format_func={"dataset": "the dataset's assistant turns",
+                             "generate": "count the target's own responses (generate)"}.get,
+                help="generate: the target answers each row's prompt (greedy, cached); its responses are "
+                     "counted with its own tokenizer, and the result compares both rankings on held-out rows")
+generate = None
+if what == "generate":
+    g1, g2, g3 = st.columns([2, 1, 1])
+    generate = {"target": g1.text_input("Target (empty: the embedded SmolLM2-135M-Instruct)", key="gen_target",
+                                        placeholder="local model directory").strip() or None,
+                "max_new_tokens": g2.number_input("Max new tokens", 1, 4096, 128, key="gen_max_new"),
+                "rows": g3.number_input("Rows (prompts per dataset)", 1, 100_000, 100, key="gen_rows")}
+
 # ---- count
 job = ui.registry().get("count")
 busy = job is not None and job.running
-if st.button("Count tokens", type="primary", disabled=busy or not paths or (kind != "Bundled Qwen3" and not tok_name),
-             key="count_btn"):
+if st.button("Count tokens", type="primary", key="count_btn",
+             disabled=busy or not paths or (what == "dataset" and kind != "Bundled Qwen3" and not tok_name)):
     st.session_state["counting_here"] = True
     try:
         ui.registry().start("count", counting_job(paths, tokenizer=tok_name, mask=mask, schema=schema,
-                                                  skip_bad=skip_bad, engine=engine, ray_address=ray_address))
+                                                  skip_bad=skip_bad, engine=engine, ray_address=ray_address,
+                                                  generate=generate))
     except VTError as e:
         st.error(str(e))
     st.rerun()
@@ -179,6 +194,10 @@ c[3].metric("Skipped rows", f"{m.get('rows_skipped', 0):,}")
 c[4].metric("Held-out tokens", f"{int(cf.counts_heldout.sum()):,}", help="every 5th row, for honest coverage")
 if m.get("skipped"):
     st.warning("Skipped rows by reason: " + ", ".join(f"{r}: {n:,}" for r, n in m["skipped"].items()))
+if m.get("mode") == "generate":
+    g = m["generate"]
+    st.caption(f"Counted the responses of {g['target']} (greedy, at most {g['max_new_tokens']} tokens) to "
+               f"{m['rows']:,} prompts, with its tokenizer.")
 for w in m.get("warnings", [])[:5]:
     st.caption(f"warning: {w}")
 if len(cf.domain_names) > 1:

@@ -625,3 +625,28 @@ def test_coverage_page_dropped_tokens_by_count_and_the_never_seen_note(workspace
     at.slider(key="cov_min_coverage").set_value(0.8).run()
     assert as_int(metric(at, "k needed")) <= n_fit
     assert not any("never seen" in i.value for i in at.info)
+
+
+def test_data_page_offers_counting_the_targets_own_responses(workspace, monkeypatch):
+    import vtapp.jobs
+    from vtcore.jobs import Job
+
+    calls = []
+
+    def fake_job(paths, **kw):   # the generated counting itself is tested in test_gencount.py
+        calls.append(kw)
+        return Job(lambda progress, should_stop: None, name="count")
+
+    monkeypatch.setattr(vtapp.jobs, "counting_job", fake_job)
+    at = open_app("pages/1_Data.py")
+    assert "gen_max_new" not in [n.key for n in at.number_input]   # only when generating
+    at.radio(key="count_what").set_value("generate").run()
+    at.number_input(key="gen_max_new").set_value(16).run()
+    at.number_input(key="gen_rows").set_value(7).run()
+    at.button(key="count_btn").click().run()
+    ok(at)
+    assert calls[-1]["generate"] == {"target": None, "max_new_tokens": 16, "rows": 7}
+    at.radio(key="count_what").set_value("dataset").run()
+    at.button(key="count_btn").click().run()
+    ok(at)
+    assert calls[-1]["generate"] is None

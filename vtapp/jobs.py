@@ -63,10 +63,12 @@ class Registry:
 
 def counting_job(paths: list[str], tokenizer: str | None = None, mask: str = "template", schema: str = "auto",
                  skip_bad: bool = False, workspace: str | None = None, engine: str = "local",
-                 ray_address: str | None = None) -> Job:
+                 ray_address: str | None = None, generate: dict | None = None) -> Job:
     """Count a dataset and make the result the workspace's current counts (vtapp.state), so
     the pages find it even if the browser was closed while it ran. The result is count_dataset's
-    summary dict. `engine` "ray" counts on Ray Data (a local Ray, or the cluster at `ray_address`)."""
+    summary dict. `engine` "ray" counts on Ray Data (a local Ray, or the cluster at `ray_address`).
+    `generate` ({"target", "max_new_tokens", "rows"}): count the target's own responses to the
+    dataset's prompts instead (vtcore.gencount), with the target's tokenizer."""
 
     before = state.load_state(workspace).counts_path
 
@@ -76,12 +78,22 @@ def counting_job(paths: list[str], tokenizer: str | None = None, mask: str = "te
 
         # an upload's domain is the name the user gave it, not the stored name's hash prefix
         sources = [(str(p), state.upload_domain(p)) for p in paths]
-        _, info = count_dataset(sources, tokenizer=tokenizer, mask=mask, schema=schema, skip_bad=skip_bad,
-                                progress=progress, should_stop=should_stop, workspace=workspace, engine=engine,
-                                ray=RayConfig(address=ray_address or None))
+        if generate is not None:
+            from vtcore.gencount import count_and_compare
+
+            _, info = count_and_compare(sources, generate.get("target"), mask=mask, schema=schema,
+                                        skip_bad=skip_bad, progress=progress, should_stop=should_stop,
+                                        workspace=workspace, max_new_tokens=int(generate["max_new_tokens"]),
+                                        rows=int(generate["rows"]))
+        else:
+            _, info = count_dataset(sources, tokenizer=tokenizer, mask=mask, schema=schema, skip_bad=skip_bad,
+                                    progress=progress, should_stop=should_stop, workspace=workspace, engine=engine,
+                                    ray=RayConfig(address=ray_address or None))
         st = state.load_state(workspace)
         changed = st.counts_path != info["counts_path"]
-        st.counts_path, st.datasets, st.tokenizer = info["counts_path"], [str(p) for p in paths], tokenizer
+        # generated counts are in the target's tokenizer: the pages show its tokens
+        st.counts_path, st.datasets = info["counts_path"], [str(p) for p in paths]
+        st.tokenizer = info["tokenizer"] if generate is not None else tokenizer
         st.mask, st.skip_bad = mask, skip_bad
         # the Data page opens on what is now counted (a count from the home page is of the samples)
         samples = repo_root() / "samples"
@@ -94,7 +106,7 @@ def counting_job(paths: list[str], tokenizer: str | None = None, mask: str = "te
     kept = ("nothing changed: the current counts are still " + (Path(before).name if before else "none yet")
             + "; uploaded files stay in the workspace")
     return Job(fn, name="count", kept=kept, meta={"paths": [str(p) for p in paths], "tokenizer": tokenizer,
-                                                   "mask": mask, "engine": engine})
+                                                   "mask": mask, "engine": engine, "generate": generate})
 
 
 def bench_job(cfg) -> Job:
