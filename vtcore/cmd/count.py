@@ -112,10 +112,12 @@ def human(r: dict) -> str:
         g = r["generate"]
         lines.append(f"counted the responses of {g['target']} to {g['prompts']} prompts ({g['heldout_prompts']} "
                      f"held out), at most {g['max_new_tokens']} tokens, {g['ended']} ended with an end of turn")
-    if r.get("compare") and r["compare"].get("on_dataset_heldout"):
-        c = r["compare"]["on_dataset_heldout"]
-        lines.append("on the dataset's held-out rows: k  ranked on the target's responses / on the dataset")
-        lines += [f"  {int(k):<7} {c['generated_ranking'][k]:.4f} / {c['dataset_ranking'][k]:.4f}"
-                  for k in c["generated_ranking"]]
+    for where, label in (("on_dataset_heldout", "the dataset's held-out answers"),
+                         ("on_generated_heldout", "the target's held-out responses")):
+        c = (r.get("compare") or {}).get(where)
+        if c:
+            lines.append(f"held-out C(k) on {label}: k  ranked on the target's responses / on the dataset")
+            lines += [f"  {int(k):<7} {c['generated_ranking'][k]:.4f} / {c['dataset_ranking'][k]:.4f}"
+                      for k in c["generated_ranking"]]
     lines += [f"warning: {w}" for w in r["warnings"]]
     return "\n".join(lines)
