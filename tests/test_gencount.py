@@ -123,3 +123,17 @@ def test_prompt_turns_stop_at_the_last_assistant_turn():
     assert gencount.prompt_turns([u]) == [u]
     assert gencount.prompt_turns([{"role": "system", "content": "s"}, a]) == []
     assert json.dumps(gencount.prompt_turns([])) == "[]"
+
+
+def test_the_dashboards_counting_job_counts_the_responses_and_makes_them_current(setup):
+    from vtapp import state
+    from vtapp.jobs import counting_job
+
+    tdir, data, ws, cf, info = setup
+    job = counting_job([str(data)], workspace=str(ws),
+                       generate={"target": str(tdir), "max_new_tokens": NEW, "rows": ROWS}).start()
+    job.join(120)
+    assert job.state == "finished", job.error
+    assert job.result["cache_hit"] and job.result["counts_path"] == info["counts_path"]
+    st = state.load_state(str(ws))
+    assert st.counts_path == info["counts_path"] and st.tokenizer == info["tokenizer"] == cf.manifest["tokenizer"]
