@@ -134,7 +134,7 @@ with c1:
             st.caption("Hub ids load only if already in the local Hugging Face cache (no downloads here).")
 with c2:
     mask = st.radio("Count", ["template", "content"], horizontal=True, key="mask",
-                    index=0 if s.mask == "template" else 1,
+                    index=1 if s.mask == "content" else 0,
                     format_func={"template": "assistant tokens via the chat template",
                                  "content": "assistant message text only"}.get)
     schema = st.selectbox("Schema", SCHEMAS, key="schema")

@@ -136,4 +136,4 @@ def test_the_dashboards_counting_job_counts_the_responses_and_makes_them_current
     assert job.state == "finished", job.error
     assert job.result["cache_hit"] and job.result["counts_path"] == info["counts_path"]
     st = state.load_state(str(ws))
-    assert st.counts_path == info["counts_path"] and st.tokenizer == info["tokenizer"] == cf.manifest["tokenizer"]
+    assert st.counts_path == info["counts_path"] and st.mask == "generate" and st.tokenizer == info["tokenizer"] == cf.manifest["tokenizer"]

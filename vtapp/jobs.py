@@ -94,7 +94,7 @@ def counting_job(paths: list[str], tokenizer: str | None = None, mask: str = "te
         # generated counts are in the target's tokenizer: the pages show its tokens
         st.counts_path, st.datasets = info["counts_path"], [str(p) for p in paths]
         st.tokenizer = info["tokenizer"] if generate is not None else tokenizer
-        st.mask, st.skip_bad = mask, skip_bad
+        st.mask, st.skip_bad = (mask if generate is None else "generate"), skip_bad
         # the Data page opens on what is now counted (a count from the home page is of the samples)
         samples = repo_root() / "samples"
         st.data_source = "Bundled sample" if all(Path(p).parent == samples for p in paths) else "Upload"
