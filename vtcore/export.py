@@ -1,7 +1,7 @@
 """Export a chosen token set in the formats engines read (docs/formats.md).
 
-Flow: a counts file -> a `TokenSet` (k, a coverage constraint or a study trial)
--> `export(...)` renders every requested format to bytes in memory and validates
+Flow: a counts file -> a `TokenSet` (vtcore.selection: k, a coverage constraint or a study
+trial) -> `export(...)` renders every requested format to bytes in memory and validates
 them (the dashboard offers those bytes as downloads) -> `write_bundle(...)` writes them
 atomically under an output folder, never overwriting without force.
 
