@@ -240,7 +240,7 @@ def test_draft_with_a_pickled_bin_is_refused(tmp_path):
     torch.save({"lm_head.weight": _Payload(marker)}, d / "pytorch_model.bin")
     r = validate_path(d)
     assert r.format == "refused" and not r.ok and not marker.exists()
-    b = ex.export(pick.TokenSet(np.array([1, 2]), "insample", 10, None, 1.0, None, {}, [], "test"), ["hf-draft"],
+    b = ex.export(pick.ChosenIds(np.array([1, 2]), "insample", 10, None, 1.0, None, {}, [], "test"), ["hf-draft"],
                   draft=d)   # the draft is refused; the token maps that need no V are still made
     assert "refused" in b.draft_error and set(b.artifacts) == {"sglang", "json", "summary"}
     assert not marker.exists()

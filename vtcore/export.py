@@ -1,6 +1,6 @@
 """Export a chosen token set in the formats engines read (docs/formats.md).
 
-Flow: a counts file -> a `TokenSet` (vtcore.selection: k, a coverage constraint or a study
+Flow: a counts file -> a `ChosenIds` (vtcore.selection: k, a coverage constraint or a study
 trial) -> `export(...)` renders every requested format to bytes in memory and validates
 them (the dashboard offers those bytes as downloads) -> `write_bundle(...)` writes them
 atomically under an output folder, never overwriting without force.
@@ -37,7 +37,7 @@ from vtcore.checkpoints import (DraftCheckpoint, checkpoint_files, flat_eagle3_c
                                 is_speculators_config, read_draft)
 from vtcore.formats import (eagle3_mapping, ids_from_d2t, read_config, safetensors_bytes, side_files,
                             speculators_vocab_files, tensor_source, torch_bytes)
-from vtcore.selection import TokenSet
+from vtcore.selection import ChosenIds
 from vtcore.target import TargetVocab, config_vocab_size, from_draft, looks_like_hub_id, resolve_vocab
 from vtcore.tokens import BUNDLED_SHA256, sha256_file
 from vtcore.validate import (Expect, Report, embed_key, head_key, manifest_tokenizer_name,
@@ -118,7 +118,7 @@ def default_draft_as_dir(workspace: str | os.PathLike | None = None) -> Path:
     return dest
 
 
-def estimate_latency(choice: TokenSet, draft: str | os.PathLike, d: Path | None = None) -> tuple[float | None, str]:
+def estimate_latency(choice: ChosenIds, draft: str | os.PathLike, d: Path | None = None) -> tuple[float | None, str]:
     """R(k) of the draft from its FLOPs (vtcore.cost), and how it was estimated."""
     try:
         d = d if d is not None else draft_dir(draft)
@@ -143,7 +143,7 @@ def target_tokenizer(target: str | os.PathLike | None) -> tuple[str, str] | None
     return None
 
 
-def check_counts_tokenizer(choice: TokenSet, target: str | os.PathLike | None) -> None:
+def check_counts_tokenizer(choice: ChosenIds, target: str | os.PathLike | None) -> None:
     """Refuse counts made with another tokenizer than the target's own: their ids name other tokens
     there. Same tokenizer.json bytes, or the same vocabulary when both load, is the same tokenizer."""
     theirs = target_tokenizer(target)
@@ -170,17 +170,17 @@ def check_counts_tokenizer(choice: TokenSet, target: str | os.PathLike | None) -
 
 # ---------------------------------------------------------------- renderers
 
-def sglang_tensor(choice: TokenSet):
+def sglang_tensor(choice: ChosenIds):
     import torch
 
     return torch.tensor(choice.ids, dtype=torch.int64)
 
 
-def json_doc(choice: TokenSet, vocab_size: int) -> dict:
+def json_doc(choice: ChosenIds, vocab_size: int) -> dict:
     return {"token_ids": [int(i) for i in choice.ids], "vocab_size": int(vocab_size), "manifest": choice.manifest}
 
 
-def coverage_doc(choice: TokenSet) -> dict:
+def coverage_doc(choice: ChosenIds) -> dict:
     """Which ranking the exported ids come from and the coverage figures that describe exactly them."""
     return {
         "curve": choice.curve,
@@ -194,7 +194,7 @@ def coverage_doc(choice: TokenSet) -> dict:
     }
 
 
-def summary_doc(choice: TokenSet, vocab: TargetVocab, files: dict[str, str], notes: list[str]) -> dict:
+def summary_doc(choice: ChosenIds, vocab: TargetVocab, files: dict[str, str], notes: list[str]) -> dict:
     m, x = choice.manifest, choice.extra
     lat = x.get("latency_reduction")
     return {
@@ -319,7 +319,7 @@ class Artifact:
 
 @dataclass
 class Bundle:
-    choice: TokenSet
+    choice: ChosenIds
     vocab: TargetVocab
     artifacts: dict[str, Artifact]          # format (and "summary") -> artifact
     notes: list[str] = field(default_factory=list)
@@ -352,7 +352,7 @@ class Bundle:
         return list(seen)
 
 
-def default_keep_ids(choice: TokenSet) -> dict[int, str]:
+def default_keep_ids(choice: ChosenIds) -> dict[int, str]:
     """The always-keep ids of the counts, named from its manifest where it says which is which."""
     m = choice.manifest
     keep = {int(i): "always-keep token" for i in choice.always_keep}
@@ -423,7 +423,7 @@ def verifier_of(vocab: TargetVocab, draft_config: dict | None) -> dict | None:
     return None
 
 
-def _speculators_artifact(choice: TokenSet, ck: DraftCheckpoint, cfg: dict, trimmed: dict, vocab: TargetVocab,
+def _speculators_artifact(choice: ChosenIds, ck: DraftCheckpoint, cfg: dict, trimmed: dict, vocab: TargetVocab,
                           expect: Expect, notes: list[str]) -> Artifact:
     verifier = verifier_of(vocab, ck.speculators)
     spec, files = checkpoint_files(cfg, trimmed, "speculators",
@@ -439,7 +439,7 @@ def _speculators_artifact(choice: TokenSet, ck: DraftCheckpoint, cfg: dict, trim
     return Artifact("speculators", name, files, report, is_dir=True)
 
 
-def _hf_draft_artifact(choice: TokenSet, d: Path, cfg: dict, trimmed: dict, kind: str, expect: Expect,
+def _hf_draft_artifact(choice: ChosenIds, d: Path, cfg: dict, trimmed: dict, kind: str, expect: Expect,
                        notes: list[str]) -> Artifact:
     name = file_name(kind, choice.k)
     files = side_files(d)
@@ -488,7 +488,7 @@ def complete_eagle3(ck: DraftCheckpoint, target_dir: str | os.PathLike | None, w
     return replace(ck, config=dict(cfg, tie_word_embeddings=False), weights=out)
 
 
-def _draft_artifacts(choice: TokenSet, d: Path, fmts: list[str], vocab: TargetVocab, expect: Expect,
+def _draft_artifacts(choice: ChosenIds, d: Path, fmts: list[str], vocab: TargetVocab, expect: Expect,
                      notes: list[str], arts: dict[str, "Artifact"]) -> bool:
     """Render the draft formats into `arts`; True when the draft must be retrained for this set."""
     ck = read_draft(d)
@@ -515,7 +515,7 @@ def _requested(formats: list[str] | str | None) -> list[str]:
 MAPPING_FORMATS = [f for f in FORMATS if f not in DRAFT_FORMATS]
 
 
-def export(choice: TokenSet, formats: list[str] | str | None = None, vocab_size: int | None = None,
+def export(choice: ChosenIds, formats: list[str] | str | None = None, vocab_size: int | None = None,
            draft: str | os.PathLike | None = None,
            keep_ids: dict[int, str] | None = None, tokenizer_sha256: str | None = None,
            tokenizer_name: str | None = None, target: str | os.PathLike | None = None,

@@ -5,11 +5,11 @@ the exact frontier, a study trial, typed in). The dashboard's Coverage and Front
 one, and the Export and Benchmark pages read it (vtapp saves it in the workspace state as a
 plain dict).
 
-`TokenSet` is what a point resolves to on one counts file: the kept ids, in ranking order, and
+`ChosenIds` is what a point resolves to on one counts file: the kept ids, in ranking order, and
 the coverage figures and provenance that describe exactly them. `choose(cf, selection)` resolves
 a Selection; the CLI's `export` flags go through `choose_k`, `choose_min_coverage`,
 `choose_from_study` and `choose_ranked` (a ranking made elsewhere, the acceptance-aware one).
-vtcore.export renders a TokenSet into the engines' formats.
+vtcore.export renders them into the engines' formats.
 
 The ids a point stands for are `Coverage.kept(curve, k)`: the ranking whose coverage the curve
 measures, so the exported set is the one whose coverage was shown for that k.
@@ -92,7 +92,7 @@ def for_min_coverage(cov: Coverage, min_coverage: float, curve: str = "heldout",
 # ---------------------------------------------------------------- resolving a point to its ids
 
 @dataclass
-class TokenSet:
+class ChosenIds:
     """The ids a chosen point stands for on one counts file, and the figures that describe them."""
 
     ids: np.ndarray                 # int64[k] target ids, ranking order (always-keep first)
@@ -116,16 +116,16 @@ class TokenSet:
 
 
 def _token_set(cf: CountsFile, ids: np.ndarray, curve: str, coverage: float | None, always_keep: list[int],
-            how: str) -> TokenSet:
+            how: str) -> ChosenIds:
     held_total = int(cf.counts_heldout.sum())
-    return TokenSet(ids=ids, curve=curve, tokenizer_vocab=cf.vocab_size, coverage=coverage,
+    return ChosenIds(ids=ids, curve=curve, tokenizer_vocab=cf.vocab_size, coverage=coverage,
                     coverage_all_rows=float(cf.counts[ids].sum() / max(int(cf.counts.sum()), 1)),
                     coverage_heldout_rows=float(cf.counts_heldout[ids].sum() / held_total) if held_total else None,
                     manifest=dict(cf.manifest), always_keep=list(always_keep), how=how)
 
 
 def choose_k(cf: CountsFile, k: int, curve: str = "heldout", extra_keep: list[int] | None = None,
-             how: str | None = None) -> TokenSet:
+             how: str | None = None) -> ChosenIds:
     """The first k ids of the ranking whose coverage `curve` measures (always-keep first)."""
     cov = cf.coverage(extra_keep)
     if not 1 <= k <= cov.vocab_size:
@@ -135,7 +135,7 @@ def choose_k(cf: CountsFile, k: int, curve: str = "heldout", extra_keep: list[in
                    how or f"k given, {used} ranking")
 
 
-def choose_ranked(cf: CountsFile, order: np.ndarray, k: int, curve: str, how: str) -> TokenSet:
+def choose_ranked(cf: CountsFile, order: np.ndarray, k: int, curve: str, how: str) -> ChosenIds:
     """The first k ids of a ranking made elsewhere (the acceptance-aware one: `curve` names it),
     with their held-out coverage as C(k)."""
     if not 1 <= k <= len(order):
@@ -147,7 +147,7 @@ def choose_ranked(cf: CountsFile, order: np.ndarray, k: int, curve: str, how: st
 
 
 def choose_min_coverage(cf: CountsFile, min_coverage: float, curve: str = "heldout",
-                        extra_keep: list[int] | None = None) -> TokenSet:
+                        extra_keep: list[int] | None = None) -> ChosenIds:
     """The smallest k whose coverage on `curve` meets the constraint."""
     sel = for_min_coverage(cf.coverage(extra_keep), min_coverage, curve)
     return choose_k(cf, sel.k, sel.curve, extra_keep,
@@ -159,7 +159,7 @@ _LATENCY_SOURCES = {"flops": "FLOPs per draft token (vtcore.cost)",
 
 
 def choose_from_study(cf: CountsFile, name: str, trial: int | str, workspace: str | os.PathLike | None = None,
-                      extra_keep: list[int] | None = None) -> TokenSet:
+                      extra_keep: list[int] | None = None) -> ChosenIds:
     """The k of a study trial ("best" for the best feasible one), on the curve the study was run
     on; the study's objective facts go into the summary."""
     settings, row = read_trial(name, trial, workspace)
@@ -186,7 +186,7 @@ def choose_from_study(cf: CountsFile, name: str, trial: int | str, workspace: st
 
 
 def choose(cf: CountsFile, sel: Selection, extra_keep: list[int] | None = None,
-           workspace: str | os.PathLike | None = None) -> TokenSet:
+           workspace: str | os.PathLike | None = None) -> ChosenIds:
     """The token set a selection stands for (a trial's k and curve come from its study)."""
     if sel.source == "trial":
         return choose_from_study(cf, sel.study, sel.trial, workspace, extra_keep)
