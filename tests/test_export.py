@@ -193,6 +193,26 @@ def test_eagle3_vocab_size_smaller_than_an_id_is_refused(counts_path, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_target_resolves_v_from_a_draft_in_one_place(tmp_path):
+    """vtcore.target is the one path to V: a draft's config file, directory or cost preset each
+    state a V, explicit sources must agree, and an id at V or above is refused by name."""
+    from vtcore.target import from_draft, resolve_vocab
+
+    (tmp_path / "config.json").write_text(json.dumps({"vocab_size": 49152}))
+    assert from_draft(None) is None
+    assert from_draft(tmp_path / "config.json").size == 49152
+    assert from_draft("mine", tmp_path).size == 49152 and "draft config mine" in from_draft("mine", tmp_path).source
+    assert from_draft("qwen3-0.6b").size == QWEN3_MODEL_V and from_draft("qwen3-0.6b").source == "draft preset qwen3-0.6b"
+    assert resolve_vocab(QWEN3_LEN, {}, draft=from_draft("qwen3-0.6b"), top_id=QWEN3_LEN - 1).size == QWEN3_MODEL_V
+    guess = resolve_vocab(1000, {})
+    assert guess.guessed and guess.size == 1000
+    with pytest.raises(VTError, match="disagree"):
+        resolve_vocab(1000, {}, vocab_size=QWEN3_MODEL_V, draft=from_draft(tmp_path / "config.json"))
+    too_small = r"vocabulary size 49152 \(draft preset smollm2-135m\) is smaller than the largest kept id 49152"
+    with pytest.raises(VTError, match=too_small):
+        resolve_vocab(1000, {}, draft=from_draft("smollm2-135m"), top_id=49152)
+
+
 def test_vocab_size_from_a_model_config(cf, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"vocab_size": QWEN3_MODEL_V}))
     b = ex.export(pick.choose_k(cf, 50), ["eagle3"], target=tmp_path)
