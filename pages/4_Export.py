@@ -9,7 +9,7 @@ from vtapp import common as ui
 from vtcore import export as ex
 from vtcore import models
 from vtcore.errors import VTError
-from vtcore.selection import Selection
+from vtcore.selection import Selection, choose
 from vtcore.workspace import subdir
 
 s = ui.page("Export")
@@ -34,7 +34,7 @@ if sel is None:
 @st.cache_resource(max_entries=8, show_spinner="Rendering and validating the exports ...")
 def make_bundle(counts_path: str, mtime: float, sel: Selection, draft: str | None, hf_dir: str | None,
                 target: str | None):
-    choice = ex.choose(ui.counts(counts_path), sel)
+    choice = choose(ui.counts(counts_path), sel)
     # a V that is only len(tokenizer): the formats whose readers check V are left out (the CLI refuses them);
     # a draft that cannot be exported leaves every token map on the page, its reason in bundle.draft_error
     return ex.export(choice, "all", target=target, draft=hf_dir or draft, strict_vocab=False)

@@ -16,6 +16,7 @@ from vtcore.benchtypes import BenchConfig, BenchResult
 from vtcore.models import DEFAULT_DRAFT, DEFAULT_EAGLE3
 from vtcore.errors import VTError
 from vtcore.files import atomic_file
+from vtcore.selection import choose
 
 s = ui.page("Benchmark")
 DEFAULT_THREADS = max(1, (os.cpu_count() or 2) // 2)
@@ -112,7 +113,7 @@ q[2].caption(f"One click runs {prompts} held-out prompts × {repeats} repeats ×
 
 def selected_token_map() -> str:
     """The selected point's token set as a JSON token map in the workspace (its path)."""
-    choice = ex.choose(ui.counts(s.counts_path), sel)
+    choice = choose(ui.counts(s.counts_path), sel)
     path = vstate.subdir("bench") / f"selected-{choice.curve}-k{choice.k}.json"
     with atomic_file(path, force=True, flag="the selected point's token map") as f:   # the tool's own file
         f.write(json.dumps(ex.json_doc(choice, choice.tokenizer_vocab)).encode())

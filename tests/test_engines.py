@@ -32,6 +32,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from vtcore import export as ex  # noqa: E402
+from vtcore import selection as pick  # noqa: E402
 from vtcore.countsfile import load_counts  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,7 +85,7 @@ def test_specforge_builder_keeps_our_ids_unless_a_tie_straddles_k(cf):
     for k in clean + [tied]:
         d2t, t2d = process_token_dict_to_mappings(Counter(shuffled), k, V)
         theirs = kept_of(d2t)
-        ours = ex.choose_k(cf, k, "insample").sorted_ids
+        ours = pick.choose_k(cf, k, "insample").sorted_ids
         assert t2d.shape == (V,) and int(t2d.sum()) == k
         if k in clean:
             assert np.array_equal(theirs, ours), k
@@ -101,7 +102,7 @@ def test_speculators_builder_keeps_exactly_our_ids(cf):
     distinct = len(freq)
     for k in (300, 2000, distinct + 500):     # the last one pads with unseen ids, smallest first, like ours
         d2t, t2d = build_vocab_mappings_from_distribution(freq, k, V)
-        ours = ex.export(ex.choose_k(cf, k, "insample"), ["eagle3"]).artifacts["eagle3"]
+        ours = ex.export(pick.choose_k(cf, k, "insample"), ["eagle3"]).artifacts["eagle3"]
         mapping = torch.load(io.BytesIO(ours.data()), weights_only=True)
         assert torch.equal(d2t, mapping["d2t"]) and torch.equal(t2d, mapping["t2d"]), k
 
@@ -127,7 +128,7 @@ def specforge_model(config_path: Path, seed: int = 0):
 def test_our_eagle3_file_loads_into_a_specforge_draft(cf, tmp_path):
     from specforge.core.compact_teacher import validate_vocab_mapping_consistency
 
-    choice = ex.choose_k(cf, 700)
+    choice = pick.choose_k(cf, 700)
     path = ex.write_bundle(ex.export(choice, ["eagle3"]), tmp_path)["eagle3"]   # V from the bundled tokenizer
     model = specforge_model(specforge_config(tmp_path / "draft.json", 700))
     model.load_vocab_mapping(str(path))
@@ -149,7 +150,7 @@ def specforge_draft(cf, tmp_path_factory) -> Path:
     from specforge.export.to_sglang import export_to_sglang
 
     root = tmp_path_factory.mktemp("specforge")
-    mapping = ex.write_bundle(ex.export(ex.choose_k(cf, 2000), ["eagle3"]), root / "map")["eagle3"]
+    mapping = ex.write_bundle(ex.export(pick.choose_k(cf, 2000), ["eagle3"]), root / "map")["eagle3"]
     config = specforge_config(root / "draft_config.json", 2000)
     model = specforge_model(config)
     model.load_vocab_mapping(str(mapping))
@@ -162,7 +163,7 @@ def test_a_specforge_draft_sub_trims_and_loads_back_into_specforge(cf, specforge
     from specforge.core.compact_teacher import validate_vocab_mapping_consistency
     from specforge.modeling.auto import AutoDraftModel
 
-    choice = ex.choose_k(cf, 300)
+    choice = pick.choose_k(cf, 300)
     bundle = ex.export(choice, ["hf-draft"], draft=specforge_draft)
     assert bundle.validated and bundle.vocab_size == V, bundle.problems
     out = ex.write_bundle(bundle, tmp_path)["hf-draft"]
@@ -194,7 +195,7 @@ def target_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def speculators_export(cf, specforge_draft, target_dir, tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("out")
-    bundle = ex.export(ex.choose_k(cf, 300), ["hf-draft", "speculators", "speculators-vocab"], draft=specforge_draft,
+    bundle = ex.export(pick.choose_k(cf, 300), ["hf-draft", "speculators", "speculators-vocab"], draft=specforge_draft,
                        target=target_dir)
     assert bundle.validated, bundle.problems
     return ex.write_bundle(bundle, out)
@@ -211,7 +212,7 @@ def test_speculators_training_reads_our_npy_pair(cf, speculators_export):
     args = argparse.Namespace(d2t_path=None, t2d_path=None, data_path=str(speculators_export["speculators-vocab"]),
                               draft_vocab_size=300, token_freq_path=None)
     d2t, t2d, n = parse_vocab_mappings(args)
-    assert n == 300 and np.array_equal(kept_of(d2t), ex.choose_k(cf, 300).sorted_ids) and t2d.shape == (V,)
+    assert n == 300 and np.array_equal(kept_of(d2t), pick.choose_k(cf, 300).sorted_ids) and t2d.shape == (V,)
     # ... and loads them into a draft built from our speculators config.json
     config = Eagle3SpeculatorConfig.from_pretrained(str(speculators_export["speculators"]))
     model = Eagle3DraftModel(config)
@@ -250,7 +251,7 @@ def test_speculators_converter_writes_what_we_write(speculators_export, target_d
 def test_a_speculators_draft_is_accepted_as_a_draft(cf, speculators_export, specforge_draft, target_dir, tmp_path):
     from safetensors.torch import load_file
 
-    choice = ex.choose_k(cf, 120)
+    choice = pick.choose_k(cf, 120)
     again = ex.write_bundle(ex.export(choice, ["hf-draft", "speculators"], draft=speculators_export["speculators"]),
                             tmp_path / "again")
     direct = ex.write_bundle(ex.export(choice, ["hf-draft"], draft=specforge_draft), tmp_path / "direct")
@@ -285,7 +286,7 @@ def test_vllm_serves_our_speculators_layout(cf, specforge_draft, target_dir, tmp
         import huggingface_hub.constants
 
         mp.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
-        choice = ex.choose_k(cf, 300)
+        choice = pick.choose_k(cf, 300)
         bundle = ex.export(choice, ["speculators"], draft=specforge_draft, target="vtcore-test/tiny-target")
     out = ex.write_bundle(bundle, tmp_path / "out")["speculators"]
     p = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_engines.py"), "vllm", "--draft", str(out)],
@@ -318,7 +319,7 @@ def default_head_export(tmp_path_factory) -> tuple[Path, dict[str, Path], np.nda
         target_dir = models.default_target_dir()
         smol, _ = count_dataset([str(ROOT / "samples" / "code.jsonl")], tokenizer=str(target_dir), cache=False,
                                 workspace=str(root))
-        choice = ex.choose_k(smol, 500)
+        choice = pick.choose_k(smol, 500)
         bundle = ex.export(choice, "all", draft="default")
     assert bundle.validated and bundle.draft_error is None, (bundle.problems, bundle.draft_error)
     return target_dir, ex.write_bundle(bundle, root / "out"), choice.sorted_ids

@@ -23,6 +23,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from vtcore import export as ex  # noqa: E402
+from vtcore import selection as pick  # noqa: E402
 from vtcore.countsfile import load_counts, save_counts  # noqa: E402
 from vtcore.errors import VTError  # noqa: E402
 from vtcore.speculative import load_draft  # noqa: E402
@@ -102,7 +103,7 @@ def tiny_llama(path: Path, tie: bool, vocab: int = QWEN3_LEN, seed: int = 0) -> 
 
 @pytest.mark.parametrize("curve, ranked", [("insample", "counts"), ("heldout", "counts_fit")])
 def test_k_keeps_the_most_frequent_ids_of_its_curves_ranking(cf, curve, ranked):
-    choice = ex.choose_k(cf, 300, curve)
+    choice = pick.choose_k(cf, 300, curve)
     assert choice.k == 300 and choice.ids.dtype == np.int64 and choice.curve == curve
     assert choice.ids[0] == IM_END and IM_END in cf.always_keep
     counts = getattr(cf, ranked)[choice.ids[1:]]
@@ -118,7 +119,7 @@ def test_k_keeps_the_most_frequent_ids_of_its_curves_ranking(cf, curve, ranked):
 def test_min_coverage_picks_the_smallest_k_on_its_curve(cf):
     cov = cf.coverage()
     for curve in ("insample", "heldout"):
-        choice = ex.choose_min_coverage(cf, 0.95, curve)
+        choice = pick.choose_min_coverage(cf, 0.95, curve)
         C = cov.curve(curve)
         assert C[choice.k] >= 0.95 > C[choice.k - 1] and choice.coverage >= 0.95
 
@@ -127,7 +128,7 @@ def test_min_coverage_picks_the_smallest_k_on_its_curve(cf):
 
 @pytest.mark.filterwarnings("ignore:To copy construct from a tensor")   # SGLang's own call warns the same
 def test_sglang_map_loads_and_slices_the_head_as_sglang_does(cf, tmp_path):
-    choice = ex.choose_k(cf, 512)
+    choice = pick.choose_k(cf, 512)
     paths = ex.write_bundle(ex.export(choice, ["sglang"], vocab_size=QWEN3_MODEL_V), tmp_path)
     path = paths["sglang"]
     assert path.name == "token_map_sglang_k512.pt"
@@ -155,7 +156,7 @@ def test_sglang_map_loads_and_slices_the_head_as_sglang_does(cf, tmp_path):
 # ---------------------------------------------------------------- eagle3
 
 def test_eagle3_mapping_rebuilds_ids_as_the_engines_do(cf, tmp_path):
-    choice = ex.choose_k(cf, 700)
+    choice = pick.choose_k(cf, 700)
     paths = ex.write_bundle(ex.export(choice, ["eagle3"], vocab_size=QWEN3_MODEL_V), tmp_path)
     m = torch.load(paths["eagle3"], weights_only=True)
     d2t, t2d = m["d2t"], m["t2d"]
@@ -192,12 +193,32 @@ def test_eagle3_vocab_size_smaller_than_an_id_is_refused(counts_path, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_target_resolves_v_from_a_draft_in_one_place(tmp_path):
+    """vtcore.target is the one path to V: a draft's config file, directory or cost preset each
+    state a V, explicit sources must agree, and an id at V or above is refused by name."""
+    from vtcore.target import from_draft, resolve_vocab
+
+    (tmp_path / "config.json").write_text(json.dumps({"vocab_size": 49152}))
+    assert from_draft(None) is None
+    assert from_draft(tmp_path / "config.json").size == 49152
+    assert from_draft("mine", tmp_path).size == 49152 and "draft config mine" in from_draft("mine", tmp_path).source
+    assert from_draft("qwen3-0.6b").size == QWEN3_MODEL_V and from_draft("qwen3-0.6b").source == "draft preset qwen3-0.6b"
+    assert resolve_vocab(QWEN3_LEN, {}, draft=from_draft("qwen3-0.6b"), top_id=QWEN3_LEN - 1).size == QWEN3_MODEL_V
+    guess = resolve_vocab(1000, {})
+    assert guess.guessed and guess.size == 1000
+    with pytest.raises(VTError, match="disagree"):
+        resolve_vocab(1000, {}, vocab_size=QWEN3_MODEL_V, draft=from_draft(tmp_path / "config.json"))
+    too_small = r"vocabulary size 49152 \(draft preset smollm2-135m\) is smaller than the largest kept id 49152"
+    with pytest.raises(VTError, match=too_small):
+        resolve_vocab(1000, {}, draft=from_draft("smollm2-135m"), top_id=49152)
+
+
 def test_vocab_size_from_a_model_config(cf, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"vocab_size": QWEN3_MODEL_V}))
-    b = ex.export(ex.choose_k(cf, 50), ["eagle3"], target=tmp_path)
+    b = ex.export(pick.choose_k(cf, 50), ["eagle3"], target=tmp_path)
     assert b.vocab_size == QWEN3_MODEL_V
     with pytest.raises(VTError, match="disagree"):
-        ex.export(ex.choose_k(cf, 50), ["eagle3"], vocab_size=QWEN3_LEN, target=tmp_path / "config.json")
+        ex.export(pick.choose_k(cf, 50), ["eagle3"], vocab_size=QWEN3_LEN, target=tmp_path / "config.json")
 
 
 # ---------------------------------------------------------------- the target's V, made explicit
@@ -245,13 +266,13 @@ def test_a_guessed_v_is_refused_where_readers_check_it(unknown_tok_counts, tmp_p
 def test_target_names_v_in_every_form(cf, unknown_tok_counts, tmp_path):
     from transformers import Qwen3Config
 
-    choice = ex.choose_k(load_counts(unknown_tok_counts), 50)
+    choice = pick.choose_k(load_counts(unknown_tok_counts), 50)
     Qwen3Config(vocab_size=QWEN3_MODEL_V, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                 num_key_value_heads=1, head_dim=8, intermediate_size=32).save_pretrained(tmp_path / "target")
     # (a preset has its own tokenizer: the counts must be made with it, here the bundled Qwen3 one)
     for target, source, ch in ((tmp_path / "target", "target ", choice),
                                (tmp_path / "target" / "config.json", "target config", choice),
-                               ("qwen3-8b", "preset qwen3-8b", ex.choose_k(cf, 50))):
+                               ("qwen3-8b", "preset qwen3-8b", pick.choose_k(cf, 50))):
         b = ex.export(ch, ["eagle3"], target=target)
         assert b.vocab_size == QWEN3_MODEL_V and b.vocab_source.startswith(source) and not b.vocab.guessed
     with pytest.raises(VTError, match="model hub is off"):          # a hub id: its config.json only, never offline
@@ -274,7 +295,7 @@ def test_json_and_summary_round_trip(cf, counts_path, tmp_path):
                            "--out", str(tmp_path), "--json")
     assert rc == 0, err
     assert out["validated"] is True and out["problems"] == []
-    choice = ex.choose_min_coverage(cf, 0.9)
+    choice = pick.choose_min_coverage(cf, 0.9)
     assert out["k"] == choice.k and out["coverage"]["at_k"] == pytest.approx(choice.coverage)
     assert out["coverage"]["curve"] == "heldout" and out["coverage"]["all_rows"] == pytest.approx(choice.coverage_all_rows)
     doc = json.loads(Path(out["files"]["json"]).read_text())
@@ -329,7 +350,7 @@ def test_export_from_a_study_trial(cf, counts_path, export_ws):
                          "--out", str(export_ws / "exp2"), env={"VTCORE_WORKSPACE": str(export_ws)})
     assert rc == 2 and "not found" in err
     with pytest.raises(VTError):
-        ex.choose_from_study(cf, "../../etc/passwd", 0, workspace=str(export_ws))
+        pick.choose_from_study(cf, "../../etc/passwd", 0, workspace=str(export_ws))
 
 
 def test_best_trial_and_a_warning_for_an_infeasible_one(cf, export_ws):
@@ -344,7 +365,7 @@ def test_best_trial_and_a_warning_for_an_infeasible_one(cf, export_ws):
     rows = runner.snapshot()
     feasible = [r for r in rows if r["feasible"]]
     best = max(feasible, key=lambda r: r["utility"])
-    choice = ex.choose_from_study(cf, "best-test", "best", workspace=str(export_ws))
+    choice = pick.choose_from_study(cf, "best-test", "best", workspace=str(export_ws))
     assert choice.k == best["k"] and choice.extra["trial"] == best["number"]
     bad = [r for r in rows if r["feasible"] is False]
     assert bad, "seed 0 samples some k below the coverage constraint"
@@ -368,7 +389,7 @@ def test_trimmed_hf_draft_logits_equal_the_full_drafts_at_kept_ids(cf, tmp_path,
     from transformers import AutoModelForCausalLM
 
     full_dir = tiny_llama(tmp_path / "full", tie=tie)
-    choice = ex.choose_k(cf, 400)
+    choice = pick.choose_k(cf, 400)
     bundle = ex.export(choice, ["hf-draft"], draft=full_dir)
     assert bundle.validated, bundle.problems
     out = ex.write_bundle(bundle, tmp_path / "out")["hf-draft"]
@@ -393,9 +414,9 @@ def test_trimmed_hf_draft_logits_equal_the_full_drafts_at_kept_ids(cf, tmp_path,
 
 
 def test_eagle3_checkpoint_is_sub_trimmed_without_retraining(cf, tmp_path):
-    old_kept = np.sort(ex.choose_k(cf, 2000).ids)
+    old_kept = np.sort(pick.choose_k(cf, 2000).ids)
     old = eagle3_checkpoint(tmp_path / "eagle3", QWEN3_MODEL_V, old_kept)
-    choice = ex.choose_k(cf, 300)
+    choice = pick.choose_k(cf, 300)
     bundle = ex.export(choice, ["hf-draft"], draft=tmp_path / "eagle3")
     assert bundle.validated and not bundle.retrain_needed, bundle.problems
     out = ex.write_bundle(bundle, tmp_path / "out")["hf-draft"]
@@ -417,8 +438,8 @@ def test_eagle3_checkpoint_is_sub_trimmed_without_retraining(cf, tmp_path):
 
 
 def test_eagle3_checkpoint_missing_ids_says_retrain_and_exports_the_mapping(cf, tmp_path):
-    choice = ex.choose_k(cf, 300)
-    old_kept = np.setdiff1d(np.sort(ex.choose_k(cf, 2000).ids), choice.ids[5:10])   # drop 5 chosen ids
+    choice = pick.choose_k(cf, 300)
+    old_kept = np.setdiff1d(np.sort(pick.choose_k(cf, 2000).ids), choice.ids[5:10])   # drop 5 chosen ids
     eagle3_checkpoint(tmp_path / "eagle3", QWEN3_MODEL_V, old_kept)
     bundle = ex.export(choice, ["hf-draft"], draft=tmp_path / "eagle3")
     assert bundle.retrain_needed and "hf-draft" not in bundle.artifacts
@@ -435,10 +456,10 @@ def test_eagle3_checkpoint_missing_ids_says_retrain_and_exports_the_mapping(cf, 
 def test_speculators_layout_of_a_sub_trimmed_eagle3_draft(cf, tmp_path):
     from safetensors.torch import load_file
 
-    old_kept = np.sort(ex.choose_k(cf, 2000).ids)
+    old_kept = np.sort(pick.choose_k(cf, 2000).ids)
     old = eagle3_checkpoint(tmp_path / "eagle3", QWEN3_MODEL_V, old_kept)
     target = tiny_target_config(tmp_path / "target")
-    choice = ex.choose_k(cf, 300)
+    choice = pick.choose_k(cf, 300)
     bundle = ex.export(choice, ["speculators"], draft=tmp_path / "eagle3", target=target)
     assert bundle.validated and bundle.artifacts["speculators"].report.format == "speculators", bundle.problems
     out = ex.write_bundle(bundle, tmp_path / "out")["speculators"]
@@ -465,7 +486,7 @@ def test_speculators_layout_of_a_sub_trimmed_eagle3_draft(cf, tmp_path):
     from vtcore.validate import validate_path
 
     assert validate_path(out).ok and validate_path(out).format == "speculators"
-    again = ex.export(ex.choose_k(cf, 100), ["hf-draft", "speculators"], draft=out)
+    again = ex.export(pick.choose_k(cf, 100), ["hf-draft", "speculators"], draft=out)
     assert again.validated and again.choice.extra["latency_reduction"] is not None, again.problems
     sglang_layout = ex.write_bundle(again, tmp_path / "again")["hf-draft"]
     assert sglang_layout.name == "eagle3_draft_k100"
@@ -474,10 +495,10 @@ def test_speculators_layout_of_a_sub_trimmed_eagle3_draft(cf, tmp_path):
 
 
 def test_speculators_needs_an_eagle3_draft_and_its_verifier(cf, tmp_path):
-    choice = ex.choose_k(cf, 64)
+    choice = pick.choose_k(cf, 64)
     with pytest.raises(VTError, match="needs an EAGLE-3 draft"):
         ex.export(choice, ["speculators"], draft=tiny_llama(tmp_path / "full", tie=True))
-    eagle3_checkpoint(tmp_path / "eagle3", QWEN3_MODEL_V, np.sort(ex.choose_k(cf, 2000).ids))
+    eagle3_checkpoint(tmp_path / "eagle3", QWEN3_MODEL_V, np.sort(pick.choose_k(cf, 2000).ids))
     with pytest.raises(VTError, match="needs --target MODEL"):
         ex.export(choice, ["speculators"], draft=tmp_path / "eagle3")
     # all: every format the inputs allow (speculators only once a verifier is known)
@@ -490,20 +511,20 @@ def test_speculators_needs_an_eagle3_draft_and_its_verifier(cf, tmp_path):
 
 
 def test_norm_before_residual_stays_in_the_speculators_layout(cf, tmp_path):
-    eagle3_checkpoint(tmp_path / "eagle3", QWEN3_MODEL_V, np.sort(ex.choose_k(cf, 2000).ids))
-    out = ex.write_bundle(ex.export(ex.choose_k(cf, 300), ["speculators"], draft=tmp_path / "eagle3",
+    eagle3_checkpoint(tmp_path / "eagle3", QWEN3_MODEL_V, np.sort(pick.choose_k(cf, 2000).ids))
+    out = ex.write_bundle(ex.export(pick.choose_k(cf, 300), ["speculators"], draft=tmp_path / "eagle3",
                                     target=tiny_target_config(tmp_path / "target")), tmp_path / "o")["speculators"]
     cfg = json.loads((out / "config.json").read_text())
     (out / "config.json").write_text(json.dumps({**cfg, "norm_before_residual": True}))
     # SGLang's EAGLE-3 layer has no such option: no SpecForge-layout draft, the token maps and the reason instead
-    b = ex.export(ex.choose_k(cf, 100), ["hf-draft"], draft=out)
+    b = ex.export(pick.choose_k(cf, 100), ["hf-draft"], draft=out)
     assert "norm_before_residual: true" in b.draft_error and "hf-draft" not in b.artifacts and "eagle3" in b.artifacts
-    b = ex.export(ex.choose_k(cf, 100), ["speculators"], draft=out)
+    b = ex.export(pick.choose_k(cf, 100), ["speculators"], draft=out)
     assert json.loads(b.artifacts["speculators"].files["config.json"])["norm_before_residual"] is True
 
 
 def test_speculators_vocab_pair_holds_the_eagle3_mapping(cf, tmp_path):
-    choice = ex.choose_k(cf, 500)
+    choice = pick.choose_k(cf, 500)
     paths = ex.write_bundle(ex.export(choice, ["eagle3", "speculators-vocab"]), tmp_path)
     pair = paths["speculators-vocab"]
     assert pair.name == "speculators_vocab_k500" and sorted(p.name for p in pair.iterdir()) == ["d2t-500.npy",
@@ -516,7 +537,7 @@ def test_speculators_vocab_pair_holds_the_eagle3_mapping(cf, tmp_path):
 
 def test_download_bytes_match_the_written_files(cf, tmp_path):
     full_dir = tiny_llama(tmp_path / "full", tie=True)
-    bundle = ex.export(ex.choose_k(cf, 64), "all", draft=full_dir)
+    bundle = ex.export(pick.choose_k(cf, 64), "all", draft=full_dir)
     # all: every format this input allows (speculators needs an EAGLE-3 draft)
     assert set(bundle.artifacts) == {"sglang", "eagle3", "speculators-vocab", "json", "hf-draft", "summary"}
     paths = ex.write_bundle(bundle, tmp_path / "out")
@@ -549,7 +570,7 @@ def test_existing_files_are_kept_without_force(cf, counts_path, tmp_path):
 
 
 def test_an_interrupted_write_leaves_no_half_file(cf, tmp_path, monkeypatch):
-    bundle = ex.export(ex.choose_k(cf, 100), ["sglang", "eagle3"])
+    bundle = ex.export(pick.choose_k(cf, 100), ["sglang", "eagle3"])
     calls = {"n": 0}
     real_replace = os.replace
 
@@ -568,9 +589,9 @@ def test_an_interrupted_write_leaves_no_half_file(cf, tmp_path, monkeypatch):
 def test_an_interrupted_draft_overwrite_keeps_the_previous_export(cf, tmp_path, monkeypatch):
     full_dir = tiny_llama(tmp_path / "full", tie=True)
     out = tmp_path / "out"
-    ex.write_bundle(ex.export(ex.choose_k(cf, 64), ["hf-draft"], draft=full_dir), out)
+    ex.write_bundle(ex.export(pick.choose_k(cf, 64), ["hf-draft"], draft=full_dir), out)
     before = (out / "hf_draft_k64" / "model.safetensors").read_bytes()
-    bundle = ex.export(ex.choose_k(cf, 64, extra_keep=[5]), ["hf-draft"], draft=full_dir)
+    bundle = ex.export(pick.choose_k(cf, 64, extra_keep=[5]), ["hf-draft"], draft=full_dir)
     real_replace = os.replace
 
     def dying_replace(src, dst):
@@ -597,18 +618,18 @@ def test_output_names_come_from_the_tool():
 def test_summary_estimates_latency_from_the_drafts_flops(cf, tmp_path):
     from vtcore.cost import arch_from_config, latency_reduction, resolve_draft
 
-    b = ex.export(ex.choose_k(cf, 2048), ["sglang"], draft="qwen3-0.6b")
+    b = ex.export(pick.choose_k(cf, 2048), ["sglang"], draft="qwen3-0.6b")
     assert b.vocab_size == 151936                      # the preset's vocabulary is the model's V
     summary = json.loads(b.artifacts["summary"].data())
     assert summary["latency_reduction"] == pytest.approx(float(latency_reduction(resolve_draft("qwen3-0.6b"), 2048)))
     assert "FLOPs" in summary["latency_estimate"]
     full_dir = tiny_llama(tmp_path / "full", tie=True)
-    b = ex.export(ex.choose_k(cf, 64), ["sglang"], draft=full_dir)
+    b = ex.export(pick.choose_k(cf, 64), ["sglang"], draft=full_dir)
     arch = arch_from_config(full_dir / "config.json")
     assert b.choice.extra["latency_reduction"] == pytest.approx(float(latency_reduction(arch, 64)))
     assert 0 < b.choice.extra["latency_reduction"] < 1
     with pytest.raises(VTError, match="needs --draft DIR"):
-        ex.export(ex.choose_k(cf, 64), ["hf-draft"], draft="qwen3-0.6b")
+        ex.export(pick.choose_k(cf, 64), ["hf-draft"], draft="qwen3-0.6b")
 
 
 @pytest.fixture(scope="module")
@@ -637,7 +658,7 @@ def test_the_default_eagle3_head_exports_untied_from_the_targets_embedding(smoll
     from vtcore import models
 
     target_dir, smol = smollm2
-    choice = ex.choose_k(smol, 300)
+    choice = pick.choose_k(smol, 300)
     # by name and by its folder; its head is the target's embedding: cut from the target's rows
     for draft in ("default", models.default_eagle3_dir()):
         bundle = ex.export(choice, "all", draft=draft)
@@ -666,7 +687,7 @@ def test_the_default_eagle3_head_exports_untied_from_the_targets_embedding(smoll
 @pytest.mark.integration
 def test_a_bundled_draft_for_counts_of_another_tokenizer_keeps_the_token_maps(smollm2, cf):
     # Qwen3 counts and the SmolLM2 head: the draft does not fit the counts, the Qwen3-sized maps still do
-    bundle = ex.export(ex.choose_k(cf, 300), "all", draft="default")
+    bundle = ex.export(pick.choose_k(cf, 300), "all", draft="default")
     assert "tokenizer" in bundle.draft_error and "smollm2" in bundle.draft_error
     assert set(bundle.artifacts) == {"sglang", "eagle3", "speculators-vocab", "json", "summary"}
     assert bundle.vocab_size == QWEN3_MODEL_V and bundle.validated
@@ -677,7 +698,7 @@ def test_the_standalone_2_layer_draft_exports_by_name_and_by_folder(smollm2, tmp
     from vtcore import models
 
     target_dir, smol = smollm2
-    choice = ex.choose_k(smol, 300)
+    choice = pick.choose_k(smol, 300)
     for draft in ("standalone", models.default_draft_dir()):   # the folder holds only layers.safetensors
         bundle = ex.export(choice, ["hf-draft"], draft=draft)
         assert bundle.validated and bundle.draft_error is None, (bundle.problems, bundle.draft_error)
@@ -800,8 +821,8 @@ def test_human_output_names_k_once_with_where_it_came_from(counts_path, tmp_path
     from vtcore.selection import Selection
 
     cf = load_counts(counts_path)
-    given = ex.choose_k(cf, 300)
-    picked = ex.choose(cf, Selection(k=300, curve="heldout", source="manual", counts_path=str(counts_path)))
+    given = pick.choose_k(cf, 300)
+    picked = pick.choose(cf, Selection(k=300, curve="heldout", source="manual", counts_path=str(counts_path)))
     for choice, where in ((given, "k given, heldout ranking"), (picked, "typed in")):
         line = human({"k": choice.k, "chosen_by": choice.how, "coverage": ex.coverage_doc(choice), "files": {},
                       "latency_reduction": None, "vocab_size": QWEN3_MODEL_V, "vocab_size_from": "test",

@@ -19,6 +19,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from vtcore import export as ex  # noqa: E402
+from vtcore import selection as pick  # noqa: E402
 from vtcore.countsfile import load_counts  # noqa: E402
 from vtcore.validate import Expect, validate_bytes, validate_path  # noqa: E402
 
@@ -29,7 +30,7 @@ QWEN3_LEN = 151669
 
 @pytest.fixture(scope="module")
 def choice(code_counts):
-    return ex.choose_k(load_counts(code_counts), 200)
+    return pick.choose_k(load_counts(code_counts), 200)
 
 
 def validate_cli(*args: str) -> tuple[int, dict | None, str]:
@@ -239,7 +240,7 @@ def test_draft_with_a_pickled_bin_is_refused(tmp_path):
     torch.save({"lm_head.weight": _Payload(marker)}, d / "pytorch_model.bin")
     r = validate_path(d)
     assert r.format == "refused" and not r.ok and not marker.exists()
-    b = ex.export(ex.TokenChoice(np.array([1, 2]), "insample", 10, None, 1.0, None, {}, [], "test"), ["hf-draft"],
+    b = ex.export(pick.ChosenIds(np.array([1, 2]), "insample", 10, None, 1.0, None, {}, [], "test"), ["hf-draft"],
                   draft=d)   # the draft is refused; the token maps that need no V are still made
     assert "refused" in b.draft_error and set(b.artifacts) == {"sglang", "json", "summary"}
     assert not marker.exists()

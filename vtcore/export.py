@@ -1,7 +1,7 @@
 """Export a chosen token set in the formats engines read (docs/formats.md).
 
-Flow: a counts file -> a `TokenChoice` (k, a coverage constraint or a study trial)
--> `export(...)` renders every requested format to bytes in memory and validates
+Flow: a counts file -> a `ChosenIds` (vtcore.selection: k, a coverage constraint or a study
+trial) -> `export(...)` renders every requested format to bytes in memory and validates
 them (the dashboard offers those bytes as downloads) -> `write_bundle(...)` writes them
 atomically under an output folder, never overwriting without force.
 
@@ -31,16 +31,14 @@ import numpy as np
 
 from vtcore import __version__, models
 from vtcore.cost import DEFAULT_CONTEXT, PRESETS, arch_from_config, latency_reduction, resolve_draft
-from vtcore.countsfile import CountsFile, counts_sha256
 from vtcore.errors import VTError
 from vtcore.files import DISK_FULL, atomic_file, check_space, check_target, os_reason, plain_json, tmp_sibling
 from vtcore.checkpoints import (DraftCheckpoint, checkpoint_files, flat_eagle3_config, is_eagle3,
                                 is_speculators_config, read_draft)
 from vtcore.formats import (eagle3_mapping, ids_from_d2t, read_config, safetensors_bytes, side_files,
                             speculators_vocab_files, tensor_source, torch_bytes)
-from vtcore.studies import read_trial
-from vtcore.selection import Selection, for_min_coverage
-from vtcore.target import TargetVocab, config_vocab_size, looks_like_hub_id, resolve_vocab
+from vtcore.selection import ChosenIds
+from vtcore.target import TargetVocab, config_vocab_size, from_draft, looks_like_hub_id, resolve_vocab
 from vtcore.tokens import BUNDLED_SHA256, sha256_file
 from vtcore.validate import (Expect, Report, embed_key, head_key, manifest_tokenizer_name,
                              manifest_tokenizer_sha, validate_bytes, validate_draft, validate_npy_pair,
@@ -54,145 +52,12 @@ DRAFT_FORMATS = ("hf-draft", "speculators")
 CHECKS_V = ("eagle3", "speculators-vocab", "hf-draft", "speculators")
 
 
-# ---------------------------------------------------------------- the choice
-
-@dataclass
-class TokenChoice:
-    """The token set to export, where it came from, and the coverage figures that describe it."""
-
-    ids: np.ndarray                 # int64[k] target ids, ranking order (always-keep first)
-    curve: str                      # heldout | insample: the curve whose ranking gave the ids
-    tokenizer_vocab: int            # V of the counts = len(tokenizer)
-    coverage: float | None          # C(k) on `curve`: the figure shown for this k
-    coverage_all_rows: float        # share of all counted assistant tokens the ids cover
-    coverage_heldout_rows: float | None  # share of the held-out rows' tokens they cover (None: none held out)
-    manifest: dict                  # the counts file's provenance
-    always_keep: list[int]
-    how: str                        # human description: "k = 4096", "smallest k with ...", "study s trial 3"
-    extra: dict = field(default_factory=dict)   # study trial facts: latency_reduction, alpha, ...
-
-    @property
-    def k(self) -> int:
-        return int(self.ids.size)
-
-    @property
-    def sorted_ids(self) -> np.ndarray:
-        return np.sort(self.ids)
-
-
 RANKED_ON = {"heldout": "the fit rows (all but the held-out fifth, vtcore.split)", "insample": "all rows",
              "acceptance": "a replay of the full draft over fit-row prompts (vtcore.acceptance: accepted tokens "
                            "first), the rest by fit-row frequency"}
 AT_K_IS = {"heldout": "C(k) measured on the held-out rows, which the ranking never saw",
            "insample": "C(k) measured on all rows, the rows the ranking was made on",
            "acceptance": "C(k) measured on the held-out rows, which the ranking never saw"}
-
-
-def _choice(cf: CountsFile, ids: np.ndarray, curve: str, coverage: float | None, always_keep: list[int],
-            how: str) -> TokenChoice:
-    held_total = int(cf.counts_heldout.sum())
-    return TokenChoice(ids=ids, curve=curve, tokenizer_vocab=cf.vocab_size, coverage=coverage,
-                       coverage_all_rows=float(cf.counts[ids].sum() / max(int(cf.counts.sum()), 1)),
-                       coverage_heldout_rows=float(cf.counts_heldout[ids].sum() / held_total) if held_total else None,
-                       manifest=dict(cf.manifest), always_keep=list(always_keep), how=how)
-
-
-def choose_k(cf: CountsFile, k: int, curve: str = "heldout", extra_keep: list[int] | None = None,
-             how: str | None = None) -> TokenChoice:
-    """The first k ids of the ranking whose coverage `curve` measures (always-keep first)."""
-    cov = cf.coverage(extra_keep)
-    if not 1 <= k <= cov.vocab_size:
-        raise VTError(f"k must be between 1 and {cov.vocab_size} (the tokenizer's size), got {k}")
-    used = cov.resolve(curve)
-    return _choice(cf, cov.kept(used, k), used, float(cov.curve(used)[k]), cov.always_keep,
-                   how or f"k given, {used} ranking")
-
-
-def choose_ranked(cf: CountsFile, order: np.ndarray, k: int, curve: str, how: str) -> TokenChoice:
-    """The first k ids of a ranking made elsewhere (the acceptance-aware one: `curve` names it),
-    with their held-out coverage as C(k)."""
-    if not 1 <= k <= len(order):
-        raise VTError(f"k must be between 1 and {len(order)}, got {k}")
-    ids = np.asarray(order[:k], dtype=np.int64)
-    held_total = int(cf.counts_heldout.sum())
-    at_k = float(cf.counts_heldout[ids].sum() / held_total) if held_total else None
-    return _choice(cf, ids, curve, at_k, cf.always_keep, how)
-
-
-def choose_min_coverage(cf: CountsFile, min_coverage: float, curve: str = "heldout",
-                        extra_keep: list[int] | None = None) -> TokenChoice:
-    """The smallest k whose coverage on `curve` meets the constraint."""
-    sel = for_min_coverage(cf.coverage(extra_keep), min_coverage, curve)
-    return choose_k(cf, sel.k, sel.curve, extra_keep,
-                    how=f"smallest k with {sel.curve} coverage >= {min_coverage}")
-
-
-_LATENCY_SOURCES = {"flops": "FLOPs per draft token (vtcore.cost)",
-                    "paper-flops": "the seed paper's FLOPs proxy (vtcore.cost, no attention scores)"}
-
-
-def choose_from_study(cf: CountsFile, name: str, trial: int | str, workspace: str | os.PathLike | None = None,
-                      extra_keep: list[int] | None = None) -> TokenChoice:
-    """The k of a study trial ("best" for the best feasible one), on the curve the study was run
-    on; the study's objective facts go into the summary."""
-    settings, row = read_trial(name, trial, workspace)
-    trial = row["number"]
-    made_for, these = settings.get("counts_sha256"), counts_sha256(cf)
-    if made_for is not None and made_for != these:
-        raise VTError(f"study {name!r} was run on other counts (sha256 {made_for[:12]}…) than these "
-                      f"(sha256 {these[:12]}…): its k does not mean the same coverage here; export with the "
-                      "counts the study was made for, or choose k with --k / --min-coverage")
-    choice = choose_k(cf, int(row["k"]), settings.get("coverage_source", "heldout"), extra_keep,
-                      how=f"study {name} trial {trial}")
-    src = settings.get("latency_source")
-    choice.extra = {
-        "study": name, "trial": trial, "gamma": row.get("gamma"), "feasible": row.get("feasible"),
-        "values": row.get("values"),
-        "latency_reduction": row.get("latency_reduction"),
-        "latency_estimate": _LATENCY_SOURCES.get(src, f"measured latency profile {src}" if src else None),
-        "alpha": settings.get("alpha"), "min_coverage": settings.get("min_coverage"),
-        "objective": settings.get("objective"), "utility": row.get("utility"),
-        "predicted_speedup": row.get("speedup"),
-        "counts_checked": made_for is not None,   # a study from before the counts' hash was recorded
-    }
-    return choice
-
-
-def choose(cf: CountsFile, sel: Selection, extra_keep: list[int] | None = None,
-           workspace: str | os.PathLike | None = None) -> TokenChoice:
-    """The token set a selection stands for (a trial's k and curve come from its study)."""
-    if sel.source == "trial":
-        return choose_from_study(cf, sel.study, sel.trial, workspace, extra_keep)
-    return choose_k(cf, sel.k, sel.curve, extra_keep, how=sel.provenance())
-
-
-# ---------------------------------------------------------------- vocabulary size
-
-def draft_vocab(draft: str | os.PathLike | None, d: Path | None) -> TargetVocab | None:
-    """The V a draft states: its config's vocab_size (an EAGLE-3 draft's is the target's), or a preset's."""
-    if draft is None:
-        return None
-    if d is not None:
-        return TargetVocab(config_vocab_size(read_config(d)), f"draft config {draft}")
-    if Path(draft).is_file():
-        return TargetVocab(config_vocab_size(draft), f"draft config {draft}")
-    return TargetVocab(resolve_draft(str(draft)).vocab, f"draft preset {draft}")
-
-
-def target_vocab(choice: TokenChoice, vocab_size: int | None = None, target: str | os.PathLike | None = None,
-                 draft: str | os.PathLike | None = None, d: Path | None = None,
-                 dv: TargetVocab | None = None) -> TargetVocab:
-    """The target model's V for this choice (vtcore.target), checked against the largest kept id.
-    `d` is the draft's directory and `dv` the V it states when the caller already resolved them."""
-    if dv is None and draft is not None:
-        d = d if d is not None else draft_dir(draft)
-        dv = draft_vocab(draft, d)
-    tv = resolve_vocab(choice.tokenizer_vocab, choice.manifest, vocab_size, target_of(draft, target), dv)
-    top = int(choice.ids.max())
-    if top >= tv.size:
-        raise VTError(f"vocabulary size {tv.size} ({tv.source}) is smaller than the largest kept id {top}: "
-                      "this tokenizer does not belong to that model")
-    return tv
 
 
 def draft_dir(draft: str | os.PathLike | None) -> Path | None:
@@ -253,7 +118,7 @@ def default_draft_as_dir(workspace: str | os.PathLike | None = None) -> Path:
     return dest
 
 
-def estimate_latency(choice: TokenChoice, draft: str | os.PathLike, d: Path | None = None) -> tuple[float | None, str]:
+def estimate_latency(choice: ChosenIds, draft: str | os.PathLike, d: Path | None = None) -> tuple[float | None, str]:
     """R(k) of the draft from its FLOPs (vtcore.cost), and how it was estimated."""
     try:
         d = d if d is not None else draft_dir(draft)
@@ -278,7 +143,7 @@ def target_tokenizer(target: str | os.PathLike | None) -> tuple[str, str] | None
     return None
 
 
-def check_counts_tokenizer(choice: TokenChoice, target: str | os.PathLike | None) -> None:
+def check_counts_tokenizer(choice: ChosenIds, target: str | os.PathLike | None) -> None:
     """Refuse counts made with another tokenizer than the target's own: their ids name other tokens
     there. Same tokenizer.json bytes, or the same vocabulary when both load, is the same tokenizer."""
     theirs = target_tokenizer(target)
@@ -305,17 +170,17 @@ def check_counts_tokenizer(choice: TokenChoice, target: str | os.PathLike | None
 
 # ---------------------------------------------------------------- renderers
 
-def sglang_tensor(choice: TokenChoice):
+def sglang_tensor(choice: ChosenIds):
     import torch
 
     return torch.tensor(choice.ids, dtype=torch.int64)
 
 
-def json_doc(choice: TokenChoice, vocab_size: int) -> dict:
+def json_doc(choice: ChosenIds, vocab_size: int) -> dict:
     return {"token_ids": [int(i) for i in choice.ids], "vocab_size": int(vocab_size), "manifest": choice.manifest}
 
 
-def coverage_doc(choice: TokenChoice) -> dict:
+def coverage_doc(choice: ChosenIds) -> dict:
     """Which ranking the exported ids come from and the coverage figures that describe exactly them."""
     return {
         "curve": choice.curve,
@@ -329,7 +194,7 @@ def coverage_doc(choice: TokenChoice) -> dict:
     }
 
 
-def summary_doc(choice: TokenChoice, vocab: TargetVocab, files: dict[str, str], notes: list[str]) -> dict:
+def summary_doc(choice: ChosenIds, vocab: TargetVocab, files: dict[str, str], notes: list[str]) -> dict:
     m, x = choice.manifest, choice.extra
     lat = x.get("latency_reduction")
     return {
@@ -454,7 +319,7 @@ class Artifact:
 
 @dataclass
 class Bundle:
-    choice: TokenChoice
+    choice: ChosenIds
     vocab: TargetVocab
     artifacts: dict[str, Artifact]          # format (and "summary") -> artifact
     notes: list[str] = field(default_factory=list)
@@ -487,7 +352,7 @@ class Bundle:
         return list(seen)
 
 
-def default_keep_ids(choice: TokenChoice) -> dict[int, str]:
+def default_keep_ids(choice: ChosenIds) -> dict[int, str]:
     """The always-keep ids of the counts, named from its manifest where it says which is which."""
     m = choice.manifest
     keep = {int(i): "always-keep token" for i in choice.always_keep}
@@ -558,7 +423,7 @@ def verifier_of(vocab: TargetVocab, draft_config: dict | None) -> dict | None:
     return None
 
 
-def _speculators_artifact(choice: TokenChoice, ck: DraftCheckpoint, cfg: dict, trimmed: dict, vocab: TargetVocab,
+def _speculators_artifact(choice: ChosenIds, ck: DraftCheckpoint, cfg: dict, trimmed: dict, vocab: TargetVocab,
                           expect: Expect, notes: list[str]) -> Artifact:
     verifier = verifier_of(vocab, ck.speculators)
     spec, files = checkpoint_files(cfg, trimmed, "speculators",
@@ -574,7 +439,7 @@ def _speculators_artifact(choice: TokenChoice, ck: DraftCheckpoint, cfg: dict, t
     return Artifact("speculators", name, files, report, is_dir=True)
 
 
-def _hf_draft_artifact(choice: TokenChoice, d: Path, cfg: dict, trimmed: dict, kind: str, expect: Expect,
+def _hf_draft_artifact(choice: ChosenIds, d: Path, cfg: dict, trimmed: dict, kind: str, expect: Expect,
                        notes: list[str]) -> Artifact:
     name = file_name(kind, choice.k)
     files = side_files(d)
@@ -623,7 +488,7 @@ def complete_eagle3(ck: DraftCheckpoint, target_dir: str | os.PathLike | None, w
     return replace(ck, config=dict(cfg, tie_word_embeddings=False), weights=out)
 
 
-def _draft_artifacts(choice: TokenChoice, d: Path, fmts: list[str], vocab: TargetVocab, expect: Expect,
+def _draft_artifacts(choice: ChosenIds, d: Path, fmts: list[str], vocab: TargetVocab, expect: Expect,
                      notes: list[str], arts: dict[str, "Artifact"]) -> bool:
     """Render the draft formats into `arts`; True when the draft must be retrained for this set."""
     ck = read_draft(d)
@@ -650,7 +515,7 @@ def _requested(formats: list[str] | str | None) -> list[str]:
 MAPPING_FORMATS = [f for f in FORMATS if f not in DRAFT_FORMATS]
 
 
-def export(choice: TokenChoice, formats: list[str] | str | None = None, vocab_size: int | None = None,
+def export(choice: ChosenIds, formats: list[str] | str | None = None, vocab_size: int | None = None,
            draft: str | os.PathLike | None = None,
            keep_ids: dict[int, str] | None = None, tokenizer_sha256: str | None = None,
            tokenizer_name: str | None = None, target: str | os.PathLike | None = None,
@@ -670,7 +535,7 @@ def export(choice: TokenChoice, formats: list[str] | str | None = None, vocab_si
         if implied is not target:   # a bundled draft's own target: if its tokenizer is not the counts', the draft fails
             check_counts_tokenizer(choice, implied)
         d = draft_dir(draft)
-        dv = draft_vocab(draft, d)
+        dv = from_draft(draft, d)
         if d is not None and draft_is_eagle3(d):   # a corrupt draft is refused by name, never exported as valid
             check_eagle3_dir(d)
         target = implied
@@ -679,7 +544,8 @@ def export(choice: TokenChoice, formats: list[str] | str | None = None, vocab_si
                 or any(f in DRAFT_FORMATS for f in asked)):
             raise
         draft_error, d, dv = str(e), None, None
-    vocab = target_vocab(choice, vocab_size, target, None, d, dv)
+    vocab = resolve_vocab(choice.tokenizer_vocab, choice.manifest, vocab_size, target, dv,
+                          top_id=int(choice.ids.max()))
     if draft_error is not None:   # the token maps asked for, or all of them when only the draft was
         asked = ([f for f in asked if f not in DRAFT_FORMATS]
                  or [f for f in MAPPING_FORMATS if f not in CHECKS_V or not vocab.guessed])

@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from vtcore.cost import PRESETS
+from vtcore.cost import PRESETS, resolve_draft
 from vtcore.errors import VTError
 from vtcore.files import VOCAB_LIMIT, read_json
 from vtcore.tokens import BUNDLED_SHA256
@@ -113,10 +113,30 @@ def from_tokenizer(tokenizer_vocab: int, manifest: dict) -> TargetVocab:
                                         "model may have more embedding rows", guessed=True)
 
 
+def from_draft(draft: str | os.PathLike | None, directory: str | os.PathLike | None = None) -> TargetVocab | None:
+    """The V a draft states: its config's vocab_size (an EAGLE-3 draft's is the target's), or a
+    cost preset's. `directory` is the draft as a model directory, when it is one."""
+    if draft is None:
+        return None
+    if directory is not None or Path(draft).is_file():
+        return TargetVocab(config_vocab_size(directory if directory is not None else draft), f"draft config {draft}")
+    return TargetVocab(resolve_draft(str(draft)).vocab, f"draft preset {draft}")
+
+
 def resolve_vocab(tokenizer_vocab: int, manifest: dict, vocab_size: int | None = None,
-            target: str | os.PathLike | None = None, draft: TargetVocab | None = None) -> TargetVocab:
+                  target: str | os.PathLike | None = None, draft: TargetVocab | None = None,
+                  top_id: int | None = None) -> TargetVocab:
     """The target's V from every source given; explicit ones must agree. `draft` is the V a draft's
-    config (or cost preset) states."""
+    config (or cost preset) states (`from_draft`); `top_id`, the largest id to be mapped, must be < V."""
+    tv = _resolve(tokenizer_vocab, manifest, vocab_size, target, draft)
+    if top_id is not None and int(top_id) >= tv.size:
+        raise VTError(f"vocabulary size {tv.size} ({tv.source}) is smaller than the largest kept id {int(top_id)}: "
+                      "this tokenizer does not belong to that model")
+    return tv
+
+
+def _resolve(tokenizer_vocab: int, manifest: dict, vocab_size: int | None,
+             target: str | os.PathLike | None, draft: TargetVocab | None) -> TargetVocab:
     found: list[TargetVocab] = []
     if vocab_size is not None:
         found.append(TargetVocab(int(vocab_size), "--vocab-size"))

@@ -75,6 +75,7 @@ def _trial(text: str) -> int | str:
 
 def run(args) -> dict:
     from vtcore import export as ex
+    from vtcore import selection as pick
     from vtcore.countsfile import load_counts
     from vtcore.errors import VTError
     from vtcore.workspace import subdir
@@ -87,11 +88,11 @@ def run(args) -> dict:
     if args.ranking == "acceptance":
         choice = _acceptance_choice(cf, args)
     elif args.k is not None:
-        choice = ex.choose_k(cf, args.k, args.coverage, args.keep)
+        choice = pick.choose_k(cf, args.k, args.coverage, args.keep)
     elif args.min_coverage is not None:
-        choice = ex.choose_min_coverage(cf, args.min_coverage, args.coverage, args.keep)
+        choice = pick.choose_min_coverage(cf, args.min_coverage, args.coverage, args.keep)
     else:
-        choice = ex.choose_from_study(cf, args.from_study, args.trial, extra_keep=args.keep)
+        choice = pick.choose_from_study(cf, args.from_study, args.trial, extra_keep=args.keep)
     tok = {}
     if args.tokenizer is not None:
         from vtcore.validate import tokenizer_expectations
@@ -137,7 +138,7 @@ def run(args) -> dict:
 def _acceptance_choice(cf, args):
     """The first --k ids of the acceptance-aware ranking of --acceptance FILE."""
     from vtcore import acceptance
-    from vtcore import export as ex
+    from vtcore import selection as pick
     from vtcore.errors import VTError
 
     if not args.acceptance or args.k is None:
@@ -149,8 +150,8 @@ def _acceptance_choice(cf, args):
         raise VTError(f"{args.acceptance}: {e}") from None
     if not 1 <= args.k <= order.size:
         raise VTError(f"--k must be between 1 and {order.size}, got {args.k}")
-    return ex.choose_ranked(cf, order, args.k, "acceptance", how=f"k given, acceptance-aware ranking ({args.acceptance}: "
-                                                  f"{int((~rep.heldout).sum())} fit-row prompts replayed)")
+    how = f"k given, acceptance-aware ranking ({args.acceptance}: {int((~rep.heldout).sum())} fit-row prompts replayed)"
+    return pick.choose_ranked(cf, order, args.k, "acceptance", how=how)
 
 
 def human(r: dict) -> str:
