@@ -79,7 +79,8 @@ def _own_code_sha256(root: str = "counts") -> str:
     return code_sha256(Path(vtcore.__file__).parent, root)
 
 
-def _sources(paths: Iterable[str | DataSource | tuple]) -> list[DataSource]:
+def data_sources(paths: Iterable[str | DataSource | tuple]) -> list[DataSource]:
+    """DataSources from --data arguments ([DOMAIN=]PATH), (path, domain) pairs or DataSources."""
     out = []
     for p in paths:
         if isinstance(p, DataSource):
@@ -284,7 +285,7 @@ def count_dataset(paths: Sequence[str | DataSource | tuple], tokenizer=None, mas
     progress = progress or (lambda frac, text="": None)
     if engine not in ENGINES:
         raise VTError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-    sources, repeated = unique_sources(_sources(paths))
+    sources, repeated = unique_sources(data_sources(paths))
     inputs = [s.path for s in sources if parse_hub(s.path) is None]   # files this command must not replace
     if out is not None:
         check_target(out, force, inputs)

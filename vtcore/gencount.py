@@ -20,10 +20,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 from vtcore.countsfile import CountsFile, save_counts
-from vtcore.counts import (cached_counts, code_sha256, count_dataset, count_summary, dataset_manifest, manifest_key,
-                           unique_sources)
+from vtcore.counts import (cached_counts, code_sha256, count_dataset, count_summary, data_sources, dataset_manifest,
+                           manifest_key, unique_sources)
 from vtcore.coverage import coverage_curve, rank_tokens
-from vtcore.data import MAX_ROW_BYTES, ReadStats, parse_data_arg, parse_hub, read_dataset
+from vtcore.data import MAX_ROW_BYTES, ReadStats, parse_hub, read_dataset
 from vtcore.errors import VTError
 from vtcore.files import check_target, same_file
 from vtcore.split import is_heldout
@@ -72,20 +72,6 @@ def generation_prompts(source: DataSource, tok, rows: int, schema: str = "auto",
     return out
 
 
-def _sources(paths: Sequence[str | DataSource | tuple]) -> list[DataSource]:
-    out = []
-    for p in paths:
-        if isinstance(p, DataSource):
-            out.append(p)
-        elif isinstance(p, tuple):
-            out.append(DataSource(str(p[0]), p[1]))
-        else:
-            out.append(DataSource(*parse_data_arg(str(p))))
-    if not out:
-        raise VTError("no dataset given (--data PATH)")
-    return out
-
-
 def target_name(target: str | None) -> str:
     from vtcore import models
 
@@ -112,7 +98,7 @@ def count_generated(paths: Sequence[str | DataSource | tuple], target: str | Non
     progress = progress or (lambda frac, text="": None)
     if max_new_tokens < 1 or rows < 1:
         raise VTError(f"--max-new-tokens and --generate-rows must be >= 1, got {max_new_tokens} and {rows}")
-    sources, repeated = unique_sources(_sources(paths))
+    sources, repeated = unique_sources(data_sources(paths))
     inputs = [s.path for s in sources if parse_hub(s.path) is None]
     if out is not None:
         check_target(out, force, inputs)

@@ -548,6 +548,12 @@ def speculative_generate(target, draft: Draft | eagle3.Eagle3Draft, prompt_ids, 
         if stop is not None:
             break
 
+    finish_stats(stats, clock, t_start, prefill, marks, len(out))
+    return GenResult(out, stats, tgt.cache, proposer.cache)
+
+
+def finish_stats(stats: RunStats, clock, t_start: float, prefill, marks: list, new_tokens: int) -> None:
+    """Read the timing marks a decoding loop left (after one device sync) into its RunStats."""
     clock.sync()
     stats.wall_s = time.perf_counter() - t_start
     if prefill is not None:
@@ -556,8 +562,7 @@ def speculative_generate(target, draft: Draft | eagle3.Eagle3Draft, prompt_ids, 
         stats.draft_s.append(sum(clock.seconds(a, b) for a, b in draft_iv))
         stats.head_s.append(sum(clock.seconds(a, b) for a, b in head_iv))
         stats.target_s.append(clock.seconds(*t_iv))
-    stats.new_tokens = len(out)
-    return GenResult(out, stats, tgt.cache, proposer.cache)
+    stats.new_tokens = new_tokens
 
 
 @torch.inference_mode()

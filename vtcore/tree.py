@@ -446,15 +446,7 @@ def tree_generate(target, draft, prompt_ids, cfg: SpecConfig, shape: TreeShape,
         if stop is not None:
             break
 
-    clock.sync()
-    stats.wall_s = time.perf_counter() - t_start
-    if prefill is not None:
-        stats.prefill_s = clock.seconds(*prefill)
-    for draft_iv, head_iv, t_iv in marks:
-        stats.draft_s.append(sum(clock.seconds(a, b) for a, b in draft_iv))
-        stats.head_s.append(sum(clock.seconds(a, b) for a, b in head_iv))
-        stats.target_s.append(clock.seconds(*t_iv))
-    stats.new_tokens = len(out)
+    speculative.finish_stats(stats, clock, t_start, prefill, marks, len(out))
     return GenResult(out, stats, cache, prop.cache)
 
 
