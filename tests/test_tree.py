@@ -287,7 +287,7 @@ def test_tree_benchmark_on_a_tiny_pair(tmp_path_factory):
     from vtcore.cmd.bench import human
 
     text = human(r)   # what `vtcore bench --tree` prints without --json
-    assert "tree 2,2,4 trimmed" in text and "identical outputs: True" in text
+    assert "tree 2,2,4 trimmed" in text and "identical outputs: True" in text and "engine model's pick" in text
     with pytest.raises(VTError, match="greedy"):
         treebench.run_tree_bench(bench.BenchConfig(mode="sample"), [shape])
 
