@@ -175,7 +175,9 @@ def tree_main(args) -> None:
             continue
         print(f"{name:22} draft {m['predicted_draft_ms_per_round']:7.2f} / {m['measured_draft_ms_per_round']:7.2f}  "
               f"verify {m['predicted_verify_ms_per_round']:7.2f} / {m['measured_verify_ms_per_round']:7.2f}  "
-              f"loop {m['loop_ms_per_round']:6.2f}")
+              f"loop {m['loop_ms_per_round']:6.2f}"
+              + (f"  (vLLM would pay its scatter: predicted {m['predicted_decode_speedup_vllm']:.2f}x)"
+                 if "predicted_decode_speedup_vllm" in m else ""))
     methods = r["methods"]
     for head in ("full", "trimmed"):
         chains = {n: m for n, m in methods.items() if n.startswith("chain ") and n.endswith(head)}

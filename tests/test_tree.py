@@ -273,6 +273,9 @@ def test_tree_benchmark_on_a_tiny_pair(tmp_path_factory):
         assert m["predicted_decode_speedup"] > 0 and len(m["accepted_by_depth"]) == shape.steps
         assert m["predicted_draft_ms_per_round"] > 0 and m["measured_verify_ms_per_round"] > 0
         assert m["round_shape"]["head_rows"] == shape.head_rows() and m["loop_ms_per_round"] >= 0
+    for name in ("chain 2 full", "chain 2 trimmed"):   # vLLM pays the scatter on a trimmed head only
+        m = r["methods"][name]
+        assert (m["predicted_decode_speedup_vllm"] < m["predicted_decode_speedup"]) == name.endswith("trimmed")
     # the search's side: acceptance modelled from a replay of this run's target outputs
     sc = r["search"]
     assert set(sc["modelled_acceptance_length"]) == set(r["methods"]) - {"target_only"}, sc

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from statistics import median
 from typing import Any, Callable
@@ -160,6 +160,10 @@ def run_tree_bench(cfg: bench.BenchConfig, shapes: list[tree.TreeShape] | None =
         "methods": {},
     }
     ref = outs["target_only"]
+    full = setup.full if setup.full is not None else setup.trimmed
+    k_full = int(len(bench.proposable_ids(full))) if bench.proposable_ids(full) is not None else V
+    result["vllm_scatter_ms_per_token"] = enginecost.scatter_ms(result["k"], V)
+    result["vllm_scatter_ms_per_token_full_head"] = enginecost.scatter_ms(k_full, V)
     units: dict[str, tuple] = {}
     for g in gammas:
         for h, _ in heads:
@@ -201,12 +205,13 @@ def run_tree_bench(cfg: bench.BenchConfig, shapes: list[tree.TreeShape] | None =
                      measured_draft_ms_per_round=1000 * sum(sum(x.draft_s) for x in stats) / max(rounds, 1))
             m["predicted_decode_speedup"] = enginecost.predicted_speedup(m["acceptance_length"], shape, u, verify, t1)
             m["round_shape"] = asdict(shape)
+            if s is None:   # what vLLM would pay for this chain: the scatter per drafted token (not measurable here)
+                vshape = enginecost.round_shape("vllm", 1, gamma=g, trimmed=head == "trimmed")
+                vu = replace(u, scatter_ms=result["vllm_scatter_ms_per_token"])
+                m["predicted_decode_speedup_vllm"] = enginecost.predicted_speedup(m["acceptance_length"], vshape, vu,
+                                                                                  verify, t1)
         result["methods"][name] = m
     result["identical_outputs"] = all(m["identical_outputs"] for m in result["methods"].values())
-    full = setup.full if setup.full is not None else setup.trimmed
-    k_full = int(len(bench.proposable_ids(full))) if bench.proposable_ids(full) is not None else V
-    result["vllm_scatter_ms_per_token"] = enginecost.scatter_ms(result["k"], V)
-    result["vllm_scatter_ms_per_token_full_head"] = enginecost.scatter_ms(k_full, V)
     try:
         result["search"] = search_check(setup, prompts, outs["target_only"], result, shapes, gammas)
     except VTError as e:   # the check is an addition: a replay that cannot run says why, the run stands
