@@ -117,13 +117,12 @@ def test_sglang_search_is_the_best_tree_by_brute_force():
     assert p.evaluate(60, 3)["tree"][0] == 3 and p.fingerprint()["engine"] == "sglang"
 
 
-def test_replayed_ranks_count_each_record():
-    """A hand-made replay: ranks[d, r, k] is the share of depth-d records whose target token is in
-    order[:k] with exactly r kept ids above it; r = 0 is the chain's acceptance interval."""
-    rng = np.random.default_rng(5)
-    Vr, D, cap, N = 40, 3, 4, 12
-    tokens = rng.integers(0, Vr, size=2 * N)
-    n_above = rng.integers(0, 6, size=2 * N * D)
+def handmade_replay(Vr: int, D: int, cap: int, N: int, seed: int, top: int = 6) -> acceptance.Replay:
+    """Two held-out continuations of N tokens (the second ends at an EOS at 9), each record with a
+    random number of ids scored above the target's token (every 7th not proposable)."""
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, min(Vr, 64), size=2 * N)
+    n_above = rng.integers(0, top, size=2 * N * D)
     n_above[::7] = acceptance.BIG                                  # not proposable
     above = np.full((2 * N * D, cap), -1, dtype=np.int32)
     for i in range(2 * N * D):
@@ -131,10 +130,19 @@ def test_replayed_ranks_count_each_record():
         if n_above[i] < acceptance.BIG:
             ids = rng.choice(np.setdiff1d(np.arange(Vr), [y]), size=min(int(n_above[i]), cap), replace=False)
             above[i, :ids.size] = ids
-    rep = acceptance.Replay(gamma_max=D, cap=cap, prompt_len=np.array([5, 5]), n_tokens=np.array([N, N]),
-                            eos_at=np.array([-1, 9]), heldout=np.array([True, True]), tokens=tokens,
-                            n_above=n_above, above=above, proposable=np.arange(Vr), vocab_size=Vr)
-    order = rng.permutation(Vr)
+    return acceptance.Replay(gamma_max=D, cap=cap, prompt_len=np.array([5, 5]), n_tokens=np.array([N, N]),
+                             eos_at=np.array([-1, 9]), heldout=np.array([True, True]), tokens=tokens,
+                             n_above=n_above, above=above, proposable=np.arange(Vr), vocab_size=Vr,
+                             manifest={"version": acceptance.ACCEPTANCE_VERSION, "draft": "handmade"})
+
+
+def test_replayed_ranks_count_each_record():
+    """A hand-made replay: ranks[d, r, k] is the share of depth-d records whose target token is in
+    order[:k] with exactly r kept ids above it; r = 0 is the chain's acceptance interval."""
+    Vr, D, cap, N = 40, 3, 4, 12
+    rep = handmade_replay(Vr, D, cap, N, seed=5)
+    tokens, n_above, above = rep.tokens, rep.n_above, rep.above
+    order = np.random.default_rng(5).permutation(Vr)
     got = enginecost.replay_ranks(rep, order, 3, Vr)
     rank = np.argsort(order)
     for d in range(1, D + 1):
@@ -184,3 +192,12 @@ def test_cli_engine_model(handmade, tmp_path):
     assert bad.returncode == 2 and "--objective speedup" in bad.stderr
     bad = run_vtcore(*base, "--engine-model", "chain", "--batch-size", "0", ws=tmp_path)
     assert bad.returncode == 2 and "--batch-size must be >= 1" in bad.stderr
+    # an acceptance file: the tree's ranks are the replay's (a hand-made replay over these ids)
+    acc = acceptance.save_acceptance(tmp_path / "acc.npz", handmade_replay(V, 5, 8, 40, seed=2, top=4))
+    r2 = last_json(run_vtcore(*base, "--engine-model", "sglang", "--topk-max", "3", "--tokens-max", "10",
+                              "--acceptance", str(acc), "--json", ws=tmp_path))
+    assert r2["acceptance_model"] == "replayed ranks" and "tree acceptance: per-depth ranks" in r2["coverage_note"]
+    assert r2["exact_speedup"] != r["exact_speedup"]
+    bad = run_vtcore(*base[:-2], "--gamma-max", "6", "--engine-model", "sglang", "--acceptance", str(acc),
+                     ws=tmp_path)
+    assert bad.returncode == 2 and "replayed up to" in bad.stderr
