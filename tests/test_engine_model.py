@@ -11,7 +11,6 @@ import json
 import numpy as np
 import pytest
 
-from tests.clihelpers import last_json, run_vtcore
 from vtcore import acceptance, enginecost
 from vtcore.countsfile import CountsFile, save_counts
 from vtcore.search import Problem, predicted_speedup, solve_exact
@@ -176,28 +175,38 @@ def handmade(tmp_path_factory):
     return path, draft
 
 
-def test_cli_engine_model(handmade, tmp_path):
+def test_cli_engine_model(handmade, tmp_path, monkeypatch, capsys):
+    """In this process through the CLI's own entry (the parsing and JSON of `python -m vtcore`)."""
+    from vtcore.cli import main
+
+    monkeypatch.setenv("VTCORE_WORKSPACE", str(tmp_path))
+
+    def cli(*args):
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
     path, draft = handmade
     base = ["optimize", "--counts", str(path), "--draft", str(draft), "--objective", "speedup", "--cost-ratio",
             "0.3", "--trials", "6", "--gamma-max", "5"]
-    r = last_json(run_vtcore(*base, "--engine-model", "sglang", "--topk-max", "3", "--tokens-max", "10", "--json",
-                             ws=tmp_path))
+    code, out, _ = cli(*base, "--engine-model", "sglang", "--topk-max", "3", "--tokens-max", "10", "--json")
+    r = json.loads(out.strip().splitlines()[-1])
     s, t, n = r["exact_best_tree"]
-    assert r["engine_model"] == "sglang" and s == r["exact_best_gamma"] and 2 <= n <= min(10, 1 + t + (s - 1) * t * t)
+    assert code == 0 and r["engine_model"] == "sglang" and s == r["exact_best_gamma"]
+    assert 2 <= n <= min(10, 1 + t + (s - 1) * t * t)
     assert r["best_tree"][0] == r["best_gamma"] and r["acceptance_model"].startswith("geometric")
-    human = run_vtcore(*base, "--engine-model", "vllm", "--batch-size", "8", "--scatter-cost", "0.001", ws=tmp_path)
-    assert human.returncode == 0 and "engine model vllm, batch 8" in human.stdout
-    bad = run_vtcore("optimize", "--counts", str(path), "--draft", str(draft), "--engine-model", "sglang",
-                     ws=tmp_path)
-    assert bad.returncode == 2 and "--objective speedup" in bad.stderr
-    bad = run_vtcore(*base, "--engine-model", "chain", "--batch-size", "0", ws=tmp_path)
-    assert bad.returncode == 2 and "--batch-size must be >= 1" in bad.stderr
+    code, out, _ = cli(*base, "--engine-model", "vllm", "--batch-size", "8", "--scatter-cost", "0.001")
+    assert code == 0 and "engine model vllm, batch 8" in out
+    code, _, err = cli("optimize", "--counts", str(path), "--draft", str(draft), "--engine-model", "sglang")
+    assert code == 2 and "--objective speedup" in err
+    code, _, err = cli(*base, "--engine-model", "chain", "--batch-size", "0")
+    assert code == 2 and "--batch-size must be >= 1" in err
     # an acceptance file: the tree's ranks are the replay's (a hand-made replay over these ids)
     acc = acceptance.save_acceptance(tmp_path / "acc.npz", handmade_replay(V, 5, 8, 40, seed=2, top=4))
-    r2 = last_json(run_vtcore(*base, "--engine-model", "sglang", "--topk-max", "3", "--tokens-max", "10",
-                              "--acceptance", str(acc), "--json", ws=tmp_path))
+    code, out, _ = cli(*base, "--engine-model", "sglang", "--topk-max", "3", "--tokens-max", "10",
+                       "--acceptance", str(acc), "--json")
+    r2 = json.loads(out.strip().splitlines()[-1])
     assert r2["acceptance_model"] == "replayed ranks" and "tree acceptance: per-depth ranks" in r2["coverage_note"]
     assert r2["exact_speedup"] != r["exact_speedup"]
-    bad = run_vtcore(*base[:-2], "--gamma-max", "6", "--engine-model", "sglang", "--acceptance", str(acc),
-                     ws=tmp_path)
-    assert bad.returncode == 2 and "replayed up to" in bad.stderr
+    code, _, err = cli(*base[:-2], "--gamma-max", "6", "--engine-model", "sglang", "--acceptance", str(acc))
+    assert code == 2 and "replayed up to" in err
