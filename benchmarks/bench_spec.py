@@ -19,7 +19,10 @@ The full result (the `python -m vtcore bench --json` object) is the last line.
 With --tree (vtcore.treebench): target alone, chains and SGLang-style trees, full and trimmed head,
 side by side: outputs identical (goal: yes), acceptance length (tokens per verify), tokens/s vs the
 target alone (aim: trimmed tree >= 1.2x; trimmed >= 1.15x full at the same tree), head rows per
-round (= 1 + (s-1)t), and the engine cost model's predicted decode speed-up vs measured (goal: 10%).
+round (= 1 + (s-1)t), the engine cost model's predicted decode speed-up vs measured (goal: 10%) with
+the round's parts (draft, verify, loop) predicted vs measured, the best tree vs the best chain, and
+the engine model's choice among the measured settings (acceptance modelled from a replay) vs the
+measured best.
 """
 
 from __future__ import annotations
@@ -166,10 +169,42 @@ def tree_main(args) -> None:
         print(f"{name:22} {m['tokens_per_s']:7.2f} {m['speedup_vs_target']:6.2f}x [{ci[0]:.2f}, {ci[1]:.2f}] "
               f"{m['verdict_vs_target']:>7} {m['acceptance_length']:7.2f} {m['head_rows_per_round']:9.2f} "
               f"{m['head_share']:10.2f} {pred:5.2f}x {meas:5.2f}x {abs(pred - meas) / meas:4.0%}  {depth}")
+    print("\nthe round, predicted vs measured (ms): draft | verify | loop (the loop is measured on the method)")
+    for name, m in r["methods"].items():
+        if name == "target_only":
+            continue
+        print(f"{name:22} draft {m['predicted_draft_ms_per_round']:7.2f} / {m['measured_draft_ms_per_round']:7.2f}  "
+              f"verify {m['predicted_verify_ms_per_round']:7.2f} / {m['measured_verify_ms_per_round']:7.2f}  "
+              f"loop {m['loop_ms_per_round']:6.2f}"
+              + (f"  (vLLM would pay its scatter: predicted {m['predicted_decode_speedup_vllm']:.2f}x)"
+                 if "predicted_decode_speedup_vllm" in m else ""))
+    methods = r["methods"]
+    for head in ("full", "trimmed"):
+        chains = {n: m for n, m in methods.items() if n.startswith("chain ") and n.endswith(head)}
+        trees = {n: m for n, m in methods.items() if n.startswith("tree ") and n.endswith(head)}
+        if chains and trees:
+            bc = max(chains, key=lambda n: chains[n]["tokens_per_s"])
+            bt = max(trees, key=lambda n: trees[n]["tokens_per_s"])
+            print(f"{head}: best tree {bt} {trees[bt]['tokens_per_s']:.2f} tok/s, acceptance length "
+                  f"{trees[bt]['acceptance_length']:.2f} vs best chain {bc} {chains[bc]['tokens_per_s']:.2f} tok/s, "
+                  f"{chains[bc]['acceptance_length']:.2f}: {trees[bt]['tokens_per_s'] / chains[bc]['tokens_per_s']:.2f}x"
+                  + (f"; vs the target alone {trees[bt]['speedup_vs_target']:.2f}x (aim >= 1.2x)"
+                     if head == "trimmed" else ""))
     for s in r["trees"]:
-        f, t = r["methods"].get(f"tree {s} full"), r["methods"].get(f"tree {s} trimmed")
+        f, t = methods.get(f"tree {s} full"), methods.get(f"tree {s} trimmed")
         if f and t:
             print(f"tree {s}: trimmed vs full {t['tokens_per_s'] / f['tokens_per_s']:.2f}x (aim >= 1.15x)")
+    sc = r.get("search") or {}
+    if sc.get("error"):
+        print(f"search check: not run ({sc['error']})")
+    elif sc:
+        print(f"acceptance length, modelled ({sc['model']}) vs measured:")
+        for name, a in sc["modelled_acceptance_length"].items():
+            print(f"  {name:22} {a:5.2f} vs {methods[name]['acceptance_length']:5.2f}")
+        if sc.get("choice"):
+            print(f"the engine model's choice (trimmed, modelled acceptance): {sc['choice']} predicted "
+                  f"{sc['choice_predicted']:.2f}x, measured {sc['choice_measured']:.2f}x; the grid's measured best "
+                  f"{sc['measured_best']} {sc['measured_best_speedup']:.2f}x: {sc['choice_vs_best']:.2f} of the best")
     print(f"vLLM-style full-vocabulary scatter per drafted token (CPU): {r['vllm_scatter_ms_per_token']:.3f} ms at "
           f"k = {r['k']:,} of V = {r['vocab_size']:,}")
     print(dumps(r))

@@ -12,6 +12,12 @@ For each k in {V, 64k, 32k, 16k, 8k, 4k}: one draft step (a 1-token forward over
 --ctx tokens, then the head over the first k rows, a contiguous [k, H] weight) timed whole with
 CUDA events, the head alone too (its share), and the target's verify forward for gamma + 1
 tokens (and a 1-token decode) over the same context. Prints one JSON object.
+
+What each serving engine pays per round (vtcore.enginecost): for each k the head alone at 1, t
+and bs * t rows in one matmul (SGLang's tree steps run t rows per request, bs * t in a batch;
+--topk, --batch), vLLM's full-vocabulary scatter of k draft logits (`new_full((rows, V), -inf)`
+then an indexed copy, as Eagle3LlamaForCausalLM.compute_logits does with a d2t map) at 1 and bs
+rows, and the target's verify of n tree tokens (--tokens) next to gamma + 1.
 """
 
 from __future__ import annotations
@@ -185,6 +191,37 @@ class Eagle3Draft(torch.nn.Module):
         return self.norm_out(h)[0]
 
 
+# ---------------------------------------------------------------- what each engine pays
+
+
+def engine_rows(args) -> list[int]:
+    """Head rows per forward: 1 (a chain, batch 1), t (a tree step), bs * t (a tree step in a batch)."""
+    return sorted({1, args.topk, args.batch * args.topk})
+
+
+def head_rows(h: torch.Tensor, head: torch.Tensor, sizes: list[int], timer, args) -> dict:
+    """Milliseconds of the head over each number of rows in one matmul (its weight read once)."""
+    last = h.reshape(-1, h.shape[-1])[-1:]
+    out = {}
+    for n in sizes:
+        x = last.expand(n, -1).contiguous()
+        out[str(n)] = med(timer(lambda: torch.matmul(x, head.t()), args.iters, args.warmup))
+    return out
+
+
+def scatter_fn(k: int, V: int, rows: int, device, dtype):
+    """vLLM's compute_logits with a d2t map: k logits per row written into a -inf row of V."""
+    logits = torch.randn(rows, k, device=device, dtype=dtype)
+    ids = torch.randperm(V, device=device)[:k].sort().values
+
+    def fn():
+        full = logits.new_full((rows, V), float("-inf"))
+        full[:, ids] = logits
+        return full
+
+    return fn
+
+
 # ---------------------------------------------------------------- measuring one pair
 
 
@@ -229,10 +266,15 @@ def profile_pair(tname: str, dname: str, args, device, dtype, timer) -> dict:
 
         head_ms = med(timer(head_only, args.iters, args.warmup))
         step_ms = med(timer(step, args.iters, args.warmup))
-        rows.append({"k": k, "draft_step_ms": step_ms, "head_ms": head_ms,
-                     "head_share": round(head_ms / step_ms, 4) if step_ms else None,
-                     "head_gflop": round(2 * k * H / 1e9, 4),
-                     "head_mb": round(k * H * head.element_size() / 2**20, 1)})
+        row = {"k": k, "draft_step_ms": step_ms, "head_ms": head_ms,
+               "head_share": round(head_ms / step_ms, 4) if step_ms else None,
+               "head_gflop": round(2 * k * H / 1e9, 4),
+               "head_mb": round(k * H * head.element_size() / 2**20, 1),
+               "head_rows_ms": head_rows(h, head, engine_rows(args), timer, args)}
+        if k < V:   # vLLM scatters only a head with a d2t map, i.e. a trimmed one
+            row["scatter_ms"] = {str(r): med(timer(scatter_fn(k, V, r, device, dtype), args.iters, args.warmup))
+                                 for r in sorted({1, args.batch})}
+        rows.append(row)
         del head
     res["draft"] = rows
     full = rows[0]["draft_step_ms"]
@@ -250,6 +292,11 @@ def profile_pair(tname: str, dname: str, args, device, dtype, timer) -> dict:
     dec = HFDecoder(model, args.ctx, device)
     res["target_verify_ms"] = med(timer(lambda: dec.logits(args.gamma + 1), args.iters, args.warmup))
     res["target_decode_ms"] = med(timer(lambda: dec.logits(1), args.iters, args.warmup))
+    res["target_verify_tree_ms"] = med(timer(lambda: dec.logits(args.tokens), args.iters, args.warmup))
+    res["tree"] = {"topk": args.topk, "tokens": args.tokens, "batch": args.batch}
+    for r in rows:   # vLLM's scatter per drafted token in target steps (search's --scatter-cost)
+        if "scatter_ms" in r:
+            r["scatter_cost"] = round(r["scatter_ms"]["1"] / res["target_decode_ms"], 6)
     for r in rows:  # draft/target cost ratio c the speed-up model uses
         r["cost_ratio"] = round(r["draft_step_ms"] / res["target_decode_ms"], 4)
     del model, dec
@@ -267,8 +314,13 @@ def main() -> None:
     ap.add_argument("--gamma", type=int, default=4)
     ap.add_argument("--iters", type=int, default=None, help="timed calls per measurement (default 50 GPU, 10 CPU)")
     ap.add_argument("--warmup", type=int, default=None)
+    ap.add_argument("--topk", type=int, default=4, help="tree top-t: the head is timed at t and batch * t rows")
+    ap.add_argument("--tokens", type=int, default=8, help="tree draft tokens n: the target verifies n tokens")
+    ap.add_argument("--batch", type=int, default=8, help="batch size for the head rows and the scatter")
     ap.add_argument("--pairs", default="all", help="'all', or comma-separated target names: qwen3-8b, llama-3.1-8b")
     args = ap.parse_args()
+    if min(args.topk, args.tokens, args.batch, args.gamma) < 1:
+        ap.error("--topk, --tokens, --batch and --gamma must be >= 1")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("error: --device cuda but no CUDA device is available")

@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from vtapp import common as ui
+from vtapp import engine as engine_ui
 from vtapp import plots
 from vtapp import state as vstate
 from vtcore import cost, problem, search
@@ -142,9 +143,10 @@ if objective == "speedup":
 spec = problem.SearchSpec(draft=spec_draft, latency=latency, context=context, objective=objective, alpha=alpha,
                           min_coverage=min_coverage, curve=curve, k_min=k_min, k_max=k_max, k_scale=k_scale, a0=a0,
                           cost_ratio=ratio)
+spec = replace(spec, **engine_ui.engine_choice(objective))   # the serving engine's round (vtapp.engine)
 try:
     setup = problem.build(cf, spec, cov=cov, arch=arch)
-    exact = search.solve_exact(setup.problem)
+    exact = engine_ui.solve_exact(setup.problem)   # kept per problem with an engine model
 except VTError as e:
     st.error(str(e))
     st.stop()
@@ -160,6 +162,7 @@ e[2].metric("latency reduction R", f"{exact.latency_reduction:.4f}")
 e[3].metric("utility U", f"{exact.utility:.4f}")
 if exact.speedup is not None:
     e[4].metric("predicted speed-up", f"{exact.speedup:.3f}× (γ={exact.best_gamma})")
+    engine_ui.show_engine_pick(exact, setup.problem)
 else:
     if latency in cost.MODES:
         share, how = cost.lm_head_share(arch, context, setup.flops_mode), f"{latency} model, full vocabulary"

@@ -77,6 +77,29 @@ threads = int(p[5].number_input("CPU threads", 1, os.cpu_count() or 1, int(b.get
                                 key="bench_threads",
                                 help="torch threads on CPU. Half the cores by default: the dashboard needs the rest, "
                                      "and more threads than free cores makes every step many times slower"))
+DRAFTING = {"chain": "chain (γ tokens per target step)", "tree": "tree, as SGLang drafts (steps s, top-t, n tokens)"}
+t1, t2 = st.columns([2, 3])
+drafting = t1.radio("Drafting", list(DRAFTING), format_func=DRAFTING.get, horizontal=True, key="bench_drafting",
+                    index=list(DRAFTING).index(b.get("drafting", "chain")) if b.get("drafting") in DRAFTING else 0)
+tree_text = b.get("trees") or "grid"
+trees: list = []
+if drafting == "tree":
+    tree_text = t2.text_input("Trees s,t,n (space-separated; grid: 3,2,4 4,2,6 5,4,8)", value=tree_text,
+                              key="bench_trees", help="SGLang's --speculative-num-steps, --speculative-eagle-topk and "
+                                                      "--speculative-num-draft-tokens; chains at γ (or the search's) "
+                                                      "and the target alone run beside them, greedy, full and trimmed "
+                                                      "head; `python -m vtcore bench --tree`").strip()
+    from argparse import ArgumentTypeError
+
+    from vtcore.benchtypes import tree_arg
+
+    try:
+        trees = [tree_arg(x) for x in tree_text.replace(";", " ").split()]
+    except ArgumentTypeError as e:   # the tree's own message (vtcore.tree.parse_tree)
+        t2.error(str(e))
+        trees = []
+    if not trees:
+        t2.caption("Give at least one tree, e.g. 5,4,8.")
 sel = ui.selection(s)
 K_FROM = {"search": "speed-up optimum (vtcore.search, calibrated on 2 other prompts)",
           "coverage": "smallest k with a held-out coverage", "k": "a fixed k"}
@@ -121,12 +144,13 @@ def selected_token_map() -> str:
 
 
 job = ui.registry().get("bench")
-if st.button("Benchmark", type="primary", key="bench_run", disabled=job is not None and job.running):
+if st.button("Benchmark", type="primary", key="bench_run",
+             disabled=(job is not None and job.running) or (drafting == "tree" and not trees)):
     from vtapp.jobs import bench_job
 
     settings = dict(target=target, draft=draft, data=data, data_for=s.counts_path, prompts=prompts, max_new_tokens=max_new,
                     gamma=gamma or None, repeats=repeats, device=device, threads=threads, k_from=k_from, k=k_fixed,
-                    min_coverage=min_coverage)
+                    min_coverage=min_coverage, drafting=drafting, trees=tree_text)
     ui.save(bench=settings)
     default = {"default", "smollm2", ""}
     try:
@@ -135,7 +159,8 @@ if st.button("Benchmark", type="primary", key="bench_run", disabled=job is not N
                           draft=None if draft.lower() in default else draft, data=data or None, prompts=prompts,
                           max_new_tokens=max_new, gamma=gamma or None, repeats=repeats, device=device,
                           threads=threads, k=k_fixed, k_from="coverage" if k_from == "coverage" else "search",
-                          min_coverage=min_coverage, token_map=token_map)
+                          min_coverage=min_coverage, token_map=token_map,
+                          tree=trees if drafting == "tree" else [])
         ui.registry().start("bench", bench_job(cfg))
     except VTError as e:
         st.error(str(e))
@@ -216,10 +241,58 @@ def show(r: BenchResult) -> None:
         st.warning(why, icon=":material/trending_down:")
 
 
+def show_tree(r: dict) -> None:
+    """A tree run (vtcore.treebench): every method side by side, measured and predicted."""
+    g = lambda key: r.get(key, "?")   # noqa: E731  (a stored line from an older run may lack a field)
+    st.markdown(f"**{g('target')}** + **{g('draft')}** ({g('draft_kind')}) on {g('device')} · k = {g('k')} of "
+                f"{g('vocab_size')} · trees (s,t,n) {', '.join(r.get('trees', []))} · chains γ = "
+                f"{', '.join(map(str, r.get('gammas', [])))} · {g('prompts')} prompts × {g('repeats')} repeats × "
+                f"{g('max_new_tokens')} tokens · identical outputs: {g('identical_outputs')}")
+    table = pd.DataFrame(plots.tree_result_rows(r))
+    table["interval"] = ["–" if not isinstance(ci, list) else f"[{ci[0]:.2f}, {ci[1]:.2f}]" for ci in table["interval"]]
+    num = st.column_config.NumberColumn(format="%.3g")
+    st.dataframe(table, hide_index=True, width="stretch",
+                 column_config={c: num for c in ("tokens/s", "vs target", "acceptance length", "head rows/round",
+                                                 "head share", "decode speed-up", "predicted")})
+    st.plotly_chart(plots.tree_speedup_figure(r), key="b_tree", config={"displaylogo": False})
+    sc = r.get("search") or {}
+    if sc.get("choice"):
+        st.caption(f"The engine model's choice (trimmed head, acceptance modelled from a replay): {sc['choice']}, "
+                   f"measured {sc['choice_measured']:.2f}× vs the grid's best {sc['measured_best']} "
+                   f"{sc['measured_best_speedup']:.2f}× ({sc['choice_vs_best']:.0%} of it)")
+    if r.get("vllm_scatter_ms_per_token") is not None:
+        st.caption(f"vLLM's full-vocabulary scatter on this machine: {r['vllm_scatter_ms_per_token']:.4f} ms per "
+                   f"drafted token at k = {r['k']:,} (an O(V) cost trimming does not remove)")
+
+
+def tree_history() -> list[dict]:
+    from vtcore.treebench import tree_results_path
+
+    path = tree_results_path()
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+        try:
+            out.append(json.loads(line))
+        except ValueError:   # a line torn by a killed run
+            continue
+    return out
+
+
+tree_runs = tree_history()
+if job is not None and job.state == "finished" and job.result and "trees" in job.result:
+    st.subheader("Result (tree)")
+    show_tree(job.result)
+    job = None   # shown: the chain result below is the stored one
+elif drafting == "tree" and tree_runs:
+    st.subheader("Latest tree result")
+    show_tree(tree_runs[-1])
+
 history = [r for r in load_results() if r.trimmed]
 if (unreadable := read_results()[1]):
     st.caption(f"{unreadable} unreadable line(s) in {results_path()} skipped (torn by a killed run, or edited)")
-if job is not None and job.state == "finished" and job.result and not job.result.get("stopped"):
+if drafting == "tree":
+    pass   # the tree's result is above; chain runs stay in the history below
+elif job is not None and job.state == "finished" and job.result and not job.result.get("stopped"):
     st.subheader("Result")
     show(BenchResult.from_dict(job.result))
 elif history:
@@ -258,3 +331,9 @@ if history:
                        mime="text/csv", icon=":material/download:", key="dl_bench_csv",
                        help="the history table above")
     d3.caption(f"Stored in `{store}`")
+
+if tree_runs:
+    st.subheader("Tree runs")
+    st.dataframe(pd.DataFrame([plots.tree_history_row(r) for r in reversed(tree_runs)]), hide_index=True,
+                 width="stretch")
+    st.caption("Stored in `bench/tree_results.jsonl` of the workspace, one run a line with its settings")

@@ -271,10 +271,26 @@ def test_tree_benchmark_on_a_tiny_pair(tmp_path_factory):
         assert 1 <= m["acceptance_length"] <= shape.steps + 1
         assert m["head_rows_per_round"] <= shape.head_rows() and m["verified_per_round"] <= shape.tokens
         assert m["predicted_decode_speedup"] > 0 and len(m["accepted_by_depth"]) == shape.steps
+        assert m["predicted_draft_ms_per_round"] > 0 and m["measured_verify_ms_per_round"] > 0
+        assert m["round_shape"]["head_rows"] == shape.head_rows() and m["loop_ms_per_round"] >= 0
+    for name in ("chain 2 full", "chain 2 trimmed"):   # vLLM pays the scatter on a trimmed head only
+        m = r["methods"][name]
+        assert (m["predicted_decode_speedup_vllm"] < m["predicted_decode_speedup"]) == name.endswith("trimmed")
+    # the search's side: acceptance modelled from a replay of this run's target outputs
+    sc = r["search"]
+    assert set(sc["modelled_acceptance_length"]) == set(r["methods"]) - {"target_only"}, sc
+    assert sc["choice"].endswith(" trimmed") and 0 < sc["choice_vs_best"] <= 1.0
+    for name, a in sc["modelled_acceptance_length"].items():
+        assert 1.0 <= a <= 3.0 + 1e-9     # at most s + 1 = 3 tokens per verify (chain 2, tree depth 2)
+    from vtapp import plots
+
+    rows = plots.tree_result_rows(r)
+    assert [x["method"] for x in rows][0] == "target alone" and len(rows) == 5
+    assert plots.tree_history_row(r)["trees (s,t,n)"] == "2,2,4"
     from vtcore.cmd.bench import human
 
     text = human(r)   # what `vtcore bench --tree` prints without --json
-    assert "tree 2,2,4 trimmed" in text and "identical outputs: True" in text
+    assert "tree 2,2,4 trimmed" in text and "identical outputs: True" in text and "engine model's pick" in text
     with pytest.raises(VTError, match="greedy"):
         treebench.run_tree_bench(bench.BenchConfig(mode="sample"), [shape])
 

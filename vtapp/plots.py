@@ -208,3 +208,47 @@ def bench_speedup_figure(result: BenchResult) -> go.Figure:
     fig.update_layout(title="Speed-ups (interval) and the prediction", yaxis=dict(title="×"), margin=_MARGIN, **_FRAME,
                       height=320)
     return fig
+
+
+# ---------------------------------------------------------------- tree runs (vtcore.treebench results)
+
+
+def tree_result_rows(result: dict) -> list[dict]:
+    """One row per method of a tree run: what it measured and what the engine model predicted."""
+    rows = []
+    for name, m in result.get("methods", {}).items():
+        rows.append({"method": "target alone" if name == "target_only" else name,
+                     "tokens/s": m.get("tokens_per_s"), "vs target": m.get("speedup_vs_target"),
+                     "interval": m.get("speedup_vs_target_ci"), "verdict": m.get("verdict_vs_target"),
+                     "acceptance length": m.get("acceptance_length"), "head rows/round": m.get("head_rows_per_round"),
+                     "head share": m.get("head_share"), "decode speed-up": m.get("decode_speedup_vs_target"),
+                     "predicted": m.get("predicted_decode_speedup"), "identical": m.get("identical_outputs")})
+    return rows
+
+
+def tree_speedup_figure(result: dict) -> go.Figure:
+    """Per method: measured decode speed-up over the target alone next to the engine model's."""
+    rows = [r for r in tree_result_rows(result) if r["method"] != "target alone"]
+    names = [r["method"] for r in rows]
+    fig = go.Figure()
+    fig.add_bar(x=names, y=[r["decode speed-up"] for r in rows], name="measured (decode)", marker_color="#d62728")
+    fig.add_bar(x=names, y=[r["predicted"] for r in rows], name="predicted (engine model)", marker_color="#bcbd22")
+    fig.add_hline(y=1.0, line=dict(color="#444", dash="dot"))
+    fig.update_layout(title="Decode speed-up over the target alone: measured vs predicted", barmode="group",
+                      yaxis=dict(title="×"), margin=_MARGIN, **_FRAME, height=340,
+                      legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def tree_history_row(entry: dict) -> dict:
+    """One stored tree run (a line of bench/tree_results.jsonl) as a history row with its setting."""
+    methods = entry.get("methods", {})
+    trees = [n for n in methods if n.startswith("tree ") and n.endswith(" trimmed")]
+    best = max(trees, key=lambda n: methods[n].get("tokens_per_s") or 0.0, default=None)
+    return {"time": entry.get("time"), "target": entry.get("target"), "draft": entry.get("draft"),
+            "k": entry.get("k"), "of V": entry.get("vocab_size"), "trees (s,t,n)": " ".join(entry.get("trees", [])),
+            "chains γ": " ".join(str(g) for g in entry.get("gammas", [])), "prompts": entry.get("prompts"),
+            "best trimmed tree": best[5:-8] if best else None,
+            "its vs target": methods[best].get("speedup_vs_target") if best else None,
+            "its acceptance length": methods[best].get("acceptance_length") if best else None,
+            "identical": entry.get("identical_outputs"), "device": entry.get("device")}

@@ -111,3 +111,123 @@ def scatter_ms(k: int, vocab_size: int, rows: int = 1, repeats: int = 50, dtype=
         full[:, ids] = logits
         best = min(best, time.perf_counter() - t)
     return 1000 * best
+
+
+# ---------------------------------------------------------------- the search's objective per engine
+#
+# The search prices a round relative to one target decode step at the same batch (vtcore.search
+# Problem with engine set). A forward over T tokens per request costs roofline(T) steps of its
+# model: memory-bound (the weights read once) until the batch's bs * T tokens pass
+# `parallel_tokens`, linear beyond (a CPU is linear from the first token: parallel_tokens = 1).
+# Draft step at k: c(k) = c_full * (1 - R(k)), layer and head together (the head computes the
+# same number of rows as the layer runs tokens in every engine: 1 per request per chain step, t
+# per request per tree step after the first). So per round:
+#   chain:  gamma * c(k) + verify(gamma + 1)
+#   vllm:   gamma * (c(k) + bs * scatter / roofline(1)) + verify(gamma + 1)   (the scatter writes
+#           V logits per drafted token per request, trimmed or not)
+#   sglang: c(k) * (1 + (s - 1) * roofline(t)) + verify(n)
+# and the speed-up is the acceptance length (tokens per verify) over that.
+
+
+def roofline(tokens: int | float, batch: int = 1, parallel_tokens: float = 1.0) -> float:
+    """Cost of a forward over `tokens` per request relative to one over 1, at batch `batch`:
+    max(1, bs * T / P) / max(1, bs / P)."""
+    if parallel_tokens < 1:
+        raise VTError(f"parallel tokens must be >= 1, got {parallel_tokens}")
+    return max(1.0, batch * tokens / parallel_tokens) / max(1.0, batch / parallel_tokens)
+
+
+def geometric_ranks(a, t_max: int, depth: int):
+    """[depth, t_max, K] rank probabilities without a replay: the target's token is the r-th best
+    kept row with probability a * (1 - a)^r (a = a0 * C(k), the chain's acceptance at r = 0),
+    the same at every depth."""
+    import numpy as np
+
+    a = np.asarray(a, dtype=np.float64)
+    r = np.arange(t_max, dtype=np.float64)[:, None]
+    p = a[None, :] * (1.0 - a[None, :]) ** r
+    return np.broadcast_to(p[None], (depth,) + p.shape)
+
+
+def tree_accepted(ranks, topk: int, steps_max: int, tokens_max: int):
+    """[steps_max, tokens_max + 1, K]: expected accepted draft tokens per round of the tree
+    (s, topk, n) at s = 1..steps_max (index s - 1) and n = 0..tokens_max (index n; n < 2 is 0).
+
+    ranks[d - 1, r, k]: probability that at depth d the target's token is the r-th best of the
+    kept rows (r = 0: the chain accepts it). The tree is built as SGLang builds it, with each
+    node scored by the product of its path's rank probabilities (a calibrated draft: its score
+    for its r-th child is the chance that child is the target's token): depth 1 holds the t best
+    children of the root, each further depth the t^2 children of the t frontier nodes, of which the
+    best t are the next frontier; the n - 1 best candidates by score are drafted. The target's path
+    runs through a node with that node's score (depths taken independent), and the accepted length
+    is the number of drafted nodes on it, so the expected accepted tokens are the sum of the
+    drafted nodes' scores. With t = 1, n = s + 1 this is the chain: sum over d of the product of
+    the first d acceptances."""
+    import numpy as np
+
+    ranks = np.asarray(ranks, dtype=np.float64)
+    D, R, K = ranks.shape
+    if steps_max > D or topk > R:
+        raise VTError(f"the rank table covers depth {D} and rank {R}, not {steps_max} and {topk}")
+    t = topk
+    out = np.zeros((steps_max, tokens_max + 1, K))
+    frontier = ranks[0, :t].T                                     # [K, t]: the depth-1 nodes
+    cands = frontier
+    for d in range(1, steps_max + 1):
+        if d > 1:
+            children = (frontier[:, :, None] * ranks[d - 1, :t].T[:, None, :]).reshape(K, t * t)
+            frontier = -np.sort(-children, axis=1)[:, :t]
+            cands = np.concatenate([cands, children], axis=1)
+        best = np.cumsum(-np.sort(-cands, axis=1), axis=1)        # [K, m]: the j + 1 best, summed
+        m = best.shape[1]
+        for n in range(2, tokens_max + 1):
+            out[d - 1, n] = best[:, min(n - 2, m - 1)]
+    return out
+
+
+def replay_ranks(rep, order, t_max: int, k_max: int, depth: int | None = None):
+    """[depth, t_max, k_max + 1] rank probabilities from an acceptance replay (vtcore.acceptance):
+    for the head keeping order[:k], the share of the held-out records at depth d whose target
+    token is kept with exactly r kept ids scoring above it (records past the first EOS and chains
+    that would start before the continuation are not counted). Exact per depth, for every k, from
+    the ids the replay records above the target's token (more than the cap: counted as rejected
+    for a trimmed set, as the chain's replay does)."""
+    import numpy as np
+
+    from vtcore import acceptance
+
+    D = rep.gamma_max if depth is None else depth
+    if D > rep.gamma_max:
+        raise VTError(f"the replay goes to depth {rep.gamma_max}, not {D}")
+    rank = acceptance.ranks_of(order, max(rep.vocab_size, int(rep.tokens.max()) + 1))
+    out = np.zeros((D, t_max, k_max + 1))
+    big = k_max + 1
+    for d in range(1, D + 1):
+        rows, toks = [], []
+        for p in rep.select(True):
+            N, off, eos = int(rep.n_tokens[p]), int(rep.offsets[p]), int(rep.eos_at[p])
+            j = np.arange(d - 1, N if eos < 0 else min(N, eos + 1))
+            rows.append(off + j * rep.gamma_max + (d - 1))
+            toks.append(rep.tokens[rep.tok_offsets[p] + j])
+        r_idx, y = np.concatenate(rows), np.concatenate(toks)
+        if r_idx.size == 0:
+            continue
+        n_above = rep.n_above[r_idx]
+        ab = rep.above[r_idx].astype(np.int64)
+        ab_rank = np.sort(np.where(ab >= 0, rank[np.clip(ab, 0, None)], acceptance.BIG), axis=1)
+        ab_rank = np.minimum(ab_rank, big)
+        lo = np.where(n_above >= acceptance.BIG, big, np.minimum(rank[y] + 1, big))
+        known = n_above <= rep.cap          # more ids above than recorded: rejected (as the chain's replay)
+        C = ab_rank.shape[1]
+        diff = np.zeros((t_max, k_max + 3))
+        for r in range(t_max):
+            # exactly r kept ids above y: the r-th smallest above-rank < k <= the (r+1)-th smallest
+            prev = ab_rank[:, r - 1] + 1 if 0 < r <= C else (np.zeros_like(lo) if r == 0 else np.full(lo.shape, big))
+            start = np.minimum(np.maximum(lo, prev), big)
+            end = np.minimum(ab_rank[:, r] if r < C else np.full(lo.shape, big), k_max)
+            ok = known & (start <= end)
+            np.add.at(diff[r], start[ok], 1.0)
+            np.add.at(diff[r], end[ok] + 1, -1.0)
+        out[d - 1] = np.cumsum(diff, axis=1)[:, :k_max + 1] / r_idx.size
+    out[:, :, 0] = 0.0
+    return out

@@ -42,6 +42,12 @@ class SearchSpec:
     t_target_ms: float | None = None # speedup with a latency profile: c = step(V) / this
     gamma_min: int = 1
     gamma_max: int = 8
+    engine: str | None = None        # speedup per serving engine: sglang | vllm | chain (vtcore.enginecost)
+    batch: int = 1
+    parallel_tokens: float = 128.0   # tokens a forward runs at the cost of one (1: a CPU, linear)
+    scatter_cost: float | None = None   # vLLM: one scatter / one target step; None: from memory traffic
+    topk_max: int = 4
+    tokens_max: int = 16
 
 
 PAPER: dict[str, Any] = {"objective": "utility", "alpha": 0.5, "min_coverage": 0.0, "k_min": 50, "k_max": 50000,
@@ -117,11 +123,16 @@ def build(cf: CountsFile, spec: SearchSpec, cov: Coverage | None = None,
         ratio, ratio_source = cost_ratio(spec, arch, prof)
     if spec.k_scale not in ("log", "linear"):
         raise VTError(f"k scale must be 'log' or 'linear', got {spec.k_scale!r}")
+    scatter, scatter_source = engine_scatter_cost(spec, arch)
+    if scatter_source:
+        notes.append(scatter_source)
     problem = Problem(pad_curve(cov.curve(curve), arch.vocab), reduction, objective=spec.objective,
                       alpha=spec.alpha, min_coverage=spec.min_coverage, k_min=spec.k_min, k_max=k_max,
                       k_log=spec.k_scale == "log", a0=spec.a0, cost_ratio_full=ratio, gamma_min=spec.gamma_min,
                       gamma_max=spec.gamma_max, coverage_source=curve, latency_source=latency_source,
-                      counts_sha256=counts_sha256(cf))
+                      counts_sha256=counts_sha256(cf), engine=spec.engine, batch=spec.batch,
+                      parallel_tokens=spec.parallel_tokens, scatter_cost=scatter, topk_max=spec.topk_max,
+                      tokens_max=spec.tokens_max)
     return SearchSetup(spec=replace(spec, curve=curve), problem=problem, arch=arch, profile=prof,
                        flops_mode=spec.latency if spec.latency in cost.MODES else "flops",
                        cost_ratio_source=ratio_source, notes=notes)
@@ -156,3 +167,48 @@ def attach_acceptance(setup: SearchSetup, cf: CountsFile, path: str, ranking: st
                        f"({int(rep.heldout.sum())} held-out prompts, {rep.manifest.get('draft')})")
     return setup
 
+
+
+# Memory traffic of vLLM's scatter next to a target step: new_full writes V logits and the
+# indexed copy moves k more, at about 5x a plain copy's time (measured in vLLM's PR on the
+# scatter); a memory-bound target step reads its ~F/2 parameters. Both at 2 bytes an element.
+SCATTER_TRAFFIC = 20.0
+
+
+def engine_scatter_cost(spec: SearchSpec, arch: cost.DraftArch) -> tuple[float, str | None]:
+    """vLLM's full-vocabulary scatter per drafted token in target steps (batch 1), and a note
+    on where it came from (None when no engine model needs it)."""
+    if spec.engine != "vllm":
+        return 0.0, None
+    if spec.scatter_cost is not None:
+        return float(spec.scatter_cost), f"vLLM scatter: {spec.scatter_cost:g} target steps per drafted token (given)"
+    tf = cost.target_flops(arch, spec.context, "flops")
+    if tf is None:
+        return 0.0, f"vLLM scatter: not priced (draft {arch.name} names no target; give --scatter-cost)"
+    value = SCATTER_TRAFFIC * cost.preset(arch.target).vocab / tf
+    return value, (f"vLLM scatter: {value:.2e} target steps per drafted token (memory traffic of V = "
+                   f"{cost.preset(arch.target).vocab:,} logits vs {arch.target}'s weights; --scatter-cost to measure)")
+
+
+def attach_tree_ranks(setup: SearchSetup, cf: CountsFile, path: str, ranking: str = "frequency") -> SearchSetup:
+    """The SGLang engine model on an acceptance file's replay: per depth, the probability that the
+    target's token is the r-th best kept row of `ranking`'s prefix order[:k], for every k
+    (enginecost.replay_ranks), in place of geometric ranks from a0 * C(k)."""
+    from vtcore import acceptance, enginecost
+
+    p = setup.problem
+    if p.engine != "sglang":
+        return setup
+    rep = acceptance.load_acceptance(path)
+    if rep.gamma_max < p.gamma_max:
+        raise VTError(f"{path}: replayed up to depth {rep.gamma_max}, the tree search goes to --gamma-max "
+                      f"{p.gamma_max} (the tree's steps)")
+    try:
+        order = acceptance.ranking_for(rep, cf.counts_fit, cf.always_keep, ranking)
+    except VTError as e:
+        raise VTError(f"{path}: {e}") from None
+    p.ranks = enginecost.replay_ranks(rep, order, p.topk_max, p.vocab, p.gamma_max)
+    p.validate()
+    setup.notes.append(f"tree acceptance: per-depth ranks of the target's token among the kept rows, replayed "
+                       f"from {path} (SGLang's tree of a calibrated draft, depths independent: docs/design.md)")
+    return setup

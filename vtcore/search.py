@@ -5,6 +5,11 @@
 - Speed-up (Leviathan et al. 2023): a(k) = a0 * C(k), c(k) = t_draft(k) / t_target =
   c_full * (1 - R(k)), S = (1 - a^(gamma+1)) / ((1 - a) * (gamma * c(k) + 1)); space (k, gamma).
 - Pareto: maximise C and R together.
+- Speed-up per serving engine (`engine` sglang | vllm | chain; vtcore.enginecost prices the
+  round): chain and vLLM over (k, gamma), vLLM adding its full-vocabulary scatter per drafted
+  token; SGLang over (k, s, t, n), the tree's acceptance length from per-depth rank
+  probabilities (a replay's, or a0 * C(k) with geometric ranks) and "gamma" standing for the
+  tree's depth s, the best (t, n) taken at each (k, s).
 
 Every objective is solved exactly by one vectorised sweep over every integer k (and every
 gamma); that is the ground truth each TPE result (vtcore.studies) is compared with (regret). TPE samples k on a
@@ -125,6 +130,15 @@ class Problem:
     accepted: np.ndarray | None = field(default=None, repr=False)   # [G, V+1]: replayed accepted draft
     # tokens per step of order[:k] at gamma = 1..G (vtcore.acceptance); None: the a0 * C(k) model
     acceptance_source: str | None = None   # where `accepted` came from (an acceptance file)
+    engine: str | None = None       # sglang | vllm | chain (vtcore.enginecost); None: the formula above
+    batch: int = 1                  # requests per batch (engine models)
+    parallel_tokens: float = 128.0  # tokens one forward runs at the cost of one (1: linear, a CPU)
+    scatter_cost: float = 0.0       # vLLM: one full-vocabulary scatter / one target step at batch 1
+    topk_max: int = 4               # SGLang: t = 1..topk_max
+    tokens_max: int = 16            # SGLang: n = 2..tokens_max
+    ranks: np.ndarray | None = field(default=None, repr=False)   # [D, topk_max, V+1] replayed rank
+    # probabilities of the target's token among the kept rows (enginecost.replay_ranks); None: geometric
+    tree_tables: dict = field(default_factory=dict, repr=False, compare=False)   # cache of tree_accepted_at
 
     def __post_init__(self) -> None:
         self.coverage = np.asarray(self.coverage, dtype=np.float64)
@@ -179,9 +193,38 @@ class Problem:
                                   f"{V + 1}] (gamma 1..gamma_max, k 0..{V})")
             if self.verify_costs is not None and len(self.verify_costs) < self.gamma_max:
                 raise VTError(f"verify costs are known up to gamma {len(self.verify_costs)}, not {self.gamma_max}")
+            self._validate_engine()
+        elif self.engine is not None:
+            raise VTError("--engine-model prices the speed-up objective: give --objective speedup")
+
+    def _validate_engine(self) -> None:
+        from vtcore.enginecost import ENGINES
+
+        if self.engine is None:
+            return
+        if self.engine not in ENGINES:
+            raise VTError(f"engine model must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if int(self.batch) < 1:
+            raise VTError(f"--batch-size must be >= 1, got {self.batch}")
+        if not self.parallel_tokens >= 1:
+            raise VTError(f"--parallel-tokens must be >= 1, got {self.parallel_tokens}")
+        if not self.scatter_cost >= 0:
+            raise VTError(f"--scatter-cost must be >= 0, got {self.scatter_cost}")
+        if self.engine == "sglang":
+            if self.topk_max < 1 or self.tokens_max < 2:
+                raise VTError(f"--topk-max must be >= 1 and --tokens-max >= 2, got {self.topk_max} and "
+                              f"{self.tokens_max}")
+            if self.ranks is not None:
+                self.ranks = np.asarray(self.ranks, dtype=np.float64)
+                if self.ranks.ndim != 3 or self.ranks.shape[0] < self.gamma_max or \
+                        self.ranks.shape[1] < self.topk_max or self.ranks.shape[2] != self.vocab + 1:
+                    raise VTError(f"the rank table is {list(self.ranks.shape)}, need [>= {self.gamma_max}, "
+                                  f">= {self.topk_max}, {self.vocab + 1}]")
 
     @property
     def acceptance_model(self) -> str:
+        if self.engine == "sglang":
+            return "geometric ranks, a0*C(k)" if self.ranks is None else "replayed ranks"
         return "a0*C(k)" if self.accepted is None else "replay"
 
     def tokens_per_step(self, k: np.ndarray | int, gamma: np.ndarray | int) -> np.ndarray:
@@ -192,13 +235,102 @@ class Problem:
         return 1.0 + self.accepted[np.asarray(gamma) - 1, k]
 
     def speedup(self, k: np.ndarray | int, gamma: np.ndarray | int) -> np.ndarray:
-        """The speed-up model at (k, gamma): tokens per step / (gamma c(k) + verify cost)."""
-        return self.tokens_per_step(k, gamma) / (np.asarray(gamma) * self.cost_ratio(k) + self.verify_cost(gamma))
+        """The speed-up model at (k, gamma): tokens per step / (gamma c(k) + verify cost); with an
+        engine model, that engine's round (for SGLang gamma is the tree's depth s, at the best
+        (t, n) for it)."""
+        if self.engine == "sglang":
+            return self.tree_speedup(k, gamma)[0]
+        g = np.asarray(gamma)
+        draft = self.cost_ratio(k)
+        if self.engine == "vllm":
+            draft = draft + self.scatter_per_token()
+        return self.tokens_per_step(k, gamma) / (g * draft + self.verify_cost(gamma))
 
     def verify_cost(self, gamma: np.ndarray | int) -> np.ndarray | float:
         if self.verify_costs is None:
-            return 1.0
+            if self.engine is None:
+                return 1.0
+            return np.vectorize(self._roofline, otypes=[np.float64])(np.asarray(gamma) + 1)
         return np.asarray(self.verify_costs, dtype=np.float64)[np.asarray(gamma) - 1]
+
+    def _roofline(self, tokens) -> float:
+        from vtcore.enginecost import roofline
+
+        return roofline(tokens, int(self.batch), self.parallel_tokens)
+
+    def scatter_per_token(self) -> float:
+        """vLLM's scatter of the batch's rows per drafted token, in target steps at this batch."""
+        return self.scatter_cost * self.batch / max(1.0, self.batch / self.parallel_tokens)
+
+    def tree_accepted_at(self, ks: np.ndarray, t: int, ns: np.ndarray | None = None) -> np.ndarray:
+        """[gamma_max, len(ns), len(ks)]: enginecost.tree_accepted at these k for top-t and the
+        token budgets `ns` (None: n = 0..tokens_max).
+        Geometric ranks depend on k only through a = a0 C(k): the table is made on 4,097 values
+        of a in [0, 1] and interpolated. Replayed ranks: at every k when V <= 20,000, else at
+        2,048 small k and 8,192 log-spaced ones, each k taking the table of the largest grid k
+        at or below it."""
+        from vtcore import enginecost
+
+        S, N = self.gamma_max, self.tokens_max
+        key = (t, S, N, self.a0, None if self.ranks is None else id(self.ranks))
+        if key not in self.tree_tables:
+            if self.ranks is None:
+                support = np.linspace(0.0, 1.0, 4097)
+                ranks = enginecost.geometric_ranks(support, t, S)
+            else:
+                V = self.vocab
+                support = np.arange(V + 1) if V <= 20000 else np.unique(np.concatenate(
+                    [np.arange(2048), np.round(np.geomspace(2048, V, 8192)).astype(np.int64), [V]]))
+                ranks = self.ranks[:S, :t][:, :, support]
+            self.tree_tables = {k: v for k, v in self.tree_tables.items() if k[1:] == key[1:]}
+            self.tree_tables[key] = (support, enginecost.tree_accepted(ranks, t, S, N))
+        support, table = self.tree_tables[key]
+        if ns is not None:
+            table = table[:, ns]
+        if self.ranks is None:
+            a = self.a0 * self.coverage[ks]
+            i = np.clip(np.searchsorted(support, a, side="right") - 1, 0, support.size - 2)
+            w = (a - support[i]) / (support[i + 1] - support[i])
+            return table[:, :, i] * (1 - w) + table[:, :, i + 1] * w
+        return table[:, :, np.searchsorted(support, ks, side="right") - 1]
+
+    def tree_speedup(self, k: np.ndarray | int, steps: np.ndarray | int,
+                     chunk: int = 16384) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """SGLang's speed-up at (k, s), maximised over t = 1..topk_max and n = 2..tokens_max
+        (n <= 1 + t + (s - 1) t^2): (speed-up, best t, best n), broadcast over k and s. A round
+        costs c(k) (1 + (s - 1) roofline(t)) + roofline(n) target steps (vtcore.enginecost)."""
+        k, steps = np.broadcast_arrays(np.asarray(k, dtype=np.int64), np.asarray(steps, dtype=np.int64))
+        uk, inv = np.unique(k, return_inverse=True)
+        S, N = self.gamma_max, self.tokens_max
+        best = np.full((S, uk.size), -np.inf)
+        best_t = np.ones((S, uk.size), dtype=np.int64)
+        best_n = np.full((S, uk.size), 2, dtype=np.int64)
+        s_ax = np.arange(1, S + 1)[:, None]
+        n_ax = np.arange(N + 1)[None, :]
+        verify = np.array([self._roofline(max(n, 1)) for n in range(N + 2)])
+        for lo in range(0, uk.size, chunk):
+            ks = uk[lo: lo + chunk]
+            c = self.cost_ratio(ks)
+            for t in range(1, self.topk_max + 1):
+                fit = np.minimum(1 + t + (s_ax - 1) * t * t, N)                  # [S, 1]
+                fits = (n_ax >= 2) & (n_ax <= fit)                                # [S, N+1]
+                # acceptance never falls with n: where n + 1 verifies at the same cost, n + 1 is
+                # at least as good, so only the n before a costlier verify (or the last) can win
+                fits &= (verify[1:][None, :] > verify[:-1][None, :]) | (n_ax == fit)
+                ns = np.flatnonzero(fits.any(axis=0))
+                acc = self.tree_accepted_at(ks, t, ns)                            # [S, len(ns), K]
+                draft = c[None, None, :] * (1 + (s_ax - 1) * self._roofline(t))[:, :, None]
+                sp = (1.0 + acc) / (draft + verify[ns][None, :, None])
+                sp = np.where(fits[:, ns][:, :, None], sp, -np.inf)
+                ni = ns[np.argmax(sp, axis=1)]                                    # [S, K]
+                v = sp.max(axis=1)
+                better = v > best[:, lo: lo + chunk]
+                best[:, lo: lo + chunk] = np.where(better, v, best[:, lo: lo + chunk])
+                best_t[:, lo: lo + chunk] = np.where(better, t, best_t[:, lo: lo + chunk])
+                best_n[:, lo: lo + chunk] = np.where(better, ni, best_n[:, lo: lo + chunk])
+        ki = inv.reshape(k.shape)
+        si = steps - 1
+        return best[si, ki], best_t[si, ki], best_n[si, ki]
 
     def cost_ratio(self, k: np.ndarray | int) -> np.ndarray:
         """c(k) = t_draft(k) / t_target = c_full * (1 - R(k))."""
@@ -212,7 +344,11 @@ class Problem:
         if self.objective == "speedup":
             g = int(gamma if gamma is not None else self.gamma_min)
             out["gamma"] = g
-            out["speedup"] = float(self.speedup(k, g))
+            if self.engine == "sglang":
+                sp, t, n = self.tree_speedup(k, g)
+                out.update(speedup=float(sp), tree=[g, int(t), int(n)])
+            else:
+                out["speedup"] = float(self.speedup(k, g))
         return out
 
     def fingerprint(self) -> dict[str, Any]:
@@ -228,6 +364,13 @@ class Problem:
                       gamma_min=self.gamma_min, gamma_max=self.gamma_max)
             if self.accepted is not None:
                 fp.update(acceptance_model="replay", accepted_sha=_sha(self.accepted))
+            if self.engine is not None:
+                fp.update(engine=self.engine, batch=int(self.batch), parallel_tokens=self.parallel_tokens,
+                          scatter_cost=self.scatter_cost)
+                if self.engine == "sglang":
+                    fp.update(topk_max=self.topk_max, tokens_max=self.tokens_max)
+                    if self.ranks is not None:
+                        fp["ranks_sha"] = _sha(self.ranks)
         if self.counts_sha256 is not None:   # export and the Frontier compare it with the counts in use
             fp["counts_sha256"] = self.counts_sha256
         return fp
@@ -246,6 +389,7 @@ class ExactResult:
     seconds: float
     speedup: float | None = None
     best_gamma_by_k: np.ndarray | None = field(default=None, repr=False)   # speed-up: argmax gamma per k
+    best_tree: tuple[int, int, int] | None = None   # SGLang engine model: (s, t, n) at best_k
 
 
 def solve_exact(p: Problem) -> ExactResult:
@@ -269,14 +413,18 @@ def solve_exact(p: Problem) -> ExactResult:
     else:
         value = U   # the Pareto objective's pick is its utility optimum (always on the front)
     i = int(np.argmax(np.where(feasible, value, -np.inf)))
+    best_tree = None
     if p.objective == "speedup":
         best_gamma = int(gamma_by_k[i])
         speedup = float(value[i])
+        if p.engine == "sglang":
+            _, t, nn = p.tree_speedup(int(ks[i]), best_gamma)
+            best_tree = (best_gamma, int(t), int(nn))
     front = ks[feasible][pareto_mask(C[feasible], R[feasible])]
     return ExactResult(best_k=int(ks[i]), best_gamma=best_gamma, best_value=float(value[i]),
                        coverage=float(C[i]), latency_reduction=float(R[i]), utility=float(U[i]),
                        frontier_k=np.sort(front), n_evaluated=int(n), seconds=time.perf_counter() - t0,
-                       speedup=speedup, best_gamma_by_k=gamma_by_k)
+                       speedup=speedup, best_gamma_by_k=gamma_by_k, best_tree=best_tree)
 
 
 def thin_frontier(front_k: np.ndarray, n: int = 200, must: tuple[int, ...] = ()) -> np.ndarray:

@@ -8,16 +8,24 @@ verify), accepted tokens by depth, head rows and draft forwards per round and th
 draft time; greedy outputs are compared token for token. vtcore.enginecost predicts each
 method's decode speed-up from unit costs measured on the chain (a draft-layer token, a head row,
 the loop's work per round), the draft layer's and the head's cost at t tokens (rows) per forward
-relative to one (`draft_ratios`), the target's verify cost at n tokens and the measured acceptance length, so
-the comparison with the measured speed-up checks the cost model, not an acceptance
-model.
+relative to one (`draft_ratios`), the target's verify cost at n tokens, the loop's own work per
+round measured on the method itself (a tree's loop builds its mask and gathers the target's cache:
+more work than a chain's) and the measured acceptance length, so the comparison with the measured
+speed-up checks the cost model, not an acceptance model; each method also reports the three parts
+of a round, predicted and measured (draft, verify, loop), to say which one is off.
+
+The search's side (`search_check`): the full draft replayed over the target's own outputs of this
+run (vtcore.acceptance) gives the per-depth ranks of the target's token among the kept rows, and
+enginecost.tree_accepted turns them into a modelled acceptance length for every measured setting;
+priced by the same cost model, the setting the engine model would choose (trimmed head) is compared
+with the measured best.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from statistics import median
 from typing import Any, Callable
@@ -152,6 +160,10 @@ def run_tree_bench(cfg: bench.BenchConfig, shapes: list[tree.TreeShape] | None =
         "methods": {},
     }
     ref = outs["target_only"]
+    full = setup.full if setup.full is not None else setup.trimmed
+    k_full = int(len(bench.proposable_ids(full))) if bench.proposable_ids(full) is not None else V
+    result["vllm_scatter_ms_per_token"] = enginecost.scatter_ms(result["k"], V)
+    result["vllm_scatter_ms_per_token_full_head"] = enginecost.scatter_ms(k_full, V)
     units: dict[str, tuple] = {}
     for g in gammas:
         for h, _ in heads:
@@ -181,18 +193,29 @@ def run_tree_bench(cfg: bench.BenchConfig, shapes: list[tree.TreeShape] | None =
                           "head_share": sum(sum(x.head_s) for x in stats) / max(sum(sum(x.draft_s) for x in stats), 1e-12),
                           "draft_ms_per_round": 1000 * sum(sum(x.draft_s) for x in stats) / rounds})
                 shape = enginecost.round_shape("chain", 1, gamma=g)
-            layer, head_row, loop = units[head]
+            layer, head_row, _ = units[head]
+            loop = bench.overhead_ms_per_step(stats)   # this method's own loop work per round
             u = enginecost.UnitCosts(layer, head_row, 0.0, loop, layer_ratio=ratio_of.__getitem__,
                                      head_ratio=head_of[head].__getitem__)
             verify = lambda n: ratios[n - 1] * t_forward   # noqa: E731
-            m["predicted_draft_ms_per_round"] = enginecost.draft_ms(shape, u)
+            rounds = sum(x.steps for x in stats)
+            m.update(predicted_draft_ms_per_round=enginecost.draft_ms(shape, u),
+                     predicted_verify_ms_per_round=verify(shape.verified), loop_ms_per_round=loop,
+                     measured_verify_ms_per_round=1000 * sum(sum(x.target_s) for x in stats) / max(rounds, 1),
+                     measured_draft_ms_per_round=1000 * sum(sum(x.draft_s) for x in stats) / max(rounds, 1))
             m["predicted_decode_speedup"] = enginecost.predicted_speedup(m["acceptance_length"], shape, u, verify, t1)
+            m["round_shape"] = asdict(shape)
+            if s is None:   # what vLLM would pay for this chain: the scatter per drafted token (not measurable here)
+                vshape = enginecost.round_shape("vllm", 1, gamma=g, trimmed=head == "trimmed")
+                vu = replace(u, scatter_ms=result["vllm_scatter_ms_per_token"])
+                m["predicted_decode_speedup_vllm"] = enginecost.predicted_speedup(m["acceptance_length"], vshape, vu,
+                                                                                  verify, t1)
         result["methods"][name] = m
     result["identical_outputs"] = all(m["identical_outputs"] for m in result["methods"].values())
-    full = setup.full if setup.full is not None else setup.trimmed
-    k_full = int(len(bench.proposable_ids(full))) if bench.proposable_ids(full) is not None else V
-    result["vllm_scatter_ms_per_token"] = enginecost.scatter_ms(result["k"], V)
-    result["vllm_scatter_ms_per_token_full_head"] = enginecost.scatter_ms(k_full, V)
+    try:
+        result["search"] = search_check(setup, prompts, outs["target_only"], result, shapes, gammas)
+    except VTError as e:   # the check is an addition: a replay that cannot run says why, the run stands
+        result["search"] = {"error": str(e)}
     result["seconds"] = time.perf_counter() - t0
     progress(1.0, "done")
     return result
@@ -209,3 +232,56 @@ def append_tree_result(cfg: bench.BenchConfig, result: dict) -> Path:
     with open(path, "a", encoding="utf-8") as f:
         f.write(line + "\n")
     return path
+
+
+def search_check(setup, prompts, target_outs: dict, result: dict, shapes, gammas) -> dict[str, Any]:
+    """The engine model's choice among the measured settings with MODELLED acceptance (replayed
+    ranks, enginecost.tree_accepted) vs the measured best, trimmed head; and per method the
+    modelled acceptance length next to the measured one."""
+    import numpy as np
+
+    from vtcore import acceptance
+
+    depth = max([s.steps for s in shapes] + list(gammas))
+    t_max = max([s.topk for s in shapes] + [1])
+    conts = [acceptance.Continuation(prompt=list(p.ids), tokens=list(target_outs[(i, 0)]), eos_at=None)
+             for i, p in enumerate(prompts)]
+    rep = acceptance.replay(setup.target, setup.full if setup.full is not None else setup.trimmed, conts,
+                            gamma_max=depth)
+    full_ids = np.asarray(rep.proposable, dtype=np.int64)
+    kept = bench.proposable_ids(setup.trimmed)
+    kept = full_ids if kept is None else np.unique(np.asarray(kept, dtype=np.int64))
+    order = np.concatenate([kept, np.setdiff1d(full_ids, kept)])
+    ranks = enginecost.replay_ranks(rep, order, t_max, full_ids.size, depth)
+    at = {"trimmed": kept.size, "full": full_ids.size}
+    out: dict[str, Any] = {"modelled_acceptance_length": {},
+                           "model": "chains: the replay (exact); trees: replayed ranks, SGLang's tree of a "
+                                    "calibrated draft, depths independent (enginecost.tree_accepted)"}
+    best_pred = None
+    for name, m in result["methods"].items():
+        if name == "target_only":
+            continue
+        label, head = name.rsplit(" ", 1)
+        kind, setting = label.split(" ", 1)
+        s, t, n = (tuple(int(x) for x in setting.split(",")) if kind == "tree"
+                   else (int(setting), 1, int(setting) + 1))
+        if kind == "chain":   # the chain's replay is exact (acceptance.for_set walks its greedy steps)
+            modelled = 1.0 + float(acceptance.for_set(rep, kept if head == "trimmed" else None, s)
+                                   .accepted_per_step[0])
+        else:
+            r = ranks[:, :, at[head]: at[head] + 1]
+            modelled = 1.0 + float(enginecost.tree_accepted(r, t, s, n)[s - 1, n, 0])
+        out["modelled_acceptance_length"][name] = modelled
+        # the same cost model, acceptance modelled instead of measured
+        pred = m["predicted_decode_speedup"] * modelled / m["acceptance_length"]
+        m["search_predicted_decode_speedup"] = pred
+        if head == "trimmed" and (best_pred is None or pred > best_pred[1]):
+            best_pred = (name, pred)
+    trimmed = {n: m for n, m in result["methods"].items() if n.endswith(" trimmed")}
+    if best_pred and trimmed:
+        best_meas = max(trimmed, key=lambda n: trimmed[n]["decode_speedup_vs_target"])
+        out.update(choice=best_pred[0], choice_predicted=best_pred[1],
+                   choice_measured=trimmed[best_pred[0]]["decode_speedup_vs_target"], measured_best=best_meas,
+                   measured_best_speedup=trimmed[best_meas]["decode_speedup_vs_target"])
+        out["choice_vs_best"] = out["choice_measured"] / out["measured_best_speedup"]
+    return out

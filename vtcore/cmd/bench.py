@@ -76,6 +76,11 @@ def human_tree(r: dict) -> str:
                      f"{m['verdict_vs_target']:>7} {m['acceptance_length']:7.2f} {m['head_rows_per_round']:9.2f} "
                      f"{_f(m['head_share']):>10} {m['predicted_decode_speedup']:8.2f}x")
     lines.append(f"identical outputs: {r['identical_outputs']}")
+    sc = r.get("search") or {}
+    if sc.get("choice"):
+        lines.append(f"engine model's pick (trimmed, acceptance modelled from a replay): {sc['choice']} measured "
+                     f"{sc['choice_measured']:.2f}x, {sc['choice_vs_best']:.0%} of the grid's best "
+                     f"({sc['measured_best']}, {sc['measured_best_speedup']:.2f}x)")
     if r.get("results_file"):
         lines.append(f"appended to {r['results_file']}")
     return "\n".join(lines)

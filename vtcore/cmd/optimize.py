@@ -52,6 +52,19 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--ranking", choices=["frequency", "acceptance"], default="frequency",
                    help="with --acceptance: the ranking whose prefixes are scored (acceptance: from the file's "
                         "fit-row replay)")
+    p.add_argument("--engine-model", choices=["sglang", "vllm", "chain"], default=None,
+                   help="speedup: price a round as this serving engine does (vtcore.enginecost): sglang searches "
+                        "(k, s, t, n) with s in --gamma-min..--gamma-max, vllm and chain (k, gamma); default: "
+                        "the paper's formula")
+    p.add_argument("--batch-size", type=int, default=1, help="with --engine-model: requests per batch")
+    p.add_argument("--parallel-tokens", type=float, default=128.0,
+                   help="with --engine-model: tokens one forward runs at the cost of one (memory-bound; "
+                        "default 128, a GPU; 1 prices every token, as on a CPU)")
+    p.add_argument("--scatter-cost", type=float, default=None,
+                   help="with --engine-model vllm: one full-vocabulary scatter / one target step (batch 1); "
+                        "default from memory traffic")
+    p.add_argument("--topk-max", type=int, default=4, help="with --engine-model sglang: t = 1..this")
+    p.add_argument("--tokens-max", type=int, default=16, help="with --engine-model sglang: n = 2..this")
     p.set_defaults(func=run, human=human)
     return p
 
@@ -67,7 +80,9 @@ def spec_from_args(args):
 
     given = {field: getattr(args, flag) for flag, field in SPEC_FLAGS.items() if getattr(args, flag) is not None}
     given.update(context=args.context, a0=args.a0, cost_ratio=args.cost_ratio, t_target_ms=args.t_target_ms,
-                 gamma_min=args.gamma_min, gamma_max=args.gamma_max)
+                 gamma_min=args.gamma_min, gamma_max=args.gamma_max, engine=args.engine_model,
+                 batch=args.batch_size, parallel_tokens=args.parallel_tokens, scatter_cost=args.scatter_cost,
+                 topk_max=args.topk_max, tokens_max=args.tokens_max)
     if args.paper:
         spec = paper_spec(args.draft, cost.resolve_draft(args.draft).vocab, **given)
         run = PAPER_RUN
@@ -94,6 +109,7 @@ def run(args) -> dict:
     setup = problem.build(cf, spec)
     if args.acceptance:
         problem.attach_acceptance(setup, cf, args.acceptance, args.ranking)
+        problem.attach_tree_ranks(setup, cf, args.acceptance, args.ranking)
     elif args.ranking != "frequency":
         raise VTError("--ranking acceptance needs --acceptance FILE")
     exact = search.solve_exact(setup.problem)
@@ -123,6 +139,7 @@ def run(args) -> dict:
         out["cost_ratio_source"] = setup.cost_ratio_source
         out["acceptance_model"] = setup.problem.acceptance_model
         out["ranking"] = args.ranking
+        out.update(engine_model_summary(setup.problem, exact, out))
     arch = setup.arch
     best_k = out["best_k"] if out["best_k"] is not None else exact.best_k
     full = cost.flops_breakdown(arch, None, spec.context, setup.flops_mode)
@@ -138,6 +155,22 @@ def run(args) -> dict:
         raise VTError(f"study {runner.study_name} stopped on an error after {out['n_new_trials']} new trial(s) "
                       f"(kept in {runner.path}): {runner.error}")
     return out
+
+
+def engine_model_summary(p, exact, out: dict) -> dict:
+    """What the engine model adds to the result: the engine, its inputs, and for SGLang the tree
+    (s, t, n) at the exact and the TPE best (the study samples k and s; t and n are the best at them)."""
+    if p.engine is None:
+        return {"engine_model": None}
+    res = {"engine_model": p.engine, "batch_size": int(p.batch), "parallel_tokens": p.parallel_tokens}
+    if p.engine == "vllm":
+        res["scatter_cost"] = p.scatter_cost
+    if p.engine == "sglang":
+        res["exact_best_tree"] = list(exact.best_tree)
+        if out.get("best_k") is not None and out.get("best_gamma") is not None:
+            _, t, n = p.tree_speedup(int(out["best_k"]), int(out["best_gamma"]))
+            res["best_tree"] = [int(out["best_gamma"]), int(t), int(n)]
+    return res
 
 
 def human(r: dict) -> str:
@@ -156,6 +189,12 @@ def human(r: dict) -> str:
     if r["regret"] is not None:
         lines.append(f"regret {r['regret']:.6f} after {r['n_trials']} trials ({r['n_new_trials']} new, "
                      f"{r['tpe_seconds']:.1f} s); exact sweep {r['exact_seconds'] * 1e3:.1f} ms")
+    if r.get("engine_model"):
+        eng = f"engine model {r['engine_model']}, batch {r['batch_size']}, parallel tokens {r['parallel_tokens']:g}"
+        if r["engine_model"] == "sglang":
+            eng += (f"; tree (s, t, n): exact {tuple(r['exact_best_tree'])}"
+                    + (f", TPE {tuple(r['best_tree'])}" if r.get("best_tree") else ""))
+        lines.append(eng)
     lines.append(f"LM head share {r['lm_head_share'] * 100:.1f}% of draft {r['flops_model']}; "
                  f"frontier {r['pareto_size']:,} points; study {r['study_path']}")
     lines += [f"note: {n}" for n in r.get("notes", [])]
