@@ -75,23 +75,30 @@ class Interrupted(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def signals_end_the_count(doing: Callable[[], str]) -> Iterator[None]:
+def signals_end_the_count(doing: Callable[[], str]) -> Iterator[Callable[[], None]]:
     """While a Ray count runs in the main thread, SIGTERM and SIGINT raise Interrupted (saying
     what it was `doing()`), wherever the count is: probing the address, joining the cluster,
     waiting on the actors. Ray's own driver handler would sys.exit() only once a blocking call
-    returns, and Ray retries an unreachable address for minutes. Other threads (the dashboard's
-    job) are left alone: signals reach the main thread only."""
+    returns, and Ray retries an unreachable address for minutes. Yields `arm`, to call again
+    once Ray has joined: its core worker installs a C++ SIGTERM handler over Python's (it dumps
+    a stack and aborts). Other threads (the dashboard's job) are left alone: signals reach the
+    main thread only."""
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield lambda: None
         return
 
     def stop(signum: int, frame) -> None:
         raise Interrupted(f"{signal.Signals(signum).name} received while {doing()}: counting ended, "
                           "nothing was written", signum)
 
-    before = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    def arm() -> None:
+        for s in before:
+            signal.signal(s, stop)
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    arm()
     try:
-        yield
+        yield arm
     finally:
         for s, h in before.items():
             signal.signal(s, h)
@@ -376,10 +383,10 @@ def count_ray(sources: list[DataSource], datasets: list[dict], tok, assistant: A
     that connect() started or joined for it is left on the way out."""
     cfg = cfg or RayConfig()
     doing = ["reading the first rows"]
-    with signals_end_the_count(lambda: doing[0]):
+    with signals_end_the_count(lambda: doing[0]) as arm:
         try:
             return _count_ray(sources, datasets, tok, assistant, vocab_size, schema, skip_bad, progress,
-                              should_stop, cfg, max_row_bytes, doing)
+                              should_stop, cfg, max_row_bytes, doing, arm)
         except Interrupted:
             doing[0] = "leaving Ray"
             _leave_ray()
@@ -402,7 +409,7 @@ def _leave_ray(wait_s: float = 5.0) -> None:
 def _count_ray(sources: list[DataSource], datasets: list[dict], tok, assistant: AssistantTokens, vocab_size: int,
                schema: str, skip_bad: bool, progress: Callable[[float, str], None],
                should_stop: Callable[[], bool] | None, cfg: RayConfig, max_row_bytes: int,
-               doing: list[str]) -> Tally:
+               doing: list[str], arm: Callable[[], None]) -> Tally:
     ray = import_ray()
     # the self-check runs here, on the rows the local engine checks; every actor adopts its outcome
     decided = assistant.check(first_rows(sources, schema, skip_bad, max_row_bytes)
@@ -410,6 +417,7 @@ def _count_ray(sources: list[DataSource], datasets: list[dict], tok, assistant: 
     progress(0.0, "starting Ray")
     doing[0] = f"joining the Ray cluster at {cfg.address}" if cfg.address else "starting a local Ray"
     connect(cfg.address)
+    arm()   # over the handlers Ray's core worker installed
     doing[0] = "starting the tokenizer actors on Ray"
     ray.data.DataContext.get_current().enable_progress_bars = False   # progress is ours: CLI bar, dashboard
     logging.getLogger("ray.data").setLevel(logging.ERROR)             # and so is what stderr says
