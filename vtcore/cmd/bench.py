@@ -76,6 +76,7 @@ def human_tree(r: dict) -> str:
                      f"{m['verdict_vs_target']:>7} {m['acceptance_length']:7.2f} {m['head_rows_per_round']:9.2f} "
                      f"{_f(m['head_share']):>10} {m['predicted_decode_speedup']:8.2f}x")
     lines.append(f"identical outputs: {r['identical_outputs']}")
+    lines += [f"note: {n}" for n in r.get("notes", [])]
     if r.get("results_file"):
         lines.append(f"appended to {r['results_file']}")
     return "\n".join(lines)
