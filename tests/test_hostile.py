@@ -706,6 +706,13 @@ def test_tiny_files_that_claim_huge_arrays_are_refused_before_allocation(capsys,
         read_token_ids(tmp_path / "map.pt")
     monkeypatch.delenv("VTCORE_MAX_ARRAY_MB")
     assert read_token_ids(tmp_path / "map.pt").numel() == 200_000
+    # the same map with its members deflated: validate maps the file, and must not read packed bytes as ids
+    with zipfile.ZipFile(tmp_path / "map.pt") as src, zipfile.ZipFile(tmp_path / "packed.pt", "w",
+                                                                       zipfile.ZIP_DEFLATED) as z:
+        for info in src.infolist():
+            z.writestr(info.filename, src.read(info))
+    code, out, _ = cli(capsys, "validate", tmp_path / "packed.pt", "--json")
+    assert code != 0 and "tensor data map/data/0 is compressed; torch.save stores tensors uncompressed" in out, out
 
 
 def test_absurd_numbers_are_refused_by_their_flag_with_the_limit(capsys, code_counts, tmp_path, workspace):
