@@ -15,8 +15,10 @@ The goal: count under 2 GB on the 50 MB line (or refused with the cap named).
 
 Then the tiny-file bombs (also alone with --bombs-only): a counts .npz of a few MB that inflates to
 2.3 GB (coverage reached 7.0 GB before the header and member checks), a 1 KB .npy whose header
-claims 5e10 ids and a zip named .npy (validate: tracebacks), profile --context 2000000 (6.4 GB)
-and optimize --gamma-max 1000000 (asked for 1.1 TiB): each must be one line, well under 2 GB.
+claims 5e10 ids and a zip named .npy (validate: tracebacks), profile --context 2000000 (6.4 GB),
+optimize --gamma-max 1000000 (asked for 1.1 TiB), and a torch token map of a few MB that inflates
+to 2.3 GB, through validate and bench --token-map (4.5 GB before): each must be one line, well
+under 2 GB.
 """
 
 from __future__ import annotations
@@ -90,6 +92,30 @@ def deflated_counts(path: Path, gb: float, V: int = 151669) -> None:
                 left -= len(block)
 
 
+DEFLATED_MAP = """
+import io, sys, zipfile, torch
+gb, path = float(sys.argv[1]), sys.argv[2]
+buf = io.BytesIO()
+torch.save(torch.arange(4), buf)
+with zipfile.ZipFile(buf) as src, zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+    for info in src.infolist():
+        if not info.filename.endswith("/data/0"):
+            z.writestr(info.filename, src.read(info))
+            continue
+        with z.open(info.filename, "w", force_zip64=True) as f:   # the tensor's storage: GBs of zeros
+            block, left = bytes(8 << 20), int(gb * 1e9)
+            while left > 0:
+                f.write(block[:left])
+                left -= len(block)
+"""
+
+
+def deflated_token_map(path: Path, gb: float) -> None:
+    """A torch.save token map of a few MB whose storage member inflates to `gb` GB (bench
+    --token-map reached 4.5 GB on such a file): made in a child process (see run())."""
+    subprocess.run([sys.executable, "-c", DEFLATED_MAP, str(gb), str(path)], check=True)
+
+
 def bomb_cases(tmp: Path) -> list[tuple[str, list[str]]]:
     """Tiny files (and flags) that once took the machine: each must now be one line, small."""
     import zipfile
@@ -107,6 +133,9 @@ def bomb_cases(tmp: Path) -> list[tuple[str, list[str]]]:
     with zipfile.ZipFile(zipped, "w") as z:
         z.writestr("x.npy", npy_header((3,)) + b"\0" * 24)
     (zipped.parent / "t2d-3.npy").write_bytes(npy_header((3,), "|b1") + b"\0" * 3)
+    tmap = tmp / "token_map_deflated.pt"
+    if not tmap.exists():
+        deflated_token_map(tmap, 2.3)
     size = bomb.stat().st_size / 1e6
     return [
         (f"coverage, counts .npz of {size:.1f} MB -> 2.3 GB", ["coverage", "--counts", str(bomb), "--json"]),
@@ -117,6 +146,11 @@ def bomb_cases(tmp: Path) -> list[tuple[str, list[str]]]:
         ("profile --context 2000000", ["profile", "--draft", "qwen3-0.6b", "--context", "2000000", "--json"]),
         ("optimize --gamma-max 1000000", ["optimize", "--counts", str(bomb), "--draft", "qwen3-0.6b",
                                           "--objective", "speedup", "--gamma-max", "1000000", "--json"]),
+        (f"validate, torch token map of {tmap.stat().st_size / 1e6:.1f} MB -> 2.3 GB",
+         ["validate", str(tmap), "--json"]),
+        # the embedded SmolLM2 pair loads first (its RSS is the floor here); --gamma skips the calibration
+        (f"bench --token-map, the same {tmap.stat().st_size / 1e6:.1f} MB map",
+         ["bench", "--token-map", str(tmap), "--gamma", "2", "--prompts", "1", "--no-save", "--json"]),
     ]
 
 

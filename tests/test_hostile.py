@@ -706,6 +706,13 @@ def test_tiny_files_that_claim_huge_arrays_are_refused_before_allocation(capsys,
         read_token_ids(tmp_path / "map.pt")
     monkeypatch.delenv("VTCORE_MAX_ARRAY_MB")
     assert read_token_ids(tmp_path / "map.pt").numel() == 200_000
+    # the same map with its members deflated: validate maps the file, and must not read packed bytes as ids
+    with zipfile.ZipFile(tmp_path / "map.pt") as src, zipfile.ZipFile(tmp_path / "packed.pt", "w",
+                                                                       zipfile.ZIP_DEFLATED) as z:
+        for info in src.infolist():
+            z.writestr(info.filename, src.read(info))
+    code, out, _ = cli(capsys, "validate", tmp_path / "packed.pt", "--json")
+    assert code != 0 and "tensor data map/data/0 is compressed; torch.save stores tensors uncompressed" in out, out
 
 
 def test_absurd_numbers_are_refused_by_their_flag_with_the_limit(capsys, code_counts, tmp_path, workspace):
@@ -816,6 +823,32 @@ def test_forged_trials_in_a_journal_are_failed_and_never_best(capsys, code_count
     code, out, _ = cli(capsys, "export", "--counts", code_counts, "--from-study", "forged", "--trial", "best",
                        "--out", tmp_path / "ex", "--json")
     assert code == 0 and result(out)["k"] == s["best_k"]
+
+
+def test_two_optimize_processes_on_one_study_report_the_study_files_trials(code_counts, tmp_path):
+    """Two `optimize --study S` processes at once: both exit 0, each run's trials are all in the
+    study, and each reports n_trials and the best trial as the study file holds them when it ends
+    (the last to end: the union of both runs), not its own trials."""
+    from vtcore import studies
+
+    ws, n = tmp_path / "ws", 25
+    runs = [vtcore_child(["optimize", "--counts", code_counts, "--draft", "qwen3-0.6b", "--study", "both",
+                          "--trials", n, "--json"], tmp_path, f"run{i}", ws=ws) for i in range(2)]
+    reports = []
+    for proc, out, err in runs:
+        assert proc.wait(timeout=180) == 0, err.read_text()
+        reports.append(result(out.read_text()))
+    settings, rows = studies.load_study_rows(ws / "studies" / "both.journal")
+    done = [r for r in rows if r["state"] == "COMPLETE"]
+    assert len(done) == 2 * n and all(r["n_new_trials"] == n for r in reports)
+    last = max(reports, key=lambda r: r["n_trials"])
+    assert last["n_trials"] == 2 * n and last["best_trial"] == studies.best_trial(rows, "utility")["number"]
+    # they ran at once: the first to end counted the other's trials so far too (its own memory: n)
+    assert min(r["n_trials"] for r in reports) > n, reports
+    for r in reports:   # its best is a trial of the study, as stored
+        assert r["n_trials"] <= 2 * n and r["n_failed"] == 0 and r["notes"] == [], r
+        best = next(t for t in done if t["number"] == r["best_trial"])
+        assert (r["best_k"], r["utility"], r["coverage"]) == (best["k"], best["utility"], best["coverage"])
 
 
 def test_a_summary_counts_the_trials_of_concurrent_runs_from_the_study(workspace):
@@ -952,16 +985,116 @@ def test_an_unreachable_ray_address_fails_within_the_stated_timeout(capsys, tmp_
                          r"1 s timeout \(VTCORE_RAY_TIMEOUT\)")
 
 
+def vtcore_child(argv: list, tmp_path, name: str, ws=None, **env: str):
+    """`python -m vtcore ARGV` in a process of its own (offline; its own workspace unless `ws`),
+    stdout and stderr to files: (process, stdout path, stderr path)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    out, err = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
+    environ = {**os.environ, "HF_HUB_OFFLINE": "1", "VTCORE_WORKSPACE": str(ws or tmp_path / f"{name}-ws"),
+               "PYTHONPATH": str(ROOT), **env}
+    with open(out, "wb") as fo, open(err, "wb") as fe:
+        proc = subprocess.Popen([sys.executable, "-m", "vtcore", *map(str, argv)], cwd=ROOT, env=environ,
+                                stdout=fo, stderr=fe)
+    return proc, out, err
+
+
+def test_sigterm_and_sigint_end_a_ray_count_that_is_still_connecting(tmp_path):
+    """A count joining a Ray address that never answers as Ray, given a 600 s timeout: the signal,
+    not the timeout, ends it, within seconds, with one line that says what it was doing. SIGTERM
+    lands while ray.init retries (the port accepts TCP but is no Ray), SIGINT while the address
+    is still being probed (a port whose full backlog drops the SYN: the connect hangs)."""
+    import signal
+    import socket
+    import time
+
+    pytest.importorskip("ray", reason="ray[data] is not installed")
+    data = write(tmp_path / "rows.jsonl", GOOD * 3)
+    silent = socket.create_server(("127.0.0.1", 0), backlog=8)      # accepts TCP, says nothing
+    full = socket.create_server(("127.0.0.1", 0), backlog=0)        # its queue filled by one connection
+    fillers = [socket.create_connection(full.getsockname(), timeout=0.5)]
+    try:
+        while True:                                                 # until a connect to it hangs
+            fillers.append(socket.create_connection(full.getsockname(), timeout=0.5))
+    except OSError:
+        pass
+    runs = {}
+    for sig, server in ((signal.SIGTERM, silent), (signal.SIGINT, full)):
+        address = "127.0.0.1:%d" % server.getsockname()[1]
+        proc, _, err = vtcore_child(["count", "--data", data, "--engine", "ray", "--ray-address", address,
+                                     "--no-cache", "--json"], tmp_path, sig.name, VTCORE_RAY_TIMEOUT="600")
+        runs[sig] = (address, proc, err)
+    try:
+        deadline = time.monotonic() + 120
+        for sig, (address, proc, err) in runs.items():
+            while "starting Ray" not in err.read_text(errors="replace"):
+                assert proc.poll() is None and time.monotonic() < deadline, err.read_text()
+                time.sleep(0.1)
+        time.sleep(1)                                               # inside the probe / ray.init now
+        for sig, (address, proc, err) in runs.items():
+            assert proc.poll() is None, err.read_text()             # still connecting, as Ray would for minutes
+            proc.send_signal(sig)
+        sent = time.monotonic()
+        for sig, (address, proc, err) in runs.items():
+            code = proc.wait(timeout=30)
+            took = time.monotonic() - sent
+            text = err.read_text(errors="replace")
+            assert code == 128 + sig, (sig.name, code, text)
+            errors = [ln for ln in text.splitlines() if ln.startswith("error:")]
+            assert "Traceback" not in text and errors == [
+                f"error: {sig.name} received while joining the Ray cluster at {address}: counting ended, "
+                "nothing was written"], text
+            assert took < 10, (sig.name, took)
+    finally:
+        for _, proc, _ in runs.values():
+            proc.kill()
+            proc.wait()
+        for s in (silent, full, *fillers):
+            s.close()
+
+
 # ------------------------------------------------------------------ softer cases
 
-def test_a_child_killed_from_outside_is_reported_as_killed():
+def test_a_child_killed_from_outside_is_reported_as_killed_not_by_its_last_progress_bar(code_counts, workspace):
+    """A dashboard job's child killed once it has drawn a progress bar: the job's error (what the
+    page shows, "<label> failed: <error>") says it was killed, not where its bar was."""
     import signal
 
-    from vtcore.jobs import run_child
+    from vtcore.jobs import Job, run_child
 
-    with pytest.raises(VTError, match=r"the child process was killed \(SIGKILL\) from outside"):
-        run_child(["flops", "--draft", "qwen3-0.6b"], lambda f, t="": None, lambda: False,
-                  on_start=lambda pid: os.kill(pid, signal.SIGKILL))
+    pid, bars = [], []
+
+    def progress(frac: float, text: str = "") -> None:   # the child has drawn a bar: kill it now
+        bars.append(text)
+        if len(bars) == 1:
+            os.kill(pid[0], signal.SIGKILL)
+
+    argv = ["optimize", "--counts", str(code_counts), "--draft", "qwen3-0.6b", "--trials", "5000"]
+    job = Job(lambda _p, stop: run_child(argv, progress, stop, on_start=pid.append), name="optimize").start()
+    assert job.join(120)
+    s = job.status()
+    assert bars and s["state"] == "error", s
+    assert s["error"].startswith("the child process was killed (SIGKILL) from outside"), s
+    assert bars[0] not in s["error"] and "%" not in s["error"]
+
+
+def test_bench_prompts_beyond_the_held_out_rows_says_how_many_ran(qwen_tok, tmp_path):
+    """`bench --prompts N` past the usable held-out rows: the run's note (its `notes`, printed as
+    "note:" lines and in the JSON) gives the number that runs, the length of the list measured."""
+    from vtcore import bench
+
+    rows = [ROW] * 14 + [{"text": "no turns"}] * 1                     # held out: rows 4, 9 and 14 (a text row)
+    data = write(tmp_path / "few.jsonl", b"".join((json.dumps(r) + "\n").encode() for r in rows))
+    notes: list[str] = []
+    prompts = bench.measured_prompts(data, qwen_tok, 100_000, notes)
+    assert [p.row for p in prompts] == [4, 9]
+    assert notes == [f"--prompts 100,000: {data} has 2 usable held-out prompt(s) (a user turn first, at most "
+                     "1,024 tokens); ran 2"]
+    assert len(bench.measured_prompts(data, qwen_tok, 2, notes)) == 2 and len(notes) == 1   # enough: no note
+    assert len(bench.measured_prompts(SAMPLES / "code.jsonl", qwen_tok, 3, notes)) == 3 and len(notes) == 1
 
 
 def test_bench_refuses_max_new_tokens_past_the_targets_context(capsys, eagle3_drafts, workspace):

@@ -263,7 +263,7 @@ def test_tree_benchmark_on_a_tiny_pair(tmp_path_factory):
     r = treebench.run_tree_bench(cfg, [shape], [2])
     assert set(r["methods"]) == {"target_only", "chain 2 full", "chain 2 trimmed", "tree 2,2,4 full",
                                  "tree 2,2,4 trimmed"}
-    assert r["identical_outputs"] is True and r["k"] == 3000
+    assert r["identical_outputs"] is True and r["k"] == 3000 and r["notes"] == []   # 2 prompts ran as asked
     assert set(r["draft_layer_ratios"]) == {1, 2} and r["draft_layer_ratios"][2] > 0
     assert set(r["head_ratios"]) == {"full", "trimmed"} and set(r["head_ratios"]["trimmed"]) == {1, 2}
     for name in ("tree 2,2,4 full", "tree 2,2,4 trimmed"):

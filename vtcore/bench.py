@@ -76,8 +76,11 @@ def render_prompt(tokenizer, messages: list[dict]) -> list[int]:
     return tokenizer(text)["input_ids"]
 
 
+MAX_PROMPT_TOKENS = 1024   # a longer prompt is skipped (load_prompts)
+
+
 def load_prompts(path: str | Path, tokenizer, heldout: bool = True, limit: int | None = None,
-                 max_prompt_tokens: int = 1024) -> list[Prompt]:
+                 max_prompt_tokens: int = MAX_PROMPT_TOKENS) -> list[Prompt]:
     """Prompts from the held-out rows (heldout=True) or the other rows of a dataset, file order."""
     out: list[Prompt] = []
     for conv in read_dataset(path, skip_bad=True):
@@ -97,6 +100,16 @@ def load_prompts(path: str | Path, tokenizer, heldout: bool = True, limit: int |
         raise VTError(f"{path}: no {'held-out ' if heldout else ''}prompts (rows with a user turn before the "
                       "first assistant turn)")
     return out
+
+
+def measured_prompts(data: str | Path, tokenizer, n: int, notes: list[str]) -> list[Prompt]:
+    """The first `n` held-out prompts of `data` (load_prompts); when it has fewer, a note saying
+    how many will run goes to `notes` (the run's human output and JSON): never silently fewer."""
+    prompts = load_prompts(data, tokenizer, heldout=True, limit=n)
+    if len(prompts) < n:
+        notes.append(f"--prompts {n:,}: {data} has {len(prompts):,} usable held-out prompt(s) (a user turn first, "
+                     f"at most {MAX_PROMPT_TOKENS:,} tokens); ran {len(prompts):,}")
+    return prompts
 
 
 # ---------------------------------------------------------------- configuration and models
@@ -692,10 +705,8 @@ def run_bench(cfg: BenchConfig, progress: Callable[[float, str], None] | None = 
     setup = prepare(cfg, log)
     device = setup.target.get_output_embeddings().weight.device
     data = cfg.data or default_data()
-    prompts = load_prompts(data, setup.tokenizer, heldout=True, limit=cfg.prompts)
-    ood = load_prompts(cfg.ood_data, setup.tokenizer, heldout=True, limit=cfg.prompts) if cfg.ood_data else []
-    if len(prompts) < cfg.prompts:   # said, not silently fewer
-        setup.notes.append(f"--prompts {cfg.prompts:,}: {data} has {len(prompts)} held-out prompt(s); ran those")
+    prompts = measured_prompts(data, setup.tokenizer, cfg.prompts, setup.notes)
+    ood = measured_prompts(cfg.ood_data, setup.tokenizer, cfg.prompts, setup.notes) if cfg.ood_data else []
     n_methods = 3 if setup.full is not None else 2
     total = n_methods * (cfg.warmup + cfg.repeats * (len(prompts) + len(ood)))
     done = [0]

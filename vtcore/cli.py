@@ -61,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         # the reason on a line of its own, not glued to an unfinished progress bar
         print(("\n" if bar_open() else "") + f"error: {e}".replace("\n", " "), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:   # Ctrl-C, or a command's own handler of SIGTERM/SIGINT (its reason)
+        print(("\n" if bar_open() else "") + f"error: {str(e) or 'interrupted'}", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
     except OSError as e:   # a write that no command-level check caught: a full disk is still one line
         if e.errno not in DISK_FULL:
             raise

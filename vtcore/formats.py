@@ -69,6 +69,16 @@ def safe_torch_load(source: str | os.PathLike | bytes, mmap: bool = False) -> An
     where = "data" if isinstance(source, (bytes, bytearray)) else str(source)
     f = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
     mmap = mmap and not isinstance(source, (bytes, bytearray)) and zipfile.is_zipfile(source)
+    if mmap:   # a mapped tensor is the member's bytes as they lie in the file: compressed, they are not ids
+        try:
+            with zipfile.ZipFile(source) as z:
+                packed = next((i.filename for i in z.infolist() if i.compress_type != zipfile.ZIP_STORED
+                               and "/data/" in i.filename and not i.filename.endswith(".pkl")), None)
+        except (zipfile.BadZipFile, OSError):
+            packed = None   # torch.load says what is wrong
+        if packed:
+            raise VTError(f"{where}: tensor data {packed} is compressed; torch.save stores tensors uncompressed, "
+                          "so this file was not written by torch.save (re-save it with torch.save)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")   # e.g. "pickle protocol 4": noise next to our own message

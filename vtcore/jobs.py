@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -195,11 +196,20 @@ def _end(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
             continue
 
 
-def _error_line(stderr: str) -> str | None:
-    """The CLI's one-line reason ("error: ...") among the progress bars on stderr."""
+BAR = re.compile(r"\[[# ]{30}\] +\d{1,3}\.\d%")   # a progress bar line (cmd.common.progress_printer)
+
+
+def _error_line(stderr: str, returncode: int) -> str:
+    """The CLI's one-line reason ("error: ...") among the progress bars on stderr; without one
+    (a child that exited on its own, e.g. on a signal it handled) the exit status and the last
+    line that is not a progress bar: a bar is where the child was, never why it ended."""
     lines = [ln.strip() for ln in stderr.replace("\r", "\n").splitlines() if ln.strip()]
     errors = [ln for ln in lines if ln.startswith("error: ")]
-    return errors[-1][len("error: "):] if errors else (lines[-1] if lines else None)
+    if errors:
+        return errors[-1][len("error: "):]
+    said = [ln for ln in lines if not BAR.search(ln)]
+    return f"the child process exited with status {returncode}" + (f": {said[-1]}" if said else
+                                                                     ", saying no reason")
 
 
 def run_child(args: list[str], progress: Progress, should_stop: ShouldStop, poll_s: float = 0.3,
@@ -237,7 +247,7 @@ def run_child(args: list[str], progress: Progress, should_stop: ShouldStop, poll
         raise VTError(f"the child process was killed ({signal.Signals(-proc.returncode).name}) from outside, "
                       "e.g. by the out-of-memory killer; nothing it computed was kept")
     if proc.returncode != 0:
-        raise VTError(_error_line(stderr) or f"the child process exited with status {proc.returncode}")
+        raise VTError(_error_line(stderr, proc.returncode))
     try:
         return json.loads(stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):

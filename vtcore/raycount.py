@@ -15,11 +15,17 @@ Ray is an optional extra: nothing here imports it until a count asks for this en
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import logging
+import math
 import os
 import pickle
+import signal
+import sys
+import threading
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,12 +65,53 @@ def import_ray():
 _joined: list[str | None] = []   # the address this process connected to, when connect() did it
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGINT reached a Ray count in the main thread: the command ends. The message is
+    the CLI's one line; exit_code is the shell's 128 + signal number."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+@contextlib.contextmanager
+def signals_end_the_count(doing: Callable[[], str]) -> Iterator[Callable[[], None]]:
+    """While a Ray count runs in the main thread, SIGTERM and SIGINT raise Interrupted (saying
+    what it was `doing()`), wherever the count is: probing the address, joining the cluster,
+    waiting on the actors. Ray's own driver handler would sys.exit() only once a blocking call
+    returns, and Ray retries an unreachable address for minutes. Yields `arm`, to call again
+    once Ray has joined: its core worker installs a C++ SIGTERM handler over Python's (it dumps
+    a stack and aborts). Other threads (the dashboard's job) are left alone: signals reach the
+    main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+
+    def stop(signum: int, frame) -> None:
+        raise Interrupted(f"{signal.Signals(signum).name} received while {doing()}: counting ended, "
+                          "nothing was written", signum)
+
+    def arm() -> None:
+        for s in before:
+            signal.signal(s, stop)
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    arm()
+    try:
+        yield arm
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
+
+
 def connect(address: str | None = None, num_cpus: int | None = None) -> None:
     """Join the Ray cluster at `address`, or start a local Ray on this machine (loopback only,
     `num_cpus` or all). A process that already has Ray keeps it, unless connect() made it for
     another address (the dashboard's user changed it): then it leaves that one first. An address
     that does not answer within connect_timeout() seconds is refused before Ray's own retries
-    (minutes)."""
+    (minutes); one that answers but does not join as a Ray cluster within join_timeout() is
+    refused too. ray.init runs in a thread of its own while the caller waits in Python, so a
+    signal handler (signals_end_the_count) runs at once, not when Ray's connect gives up."""
     if address:
         probe(address)
     ray = import_ray()
@@ -78,24 +125,68 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
     # Python packages (docs/scale.md)
     common = {"logging_level": logging.ERROR, "log_to_driver": False,
               "runtime_env": {"py_modules": [str(Path(__file__).resolve().parent)], "excludes": ["__pycache__"]}}
+    where = f"the Ray cluster at {address}" if address else "a local Ray"
+    if address:
+        kwargs = {"address": address, **common}
+    else:
+        kwargs = {"num_cpus": num_cpus, "include_dashboard": False, "_node_ip_address": "127.0.0.1", **common}
     try:
-        if address:
-            ray.init(address=address, **common)
-        else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **common)
+        _init_in_thread(ray, kwargs, join_timeout() if address else None, where)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
-        where = f"the Ray cluster at {address}" if address else "a local Ray"
         raise VTError(f"cannot start or reach {where} ({_first_line(e)})") from e
     _joined[:] = [address]
+
+
+def _init_in_thread(ray, kwargs: dict, limit: float | None, where: str) -> None:
+    """ray.init(**kwargs) in a daemon thread, waited for in short waits (signal handlers run
+    between them), at most `limit` seconds. A wait that times out leaves that thread to the
+    process's exit: Ray offers no way to cancel a connect in progress. The thread never ends:
+    Ray starts its processes (GCS, raylet) with PR_SET_PDEATHSIG, and Linux sends that signal
+    when the *thread* that forked them exits, not the process."""
+    box: dict[str, BaseException] = {}
+    done = threading.Event()
+
+    def init() -> None:
+        try:
+            ray.init(**kwargs)
+        except BaseException as e:  # noqa: BLE001 - raised again in the caller's thread
+            box["error"] = e
+        finally:
+            done.set()
+        threading.Event().wait()   # parked for the life of the process: Ray's processes live as long
+
+    # Ray says, from a thread other than the main one, that it leaves SIGTERM alone: that is the point
+    logging.getLogger("ray._private.worker").setLevel(logging.ERROR)
+    t = threading.Thread(target=init, name="ray-init", daemon=True)
+    t0 = time.monotonic()
+    t.start()
+    while not done.wait(0.1):
+        if limit is not None and time.monotonic() - t0 > limit:
+            raise VTError(f"cannot join {where}: it answers but did not join as a Ray cluster within "
+                          f"{limit:g} s (VTCORE_RAY_TIMEOUT x {JOIN_FACTOR}); is it a Ray head node's "
+                          "GCS port (ray start --head prints it)?")
+    if "error" in box:
+        raise box["error"]
 
 
 def connect_timeout() -> float:
     """Seconds an unreachable --ray-address is given: VTCORE_RAY_TIMEOUT, default 10."""
     raw = os.environ.get("VTCORE_RAY_TIMEOUT", "10")
     try:
-        return max(0.05, float(raw))
+        t = float(raw)
     except ValueError:
-        raise VTError(f"VTCORE_RAY_TIMEOUT must be a number of seconds, got {raw!r}") from None
+        t = math.nan
+    if not math.isfinite(t):
+        raise VTError(f"VTCORE_RAY_TIMEOUT must be a number of seconds, got {raw!r}")
+    return max(0.05, t)
+
+
+JOIN_FACTOR = 6   # joining (ray.init: the GCS, a driver, shipping vtcore) is given this many probe timeouts
+
+
+def join_timeout() -> float:
+    """Seconds ray.init may take to join a --ray-address that answered the probe (60 by default)."""
+    return JOIN_FACTOR * connect_timeout()
 
 
 def probe(address: str) -> None:
@@ -287,14 +378,47 @@ def count_ray(sources: list[DataSource], datasets: list[dict], tok, assistant: A
               schema: str, skip_bad: bool, progress: Callable[[float, str], None],
               should_stop: Callable[[], bool] | None, cfg: RayConfig | None = None,
               max_row_bytes: int = MAX_ROW_BYTES) -> Tally:
-    """Count on Ray: the Tally count_local would return for the same inputs (see the module doc)."""
+    """Count on Ray: the Tally count_local would return for the same inputs (see the module doc).
+    In the main thread SIGTERM and SIGINT end it at any point (signals_end_the_count), and a Ray
+    that connect() started or joined for it is left on the way out."""
     cfg = cfg or RayConfig()
+    doing = ["reading the first rows"]
+    with signals_end_the_count(lambda: doing[0]) as arm:
+        try:
+            return _count_ray(sources, datasets, tok, assistant, vocab_size, schema, skip_bad, progress,
+                              should_stop, cfg, max_row_bytes, doing, arm)
+        except Interrupted:
+            doing[0] = "leaving Ray"
+            _leave_ray()
+            raise
+
+
+def _leave_ray(wait_s: float = 5.0) -> None:
+    """ray.shutdown() of a Ray that connect() started or joined (its actors end with the driver),
+    given `wait_s` seconds: a signal's exit must not wait on Ray."""
+    ray = sys.modules.get("ray")
+    if ray is None or not _joined or not ray.is_initialized():
+        return
+    t = threading.Thread(target=ray.shutdown, name="ray-shutdown", daemon=True)
+    t.start()
+    t.join(wait_s)
+    if not t.is_alive():
+        _joined.clear()
+
+
+def _count_ray(sources: list[DataSource], datasets: list[dict], tok, assistant: AssistantTokens, vocab_size: int,
+               schema: str, skip_bad: bool, progress: Callable[[float, str], None],
+               should_stop: Callable[[], bool] | None, cfg: RayConfig, max_row_bytes: int,
+               doing: list[str], arm: Callable[[], None]) -> Tally:
     ray = import_ray()
     # the self-check runs here, on the rows the local engine checks; every actor adopts its outcome
     decided = assistant.check(first_rows(sources, schema, skip_bad, max_row_bytes)
                               if assistant.mode == "template" else [])
     progress(0.0, "starting Ray")
+    doing[0] = f"joining the Ray cluster at {cfg.address}" if cfg.address else "starting a local Ray"
     connect(cfg.address)
+    arm()   # over the handlers Ray's core worker installed
+    doing[0] = "starting the tokenizer actors on Ray"
     ray.data.DataContext.get_current().enable_progress_bars = False   # progress is ours: CLI bar, dashboard
     logging.getLogger("ray.data").setLevel(logging.ERROR)             # and so is what stderr says
     actors = cfg.actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -325,6 +449,7 @@ def count_ray(sources: list[DataSource], datasets: list[dict], tok, assistant: A
                 raise VTError("counting stopped")
             done = sum(d["bytes"] * f for d, f in zip(datasets, reduce.fraction)) / total_bytes
             progress(min(done, 0.999), f"{reduce.rows:,} rows · Ray, {actors} actors")
+            doing[0] = f"counting on Ray ({reduce.rows:,} rows so far)"
     except VTError:
         raise
     except Exception as e:

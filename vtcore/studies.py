@@ -123,7 +123,9 @@ def _parses(line: bytes) -> bool:
 class _RunLock:
     """Says whether other runs of a study are alive: each run holds a shared flock on
     <study>.journal.active while it lives (the kernel drops it when a process dies, kill -9
-    too). A run that can take it exclusively is alone: trials left RUNNING are then stale."""
+    too). A run that can take it exclusively is alone: trials left RUNNING are then stale. It
+    keeps the lock exclusive until shared() (after failing them), so a run started meanwhile
+    waits there instead of starting a trial that would be taken for stale."""
 
     def __init__(self, journal: Path):
         self._f = open(journal.with_name(journal.name + ".active"), "a+b")
@@ -132,7 +134,12 @@ class _RunLock:
             self.alone = True
         except OSError:
             self.alone = False
-        fcntl.flock(self._f, fcntl.LOCK_SH)   # held until release(): this run is alive
+            fcntl.flock(self._f, fcntl.LOCK_SH)   # waits while an alone run fails its stale trials
+
+    def shared(self) -> None:
+        """Let other runs in: held shared until release(), this run is alive."""
+        if not self._f.closed:
+            fcntl.flock(self._f, fcntl.LOCK_SH)
 
     def release(self) -> None:
         if not self._f.closed:
@@ -302,6 +309,7 @@ class StudyRunner:
         except BaseException:
             self._run_lock.release()
             raise
+        self._run_lock.shared()
 
     def _open(self):
         import optuna

@@ -112,7 +112,8 @@ def run_tree_bench(cfg: bench.BenchConfig, shapes: list[tree.TreeShape] | None =
     setup = bench.prepare(cfg, log)
     gammas = sorted(set(gammas or [setup.gamma]))
     eos = bench.eos_ids(setup.target, setup.tokenizer)
-    prompts = bench.load_prompts(cfg.data or bench.default_data(), setup.tokenizer, heldout=True, limit=cfg.prompts)
+    notes: list[str] = []
+    prompts = bench.measured_prompts(cfg.data or bench.default_data(), setup.tokenizer, cfg.prompts, notes)
     heads = [(h, d) for h, d in (("full", setup.full), ("trimmed", setup.trimmed)) if d is not None]
     methods: list[tuple[str, Any, Any, int]] = [("target_only", None, None, 0)]
     methods += [(f"chain {g} {h}", d, None, g) for g in gammas for h, d in heads]
@@ -155,7 +156,7 @@ def run_tree_bench(cfg: bench.BenchConfig, shapes: list[tree.TreeShape] | None =
         "target": setup.target_name, "draft": setup.draft_name, "draft_kind": setup.kind,
         "k": int(len(bench.proposable_ids(setup.trimmed))), "vocab_size": V, "gammas": gammas,
         "trees": [s.label for s in shapes], "prompts": len(prompts), "repeats": cfg.repeats,
-        "max_new_tokens": cfg.max_new_tokens, "target_ms_per_token": t1, "verify_ratios": ratios,
+        "max_new_tokens": cfg.max_new_tokens, "notes": notes, "target_ms_per_token": t1, "verify_ratios": ratios,
         "draft_layer_ratios": ratio_of, "head_ratios": head_of,
         "methods": {},
     }

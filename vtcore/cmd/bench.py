@@ -81,6 +81,7 @@ def human_tree(r: dict) -> str:
         lines.append(f"engine model's pick (trimmed, acceptance modelled from a replay): {sc['choice']} measured "
                      f"{sc['choice_measured']:.2f}x, {sc['choice_vs_best']:.0%} of the grid's best "
                      f"({sc['measured_best']}, {sc['measured_best_speedup']:.2f}x)")
+    lines += [f"note: {n}" for n in r.get("notes", [])]
     if r.get("results_file"):
         lines.append(f"appended to {r['results_file']}")
     return "\n".join(lines)
