@@ -91,7 +91,7 @@ def report(r: dict, label: str) -> None:
     pred = p.get("trimmed_vs_target_with_verify_cost")
     measured = r["speedup_trimmed_vs_target"]
     if pred is not None:
-        print(f"predicted (search model, measured verify cost {p['verify_cost_ratio']:.2f}): {pred:.2f}x vs measured "
+        print(f"predicted ({p.get('acceptance_model')} tokens per step, the run's mean costs): {pred:.2f}x vs measured "
               f"{measured:.2f}x: {abs(pred - measured) / measured:.0%} apart (goal <= 5%)")
     if p.get("decode_ms_trimmed") is not None:
         print(f"trimmed head, ms per new token after the prefill: predicted {p['decode_ms_trimmed']:.2f} vs measured "

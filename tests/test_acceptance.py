@@ -390,9 +390,14 @@ def test_cli_acceptance_file_feeds_optimize_and_export(qwen_pair, tmp_path, code
     f = tmp_path / "acc.npz"
     p = run_vtcore("acceptance", "--target", str(tdir), "--draft", str(ddir), "--prompts", "2", "--fit-prompts", "3",
                    "--max-new-tokens", "6", "--gamma-max", "4", "--device", "cpu", "--out", str(f), "--json",
-                   ws=tmp_path / "ws")
+                   "--temperature", "0.8", ws=tmp_path / "ws")
     assert p.returncode == 0, p.stderr
     r = last_json(p)
+    s = r["sample"]   # sample mode: the expected accepted tokens per step, full head then k = 256 ...
+    assert s["temperature"] == 0.8 and s["k"][:2] == [None, 256] and set(s["expected_accepted_per_step"]) == {
+        "1", "2", "3", "4"}
+    for g, row in s["expected_accepted_per_step"].items():
+        assert len(row) == len(s["k"]) and all(0 < a < int(g) for a in row)
     assert r["heldout_prompts"] == 2 and r["fit_prompts"] == 3 and "acceptance [" in p.stderr
     assert r["manifest"]["gamma_max"] == 4 and len(r["manifest"]["data_sha256"]) == 64
     assert set(r["full_accepted_per_step"]) == {"1", "2", "3", "4"}

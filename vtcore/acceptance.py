@@ -415,14 +415,19 @@ def expected_replay(target, draft, conts: list[Continuation], kept_sets: Sequenc
         raise VTError(f"temperature must be > 0 for sample mode, got {temperature}")
     if not conts:
         raise VTError("nothing to replay: no continuations")
+    from vtcore import eagle3
+
+    is_e3 = isinstance(draft, eagle3.Eagle3Draft)
     ids_of_row = _draft_rows(draft)
     rows_of_set = []
     for kept in kept_sets:
         if kept is None:
             rows_of_set.append(torch.arange(ids_of_row.numel()))
             continue
-        m = torch.isin(ids_of_row, torch.as_tensor(np.asarray(kept, dtype=np.int64)))
-        rows_of_set.append(torch.nonzero(m).flatten())
+        kept = np.asarray(kept, dtype=np.int64)
+        mask = np.zeros(max(int(ids_of_row.max()), int(kept.max()) if kept.size else 0) + 1, dtype=bool)
+        mask[kept] = True
+        rows_of_set.append(torch.from_numpy(np.flatnonzero(mask[ids_of_row.numpy()])))
     D = gamma_max
     alpha = np.zeros((len(kept_sets), sum(len(c.tokens) for c in conts) * D))
     off = 0
@@ -430,11 +435,17 @@ def expected_replay(target, draft, conts: list[Continuation], kept_sets: Sequenc
         for pi, c in enumerate(conts):
             N = len(c.tokens)
             a = torch.zeros(len(kept_sets), N, D, dtype=torch.float64)
+            p_rows = None
             for k, ok, z, tl in _draft_pass(target, draft, c, D, with_target_logits=True):
-                p = torch.softmax(tl[ok] / temperature, -1)
+                if p_rows is None:   # the target's distribution at each position, on the draft's rows
+                    p_rows = torch.softmax(tl / temperature, -1)[:, ids_of_row]
+                elif not is_e3:      # a standalone draft: every depth alike
+                    a[:, :, k] = a[:, :, 0]
+                    continue
+                p = p_rows[ok]
                 for si, rows in enumerate(rows_of_set):
                     q = torch.softmax(z[:, rows] / temperature, -1)
-                    a[si, ok, k] = torch.minimum(p[:, ids_of_row[rows]], q).sum(1).double()
+                    a[si, ok, k] = torch.minimum(p[:, rows], q).sum(1).double()
             alpha[:, off: off + N * D] = a.reshape(len(kept_sets), -1).numpy()
             off += N * D
             if progress:
