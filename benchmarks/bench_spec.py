@@ -105,6 +105,10 @@ def report(r: dict, label: str) -> None:
         print(f"the search's own prediction before the run (calibration prompts, decode only): "
               f"{sp_:.2f}x at gamma {r.get('gamma', '?')} vs measured {measured:.2f}x: "
               f"{abs(sp_ - measured) / measured:.0%} apart")
+    if r.get("search_predicted_speedup_with_prefill") is not None:
+        w = r["search_predicted_speedup_with_prefill"]
+        print(f"the same with the calibration's prefills (target alone vs target + draft): {w:.2f}x vs measured "
+              f"{measured:.2f}x: {abs(w - measured) / measured:.0%} apart")
     print("full head acceptance by position: " + ", ".join(f"{x:.2f}" for x in full["accepted_by_position"] if x is not None)
           + f"; accepted per step {full['accepted_per_step']:.2f} at gamma {r.get('gamma', '?')} (aim >= 1.5 at 4)")
     print(f"identical outputs (target alone, full, trimmed): {r['identical_outputs']}")

@@ -370,6 +370,14 @@ def test_bench_chooses_on_the_replay_and_replays_what_it_measures(qwen_pair, tmp
     assert r.trimmed.tokens_per_step_replayed == pytest.approx(r.trimmed.tokens_per_step)
     assert r.prediction.decode_ms_trimmed == pytest.approx(r.prediction.decode_ms_trimmed_measured, rel=1e-6)
     assert r.predicted_speedup == pytest.approx(r.speedup_trimmed_vs_target, rel=1e-6)
+    # the search's decode-only prediction, and the whole run's with the calibration's prefills
+    from dataclasses import replace
+
+    cal, S = r.calibration, r.search_predicted_speedup
+    assert cal.prefill_ms_target > 0 and cal.prefill_ms_spec > 0 and r.search_predicted_speedup_with_prefill > 0
+    assert bench.with_prefill(replace(cal, prefill_ms_target=0.0, prefill_ms_spec=0.0), S, 8) == pytest.approx(S)
+    slower = bench.with_prefill(replace(cal, prefill_ms_spec=cal.prefill_ms_target * 2), S, 8)
+    assert slower < bench.with_prefill(replace(cal, prefill_ms_spec=cal.prefill_ms_target), S, 8)
     # sample mode: the expected replay stands beside the measured acceptance
     s = bench.run_bench(bench.BenchConfig(**{**cfg.__dict__, "mode": "sample", "temperature": 0.8, "k": int(r.k),
                                              "gamma": 2, "acceptance_model": "a0", "ranking": "frequency"}))

@@ -261,7 +261,19 @@ def calibrate(cfg: BenchConfig, target, tok, draft, eos: tuple[int, ...]) -> Cal
     overhead = overhead_ms_per_step(f_runs)
     return Calibration(a0=a0, draft_ms_per_token=draft_ms, head_share=head_share, target_ms=t_token,
                        verify_costs=[(r * t_forward + overhead) / t_token for r in ratios[1:]], gamma=gamma,
-                       prompts=len(prompts), where=where)
+                       prompts=len(prompts), where=where,
+                       prefill_ms_target=1000 * sum(s.prefill_s for s in t_runs) / len(t_runs),
+                       prefill_ms_spec=1000 * sum(s.prefill_s for s in f_runs) / len(f_runs))
+
+
+def with_prefill(cal: Calibration | None, decode_speedup: float | None, new_tokens: float) -> float | None:
+    """A decode-only predicted speed-up (the search's) turned into the whole run's, as measured:
+    (P_target + n) / (P_spec + n / S) in tokens of the target alone, with the calibration's mean
+    prefills (the speculative one includes the draft's own pass over the prompt)."""
+    if cal is None or decode_speedup is None or cal.prefill_ms_target is None or not decode_speedup > 0:
+        return None
+    t = cal.target_ms
+    return (cal.prefill_ms_target / t + new_tokens) / (cal.prefill_ms_spec / t + new_tokens / decode_speedup)
 
 
 def search_k_gamma(cfg: BenchConfig, cal: Calibration, C: np.ndarray, n_keep: int,
@@ -758,6 +770,9 @@ def run_bench(cfg: BenchConfig, progress: Callable[[float, str], None] | None = 
         data=str(data), mode=cfg.mode, gamma=setup.gamma, gamma_from=setup.gamma_from,
         max_new_tokens=cfg.max_new_tokens, repeats=cfg.repeats, warmup=cfg.warmup, **measured,
         calibration=setup.calibration, search_predicted_speedup=setup.predicted,
+        search_predicted_speedup_with_prefill=with_prefill(
+            setup.calibration, setup.predicted,
+            res.methods["target_only"].new_tokens / max(res.prompts * cfg.repeats, 1)),
         predicted_speedup=measured["prediction"].trimmed_vs_target_with_verify_cost,
         sample_output=res.sample_output[:300], notes=setup.notes)
     if ood:

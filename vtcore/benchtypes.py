@@ -135,6 +135,8 @@ class Calibration:
     gamma: int                       # the gamma the acceptance was measured at
     prompts: int
     where: str
+    prefill_ms_target: float | None = None   # mean prefill of the target alone (calibration runs)
+    prefill_ms_spec: float | None = None     # mean prefill of target + draft (the draft's own over the prompt)
 
     @property
     def cost_ratio(self) -> float:
@@ -314,6 +316,7 @@ class BenchResult(Measured):
     warmup: int = 1
     calibration: Calibration | None = None
     search_predicted_speedup: float | None = None
+    search_predicted_speedup_with_prefill: float | None = None   # the same with the calibration's prefills
     predicted_speedup: float | None = None      # prediction.trimmed_vs_target_with_verify_cost
     ood: OodResult | None = None
     sample_output: str = ""
