@@ -9,7 +9,9 @@ Prints, all measured in this one run (held-out code prompts; --ood adds the chat
 - draft step, full head vs trimmed head (goal >= 2x), and the head matmul alone;
 - speculative tokens/s: trimmed vs full (goal >= 1.15x) and trimmed vs the target alone at the gamma the
   search chose (goal >= 1.1x), each with its interval and verdict;
-- predicted speed-up (the search's model with the measured verify cost) vs measured (goal: within 15%);
+- predicted speed-up (the replayed tokens per step with the run's mean costs) vs measured (goal: within 5%),
+  its parts (ms per token, tokens per step, draft / verify / loop per step, prefill), and the search's own
+  prediction from the calibration before the run;
 - the full head's acceptance per draft position and accepted tokens per step (aim >= 1.5 at gamma 4).
 The full result (the `python -m vtcore bench --json` object) is the last line.
 
@@ -66,6 +68,11 @@ def ratio(r: dict, name: str) -> str:
     return "-" if x is None else f"{x:.2f}x [{ci[0]:.2f}, {ci[1]:.2f}] {r[f'verdict_{name}']}"
 
 
+def _g(m: dict, key: str) -> str:
+    x = m.get(key)
+    return "-" if x is None else f"{x:.2f}"
+
+
 def report(r: dict, label: str) -> None:
     full, trim, tgt, p = r["full"], r["trimmed"], r["target_only"], r["prediction"]
     print(f"\n[{label}] {r['prompts']} prompts x {r['repeats'] if 'repeats' in r else '?'} repeats; "
@@ -87,11 +94,24 @@ def report(r: dict, label: str) -> None:
     pred = p.get("trimmed_vs_target_with_verify_cost")
     measured = r["speedup_trimmed_vs_target"]
     if pred is not None:
-        print(f"predicted (search model, measured verify cost {p['verify_cost_ratio']:.2f}): {pred:.2f}x vs measured "
-              f"{measured:.2f}x: {abs(pred - measured) / measured:.0%} apart (goal <= 15%)")
+        print(f"predicted ({p.get('acceptance_model')} tokens per step, the run's mean costs): {pred:.2f}x vs measured "
+              f"{measured:.2f}x: {abs(pred - measured) / measured:.0%} apart (goal <= 5%)")
+    if p.get("decode_ms_trimmed") is not None:
+        print(f"trimmed head, ms per new token after the prefill: predicted {p['decode_ms_trimmed']:.2f} vs measured "
+              f"{p['decode_ms_trimmed_measured']:.2f} (tokens per step from {p.get('acceptance_model')}: "
+              f"{_g(trim, 'tokens_per_step_replayed')} vs measured {_g(trim, 'tokens_per_step')}; mean draft "
+              f"{_g(trim, 'draft_ms_per_step_mean')} ms, verify {_g(trim, 'target_ms_per_step_mean')} ms, loop "
+              f"{_g(trim, 'overhead_ms_per_step')} ms per step; prefill {_g(trim, 'prefill_ms_mean')} ms vs the "
+              f"target's {_g(tgt, 'prefill_ms_mean')} ms)")
     if r.get("search_predicted_speedup") is not None:
-        print(f"the search's own prediction before the run (calibration prompts): "
-              f"{r['search_predicted_speedup']:.2f}x at gamma {r.get('gamma', '?')}")
+        sp_ = r["search_predicted_speedup"]
+        print(f"the search's own prediction before the run (calibration prompts, decode only): "
+              f"{sp_:.2f}x at gamma {r.get('gamma', '?')} vs measured {measured:.2f}x: "
+              f"{abs(sp_ - measured) / measured:.0%} apart")
+    if r.get("search_predicted_speedup_with_prefill") is not None:
+        w = r["search_predicted_speedup_with_prefill"]
+        print(f"the same with the calibration's prefills (target alone vs target + draft): {w:.2f}x vs measured "
+              f"{measured:.2f}x: {abs(w - measured) / measured:.0%} apart")
     print("full head acceptance by position: " + ", ".join(f"{x:.2f}" for x in full["accepted_by_position"] if x is not None)
           + f"; accepted per step {full['accepted_per_step']:.2f} at gamma {r.get('gamma', '?')} (aim >= 1.5 at 4)")
     print(f"identical outputs (target alone, full, trimmed): {r['identical_outputs']}")

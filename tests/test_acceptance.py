@@ -186,6 +186,23 @@ def test_the_acceptance_ranking_uses_fit_prompts_only(pair, replays):
     assert set(order[1: 1 + n_hit].tolist()) == set(np.flatnonzero(scores > 0).tolist()) - {7}
 
 
+def test_merged_replays_rank_on_the_union_of_their_prompts(replays):
+    _, rep = replays["standalone"]
+    fit = A.Replay(**{**rep.__dict__, "heldout": np.zeros(4, dtype=bool)})
+    halves = [A.Replay(**{**fit.__dict__, **{k: getattr(fit, k)[sl] for k in ("prompt_len", "n_tokens", "eos_at",
+                                                                               "heldout")},
+                          "tokens": fit.tokens[t0:t1], "n_above": fit.n_above[t0 * 5:t1 * 5],
+                          "above": fit.above[t0 * 5:t1 * 5]})
+              for sl, t0, t1 in ((slice(0, 2), 0, int(fit.n_tokens[:2].sum())),
+                                 (slice(2, 4), int(fit.n_tokens[:2].sum()), int(fit.n_tokens.sum())))]
+    merged = A.merge_replays(halves)
+    assert np.array_equal(A.accepted_scores(merged), A.accepted_scores(halves[0]) + A.accepted_scores(halves[1]))
+    assert np.array_equal(A.accepted_scores(merged), A.accepted_scores(fit))
+    other = A.Replay(**{**halves[1].__dict__, "cap": 3, "above": halves[1].above[:, :3]})
+    with pytest.raises(VTError, match="cannot merge"):
+        A.merge_replays([halves[0], other])
+
+
 def test_the_acceptance_file_round_trips_and_bad_files_are_clear(tmp_path, replays):
     _, rep = replays["eagle3"]
     f = A.save_acceptance(tmp_path / "acc.npz", rep)
@@ -215,6 +232,18 @@ def test_continuations_are_cached_and_keyed_by_the_weights(pair):
     assert [c.tokens for c in stop] == [c.response for c in conts]
 
 
+def test_a_fresh_continuation_keeps_the_target_states_and_the_replay_reuses_them(pair, replays, tmp_path):
+    target, conts, _ = pair
+    draft, rep = replays["eagle3"]
+    fresh = A.target_continuations(target, PROMPTS, eos=(7,), max_new_tokens=N_NEW, workspace=tmp_path, draft=draft)
+    assert [c.tokens for c in fresh] == [c.tokens for c in conts]     # target_generate's tokens
+    assert all(c.states is not None and c.states.shape[0] == len(c.prompt) + N_NEW - 1 for c in fresh)
+    again = A.replay(target, draft, fresh, gamma_max=5, cap=VOCAB)    # no second target pass
+    assert np.array_equal(again.n_above, rep.n_above) and np.array_equal(again.above, rep.above)
+    cached = A.target_continuations(target, PROMPTS, eos=(7,), max_new_tokens=N_NEW, workspace=tmp_path, draft=draft)
+    assert all(c.states is None for c in cached)                       # from the cache: tokens only
+
+
 def test_a_small_cap_is_reported_and_leaves_the_full_head_exact(pair, replays):
     target, conts, _ = pair
     draft, rep = replays["standalone"]
@@ -224,6 +253,89 @@ def test_a_small_cap_is_reported_and_leaves_the_full_head_exact(pair, replays):
     assert np.array_equal(small.above, rep.above[:, :2])
     for g in (1, 4):   # the full head needs no id above the target's token: the cap never matters
         assert A.for_set(small, None, g).accepted[0] == A.for_set(rep, None, g).accepted[0]
+
+
+# ---------------------------------------------------------------- sample mode: the expected acceptance
+
+
+def exact_alpha(target, draft, kept, prefix, T):
+    """sum_x min(p(x), q_S(x)) at the end of `prefix`, computed the way decoding does: the target's
+    logits of its last position, and the trimmed draft's distribution from its proposer (sample
+    mode, one draft step)."""
+    d = draft if kept is None else trimmed(draft, kept)
+    seq = torch.tensor(prefix)
+    with torch.inference_mode():
+        logits = sp.postprocess_logits(target, target(seq[None]).logits[0, -1]).float()
+        p = torch.softmax(logits / T, -1)
+        prop = sp.make_proposer(d)
+        aux = E.target_forward(target, seq[:-1], d.aux_ids)[1] if isinstance(d, E.Eagle3Draft) else None
+        prop.prefill(seq, seq.numel(), aux)
+        cfg = sp.SpecConfig(gamma=1, max_new_tokens=2, mode="sample", temperature=T)
+        out = prop.propose(seq, seq.numel(), 1, cfg, torch.Generator().manual_seed(0), sp.Clock(seq.device))
+    ids = prop.kept if prop.kept is not None else torch.arange(out.q[0].numel())
+    return float(torch.minimum(p[ids], out.q[0]).sum())
+
+
+@pytest.mark.parametrize("kind", ["eagle3", "standalone"])
+def test_expected_acceptance_at_depth_one_is_the_exact_overlap(pair, replays, kind):
+    target, conts, _ = pair
+    draft, _ = replays[kind]
+    kept = np.array([7] + list(range(20, 60)))
+    T = 0.7
+    ex = A.expected_replay(target, draft, conts[:2], [None, kept], gamma_max=3, temperature=T)
+    for p in range(2):
+        c = conts[p]
+        for j in (0, 3, 11):     # depth 1 at target position j: the chain starts from prompt + y[:j]
+            r = int(ex.offsets[p]) + j * 3
+            for si, s in enumerate((None, kept)):
+                want = exact_alpha(target, draft, s, c.prompt + c.tokens[:j], T)
+                assert ex.alpha[si, r] == pytest.approx(want, abs=1e-6), (kind, p, j, si)
+    assert 0 < ex.alpha[1].mean() < ex.alpha[0].mean() < 1   # fewer rows, less overlap with the target
+
+
+def test_expected_steps_equals_the_enumerated_walk():
+    """The backward solution against every acceptance outcome of the walk, enumerated with its
+    probability (two prompts, one stopping at an EOS, alphas random)."""
+    rng = np.random.default_rng(1)
+    D, n_tok, eos = 3, np.array([6, 5]), np.array([-1, 2])
+    ex = A.Expected(gamma_max=D, temperature=1.0, n_tokens=n_tok, eos_at=eos, heldout=np.array([True, True]),
+                    alpha=rng.uniform(0.1, 0.95, size=(2, int(n_tok.sum()) * D)), labels=[None, 1])
+
+    def walk(s, p, c, gamma):   # (expected accepted, expected steps) from committed count c
+        N, off = int(n_tok[p]), int(ex.offsets[p])
+        g = min(gamma, N - c - 1)
+        acc = steps = 0.0
+        reach = 1.0
+        for m in range(g + 1):
+            a = ex.alpha[s, off + (c + m) * D + m] if m < g else 0.0
+            pm = reach * (1 - a)
+            nxt = c + m + 1
+            stop = nxt >= N or (0 <= eos[p] <= c + m)
+            sub = (0.0, 0.0) if stop else walk(s, p, nxt, gamma)
+            acc += pm * (m + sub[0])
+            steps += pm * (1 + sub[1])
+            reach *= a
+        return acc, steps
+
+    for gamma in (1, 3):
+        acc, steps, tokens = A.expected_steps(ex, gamma)
+        for s in range(2):
+            want = [sum(x) for x in zip(*(walk(s, p, 0, gamma) for p in range(2)))]
+            assert (acc[s], steps[s]) == pytest.approx(want)
+        assert tokens[0] == 6 + 3
+
+
+def test_expected_acceptance_at_a_low_temperature_is_the_greedy_replay(pair, replays):
+    """As T -> 0 both distributions become the argmax: the expectation is the greedy replay's count."""
+    target, conts, _ = pair
+    draft, rep = replays["eagle3"]
+    kept = np.array([7] + list(range(0, 50)))
+    ex = A.expected_replay(target, draft, conts, [None, kept], gamma_max=5, temperature=1e-4)
+    for gamma in (2, 4):
+        acc, steps, _ = A.expected_steps(ex, gamma)
+        for si, s in enumerate((None, kept)):
+            sim = A.for_set(rep, s, gamma)
+            assert (acc[si], steps[si]) == pytest.approx((sim.accepted[0], sim.steps[0]), abs=1e-6)
 
 
 # ---------------------------------------------------------------- the benchmark uses it
@@ -253,6 +365,25 @@ def test_bench_chooses_on_the_replay_and_replays_what_it_measures(qwen_pair, tmp
     assert r.full.accepted_per_step > 0
     d = r.to_dict()   # the JSON contract scripts read
     assert d["prediction"]["acceptance_model"] == "replay" and "accepted_per_step_replayed" in d["trimmed"]
+    # the replay's steps are the run's, so the prediction's costs (means over every step) add up to
+    # what was measured: the decode time per token and the speed-up with the prefill
+    assert r.trimmed.tokens_per_step_replayed == pytest.approx(r.trimmed.tokens_per_step)
+    assert r.prediction.decode_ms_trimmed == pytest.approx(r.prediction.decode_ms_trimmed_measured, rel=1e-6)
+    assert r.predicted_speedup == pytest.approx(r.speedup_trimmed_vs_target, rel=1e-6)
+    # the search's decode-only prediction, and the whole run's with the calibration's prefills
+    from dataclasses import replace
+
+    cal, S = r.calibration, r.search_predicted_speedup
+    assert cal.prefill_ms_target > 0 and cal.prefill_ms_spec > 0 and r.search_predicted_speedup_with_prefill > 0
+    assert bench.with_prefill(replace(cal, prefill_ms_target=0.0, prefill_ms_spec=0.0), S, 8) == pytest.approx(S)
+    slower = bench.with_prefill(replace(cal, prefill_ms_spec=cal.prefill_ms_target * 2), S, 8)
+    assert slower < bench.with_prefill(replace(cal, prefill_ms_spec=cal.prefill_ms_target), S, 8)
+    # sample mode: the expected replay stands beside the measured acceptance
+    s = bench.run_bench(bench.BenchConfig(**{**cfg.__dict__, "mode": "sample", "temperature": 0.8, "k": int(r.k),
+                                             "gamma": 2, "acceptance_model": "a0", "ranking": "frequency"}))
+    for m in (s.full, s.trimmed):
+        assert 0 < m.accepted_per_step_replayed < 2 and m.tokens_per_step_replayed > 1
+    assert s.prediction.acceptance_model == "replay" and s.identical_outputs is None
 
 
 # ---------------------------------------------------------------- the CLI, optimize and export read the file
@@ -267,9 +398,14 @@ def test_cli_acceptance_file_feeds_optimize_and_export(qwen_pair, tmp_path, code
     f = tmp_path / "acc.npz"
     p = run_vtcore("acceptance", "--target", str(tdir), "--draft", str(ddir), "--prompts", "2", "--fit-prompts", "3",
                    "--max-new-tokens", "6", "--gamma-max", "4", "--device", "cpu", "--out", str(f), "--json",
-                   ws=tmp_path / "ws")
+                   "--temperature", "0.8", ws=tmp_path / "ws")
     assert p.returncode == 0, p.stderr
     r = last_json(p)
+    s = r["sample"]   # sample mode: the expected accepted tokens per step, full head then k = 256 ...
+    assert s["temperature"] == 0.8 and s["k"][:2] == [None, 256] and set(s["expected_accepted_per_step"]) == {
+        "1", "2", "3", "4"}
+    for g, row in s["expected_accepted_per_step"].items():
+        assert len(row) == len(s["k"]) and all(0 < a < int(g) for a in row)
     assert r["heldout_prompts"] == 2 and r["fit_prompts"] == 3 and "acceptance [" in p.stderr
     assert r["manifest"]["gamma_max"] == 4 and len(r["manifest"]["data_sha256"]) == 64
     assert set(r["full_accepted_per_step"]) == {"1", "2", "3", "4"}

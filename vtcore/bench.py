@@ -260,7 +260,10 @@ def calibrate(cfg: BenchConfig, target, tok, draft, eos: tuple[int, ...]) -> Cal
     if not a0:
         raise VTError("the full draft accepted no token in calibration (a0 = 0); pass --k and --gamma, "
                       "or use --k-from coverage with --gamma")
-    per_token = per_drafted_token(f_runs)
+    # means over every drafted token (the totals a run's time adds up), not medians over steps
+    drafted = max(sum(sum(s.drafted) for s in f_runs), 1)
+    draft_ms = 1000 * sum(sum(s.draft_s) for s in f_runs) / drafted
+    head_share = sum(sum(s.head_s) for s in f_runs) / max(sum(sum(s.draft_s) for s in f_runs), 1e-12)
     aux_ids = tuple(draft.aux_ids) if isinstance(draft, eagle3.Eagle3Draft) else None
     ratios = speculative.verify_ratios(target, prompts[0].ids, GAMMA_MAX + 1, aux_ids=aux_ids)
     # the unit is a token of the target alone, its loop's own work included; a speculative step
@@ -269,10 +272,21 @@ def calibrate(cfg: BenchConfig, target, tok, draft, eos: tuple[int, ...]) -> Cal
     t_token = decode_ms_per_token(t_runs)
     t_forward = 1000 * sum(sum(s.target_s) for s in t_runs) / sum(s.steps for s in t_runs)
     overhead = overhead_ms_per_step(f_runs)
-    return Calibration(a0=a0, draft_ms_per_token=1000 * median(d for d, _ in per_token),
-                       head_share=median(h / d for d, h in per_token if d > 0), target_ms=t_token,
+    return Calibration(a0=a0, draft_ms_per_token=draft_ms, head_share=head_share, target_ms=t_token,
                        verify_costs=[(r * t_forward + overhead) / t_token for r in ratios[1:]], gamma=gamma,
-                       prompts=len(prompts), where=where)
+                       prompts=len(prompts), where=where,
+                       prefill_ms_target=1000 * sum(s.prefill_s for s in t_runs) / len(t_runs),
+                       prefill_ms_spec=1000 * sum(s.prefill_s for s in f_runs) / len(f_runs))
+
+
+def with_prefill(cal: Calibration | None, decode_speedup: float | None, new_tokens: float) -> float | None:
+    """A decode-only predicted speed-up (the search's) turned into the whole run's, as measured:
+    (P_target + n) / (P_spec + n / S) in tokens of the target alone, with the calibration's mean
+    prefills (the speculative one includes the draft's own pass over the prompt)."""
+    if cal is None or decode_speedup is None or cal.prefill_ms_target is None or not decode_speedup > 0:
+        return None
+    t = cal.target_ms
+    return (cal.prefill_ms_target / t + new_tokens) / (cal.prefill_ms_spec / t + new_tokens / decode_speedup)
 
 
 def search_k_gamma(cfg: BenchConfig, cal: Calibration, C: np.ndarray, n_keep: int,
@@ -397,7 +411,7 @@ def _replay_mode(cfg: BenchConfig, notes: list) -> bool:
 def _replay(cfg: BenchConfig, target, tok, draft, prompts: list[Prompt], gamma_max: int, heldout: bool = True):
     eos = eos_ids(target, tok)
     conts = acceptance.target_continuations(target, prompts, eos=eos, max_new_tokens=cfg.max_new_tokens,
-                                            heldout=heldout, workspace=cfg.workspace)
+                                            heldout=heldout, workspace=cfg.workspace, draft=draft)
     return acceptance.replay(target, draft, conts, gamma_max, REPLAY_CAP)
 
 
@@ -427,16 +441,37 @@ def calibration_table(cfg: BenchConfig, target, tok, draft, keep, order: np.ndar
 def replayed_accepted(setup: Setup, prompts: list[Prompt], cfg: BenchConfig) -> dict | None:
     """For the full and the trimmed head: the replay's accepted tokens per step (and by position)
     over the measured prompts' target continuation at the run's gamma; None when there is no
-    full draft to replay or in sample mode."""
-    if setup.full is None or cfg.mode != "greedy":
+    full draft to replay. In sample mode: the expected figures (vtcore.acceptance.expected_replay
+    over a sampled continuation at the run's temperature)."""
+    if setup.full is None:
         return None
+    if cfg.mode != "greedy":
+        return _expected_accepted(setup, prompts, cfg)
     rep = _replay(cfg, setup.target, setup.tokenizer, setup.full, prompts, setup.gamma)
     out = {}
     for m, kept in (("full", None), ("trimmed", proposable_ids(setup.trimmed))):
         sim = acceptance.for_set(rep, kept, setup.gamma)
         out[m] = {"accepted_per_step_replayed": float(sim.accepted_per_step[0]),
+                  "tokens_per_step_replayed": rep.committed_tokens() / max(int(sim.steps[0]), 1),
                   "accepted_by_position_replayed": [None if np.isnan(x) else float(x) for x in sim.by_position[0]]}
     out["over_cap_share"] = rep.overflow_share()
+    return out
+
+
+def _expected_accepted(setup: Setup, prompts: list[Prompt], cfg: BenchConfig) -> dict:
+    """replayed_accepted in sample mode: expected accepted tokens per step of the full and the
+    trimmed head (Expected: depth 1 exact, deeper depths fed the target's sampled continuation)."""
+    eos = eos_ids(setup.target, setup.tokenizer)
+    conts = acceptance.target_continuations(setup.target, prompts, eos=eos, max_new_tokens=cfg.max_new_tokens,
+                                            workspace=cfg.workspace, temperature=cfg.temperature, seed=cfg.seed)
+    ex = acceptance.expected_replay(setup.target, setup.full, conts, [None, proposable_ids(setup.trimmed)],
+                                    setup.gamma, cfg.temperature)
+    acc, steps, tokens = acceptance.expected_steps(ex, setup.gamma)
+    out: dict = {"over_cap_share": None}
+    for i, m in enumerate(("full", "trimmed")):
+        out[m] = {"accepted_per_step_replayed": float(acc[i] / steps[i]),
+                  "tokens_per_step_replayed": float(tokens[i] / steps[i]),
+                  "accepted_by_position_replayed": None}
     return out
 
 
@@ -525,6 +560,8 @@ def _aggregate(runs: dict[tuple[int, int], Any], method: str, gamma: int) -> Met
         latency_s=median(s.wall_s for s in stats),
         target_ms_per_step=1000 * median(x for s in stats for x in s.target_s),
         prefill_ms=1000 * median(s.prefill_s for s in stats),
+        target_ms_per_step_mean=1000 * sum(sum(s.target_s) for s in stats) / max(sum(s.steps for s in stats), 1),
+        prefill_ms_mean=1000 * sum(s.prefill_s for s in stats) / len(stats),
         decode_ms_per_token=decode_ms_per_token(stats),
         overhead_ms_per_step=overhead_ms_per_step(stats),
         runs=[RunRecord(prompt=p, repeat=r, tokens=s.new_tokens, wall_s=s.wall_s, tokens_per_s=s.tokens_per_s,
@@ -541,6 +578,7 @@ def _aggregate(runs: dict[tuple[int, int], Any], method: str, gamma: int) -> Met
     out.acceptance_rate = accepted / max(sum(sum(s.drafted) for s in stats), 1)
     out.acceptance = _acceptance(stats)
     out.draft_ms_per_step = 1000 * median(x for s in stats for x in s.draft_s)
+    out.draft_ms_per_step_mean = 1000 * sum(sum(s.draft_s) for s in stats) / steps
     if per_token:
         out.draft_ms_per_token = 1000 * median(d for d, _ in per_token)
         out.lm_head_ms_per_token = 1000 * median(h for _, h in per_token)
@@ -619,14 +657,20 @@ def _speedups(points: dict[str, dict]) -> dict:
 
 def prediction(methods: dict[str, MethodResult], gamma: int, coverage_k: float) -> Prediction:
     """The search module's speed-up model fed with what was measured: a0 (the full draft's
-    per-token acceptance), a(k) = a0 C(k), and costs in units of a token of the target alone:
-    c = draft ms per drafted token, and a step's fixed cost = its verify (gamma + 1 tokens) plus
-    the loop's own work around it. Leviathan et al.'s form (verify cost 1, no loop work) is kept
-    beside it; `trimmed_vs_target_with_verify_cost` also counts each method's prefill, so it is
-    the figure to compare with the measured speed-up. Only the tokens per step come from the
-    model (from a(k)); every cost is measured. When the measured heads were replayed
-    (vtcore.acceptance: `accepted_per_step_replayed`), the tokens per step are 1 + that instead
-    of the a0 C(k) model, and `acceptance_model` says "replay"."""
+    per-token acceptance), a(k) = a0 C(k), and costs in units of a token of the target alone
+    (t1: its decode time per new token, the loop's work included). Leviathan et al.'s form (verify
+    cost 1, no loop work) is kept beside it; `trimmed_vs_target_with_verify_cost` also counts each
+    method's prefill, so it is the figure to compare with the measured speed-up. Only the tokens
+    per step come from a model; every cost is measured, as means over every step and run: the
+    measured speed-up is a ratio of totals, so a median (a typical step on a noisy machine) would
+    leave out the stalls that the totals, and t1, include.
+
+    When the measured heads were replayed (vtcore.acceptance) the tokens per step are the replay's
+    (`tokens_per_step_replayed`: the committed tokens over the replay's steps, so a last step cut by
+    max_new_tokens or an EOS counts as it runs) and a step costs the draft's measured mean time per
+    step (an EAGLE-3 head's first forward of a step re-reads every newly committed position, so a
+    step is not gamma times a drafted token) plus the verify and the loop's work;
+    `acceptance_model` says "replay". Without a replay the a0 C(k) model gives them."""
     tgt, full, trim_ = methods["target_only"], methods.get("full"), methods["trimmed"]
     t1 = tgt.decode_ms_per_token
     a0 = full.acceptance if full else None
@@ -638,24 +682,30 @@ def prediction(methods: dict[str, MethodResult], gamma: int, coverage_k: float) 
     replay = trim_.accepted_per_step_replayed is not None
     out.acceptance_model = "replay" if replay else "a0*C(k)"
 
-    def speedups(m: MethodResult, a: float) -> tuple[float, float, float, float]:
+    def mean(m: MethodResult, name: str) -> float:
+        x = getattr(m, f"{name}_mean")
+        return x if x is not None else getattr(m, name)   # a result stored before the means were
+
+    def speedups(m: MethodResult, a: float) -> tuple[float, float, float, float, float]:
         c = m.draft_ms_per_token / t1
-        step = (m.target_ms_per_step + m.overhead_ms_per_step) / t1
-        if replay:   # tokens per step: 1 + the replayed accepted tokens of this head
-            tokens = 1.0 + m.accepted_per_step_replayed
-            classic, steady = tokens / (gamma * c + 1.0), tokens / (gamma * c + step)
+        verify = (mean(m, "target_ms_per_step") + m.overhead_ms_per_step) / t1
+        if replay:
+            tokens = m.tokens_per_step_replayed or 1.0 + m.accepted_per_step_replayed
+            classic = tokens / (gamma * c + 1.0)
+            steady = tokens / (mean(m, "draft_ms_per_step") / t1 + verify)
         else:
             classic = float(predicted_speedup(a, gamma, c))
-            steady = float(predicted_speedup(a, gamma, c, step))
+            steady = float(predicted_speedup(a, gamma, c, verify))
         # with prefill: (P_target + n) / (P_method + n / steady), in target tokens
-        whole = (tgt.prefill_ms / t1 + n) / (m.prefill_ms / t1 + n / steady)
-        return c, step, classic, whole
+        whole = (mean(tgt, "prefill_ms") / t1 + n) / (mean(m, "prefill_ms") / t1 + n / steady)
+        return c, verify, classic, whole, t1 / steady
 
     out.a_k = a0 * coverage_k
-    out.cost_ratio_trimmed, out.verify_cost_ratio, out.trimmed_vs_target, out.trimmed_vs_target_with_verify_cost = (
-        speedups(trim_, out.a_k))
+    (out.cost_ratio_trimmed, out.verify_cost_ratio, out.trimmed_vs_target, out.trimmed_vs_target_with_verify_cost,
+     out.decode_ms_trimmed) = speedups(trim_, out.a_k)
+    out.decode_ms_trimmed_measured = trim_.decode_ms_per_token
     if full:
-        out.cost_ratio_full, _, out.full_vs_target, out.full_vs_target_with_verify_cost = speedups(full, a0)
+        out.cost_ratio_full, _, out.full_vs_target, out.full_vs_target_with_verify_cost, _ = speedups(full, a0)
         out.trimmed_vs_full = out.trimmed_vs_target / out.full_vs_target
         out.trimmed_vs_full_with_verify_cost = (out.trimmed_vs_target_with_verify_cost
                                                 / out.full_vs_target_with_verify_cost)
@@ -670,6 +720,7 @@ def _add_replayed(res: _Runs, replayed: dict | None) -> None:
         if res.methods.get(m) is not None:
             res.methods[m].accepted_per_step_replayed = replayed[m]["accepted_per_step_replayed"]
             res.methods[m].accepted_by_position_replayed = replayed[m]["accepted_by_position_replayed"]
+            res.methods[m].tokens_per_step_replayed = replayed[m].get("tokens_per_step_replayed")
     res.replay_over_cap_share = replayed["over_cap_share"]
 
 
@@ -730,6 +781,9 @@ def run_bench(cfg: BenchConfig, progress: Callable[[float, str], None] | None = 
         data=str(data), mode=cfg.mode, gamma=setup.gamma, gamma_from=setup.gamma_from,
         max_new_tokens=cfg.max_new_tokens, repeats=cfg.repeats, warmup=cfg.warmup, **measured,
         calibration=setup.calibration, search_predicted_speedup=setup.predicted,
+        search_predicted_speedup_with_prefill=with_prefill(
+            setup.calibration, setup.predicted,
+            res.methods["target_only"].new_tokens / max(res.prompts * cfg.repeats, 1)),
         predicted_speedup=measured["prediction"].trimmed_vs_target_with_verify_cost,
         sample_output=res.sample_output[:300], notes=setup.notes)
     if ood:

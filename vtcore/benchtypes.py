@@ -135,6 +135,8 @@ class Calibration:
     gamma: int                       # the gamma the acceptance was measured at
     prompts: int
     where: str
+    prefill_ms_target: float | None = None   # mean prefill of the target alone (calibration runs)
+    prefill_ms_spec: float | None = None     # mean prefill of target + draft (the draft's own over the prompt)
 
     @property
     def cost_ratio(self) -> float:
@@ -191,6 +193,12 @@ class MethodResult:
     lm_head_share: float | None = None
     accepted_per_step_replayed: float | None = None     # vtcore.acceptance over the same prompts' continuation
     accepted_by_position_replayed: list[float | None] | None = None
+    tokens_per_step_replayed: float | None = None       # committed tokens / the replay's steps (truncation, EOS)
+    # means over every step (what totals, and so the measured tokens/s, add up); the medians above
+    # describe a typical step on a noisy machine
+    target_ms_per_step_mean: float | None = None
+    draft_ms_per_step_mean: float | None = None
+    prefill_ms_mean: float | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> MethodResult:
@@ -218,6 +226,8 @@ class Prediction:
     trimmed_vs_full: float | None = None
     trimmed_vs_full_with_verify_cost: float | None = None
     acceptance_model: str | None = None         # "replay" | "a0*C(k)": what gave the tokens per step
+    decode_ms_trimmed: float | None = None      # predicted ms per new token after the prefill (means of the run)
+    decode_ms_trimmed_measured: float | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> Prediction:
@@ -306,6 +316,7 @@ class BenchResult(Measured):
     warmup: int = 1
     calibration: Calibration | None = None
     search_predicted_speedup: float | None = None
+    search_predicted_speedup_with_prefill: float | None = None   # the same with the calibration's prefills
     predicted_speedup: float | None = None      # prediction.trimmed_vs_target_with_verify_cost
     ood: OodResult | None = None
     sample_output: str = ""

@@ -19,6 +19,7 @@ class AcceptanceConfig:
     fit_prompts: int = 32          # fit-row prompts: what the acceptance-aware ranking is made from (0: none)
     max_new_tokens: int = 48
     cap: int = 64
+    temperature: float | None = None   # also the sample-mode expected replay at this temperature
     device: str = "auto"
     workspace: str | None = None
 
@@ -45,6 +46,10 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help=f"continuation length (default {c.max_new_tokens})")
     p.add_argument("--cap", type=int, default=c.cap,
                    help=f"ids recorded above the target's token; more counts as rejected (default {c.cap})")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="also replay sample mode at this temperature: the expected accepted tokens per step of the "
+                        "full head and of frequency-ranked heads (k = 256 ... 8192), for every gamma (a second pass "
+                        "over a sampled continuation; not written to the file)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--workspace", help="workspace directory (default $VTCORE_WORKSPACE or ~/.cache/vocab-trim-studio)")
     p.add_argument("--out", required=True, help="the acceptance file to write (.npz)")
@@ -83,9 +88,9 @@ def run_acceptance(cfg: AcceptanceConfig, out: str | Path | None = None, progres
 
     t0 = time.perf_counter()
     conts = A.target_continuations(target, held, eos=eos, max_new_tokens=cfg.max_new_tokens, heldout=True,
-                                   workspace=cfg.workspace, progress=part(0.0, share))
+                                   workspace=cfg.workspace, progress=part(0.0, share), draft=draft)
     conts += A.target_continuations(target, fit, eos=eos, max_new_tokens=cfg.max_new_tokens, heldout=False,
-                                    workspace=cfg.workspace, progress=part(share, 0.6))
+                                    workspace=cfg.workspace, progress=part(share, 0.6), draft=draft)
     t_cont = time.perf_counter() - t0
     man = {"target": tname, "draft": dname, "data": str(data), "data_sha256": sha256_file(data),
            "max_new_tokens": cfg.max_new_tokens, "dtype": str(target.dtype).replace("torch.", ""),
@@ -96,9 +101,33 @@ def run_acceptance(cfg: AcceptanceConfig, out: str | Path | None = None, progres
     t_rep = time.perf_counter() - t1
     if out is not None:
         A.save_acceptance(out, rep)
+    extra = {"continuation_s": t_cont, "replay_s": t_rep, "threads": torch.get_num_threads()}
+    if cfg.temperature is not None:
+        extra["sample"] = sample_summary(cfg, target, tok, draft, held, eos, data)
     progress(1.0, "done")
-    return rep, A.summarize(rep, {"continuation_s": t_cont, "replay_s": t_rep,
-                                  "threads": torch.get_num_threads()})
+    return rep, A.summarize(rep, extra)
+
+
+def sample_summary(cfg: AcceptanceConfig, target, tok, draft, held, eos, data) -> dict:
+    """Sample mode: the expected accepted tokens per step (vtcore.acceptance.expected_replay) of the
+    full head and of prefixes of the fit rows' frequency ranking, over a sampled continuation of
+    the held-out prompts, for gamma = 1..gamma_max."""
+    from vtcore import acceptance as A
+    from vtcore import bench
+
+    t = time.perf_counter()
+    conts = A.target_continuations(target, held, eos=eos, max_new_tokens=cfg.max_new_tokens, workspace=cfg.workspace,
+                                   temperature=cfg.temperature)
+    allowed = bench.proposable_ids(draft)
+    order, _ = bench.ranking(bench.count_data(data, tok, cfg.workspace), eos, allowed)
+    ks = [k for k in (256, 512, 1024, 2048, 4096, 8192) if k < order.size]
+    ex = A.expected_replay(target, draft, conts, [None] + [order[:k] for k in ks], cfg.gamma_max, cfg.temperature)
+    table = {}
+    for g in range(1, cfg.gamma_max + 1):
+        acc, steps, _ = A.expected_steps(ex, g)
+        table[g] = [float(a / s) for a, s in zip(acc, steps)]
+    return {"temperature": cfg.temperature, "k": [None] + ks, "ranking": "frequency (fit rows)",
+            "expected_accepted_per_step": table, "seconds": time.perf_counter() - t}
 
 
 def run(args) -> dict:
@@ -108,7 +137,7 @@ def run(args) -> dict:
 
     cfg = AcceptanceConfig(target=args.target, draft=args.draft, data=args.data, gamma_max=args.gamma_max,
                            prompts=args.prompts, fit_prompts=args.fit_prompts, max_new_tokens=args.max_new_tokens,
-                           cap=args.cap, device=args.device, workspace=args.workspace)
+                           cap=args.cap, temperature=args.temperature, device=args.device, workspace=args.workspace)
     _, summary = run_acceptance(cfg, args.out, progress=progress_printer("acceptance"),
                                 log=lambda m: print(m, file=sys.stderr, flush=True))
     return {"out": str(args.out), **summary}
@@ -123,4 +152,8 @@ def human(r: dict) -> str:
         f"gamma_max {m['gamma_max']}, cap {m['cap']} (over the cap: {r['over_cap_share']:.1%} of records)",
         f"full head, replayed accepted tokens per step: {full}",
         f"continuations {r['continuation_s']:.1f} s, replay {r['replay_s']:.1f} s",
+        *([f"sample mode, T {r['sample']['temperature']}, expected accepted tokens per step (k: "
+           + ", ".join(str(k or 'full') for k in r['sample']['k']) + "): "
+           + "; ".join(f"g={g}: " + " ".join(f"{a:.3f}" for a in row)
+                       for g, row in r['sample']['expected_accepted_per_step'].items())] if r.get("sample") else []),
         f"wrote {r['out']}"])

@@ -107,7 +107,8 @@ def human(r: BenchResult | BenchStopped | dict) -> str:
     if r.trimmed and r.trimmed.accepted_per_step_replayed is not None:
         lines.append("accepted per step, replayed (vtcore.acceptance) vs measured: " + "; ".join(
             f"{m} {_f(x.accepted_per_step_replayed, '{:.3f}')} vs {_f(x.accepted_per_step, '{:.3f}')}"
-            for m, x in (("full", r.full), ("trimmed", r.trimmed)) if x) + f" (ranking {r.ranking})")
+            for m, x in (("full", r.full), ("trimmed", r.trimmed)) if x) + f" (ranking {r.ranking}"
+            + ("; sample mode: the expected replay" if r.mode != "greedy" else "") + ")")
     if r.full:
         lines.append(f"full draft acceptance by position: {', '.join(_f(p) for p in r.full.accepted_by_position)}")
     lines.append(f"trimmed vs full: {ratio(r, 'trimmed_vs_full')}; trimmed vs target alone: "
