@@ -54,6 +54,40 @@ def coverage_figure(curves: dict[str, np.ndarray], k_mark: int | None, min_cover
     return fig
 
 
+RANKING_COLORS = {"frequency": "#ff7f0e", "acceptance": "#2ca02c"}
+
+
+def acceptance_figure(coverage: dict[str, np.ndarray], accepted: dict[str, np.ndarray], full: float, gamma: int,
+                      k_mark: int | None, ks: np.ndarray | None = None,
+                      title: str = "Held-out coverage C(k) and replayed acceptance A(k)") -> go.Figure:
+    """Per ranking: C(k) (dotted) and A(k) as a share of the full head's accepted tokens per step
+    (solid), on a log k axis; the hover gives A(k) in accepted tokens per step too."""
+    first = next(iter(coverage.values()))
+    V = first.shape[0] - 1
+    ks = log_ks(V) if ks is None else ks[ks <= V]
+    fig = go.Figure()
+    for r in coverage:
+        color = RANKING_COLORS.get(r)
+        a = accepted[r][ks]
+        share = a / full if full > 0 else np.zeros_like(a)
+        fig.add_trace(go.Scatter(x=ks, y=share, mode="lines", name=f"A(k) / A(full), {r} ranking",
+                                 line=dict(width=2.5, color=color), customdata=a,
+                                 hovertemplate="k=%{x:,}<br>A=%{customdata:.3f} accepted/step (%{y:.1%} of the full "
+                                               "head)<extra>" + r + "</extra>"))
+        fig.add_trace(go.Scatter(x=ks, y=coverage[r][ks], mode="lines", name=f"C(k), {r} ranking",
+                                 line=dict(width=1.5, color=color, dash="dot"),
+                                 hovertemplate="k=%{x:,}<br>C=%{y:.4f}<extra>" + r + "</extra>"))
+    if k_mark is not None:
+        fig.add_vline(x=max(k_mark, 1), line=dict(color=COLORS["best"], dash="dash"),
+                      annotation_text=f"k = {k_mark:,}", annotation_position="top left")
+    top = max(1.02, max(float(np.nanmax(accepted[r][ks])) / full for r in accepted) + 0.02 if full > 0 else 1.02)
+    fig.update_layout(title=f"{title} (γ = {gamma}; full head {full:.3f} accepted tokens per step)",
+                      xaxis=dict(type="log", title="draft vocabulary k (log)"),
+                      yaxis=dict(title="share (C: of held-out tokens; A: of the full head's)", range=[0, top]),
+                      margin=_MARGIN, **_FRAME, height=440, legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
 def breakdown_figure(full: dict[str, float], at_k: dict[str, float], k: int, V: int,
                      unit: str = "MFLOPs", scale: float = 1e-6) -> go.Figure:
     """Stacked bars: draft cost per token by component at the full vocabulary and at k."""
