@@ -101,7 +101,7 @@ def acceptance_figure(coverage: dict[str, np.ndarray], accepted: dict[str, np.nd
     top = max(1.02, max(float(np.nanmax(accepted[r][ks])) / full for r in accepted) + 0.02 if full > 0 else 1.02)
     fig.update_layout(title=f"{title} (γ = {gamma}; full head {full:.3f} accepted tokens per step)",
                       xaxis=dict(type="log", title="draft vocabulary k (log)"),
-                      yaxis=dict(title="share (C: of held-out tokens; A: of the full head's)", range=[0, top]),
+                      yaxis=dict(title="C(k) and A(k) / A(full)", range=[0, top]),
                       margin=_MARGIN, **_FRAME, height=440, legend=dict(orientation="h", y=-0.2))
     return fig
 
