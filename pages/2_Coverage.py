@@ -6,6 +6,7 @@ import streamlit as st
 
 from vtapp import common as ui
 from vtapp import plots
+from vtapp.acceptance_ui import acceptance_block
 from vtcore.coverage import k_for_coverage
 from vtcore.selection import for_min_coverage
 
@@ -67,6 +68,10 @@ ks = plots.log_ks(V, must=(k_need,))
 st.plotly_chart(plots.coverage_figure(curves, k_need, min_coverage, ks=ks), key="coverage_plot",
                 config={"displaylogo": False})
 st.button(f"Select k = {k_need:,} for export", key="use_k", on_click=ui.select, args=(pick,))
+
+# ---- acceptance: measured by replaying a draft (vtapp.replays), beside the coverage it rests on
+st.subheader("Acceptance, measured")
+acceptance_block(s, k_need, min_coverage)
 
 # ---- token inspector
 st.subheader("Token inspector")

@@ -11,6 +11,7 @@ from vtapp import common as ui
 from vtapp import engine as engine_ui
 from vtapp import plots
 from vtapp import state as vstate
+from vtapp.acceptance_ui import frontier_acceptance, model_note
 from vtcore import cost, problem, search
 from vtcore import studies as study_files   # "studies" below is the list of names
 from vtcore.errors import VTError
@@ -24,7 +25,7 @@ V_tok = cf.vocab_size
 
 # ---- 1. the draft
 st.subheader("1. Draft")
-fits = [p for p in cost.DRAFT_PRESETS if cost.PRESETS[p]["config"]["vocab_size"] >= V_tok]
+fits, presets_for = ui.presets_for_tokenizer(V_tok)   # the counted tokenizer's family, not only Qwen3
 configs = [str(p) for p in vstate.list_uploads(folder="configs")]
 c1, c2 = st.columns([2, 3])
 with c1:
@@ -32,12 +33,14 @@ with c1:
     kind = st.radio("Draft from", kinds, horizontal=True, key="draft_kind",
                     index=1 if s.draft and s.draft not in cost.PRESETS else 0)
     if kind == "Preset":
-        default = s.draft if s.draft in fits else ("eagle3-qwen3-8b" if "eagle3-qwen3-8b" in fits else (fits or [None])[0])
+        default = s.draft if s.draft in fits else (fits or [None])[0]
         if not fits:
             st.error(f"No preset has a vocabulary as large as this tokenizer's ({V_tok:,}); upload the draft's config.json.")
             st.stop()
         spec_draft = st.selectbox("Preset", fits, index=fits.index(default) if default in fits else 0, key="draft_preset",
-                            help="presets whose vocabulary fits this tokenizer; sources in vtcore/cost.py")
+                                  help="presets for the counted tokenizer's models (sources in vtcore/cost.py); "
+                                       "any other draft: its config.json")
+        st.caption(presets_for)
     else:
         def keep_config() -> None:
             f = st.session_state.get("config_upload")
@@ -134,9 +137,11 @@ with st.expander("k range and sampling", expanded=False):
                                 **ui.persisted("k_max", cast=lambda v: min(int(v), arch.vocab), default=arch.vocab)))
     k_scale = r3.radio("TPE samples k", ["log", "linear"], horizontal=True, **ui.persisted("k_scale"))
 a0, ratio = 0.7, None
+acc_path, ranking = frontier_acceptance(s, objective)   # the replay when measured, else a0*C(k)
 if objective == "speedup":
     p1, p2 = st.columns(2)
-    a0 = p1.slider("a0: acceptance of the full-vocabulary draft", 0.05, 1.0, 0.7, 0.01, key="a0")
+    if acc_path is None:
+        a0 = p1.slider("a0: acceptance of the full-vocabulary draft", 0.05, 1.0, 0.7, 0.01, key="a0")
     if not arch.target:
         ratio = p2.number_input("draft/target cost ratio t_draft/t_target", 0.0001, 10.0, 0.05, key="ratio",
                                 help="this draft names no target model")
@@ -145,8 +150,7 @@ spec = problem.SearchSpec(draft=spec_draft, latency=latency, context=context, ob
                           cost_ratio=ratio)
 spec = replace(spec, **engine_ui.engine_choice(objective))   # the serving engine's round (vtapp.engine)
 try:
-    setup = problem.build(cf, spec, cov=cov, arch=arch)
-    exact = engine_ui.solve_exact(setup.problem)   # kept per problem with an engine model
+    setup, exact = ui.search_setup(s.counts_path, spec, acc_path, ranking)
 except VTError as e:
     st.error(str(e))
     st.stop()
@@ -171,6 +175,8 @@ else:
         share = float(prof_now.head_at(arch.vocab)) / max(float(prof_now.step_at(arch.vocab)), 1e-12)
         how = f"measured: {Path(latency).name}, full vocabulary"
     e[4].metric("LM head share of the draft", ui.fmt_pct(share, 1), help=f"the latency model in use ({how})")
+
+model_note(setup, acc_path, ranking, a0)
 
 k_show = int(sel.k) if sel else exact.best_k
 with st.expander(f"Where the draft's cost goes (full vocabulary vs k = {k_show:,})", expanded=True):

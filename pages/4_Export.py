@@ -6,6 +6,8 @@ from pathlib import Path
 import streamlit as st
 
 from vtapp import common as ui
+from vtapp.acceptance_ui import export_ranking
+from vtapp.replays import acceptance_choice
 from vtcore import export as ex
 from vtcore import models
 from vtcore.errors import VTError
@@ -31,10 +33,14 @@ if sel is None:
     c[2].page_link(ui.PAGES["frontier"], label="Pick on the Frontier", icon=ui.ICONS["frontier"])
 
 
+acc_path = export_ranking(s)   # the acceptance-aware ranking when a replay of these counts exists and is chosen
+
+
 @st.cache_resource(max_entries=8, show_spinner="Rendering and validating the exports ...")
 def make_bundle(counts_path: str, mtime: float, sel: Selection, draft: str | None, hf_dir: str | None,
-                target: str | None):
-    choice = choose(ui.counts(counts_path), sel)
+                target: str | None, acc_path: str | None = None, acc_mtime: float = -1.0):
+    cf = ui.counts(counts_path)
+    choice = choose(cf, sel) if acc_path is None else acceptance_choice(cf, acc_path, int(sel.k))
     # a V that is only len(tokenizer): the formats whose readers check V are left out (the CLI refuses them);
     # a draft that cannot be exported leaves every token map on the page, its reason in bundle.draft_error
     return ex.export(choice, "all", target=target, draft=hf_dir or draft, strict_vocab=False)
@@ -57,7 +63,8 @@ with st.expander("Target model and trimmed draft", expanded=not s.target or bool
         hf_dir = None
 
 try:
-    bundle = make_bundle(s.counts_path, ui.mtime(s.counts_path), sel, draft, hf_dir, target)
+    bundle = make_bundle(s.counts_path, ui.mtime(s.counts_path), sel, draft, hf_dir, target, acc_path,
+                         ui.mtime(acc_path) if acc_path else -1.0)
 except VTError as e:
     st.error(str(e))
     st.stop()
@@ -66,10 +73,10 @@ ch = bundle.choice
 st.subheader(f"Selected: k = {ch.k:,} of {bundle.vocab_size:,}")
 m = st.columns(5)
 m[0].metric("kept tokens k", f"{ch.k:,}", help=ch.how)
-m[1].metric(f"{ui.curve_label(ch.curve)} C(k)", "–" if ch.coverage is None else f"{ch.coverage:.4f}",
+m[1].metric(f"{ui.curve_label('heldout' if ch.curve == 'acceptance' else ch.curve)} C(k)", "–" if ch.coverage is None else f"{ch.coverage:.4f}",
             help=f"the coverage shown for this k; the ids are the ranking made on {ex.RANKED_ON[ch.curve]}")
 # the other measure of the same ids (the chosen curve's own is the one above)
-if ch.curve == "heldout":
+if ch.curve in ("heldout", "acceptance"):   # both show held-out C(k) above
     m[2].metric("covers all rows", f"{ch.coverage_all_rows:.4f}", help="these k ids' share of every row's tokens")
 else:
     m[2].metric("covers held-out rows", "–" if ch.coverage_heldout_rows is None else
@@ -77,7 +84,7 @@ else:
 lat = ch.extra.get("latency_reduction")
 m[3].metric("latency reduction", "–" if lat is None else f"{lat:.4f}", help=ch.extra.get("latency_estimate") or "")
 m[4].metric("target vocabulary V", f"{bundle.vocab_size:,}", help=bundle.vocab_source)
-how = "k typed in on this page" if sel.source == "manual" else ch.how
+how = "k typed in on this page" if sel.source == "manual" and ch.curve != "acceptance" else ch.how
 st.caption(f"Chosen: {how}. V = {bundle.vocab_size:,} from {bundle.vocab_source}.")
 if bundle.vocab.guessed:
     st.warning(f"V = {bundle.vocab_size:,} is only the tokenizer's size, a guess: the EAGLE-3, speculators and "

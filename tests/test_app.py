@@ -321,6 +321,19 @@ def test_benchmark_page_runs_a_tiny_pair_in_the_background(workspace, tmp_path):
     if acc < 1.0:
         assert any("does not pay here" in w.value and "bring a draft trained for your domain" in w.value
                    and "the draft was not trained on data like this" in w.value for w in at.warning)
+    # the figures' value labels sit at the bars' base, clear of the run dots and error bars at
+    # their tops, and the Plotly toolbar stands in a right margin, never over a left-aligned title
+    from vtapp import plots
+
+    figs = [plots.bench_throughput_figure(runs[0]), plots.bench_acceptance_figure(runs[0]),
+            plots.bench_speedup_figure(runs[0]), plots.bench_draft_split_figure(runs[0])]
+    labelled = [t for f in figs for t in f.data if t.type == "bar" and t.text is not None]
+    assert len(labelled) >= 3
+    assert all(t.textposition == "inside" and t.insidetextanchor == "start" for t in labelled)
+    assert any(t.type == "scatter" and t.mode == "markers" for t in figs[0].data)   # the runs, drawn as dots
+    for f in figs:
+        assert f.layout.title.x == 0 and f.layout.title.xanchor == "left"
+        assert f.layout.modebar.orientation == "v" and f.layout.margin.r >= 40 and f.layout.margin.t >= 40
     history = [d for d in at.dataframe if "dataset" in d.value.columns]
     assert len(history) == 1 and history[0].value["dataset"].tolist() == ["mycode.jsonl"]
     assert {"draft", "k", "γ", "verdict vs target", "verdict vs full"} <= set(history[0].value.columns)

@@ -63,7 +63,7 @@ def page(title: str) -> vstate.AppState:
 
 
 # the jobs a page follows with a progress panel of its own (that panel polls and reruns the page)
-PANELS = {"Data": ("count",), "Frontier": ("profile", "study:"), "Benchmark": ("bench",)}
+PANELS = {"Data": ("count",), "Coverage": ("acceptance",), "Frontier": ("profile", "study:"), "Benchmark": ("bench",)}
 
 
 def jobs_status(title: str) -> None:
@@ -263,6 +263,112 @@ def _arch(draft: str, mtime: float):
 
 def arch(draft: str):
     return _arch(draft, mtime(draft))
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _counts_sha(path: str, mtime: float) -> str:
+    from vtcore.countsfile import counts_sha256
+
+    return counts_sha256(_counts(path, mtime))
+
+
+def counts_sha(path: str) -> str:
+    """The identity of the counts at `path` (vtcore.countsfile.counts_sha256), cached."""
+    return _counts_sha(path, mtime(path))
+
+
+def replays(counts_path: str) -> list[tuple[str, dict]]:
+    """The acceptance replays made for these counts (vtapp.replays), newest first; read afresh
+    each run (a folder of a few small manifests) so a replay just written shows at once."""
+    from vtapp import replays as rp
+
+    return [(str(p), m) for p, m in rp.replays_for(counts_sha(counts_path))]
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _replay(path: str, mtime: float):
+    from vtcore.acceptance import load_acceptance
+
+    return load_acceptance(path)
+
+
+def replay(path: str):
+    return _replay(path, mtime(path))
+
+
+@st.cache_resource(max_entries=8, show_spinner="Simulating the trimmed heads over the replay ...")
+def _acceptance_curves(path: str, mtime: float, rank_path: str, rank_mtime: float, gamma: int):
+    from vtapp.replays import acceptance_curves as curves
+
+    return curves(_replay(path, mtime), _counts(rank_path, rank_mtime), gamma)
+
+
+def acceptance_curves(path: str, manifest: dict, gamma: int):
+    """C(k) and the replayed A(k) of both rankings (vtapp.replays.acceptance_curves), cached."""
+    rank = manifest["ranking_counts"]
+    return _acceptance_curves(path, mtime(path), rank, mtime(rank), int(gamma))
+
+
+def replay_label(manifest: dict) -> str:
+    """One line naming a replay: pair, data, prompts and tokens."""
+    return (f"{manifest.get('draft')} → {manifest.get('target')} on {vstate.upload_label(manifest.get('data', '?'))}"
+            f" · {manifest.get('heldout_prompts')} held-out + {int(manifest.get('prompts', 0)) - int(manifest.get('heldout_prompts', 0))}"
+            f" fit prompts × {manifest.get('max_new_tokens')} tokens, γ ≤ {manifest.get('gamma_max')}")
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _search_setup(counts_path: str, counts_mtime: float, spec_json: str, draft_mtime: float, latency_mtime: float,
+                  acc_path: str | None, acc_mtime: float, ranking: str):
+    import json
+    from dataclasses import replace
+
+    from vtcore import problem, search
+
+    spec = problem.SearchSpec(**json.loads(spec_json))
+    if acc_path is not None:   # the search goes as deep in gamma as the replay does
+        spec = replace(spec, gamma_max=min(spec.gamma_max, _replay(acc_path, acc_mtime).gamma_max))
+    cf = _counts(counts_path, counts_mtime)
+    setup = problem.build(cf, spec, cov=_coverage(counts_path, counts_mtime), arch=_arch(spec.draft, draft_mtime))
+    if acc_path is not None:
+        setup = problem.attach_acceptance(setup, cf, acc_path, ranking)
+        setup = problem.attach_tree_ranks(setup, cf, acc_path, ranking)   # SGLang's tree on the same replay
+    return setup, search.solve_exact(setup.problem)
+
+
+def search_setup(counts_path: str, spec: Any, acc_path: str | None = None, ranking: str = "frequency"):
+    """(SearchSetup, exact solution) of these counts under `spec` (vtcore.problem.SearchSpec), with
+    the replay at `acc_path` scoring the speed-up when given; cached on everything that decides
+    them (files by path and mtime), so a rerun that changes none of it (a key repeat, a click on
+    a plot) costs nothing. Callers never mutate the result."""
+    import json
+    from dataclasses import asdict
+
+    return _search_setup(counts_path, mtime(counts_path), json.dumps(asdict(spec), sort_keys=True),
+                         mtime(spec.draft), mtime(spec.latency), acc_path, mtime(acc_path) if acc_path else -1.0,
+                         ranking)
+
+
+PRESET_PADDING = 2048   # head rows a model adds past its tokenizer's ids (Qwen3: 151,936 rows, 151,669 ids)
+
+
+def presets_for_tokenizer(vocab: int) -> tuple[list[str], str]:
+    """The draft presets for a tokenizer of `vocab` ids, EAGLE-3 heads first, and a line that says
+    which model family they are for: those whose head has the tokenizer's rows (up to padding);
+    when none is, every preset large enough, said to be for other models."""
+    from vtcore import cost
+
+    def rows(p: str) -> int:
+        return int(cost.PRESETS[p]["config"]["vocab_size"])
+
+    order = sorted(cost.DRAFT_PRESETS, key=lambda p: (not p.startswith("eagle3"), p))
+    same = [p for p in order if vocab <= rows(p) < vocab + PRESET_PADDING]
+    if same:
+        targets = sorted({cost.PRESETS[p]["target"] for p in same})
+        return same, (f"Presets for the counted tokenizer ({vocab:,} ids): drafts of {', '.join(targets)}. "
+                      "Another model: upload its config.json.")
+    larger = [p for p in order if rows(p) >= vocab]
+    return larger, (f"No preset is for a {vocab:,}-id tokenizer: these are drafts of other models with larger "
+                    "vocabularies, shown for scale only. Upload your draft's config.json for its own figures.")
 
 
 # ---------------------------------------------------------------- jobs

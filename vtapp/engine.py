@@ -3,12 +3,10 @@ prices (vtcore.enginecost, search.Problem.engine) and what the search chose for 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import streamlit as st
 
-from vtcore import search
 
 ENGINE_LABELS = {"paper": "the paper's formula (verify = 1 step)",
                  "sglang": "SGLang: tree (k, s, t, n)",
@@ -56,17 +54,3 @@ def show_engine_pick(exact, problem) -> None:
     else:
         st.caption(f"{problem.engine} chain at k = {exact.best_k:,}: γ = {exact.best_gamma}, batch {problem.batch}; "
                    f"acceptance: {problem.acceptance_model}")
-
-
-@st.cache_resource(show_spinner="pricing every tree at every k …", max_entries=8)
-def _exact(fingerprint: str, _problem) -> search.ExactResult:
-    return search.solve_exact(_problem)
-
-
-def solve_exact(problem) -> search.ExactResult:
-    """search.solve_exact, kept per problem (its fingerprint: counts, curves and every setting)
-    when an engine model is on: SGLang's sweep prices every tree at every k, a second or more
-    that a rerun of the page need not repeat."""
-    if problem.engine is None:
-        return search.solve_exact(problem)
-    return _exact(json.dumps(problem.fingerprint(), sort_keys=True, default=str), problem)

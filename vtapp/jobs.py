@@ -135,3 +135,23 @@ def profile_job(draft: str, device: str = "cpu", threads: int | None = 1, contex
 
     return Job(fn, name="profile", kept="earlier profiles stay in the workspace; this run saved nothing",
                meta={"draft": draft, "device": device})
+
+
+def acceptance_job(req, workspace: str | None = None) -> Job:
+    """Measure acceptance for the current counts (vtapp.replays.measure): the replay of req's full
+    draft over the target's continuation of req.data's held-out rows, written to the workspace
+    and tied to the counts it was made for. Runs in this process like counting (models load once;
+    the replay is one pass, not a timing)."""
+    from vtapp import replays
+
+    st = state.load_state(workspace)
+    if not st.counts_path:
+        raise VTError("nothing counted yet: count a dataset first")
+    counts_path, mask = st.counts_path, st.mask
+    datasets = [(str(p), state.upload_domain(p)) for p in st.datasets]
+
+    def fn(progress: Progress, should_stop: ShouldStop) -> dict:
+        return replays.measure(req, counts_path, datasets, mask, progress, should_stop, workspace)
+
+    return Job(fn, name="acceptance", kept="earlier acceptance files stay in the workspace; this run wrote none",
+               meta={"request": req, "counts_path": counts_path})

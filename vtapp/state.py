@@ -49,6 +49,8 @@ class AppState:
     study: str | None = None            # the study the Frontier page shows
     selected: dict | None = None        # vtcore.selection.Selection.as_dict() of the chosen point
     bench: dict = field(default_factory=dict)   # the Benchmark page's last settings
+    acceptance_model: str = "replay"    # the Frontier's speed-up: replay (when measured) | a0*C(k)
+    ranking: str = "frequency"          # the ranking a trimmed head keeps: frequency | acceptance
     updated: str = ""
     format: str = FORMAT
 
