@@ -19,20 +19,38 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 # The session's workspace: a folder of its own, removed when the run ends, so nothing one run made
 # (counts, converted models, studies) is read by the next; VTCORE_TEST_WORKSPACE names a folder to
-# use (and keep) instead.
-def _session_workspace() -> tuple[Path, bool]:
-    """(folder, made here). This module runs twice in a session (as pytest's conftest and as
-    tests.conftest, which test modules import): the second run finds the first one's folder."""
-    if os.environ.get("VTCORE_TEST_WORKSPACE"):
-        return Path(os.environ["VTCORE_TEST_WORKSPACE"]), False
+# use (and keep) instead. Under pytest-xdist each worker has a folder of its own inside it, and
+# the workers share its counts cache and converted models (both written atomically and keyed by
+# what made them), so the chat sample is counted and the GGUF target converted once per run.
+SHARED_CACHES = ("counts", "models")
+
+
+def _session_workspace() -> tuple[Path, Path, bool]:
+    """(the run's folder, this process's folder in it, whether this process removes the first at
+    the end). This module runs twice in a process (as pytest's conftest and as
+    tests.conftest, which test modules import): the second run finds the first one's folder. An
+    xdist worker finds the controller's (the environment it was started with names it)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     pid, _, made = os.environ.get("_VTCORE_TEST_SESSION_WS", "").partition(":")
-    if pid != str(os.getpid()):
-        made = tempfile.mkdtemp(prefix="vtcore-tests-")
-        os.environ["_VTCORE_TEST_SESSION_WS"] = f"{os.getpid()}:{made}"
-    return Path(made), True
+    if os.environ.get("VTCORE_TEST_WORKSPACE"):
+        root, own = Path(os.environ["VTCORE_TEST_WORKSPACE"]), False
+    elif made and (pid == str(os.getpid()) or worker):
+        root, own = Path(made), not worker
+    else:
+        root, own = Path(tempfile.mkdtemp(prefix="vtcore-tests-")), True
+        os.environ["_VTCORE_TEST_SESSION_WS"] = f"{os.getpid()}:{root}"
+    if not worker:
+        return root, root, own
+    ws = root / worker
+    ws.mkdir(parents=True, exist_ok=True)
+    for sub in SHARED_CACHES:
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        if not os.path.lexists(ws / sub):   # (a kept VTCORE_TEST_WORKSPACE may hold its own)
+            (ws / sub).symlink_to(root / sub)
+    return root, ws, own
 
 
-_WS, _OWN_WS = _session_workspace()
+_ROOT_WS, _WS, _OWN_WS = _session_workspace()
 os.environ["VTCORE_WORKSPACE"] = str(_WS)
 
 SAMPLES = ROOT / "samples"
@@ -43,9 +61,20 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "e2e: end-to-end tests in a real browser")
 
 
+# The longest modules first (in this order): pytest.ini's --dist loadfile hands whole modules to
+# the workers in collection order, and a long module started last leaves the other workers idle.
+LONGEST_FIRST = ("test_readme.py", "test_e2e.py", "test_speculative.py", "test_e2e_userdata.py",
+                 "test_acceptance.py", "test_ray.py", "test_engines.py", "test_bench.py", "test_app.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))   # stable: the rest keep their order
+
+
 def pytest_unconfigure(config):
     if _OWN_WS:
-        shutil.rmtree(_WS, ignore_errors=True)
+        shutil.rmtree(_ROOT_WS, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -114,7 +143,7 @@ def share_session_caches(ws: Path) -> Path:
     """Make `ws` a workspace whose counts cache and converted models are the session's (its state,
     studies, exports and results stay its own): for tests that only read counts and models."""
     ws.mkdir(parents=True, exist_ok=True)
-    for sub in ("counts", "models"):
+    for sub in SHARED_CACHES:
         (_WS / sub).mkdir(parents=True, exist_ok=True)
         (ws / sub).symlink_to(_WS / sub)
     return ws

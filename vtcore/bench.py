@@ -38,6 +38,7 @@ from vtcore.benchtypes import (GAMMA_MAX, SPEEDUPS, BenchConfig, BenchResult, Be
 from vtcore.files import plain_json
 from vtcore.formats import read_config, read_token_ids
 from vtcore.search import Problem, predicted_speedup, solve_exact
+from vtcore.selection import ChosenIds, of_ids
 from vtcore.split import is_heldout
 from vtcore.validate import check_eagle3_dir
 from vtcore.workspace import repo_root, subdir
@@ -315,28 +316,16 @@ def best_gamma_at(cal: Calibration, coverage_k: float, k: int, N: int) -> tuple[
     return int(gammas[i]), float(S[i])
 
 
-@dataclass
-class TokenSet:
-    """The ids the trimmed draft keeps, where they came from, and the (gamma, predicted speed-up)
-    of the search when it chose both."""
-
-    kept: np.ndarray
-    source: str
-    gamma: int | None = None
-    predicted: float | None = None
-    ranking: str = "frequency"       # the ranking the kept set is a prefix of ("token map" when given)
-    chosen_on: str = "a0*C(k)"       # what k and gamma were chosen on: "replay" | "a0*C(k)"
-
-
 def choose_tokens(cfg: BenchConfig, cf, keep: tuple[int, ...], allowed: np.ndarray | None,
                   cal: Calibration | None, data: str | Path, target=None, tok=None, draft=None,
-                  notes: list | None = None) -> TokenSet:
+                  notes: list | None = None) -> ChosenIds:
     """The kept ids: a given token map, a given k, the search's speed-up optimum (on the replayed
     A(k, gamma) by default, else a0 C(k)), or the smallest k whose held-out coverage meets
     min_coverage; a prefix of the frequency or the acceptance-aware ranking of the ids the draft
-    can propose."""
+    can propose. The ChosenIds' curve names the ranking (frequency | acceptance | token map) and
+    its `how` says where the ids came from."""
     if cfg.token_map:
-        return TokenSet(np.asarray(read_token_ids(cfg.token_map)), str(cfg.token_map), ranking="token map")
+        return of_ids(cf, np.asarray(read_token_ids(cfg.token_map)), "token map", str(cfg.token_map))
     notes = notes if notes is not None else []
     order, C = ranking(cf, keep, allowed)
     replayed = _replay_mode(cfg, notes)
@@ -365,21 +354,22 @@ def choose_tokens(cfg: BenchConfig, cf, keep: tuple[int, ...], allowed: np.ndarr
     else:
         k = max(k_for_coverage(C, cfg.min_coverage), len(keep), 1)
         how = f"smallest k with held-out coverage >= {cfg.min_coverage}"
-    return TokenSet(order[:k], f"{Path(data).name}: {how}", gamma, predicted, ranking=cfg.ranking,
-                    chosen_on=chosen_on)
+    chosen = of_ids(cf, order[:k], cfg.ranking, f"{Path(data).name}: {how}", float(C[k]), list(keep))
+    chosen.gamma, chosen.predicted_speedup, chosen.chosen_on = gamma, predicted, chosen_on
+    return chosen
 
 
-def choose_gamma(cfg: BenchConfig, cal: Calibration | None, cf, tokens: TokenSet,
+def choose_gamma(cfg: BenchConfig, cal: Calibration | None, cf, tokens: ChosenIds,
                  N: int) -> tuple[int, str, float | None]:
     """(gamma, where it came from, predicted speed-up): given, the search's (with k), or the speed-up
     model's best for the chosen token set; 4 when nothing was calibrated."""
     if cfg.gamma is not None:
-        return cfg.gamma, "given", tokens.predicted
+        return cfg.gamma, "given", tokens.predicted_speedup
     if tokens.gamma is not None:
-        return tokens.gamma, "search", tokens.predicted
+        return tokens.gamma, "search", tokens.predicted_speedup
     if cal is None:
         return 4, "default", None
-    gamma, predicted = best_gamma_at(cal, kept_coverage(cf, tokens.kept), len(tokens.kept), N)
+    gamma, predicted = best_gamma_at(cal, kept_coverage(cf, tokens.ids), tokens.k, N)
     return gamma, "search", predicted
 
 
@@ -496,7 +486,7 @@ def prepare(cfg: BenchConfig, log=None) -> Setup:
         if cfg.token_map:
             raise VTError(f"{cfg.draft} is already trimmed; do not pass --token-map too")
         notes.append("the draft is already trimmed (an hf-draft export): no full-vocabulary draft to compare")
-        full, tokens = None, TokenSet(allowed, f"{cfg.draft} (d2t)")
+        full, tokens = None, of_ids(cf, allowed, "frequency", f"{cfg.draft} (d2t)")
     else:
         if cfg.k_from not in ("coverage", "search"):
             raise VTError(f"--k-from must be 'coverage' or 'search', got {cfg.k_from!r}")
@@ -504,13 +494,13 @@ def prepare(cfg: BenchConfig, log=None) -> Setup:
         cal = calibrate(cfg, target, tok, draft, keep) if needs_search else None
         full, tokens = draft, choose_tokens(cfg, cf, keep, allowed, cal, data, target, tok, draft, notes)
     gamma, gamma_from, predicted = choose_gamma(cfg, cal, cf, tokens, N)
-    missing = [i for i in keep if int(i) not in set(np.asarray(tokens.kept).tolist())]
+    missing = [i for i in keep if int(i) not in set(tokens.ids.tolist())]
     if missing:
         notes.append(f"the token map does not keep EOS id(s) {missing}: the trimmed draft can never propose them")
-    return Setup(target=target, tokenizer=tok, full=full, trimmed=draft if full is None else trim(draft, tokens.kept),
-                 kind=kind, target_name=tname, draft_name=dname, token_map=tokens.source, gamma=gamma,
+    return Setup(target=target, tokenizer=tok, full=full, trimmed=draft if full is None else trim(draft, tokens.ids),
+                 kind=kind, target_name=tname, draft_name=dname, token_map=tokens.how, gamma=gamma,
                  gamma_from=gamma_from, counts=cf, calibration=cal, predicted=predicted, notes=notes,
-                 ranking=tokens.ranking, acceptance_model=tokens.chosen_on)
+                 ranking=tokens.curve, acceptance_model=tokens.chosen_on)
 
 
 # ---------------------------------------------------------------- measuring

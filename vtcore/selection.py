@@ -8,8 +8,9 @@ plain dict).
 `ChosenIds` is what a point resolves to on one counts file: the kept ids, in ranking order, and
 the coverage figures and provenance that describe exactly them. `choose(cf, selection)` resolves
 a Selection; the CLI's `export` flags go through `choose_k`, `choose_min_coverage`,
-`choose_from_study` and `choose_ranked` (a ranking made elsewhere, the acceptance-aware one).
-vtcore.export renders them into the engines' formats.
+`choose_from_study` and `choose_ranked` (a ranking made elsewhere, the acceptance-aware one);
+`of_ids` describes ids chosen anywhere else (the benchmark's search, a token map, a draft's d2t).
+vtcore.export renders them into the engines' formats; vtcore.bench trims its draft to them.
 
 The ids a point stands for are `Coverage.kept(curve, k)`: the ranking whose coverage the curve
 measures, so the exported set is the one whose coverage was shown for that k.
@@ -96,7 +97,8 @@ class ChosenIds:
     """The ids a chosen point stands for on one counts file, and the figures that describe them."""
 
     ids: np.ndarray                 # int64[k] target ids, ranking order (always-keep first)
-    curve: str                      # heldout | insample: the curve whose ranking gave the ids
+    curve: str                      # the ranking the ids are a prefix of: a coverage curve's (heldout |
+                                    # insample) or one named where it was made (acceptance, frequency, token map)
     tokenizer_vocab: int            # V of the counts = len(tokenizer)
     coverage: float | None          # C(k) on `curve`: the figure shown for this k
     coverage_all_rows: float        # share of all counted assistant tokens the ids cover
@@ -105,6 +107,11 @@ class ChosenIds:
     always_keep: list[int]
     how: str                        # human description: "k = 4096", "smallest k with ...", "study s trial 3"
     extra: dict = field(default_factory=dict)   # study trial facts: latency_reduction, alpha, ...
+    # when a search chose gamma with k (the benchmark's): that gamma, its predicted speed-up, and
+    # what the acceptance was modelled on ("replay": the replayed A(k, gamma); "a0*C(k)")
+    gamma: int | None = None
+    predicted_speedup: float | None = None
+    chosen_on: str = "a0*C(k)"
 
     @property
     def k(self) -> int:
@@ -115,13 +122,18 @@ class ChosenIds:
         return np.sort(self.ids)
 
 
-def _token_set(cf: CountsFile, ids: np.ndarray, curve: str, coverage: float | None, always_keep: list[int],
-            how: str) -> ChosenIds:
+def of_ids(cf: CountsFile, ids: np.ndarray, curve: str, how: str, coverage: float | None = None,
+           always_keep: list[int] | None = None) -> ChosenIds:
+    """The ChosenIds of ids chosen by any means, with their coverage of this counts file's rows
+    (ids past the counts' vocabulary, say from another tokenizer's token map, cover nothing)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    inside = ids[ids < cf.vocab_size]
     held_total = int(cf.counts_heldout.sum())
     return ChosenIds(ids=ids, curve=curve, tokenizer_vocab=cf.vocab_size, coverage=coverage,
-                    coverage_all_rows=float(cf.counts[ids].sum() / max(int(cf.counts.sum()), 1)),
-                    coverage_heldout_rows=float(cf.counts_heldout[ids].sum() / held_total) if held_total else None,
-                    manifest=dict(cf.manifest), always_keep=list(always_keep), how=how)
+                     coverage_all_rows=float(cf.counts[inside].sum() / max(int(cf.counts.sum()), 1)),
+                     coverage_heldout_rows=float(cf.counts_heldout[inside].sum() / held_total) if held_total else None,
+                     manifest=dict(cf.manifest), how=how,
+                     always_keep=list(cf.always_keep if always_keep is None else always_keep))
 
 
 def choose_k(cf: CountsFile, k: int, curve: str = "heldout", extra_keep: list[int] | None = None,
@@ -131,8 +143,8 @@ def choose_k(cf: CountsFile, k: int, curve: str = "heldout", extra_keep: list[in
     if not 1 <= k <= cov.vocab_size:
         raise VTError(f"k must be between 1 and {cov.vocab_size} (the tokenizer's size), got {k}")
     used = cov.resolve(curve)
-    return _token_set(cf, cov.kept(used, k), used, float(cov.curve(used)[k]), cov.always_keep,
-                   how or f"k given, {used} ranking")
+    return of_ids(cf, cov.kept(used, k), used, how or f"k given, {used} ranking", float(cov.curve(used)[k]),
+                  cov.always_keep)
 
 
 def choose_ranked(cf: CountsFile, order: np.ndarray, k: int, curve: str, how: str) -> ChosenIds:
@@ -143,7 +155,7 @@ def choose_ranked(cf: CountsFile, order: np.ndarray, k: int, curve: str, how: st
     ids = np.asarray(order[:k], dtype=np.int64)
     held_total = int(cf.counts_heldout.sum())
     at_k = float(cf.counts_heldout[ids].sum() / held_total) if held_total else None
-    return _token_set(cf, ids, curve, at_k, cf.always_keep, how)
+    return of_ids(cf, ids, curve, how, at_k)
 
 
 def choose_min_coverage(cf: CountsFile, min_coverage: float, curve: str = "heldout",
