@@ -131,7 +131,7 @@ def test_cli_joins_the_cluster_counts_both_samples_identically_and_caches_by_eng
     local, _ = count_dataset(data, tokenizer=qwen_tok, workspace=str(session_workspace))   # shared: read only
     address = ray_local.get_runtime_context().gcs_address
     p = run_vtcore("count", "--data", *data, "--engine", "ray", "--ray-address", address, "--out", str(out),
-                   "--json", ws=ws)
+                   "--json", ws=ws, subprocess_=True)   # a real process joins the cluster
     r = last_json(p)
     assert r["engine"] == "ray" and not r["cache_hit"]   # the local result is not the Ray one's cache
     assert "counting" in p.stderr and "100.0%" in p.stderr

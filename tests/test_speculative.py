@@ -186,7 +186,7 @@ def test_eos_stops_generation(target, draft_model):
 
 # ---------------------------------------------------------------- sampling: the target's distribution
 
-V_S, N_TOK, N_RUNS = 5, 3, 1200
+V_S, N_TOK, N_RUNS = 5, 3, 600
 
 
 def _exact_joint(model, prompt):
@@ -235,7 +235,7 @@ def assert_samples_follow(target, draft, prompt, exact, name):
         counts[tuple(r.tokens)] = counts.get(tuple(r.tokens), 0) + 1
         acc += sum(r.stats.accepted)
         rej += sum(1 for n, g in zip(r.stats.accepted, r.stats.drafted) if n < g)
-    assert acc > 200 and rej > 200, (name, acc, rej)
+    assert acc > N_RUNS // 6 and rej > N_RUNS // 6, (name, acc, rej)
     bad, stat, crit = _chi2_exceeds(counts, exact, N_RUNS)
     assert not bad, f"{name}: chi2 {stat:.1f} > {crit:.1f}"
 

@@ -17,6 +17,7 @@ the embedding/head is the target's own tensor, shared at load time.
 from __future__ import annotations
 
 import importlib.util
+import fcntl
 import inspect
 import json
 import os
@@ -165,9 +166,15 @@ def default_target_dir(workspace: str | os.PathLike | None = None, log=None) -> 
     dest = subdir("models", workspace) / DEFAULT_TARGET
     if (dest / CONVERSION_MARKER).is_file():
         return dest
-    if dest.exists():  # a leftover without the marker: not ours to trust, not ours to delete
-        raise VTError(f"{dest} exists but is not a finished conversion; remove it to convert again")
-    return convert_gguf(smollm2_gguf(), dest, log)
+    # one conversion at a time per workspace: a second process (a test worker, the dashboard
+    # beside the CLI) waits for the first instead of spending the same 30 s converting again
+    with open(dest.parent / f".{DEFAULT_TARGET}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (dest / CONVERSION_MARKER).is_file():
+            return dest
+        if dest.exists():  # a leftover without the marker: not ours to trust, not ours to delete
+            raise VTError(f"{dest} exists but is not a finished conversion; remove it to convert again")
+        return convert_gguf(smollm2_gguf(), dest, log)
 
 
 # ---------------------------------------------------------------- any model
