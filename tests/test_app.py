@@ -5,13 +5,12 @@ study's results (and finding them again after a refresh), the exports, a benchma
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from apphelpers import CODE, ROOT, code_rows, malformed_rows
+from apphelpers import CODE, ROOT, code_rows, count, malformed_rows, metric, ok, open_app, record_jobs, settle
 from drafthelpers import tiny_pair
 from vtapp import state
 from vtapp.jobs import counting_job
@@ -19,42 +18,7 @@ from vtcore import search, studies
 from vtcore.countsfile import load_counts
 from vtcore.coverage import k_for_coverage
 
-APP = str(ROOT / "app.py")
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
-
-def open_app(page: str | None = None, query: dict | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    for k, v in (query or {}).items():
-        at.query_params[k] = v
-    at.run()
-    if page:
-        at.switch_page(page).run()
-    ok(at)
-    return at
-
-
-def ok(at: AppTest) -> AppTest:
-    assert not at.exception, [e.message for e in at.exception]
-    return at
-
-
-def settle(at: AppTest, timeout: float = 60.0) -> AppTest:
-    """Rerun until no background job shows progress (what the page's polling fragment does)."""
-    t0 = time.time()
-    while True:
-        at.run()
-        ok(at)
-        if not at.get("progress"):
-            return at
-        assert time.time() - t0 < timeout, "the background job did not finish"
-        time.sleep(0.3)
-
-
-def metric(at: AppTest, label: str) -> str:
-    found = [m.value for m in at.metric if m.label == label]
-    assert found, f"no metric {label!r}: {[m.label for m in at.metric]}"
-    return found[0]
 
 
 def as_int(text: str) -> int:
@@ -62,10 +26,7 @@ def as_int(text: str) -> int:
 
 
 def count_sample() -> str:
-    job = counting_job([str(CODE)]).start()
-    job.join(60)
-    assert job.state == "finished", job.error
-    return job.result["counts_path"]
+    return count([CODE], timeout=60)
 
 
 def test_start_with_the_sample_then_the_slider_moves_k(workspace):
@@ -138,16 +99,7 @@ def test_data_page_counts_an_uploaded_jsonl(workspace):
 
 
 def test_data_page_passes_the_engine_choice_to_the_counting_job(workspace, monkeypatch):
-    import vtapp.jobs
-    from vtcore.jobs import Job
-
-    calls = []
-
-    def fake_job(paths, **kw):   # the Ray engine itself is tested in test_ray.py
-        calls.append(kw)
-        return Job(lambda progress, should_stop: None, name="count")
-
-    monkeypatch.setattr(vtapp.jobs, "counting_job", fake_job)
+    calls = record_jobs(monkeypatch, "counting_job", "count")   # the Ray engine itself: test_ray.py
     at = open_app("pages/1_Data.py")
     assert "ray_address" not in [t.key for t in at.text_input]   # only for the Ray engine
     at.radio(key="engine").set_value("ray").run()
@@ -641,16 +593,7 @@ def test_coverage_page_dropped_tokens_by_count_and_the_never_seen_note(workspace
 
 
 def test_data_page_offers_counting_the_targets_own_responses(workspace, monkeypatch):
-    import vtapp.jobs
-    from vtcore.jobs import Job
-
-    calls = []
-
-    def fake_job(paths, **kw):   # the generated counting itself is tested in test_gencount.py
-        calls.append(kw)
-        return Job(lambda progress, should_stop: None, name="count")
-
-    monkeypatch.setattr(vtapp.jobs, "counting_job", fake_job)
+    calls = record_jobs(monkeypatch, "counting_job", "count")   # generated counting: test_gencount.py
     at = open_app("pages/1_Data.py")
     assert "gen_max_new" not in [n.key for n in at.number_input]   # only when generating
     at.radio(key="count_what").set_value("generate").run()

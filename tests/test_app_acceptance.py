@@ -8,59 +8,23 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from apphelpers import CODE, ROOT, code_rows
+from apphelpers import CODE, code_rows, count, metric, ok, open_app, settle
 from drafthelpers import tiny_eagle3, tiny_pair
 from vtapp import replays, state
-from vtapp.jobs import counting_job
 from vtcore import acceptance as A
 from vtcore import problem
 from vtcore.countsfile import counts_sha256, load_counts
 
-APP = str(ROOT / "app.py")
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 def page(path: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=90)
-    at.run()
-    at.switch_page(path).run()
-    return ok(at)
-
-
-def ok(at: AppTest) -> AppTest:
-    assert not at.exception, [e.message for e in at.exception]
-    return at
-
-
-def settle(at: AppTest, timeout: float = 120.0) -> AppTest:
-    import time
-
-    t0 = time.time()
-    while True:
-        at.run()
-        ok(at)
-        if not at.get("progress"):
-            return at
-        assert time.time() - t0 < timeout, "the background job did not finish"
-        time.sleep(0.3)
-
-
-def count(paths, tokenizer=None) -> str:
-    job = counting_job([str(p) for p in paths], tokenizer=tokenizer).start()
-    job.join(120)
-    assert job.state == "finished", job.error
-    return job.result["counts_path"]
+    return open_app(path, timeout=90)
 
 
 def acceptance_charts(at: AppTest) -> list[str]:
     """The Plotly specs of the acceptance figures on the page."""
     return [f.proto.spec for f in at.get("plotly_chart") if "replayed acceptance A(k)" in f.proto.spec]
-
-
-def metric(at: AppTest, label: str) -> str:
-    found = [m.value for m in at.metric if m.label == label]
-    assert found, f"no metric {label!r}: {[m.label for m in at.metric]}"
-    return found[0]
 
 
 def test_measure_acceptance_on_the_coverage_page_then_frontier_and_export_use_it(workspace, tmp_path,
@@ -80,7 +44,7 @@ def test_measure_acceptance_on_the_coverage_page_then_frontier_and_export_use_it
     at.number_input(key="acc_new").set_value(8)
     at.number_input(key="acc_gmax").set_value(3)
     at.button(key="acc_run").click().run()
-    settle(at)
+    settle(at, timeout=120)
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and errors[0].startswith("Acceptance replay failed:") and "no-such-target" in errors[0]
     assert any(i.value.startswith("Kept: earlier acceptance files") for i in at.info)
@@ -88,7 +52,7 @@ def test_measure_acceptance_on_the_coverage_page_then_frontier_and_export_use_it
     # the real run, in the background, with its progress; the page then shows both rankings
     at.text_input(key="acc_target").set_value(str(tdir)).run()
     at.button(key="acc_run").click().run()
-    settle(at)
+    settle(at, timeout=120)
     assert not at.error, [e.value for e in at.error]
     found = replays.replays_for(counts_sha256(cf))
     assert len(found) == 1

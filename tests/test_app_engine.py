@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from test_app import count_sample, metric, ok, open_app
+from apphelpers import metric, ok, open_app, record_jobs
+from test_app import count_sample
 from vtapp import state
 from vtcore import problem, search
 from vtcore.countsfile import load_counts
@@ -36,25 +37,17 @@ def test_frontier_engine_model_is_the_cli_problem(workspace_shared_counts):
 
 
 def test_benchmark_page_tree_choice_reaches_the_job_and_the_history(workspace, monkeypatch):
-    import vtapp.jobs
     from vtcore.benchtypes import BenchConfig
-    from vtcore.jobs import Job
     from vtcore.treebench import append_tree_result
 
-    seen = []
-
-    def fake_job(cfg):   # the tree benchmark itself runs in tests/test_tree.py
-        seen.append(cfg)
-        return Job(lambda progress, should_stop: None, name="bench")
-
-    monkeypatch.setattr(vtapp.jobs, "bench_job", fake_job)
+    seen = record_jobs(monkeypatch, "bench_job", "bench")   # the tree benchmark itself: tests/test_tree.py
     at = open_app("pages/5_Benchmark.py")
     assert "bench_trees" not in [t.key for t in at.text_input]    # chains by default
     at.radio(key="bench_drafting").set_value("tree").run()
     at.text_input(key="bench_trees").set_value("3,2,4 5,4,8").run()
     at.button(key="bench_run").click().run()
     ok(at)
-    assert seen[-1].tree == [(3, 2, 4), (5, 4, 8)]
+    assert seen[-1]["cfg"].tree == [(3, 2, 4), (5, 4, 8)]
     assert state.load_state().bench["trees"] == "3,2,4 5,4,8"
     at.text_input(key="bench_trees").set_value("3,2").run()        # a bad tree: said in place, no run
     assert any("expected s,t,n" in e.value for e in at.error) and at.button(key="bench_run").disabled
