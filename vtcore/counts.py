@@ -178,6 +178,21 @@ def cached_counts(path: Path, manifest: dict) -> CountsFile | None:
     return cf if all(cf.manifest.get(k) == manifest[k] for k in KEY_FIELDS) else None
 
 
+def reuse_cached(manifest: dict, workspace, cache: bool, out, force: bool, inputs: list[str], progress: Progress,
+                 t0: float, warnings: list[str]) -> tuple[Path, tuple[CountsFile, dict] | None]:
+    """The cache path for `manifest`, and on a hit the cached counts with their summary (written to
+    `out` too when asked): the one cache lookup of every way of counting."""
+    cache_path = subdir("counts", workspace) / f"{manifest_key(manifest)}.npz"
+    cf = cached_counts(cache_path, manifest) if cache else None
+    if cf is None:
+        return cache_path, None
+    progress(1.0, "cached")
+    if out is not None and not same_file(out, cache_path):
+        save_counts(out, cf, force=force, inputs=inputs)
+    return cache_path, (cf, count_summary(cf, time.perf_counter() - t0, out or cache_path, cache_hit=True,
+                                          warnings=warnings))
+
+
 def count_local(sources: list[DataSource], datasets: list[dict], assistant: AssistantTokens, vocab_size: int,
                 schema: str, skip_bad: bool, progress: Progress, should_stop: Callable[[], bool] | None,
                 max_row_bytes: int = MAX_ROW_BYTES) -> Tally:
@@ -292,13 +307,9 @@ def count_dataset(paths: Sequence[str | DataSource | tuple], tokenizer=None, mas
     tok = tokenizer if hasattr(tokenizer, "backend_tokenizer") else load_tokenizer(tokenizer)
     tinfo = tokenizer_info(tok)
     manifest, datasets = dataset_manifest(sources, tinfo, schema, mask, skip_bad, engine, max_row_bytes)
-    cache_path = subdir("counts", workspace) / f"{manifest_key(manifest)}.npz"
-    cf = cached_counts(cache_path, manifest) if cache else None
-    if cf is not None:
-        progress(1.0, "cached")
-        if out is not None and not same_file(out, cache_path):
-            save_counts(out, cf, force=force, inputs=inputs)
-        return cf, count_summary(cf, time.perf_counter() - t0, out or cache_path, cache_hit=True, warnings=repeated)
+    cache_path, hit = reuse_cached(manifest, workspace, cache, out, force, inputs, progress, t0, repeated)
+    if hit is not None:
+        return hit
     assistant = AssistantTokens(tok, mask)
     if engine == "ray":
         tally = count_ray(sources, datasets, tok, assistant, tinfo.vocab_size, schema, skip_bad, progress,

@@ -20,8 +20,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from vtcore.countsfile import CountsFile, save_counts
-from vtcore.counts import (cached_counts, code_sha256, count_dataset, count_summary, data_sources, dataset_manifest,
-                           manifest_key, unique_sources)
+from vtcore.counts import (code_sha256, count_dataset, count_summary, data_sources, dataset_manifest,
+                           manifest_key, reuse_cached, unique_sources)
 from vtcore.coverage import coverage_curve, rank_tokens
 from vtcore.data import MAX_ROW_BYTES, ReadStats, parse_hub, read_dataset
 from vtcore.errors import VTError
@@ -29,7 +29,6 @@ from vtcore.files import check_target, same_file
 from vtcore.split import is_heldout
 from vtcore.tally import DataSource, Tally
 from vtcore.tokens import always_keep_ids, tokenizer_info
-from vtcore.workspace import subdir
 
 Progress = Callable[[float, str], None]
 GENERATE_VERSION = 1           # how prompts are made and responses counted (bump when that changes)
@@ -120,13 +119,9 @@ def count_generated(paths: Sequence[str | DataSource | tuple], target: str | Non
                      "version": GENERATE_VERSION},
         "code_sha256": code_sha256(root="gencount"),
     })
-    cache_path = subdir("counts", workspace) / f"{manifest_key(manifest)}.npz"
-    cf = cached_counts(cache_path, manifest) if cache else None
-    if cf is not None:
-        progress(1.0, "cached")
-        if out is not None and not same_file(out, cache_path):
-            save_counts(out, cf, force=force, inputs=inputs)
-        info = count_summary(cf, time.perf_counter() - t0, out or cache_path, cache_hit=True, warnings=repeated)
+    cache_path, hit = reuse_cached(manifest, workspace, cache, out, force, inputs, progress, t0, repeated)
+    if hit is not None:
+        cf, info = hit
         return cf, {**info, "generate": generate_info(cf)}, tok
 
     tally = Tally(tinfo.vocab_size)
