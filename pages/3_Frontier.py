@@ -92,12 +92,7 @@ with c2:
                       "of its own (`python -m vtcore profile`); seconds for small drafts, minutes for 8B-class heads"):
         from vtapp.jobs import profile_job
 
-        try:
-            ui.registry().start("profile", profile_job(spec_draft, device="cpu", threads=1, context=context))
-        except VTError as err:
-            st.error(str(err))
-        else:
-            st.rerun()
+        ui.start_job("profile", lambda: profile_job(spec_draft, device="cpu", threads=1, context=context))
     ui.job_panel("profile", "Latency profile")
 if latency != s.latency:
     s = ui.save(latency=latency)

@@ -14,7 +14,6 @@ from vtcore import export as ex
 from vtcore.bench import load_results, read_results, results_path
 from vtcore.benchtypes import BenchConfig, BenchResult
 from vtcore.models import DEFAULT_DRAFT, DEFAULT_EAGLE3
-from vtcore.errors import VTError
 from vtcore.files import atomic_file
 from vtcore.selection import choose
 
@@ -153,19 +152,17 @@ if st.button("Benchmark", type="primary", key="bench_run",
                     min_coverage=min_coverage, drafting=drafting, trees=tree_text)
     ui.save(bench=settings)
     default = {"default", "smollm2", ""}
-    try:
-        token_map = selected_token_map() if k_from == "selected" else None
-        cfg = BenchConfig(target=None if target.lower() in default else target,
-                          draft=None if draft.lower() in default else draft, data=data or None, prompts=prompts,
-                          max_new_tokens=max_new, gamma=gamma or None, repeats=repeats, device=device,
-                          threads=threads, k=k_fixed, k_from="coverage" if k_from == "coverage" else "search",
-                          min_coverage=min_coverage, token_map=token_map,
-                          tree=trees if drafting == "tree" else [])
-        ui.registry().start("bench", bench_job(cfg))
-    except VTError as e:
-        st.error(str(e))
-    else:
-        st.rerun()
+
+    def config() -> BenchConfig:
+        return BenchConfig(target=None if target.lower() in default else target,
+                           draft=None if draft.lower() in default else draft, data=data or None, prompts=prompts,
+                           max_new_tokens=max_new, gamma=gamma or None, repeats=repeats, device=device,
+                           threads=threads, k=k_fixed, k_from="coverage" if k_from == "coverage" else "search",
+                           min_coverage=min_coverage,
+                           token_map=selected_token_map() if k_from == "selected" else None,
+                           tree=trees if drafting == "tree" else [])
+
+    ui.start_job("bench", lambda: bench_job(config()))
 ui.job_panel("bench", "Benchmark")
 
 

@@ -65,12 +65,7 @@ def start_form(s: vstate.AppState, found: bool) -> None:
 
             req = ReplayRequest(target=target or None, draft=draft or None, data=data, prompts=n_held,
                                 fit_prompts=n_fit, max_new_tokens=n_new, gamma_max=g_max)
-            try:
-                ui.registry().start("acceptance", acceptance_job(req))
-            except VTError as e:
-                st.error(str(e))
-            else:
-                st.rerun()
+            ui.start_job("acceptance", lambda: acceptance_job(req))
     ui.job_panel("acceptance", "Acceptance replay")
 
 

@@ -168,6 +168,17 @@ def registry() -> Registry:
     return Registry()
 
 
+def start_job(name: str, make: Callable[[], Any]) -> None:
+    """Start the job `make()` builds under `name` and rerun the page into its panel; a VTError
+    while building or starting it is shown in place as one line."""
+    try:
+        registry().start(name, make())
+    except VTError as e:
+        st.error(str(e))
+    else:
+        st.rerun()
+
+
 def mtime(path: str) -> float:
     try:
         return Path(path).stat().st_mtime
